@@ -1,0 +1,208 @@
+"""Helpers shared by the benchmarks: timing rows, RSS sampling, thread checks, reporting."""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import resource
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+
+from ephemeral_actors.testing import library_threads
+
+__all__ = [
+    "RssSampler",
+    "Row",
+    "check_threads",
+    "fmt_range",
+    "fmt_rate",
+    "header",
+    "timed",
+]
+
+
+# -- timing ---------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of a results table: a runner and its wall times over the repeats."""
+
+    label: str
+    items: int
+    run: Callable[[int], float]
+    """Runs the workload on `items` items and returns the timed wall seconds."""
+    walls: list[float] = field(default_factory=list)
+
+    @property
+    def wall(self) -> float:
+        """Median wall time in seconds."""
+        return statistics.median(self.walls)
+
+    @property
+    def rate(self) -> float:
+        """Items per second at the median wall time."""
+        return self.items / self.wall
+
+    def ratio(self, peer: Row) -> float:
+        """Throughput of this row over `peer`'s (>1 means this row is faster)."""
+        return self.rate / peer.rate
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Call `fn` after a full collection and return its wall seconds."""
+    gc.collect()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_rows(rows: list[Row], repeat: int, *, warmup: int = 0) -> None:
+    """Run every row `repeat` times, interleaved, so machine noise spreads over all rows.
+
+    With `warmup`, each row first runs once on that many items, untimed.
+    """
+    if warmup:
+        for row in rows:
+            row.run(warmup)
+    for _ in range(repeat):
+        for row in rows:
+            row.walls.append(row.run(row.items))
+
+
+# -- memory ---------------------------------------------------------------------------
+
+
+def rss_kib() -> int:
+    """Resident set size of this process now, in KiB (VmRSS from /proc/self/status)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS line in /proc/self/status")
+
+
+def _maxrss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+class RssSampler:
+    """Peak RSS growth over a block, sampled by a thread every `interval` seconds.
+
+    The baseline is taken on entry, right after a `gc.collect()`. The peak is the
+    highest sample, or the process's `ru_maxrss` if that rose during the block
+    (`ru_maxrss` is exact but only moves when the process-wide peak is exceeded, so it
+    catches spikes shorter than the sampling interval).
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.baseline = 0
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._maxrss_before = 0
+
+    def __enter__(self) -> RssSampler:
+        gc.collect()
+        self.baseline = self.peak = rss_kib()
+        self._maxrss_before = _maxrss_kib()
+        self._thread = threading.Thread(target=self._sample, name="bench-rss-sampler")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        self._record(rss_kib())
+        maxrss = _maxrss_kib()
+        if maxrss > self._maxrss_before:
+            self.peak = max(self.peak, maxrss)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._record(rss_kib())
+
+    def _record(self, kib: int) -> None:
+        self.samples += 1
+        self.peak = max(self.peak, kib)
+
+    @property
+    def growth_mb(self) -> float:
+        """Peak growth over the baseline, in MB (10^6 bytes)."""
+        return (self.peak - self.baseline) * 1024 / 1e6
+
+
+# -- checks and reporting ---------------------------------------------------------------
+
+
+_leftovers: list[str] = []
+
+
+def check_threads(where: str) -> None:
+    """Print a warning if any `ephemeral-actors-` thread is still alive after `where`."""
+    names = sorted(t.name for t in library_threads())
+    if names:
+        line = f"WARNING: {len(names)} ephemeral-actors thread(s) alive after {where}: {names}"
+        _leftovers.append(line)
+        print(line, file=sys.stderr)
+
+
+def leftover_warnings() -> list[str]:
+    """Every leftover-thread warning printed so far."""
+    return list(_leftovers)
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
+
+
+def header(title: str, mode: str) -> str:
+    """The report's header: date, machine, interpreter and library versions."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    return "\n".join(
+        [
+            title,
+            f"  date      {datetime.now(UTC):%Y-%m-%d %H:%M} UTC   mode: {mode}",
+            f"  machine   {os.cpu_count()} CPUs ({usable} usable), {platform.platform()}",
+            f"  python    {platform.python_implementation()} {platform.python_version()}"
+            f"   pykka {_dist_version('pykka')}"
+            f"   ephemeral-actors {_dist_version('ephemeral-actors')}",
+        ]
+    )
+
+
+def fmt_rate(rate: float) -> str:
+    return f"{rate:,.0f}"
+
+
+def fmt_range(values: list[float], fmt: str = ".3f") -> str:
+    return f"{min(values):{fmt}}–{max(values):{fmt}}"
+
+
+def table(headings: list[str], rows: list[list[str]], *, indent: str = "  ") -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in [headings, *rows]) for i in range(len(headings))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return indent + "  ".join([first, *rest]).rstrip()
+
+    rule = indent + "  ".join("-" * w for w in widths)
+    return "\n".join([line(headings), rule, *(line(r) for r in rows)])

@@ -1,0 +1,70 @@
+"""ephemeral_actors: bounded, observable, self-cleaning background work on Pykka actors.
+
+Every coordinator is a supervisor actor that owns worker actors, keeps a small
+window of operation metadata (never payloads) and answers state queries.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ephemeral_actors._coordinators._work import ResultCoordinator, WorkCoordinator
+from ephemeral_actors._errors import (
+    CoordinatorClosedError,
+    CoordinatorFaultedError,
+    CoordinatorFullError,
+    CoordinatorNotCompletedError,
+    DynamicConcurrencyDisabledError,
+    EphemeralError,
+    NoCurrentOperationError,
+    OperationCancelledError,
+    RegistryClosedError,
+    SignalCancelledError,
+    UnknownCoordinatorError,
+)
+from ephemeral_actors._for_each import for_each, for_each_async
+from ephemeral_actors._operation import Operation, current_operation
+from ephemeral_actors._options import CoordinatorOptions
+from ephemeral_actors._records import CoordinatorStats, OperationSnapshot, ResultSnapshot
+from ephemeral_actors._signals import (
+    SignalBlockReason,
+    SignalBus,
+    SignalConstraints,
+    SignalEvent,
+    SignalPropagation,
+    matches,
+    matches_any,
+)
+
+__all__ = (
+    "CoordinatorClosedError",
+    "CoordinatorFaultedError",
+    "CoordinatorFullError",
+    "CoordinatorNotCompletedError",
+    "CoordinatorOptions",
+    "CoordinatorStats",
+    "DynamicConcurrencyDisabledError",
+    "EphemeralError",
+    "NoCurrentOperationError",
+    "Operation",
+    "OperationCancelledError",
+    "OperationSnapshot",
+    "RegistryClosedError",
+    "ResultCoordinator",
+    "ResultSnapshot",
+    "SignalBlockReason",
+    "SignalBus",
+    "SignalCancelledError",
+    "SignalConstraints",
+    "SignalEvent",
+    "SignalPropagation",
+    "UnknownCoordinatorError",
+    "WorkCoordinator",
+    "current_operation",
+    "for_each",
+    "for_each_async",
+    "matches",
+    "matches_any",
+)
+
+logging.getLogger("ephemeral_actors").addHandler(logging.NullHandler())

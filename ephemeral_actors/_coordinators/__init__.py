@@ -1,0 +1,1 @@
+"""Coordinator kinds: the shared core and facades."""

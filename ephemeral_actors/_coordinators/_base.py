@@ -1,0 +1,463 @@
+"""The facade every coordinator kind shares (SPEC section 4).
+
+The facade holds no state of its own: intake goes straight into the core (the hot
+path), control goes to the supervisor actor as messages, and reads take a
+lock-protected look at the supervisor's state, so they keep answering after
+`close()` and cannot deadlock when called from a callback on the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterable, Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+
+import pykka
+
+from ephemeral_actors import messages as m
+from ephemeral_actors._coordinators._core import BLOCK, TRY, Core, CoordinatorState
+from ephemeral_actors._errors import (
+    CoordinatorClosedError,
+    CoordinatorFaultedError,
+    CoordinatorNotCompletedError,
+)
+from ephemeral_actors._options import CoordinatorOptions
+from ephemeral_actors._runtime import SHARED_LOOP
+from ephemeral_actors._validate import check_seconds_or_none
+
+if TYPE_CHECKING:
+    from ephemeral_actors._coordinators._core import Supervisor
+    from ephemeral_actors._records import CoordinatorStats, OperationSnapshot
+
+__all__ = ["CoordinatorBase"]
+
+T = TypeVar("T")
+
+
+def check_options(options: object) -> CoordinatorOptions:
+    """Return `options`, or the defaults for None; reject anything else by name."""
+    if options is None:
+        return CoordinatorOptions()
+    if not isinstance(options, CoordinatorOptions):
+        raise TypeError(
+            f"options must be a CoordinatorOptions or None, got {type(options).__name__}"
+        )
+    return options
+
+
+class CoordinatorBase(Generic[T]):
+    """Intake, counters, window, control and lifecycle shared by every coordinator."""
+
+    _kind = "coordinator"
+    _capture_results = False
+
+    def __init__(self, body: Callable[[T], Any], options: CoordinatorOptions | None = None) -> None:
+        self._core = self._make_core(body, check_options(options))
+        self._has_source = False
+
+    def _make_core(self, body: Callable[[T], Any], options: CoordinatorOptions) -> Core:
+        return Core(body, options, kind=self._kind, capture_results=self._capture_results)
+
+    def _start_source(self, source: Iterable[T] | AsyncIterable[T]) -> None:
+        core = self._core
+        self._has_source = True
+        with core.lock:
+            core.source_open = True
+        if isinstance(source, AsyncIterable):
+            core.uses_shared_loop()
+            SHARED_LOOP.spawn(_feed_async(core, source))
+        elif isinstance(source, Iterable):
+            core.feeder = threading.Thread(
+                target=_feed_sync,
+                args=(core, source),
+                name=f"ephemeral-actors-{core.name}-source",
+                daemon=True,
+            )
+            core.feeder.start()
+        else:
+            self.close()
+            raise TypeError(
+                f"source must be an iterable or async iterable, got {type(source).__name__}"
+            )
+
+    def __repr__(self) -> str:
+        return repr(self._core).replace(self._core.kind, type(self).__name__, 1)
+
+    # -- intake ------------------------------------------------------------------------
+
+    def enqueue(self, item: T, *, timeout: float | None = None) -> int:
+        """Accept `item` and return its operation id.
+
+        Blocks while the backlog (`max_tracked_operations` pending items) is full.
+
+        Args:
+            item: The work item; it is passed to the body and never retained in records.
+            timeout: Seconds to wait for backlog space; `None` waits as long as it takes.
+
+        Returns:
+            The positive 63-bit operation id.
+
+        Raises:
+            CoordinatorFullError: The backlog stayed full for `timeout` seconds.
+            CoordinatorClosedError: `complete()`, `cancel()` or `close()` was called.
+            CoordinatorFaultedError: The supervisor actor died.
+        """
+        if timeout is not None:
+            timeout = check_seconds_or_none("timeout", timeout)
+        op = self._core.accept(item, None, timeout, BLOCK)
+        assert op is not None
+        return op.id
+
+    def try_enqueue(self, item: T) -> bool:
+        """Accept `item` if that needs no waiting; never raises for a full or closed coordinator.
+
+        Returns:
+            True if the item was accepted.
+        """
+        return self._core.accept(item, None, None, TRY) is not None
+
+    def enqueue_many(self, items: Iterable[T]) -> int:
+        """Accept every item of `items`, waiting for backlog space as `enqueue` does.
+
+        Returns:
+            How many items were accepted. If intake closes part-way, the items
+            accepted so far are counted and the rest are not taken from `items`.
+
+        Raises:
+            CoordinatorClosedError: Intake was closed before the first item.
+        """
+        count = 0
+        accept = self._core.accept
+        try:
+            for item in items:
+                accept(item, None, None, BLOCK)
+                count += 1
+        except (CoordinatorClosedError, CoordinatorFaultedError):
+            if count == 0:
+                raise
+        return count
+
+    def submit(self, item: T) -> pykka.Future[Any]:
+        """Accept `item` and return a future of its outcome (the *ask* form).
+
+        The future resolves when the operation ends: to `None` (or the body's result
+        in a `ResultCoordinator`), or it raises the body's exception.
+        """
+        future: pykka.Future[Any] = pykka.ThreadingFuture()
+        self._core.accept(item, future, None, BLOCK)
+        return future
+
+    async def enqueue_async(self, item: T) -> int:
+        """`enqueue` for asyncio: waits for backlog space without blocking the loop."""
+        op = await self._core.accept_async(item, None)
+        return op.id
+
+    async def submit_async(self, item: T) -> Any:
+        """Accept `item` and await its outcome without blocking the event loop.
+
+        Returns:
+            `None`, or the body's result in a `ResultCoordinator`.
+
+        Raises:
+            BaseException: Whatever the body raised.
+        """
+        from ephemeral_actors._coordinators._core import _AsyncReply  # noqa: PLC0415
+
+        loop = asyncio.get_running_loop()
+        reply = _AsyncReply(loop, loop.create_future())
+        await self._core.accept_async(item, reply)
+        return await reply.fut
+
+    # -- counters and state ------------------------------------------------------------
+
+    @property
+    def pending_count(self) -> int:
+        """Items accepted and not yet started."""
+        return len(self._core.pending)
+
+    @property
+    def active_count(self) -> int:
+        """Operations running now."""
+        return self._core.running
+
+    @property
+    def total_enqueued(self) -> int:
+        """Items ever accepted."""
+        return self._core.enqueued
+
+    @property
+    def total_completed(self) -> int:
+        """Operations that ended successfully."""
+        return self._core.completed
+
+    @property
+    def total_failed(self) -> int:
+        """Operations whose body raised (cancellations are counted apart)."""
+        return self._core.failed
+
+    @property
+    def total_cancelled(self) -> int:
+        """Items dropped by `cancel()` or a cancel signal, and bodies that acknowledged cancellation."""
+        return self._core.cancelled
+
+    @property
+    def is_completed(self) -> bool:
+        """True once intake is closed by `complete()`, `cancel()` or `close()`."""
+        return self._core.state is not CoordinatorState.RUNNING
+
+    @property
+    def is_drained(self) -> bool:
+        """True once completed with nothing pending or active."""
+        with self._core.lock:
+            return self._core.is_drained_locked()
+
+    @property
+    def is_paused(self) -> bool:
+        """True while `pause()` holds new operations back."""
+        return self._core.paused
+
+    @property
+    def max_concurrency(self) -> int:
+        """The current global concurrency limit."""
+        return self._core.limit
+
+    @property
+    def name(self) -> str:
+        """The coordinator's name (`options.name`, or a generated one)."""
+        return self._core.name
+
+    @property
+    def options(self) -> CoordinatorOptions:
+        """The options the coordinator was built with."""
+        return self._core.options
+
+    @property
+    def actor_ref(self) -> pykka.ActorRef[Supervisor]:
+        """The supervisor actor's `pykka.ActorRef`, for `tell`/`ask` with `messages`."""
+        return self._core.supervisor_ref
+
+    def stats(self) -> CoordinatorStats:
+        """Every counter and state flag, read at one instant."""
+        return self._core.stats()
+
+    # -- window ------------------------------------------------------------------------
+
+    def get_snapshot(self) -> tuple[OperationSnapshot, ...]:
+        """Every operation in the window, oldest first."""
+        core = self._core
+        with core.lock:
+            return core.snapshot_locked(with_results=self._capture_results)
+
+    def get_running(self) -> tuple[OperationSnapshot, ...]:
+        """Operations in the window that have not ended."""
+        return tuple(s for s in self.get_snapshot() if s.completed is None)
+
+    def get_completed(self) -> tuple[OperationSnapshot, ...]:
+        """Operations in the window that ended, successfully or not."""
+        return tuple(s for s in self.get_snapshot() if s.completed is not None)
+
+    def get_failed(self) -> tuple[OperationSnapshot, ...]:
+        """Operations in the window that ended with an error (failed or cancelled)."""
+        return tuple(s for s in self.get_snapshot() if s.error is not None)
+
+    def pin(self, op_id: int) -> bool:
+        """Keep operation `op_id` in the window through size and age trims.
+
+        Returns:
+            True if the operation was in the window.
+        """
+        return bool(self._send(m.Pin(op_id)))
+
+    def unpin(self, op_id: int) -> bool:
+        """Let operation `op_id` be trimmed again; True if it was in the window."""
+        return bool(self._send(m.Unpin(op_id)))
+
+    def evict(self, op_id: int) -> bool:
+        """Remove operation `op_id` from the window now, even pinned or running.
+
+        Counters do not change; a running operation still finishes and counts.
+
+        Returns:
+            True if the operation was in the window.
+        """
+        return bool(self._send(m.Evict(op_id)))
+
+    # -- control -----------------------------------------------------------------------
+
+    def _send(self, message: object) -> Any:
+        """Apply a control message the way the supervisor would, and return its answer.
+
+        The facade runs the supervisor's own handler under the core lock instead of an
+        `ask`: the effect is the same and synchronous, but a slow `on_sample` callback
+        (which runs on the supervisor) can never hold up `pause()` or `cancel()`, and
+        calling these from a callback cannot deadlock. Actors that send the same
+        message with `tell`/`ask` reach the same handler through the mailbox.
+        """
+        return self._core.handle(message)
+
+    def pause(self) -> None:
+        """Stop starting new operations; running ones go on and intake continues."""
+        self._send(m.Pause())
+
+    def resume(self) -> None:
+        """Start operations again after `pause()`."""
+        self._send(m.Resume())
+
+    def set_max_concurrency(self, limit: int) -> None:
+        """Change the global concurrency limit.
+
+        Raising takes effect at once. Lowering lets running operations finish and
+        starts nothing new until fewer than `limit` run, also under a sustained backlog.
+
+        Raises:
+            DynamicConcurrencyDisabledError: The options did not enable it.
+            ValueError: `limit` is below 1.
+        """
+        self._send(m.SetMaxConcurrency(limit))
+
+    def complete(self) -> None:
+        """Stop intake; queued items are still processed. Idempotent."""
+        self._send(m.Complete())
+
+    def cancel(self) -> None:
+        """Stop intake, drop the backlog (counted as cancelled) and ask running
+        operations to cancel cooperatively. Idempotent."""
+        self._send(m.Cancel())
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until every accepted item has ended and `on_sample` has seen it.
+
+        Args:
+            timeout: Seconds to wait; `None` waits as long as it takes.
+
+        Raises:
+            CoordinatorNotCompletedError: Neither `complete()` was called nor the
+                coordinator was built `from_iterable`.
+            TimeoutError: Not drained within `timeout`.
+            CoordinatorFaultedError: The supervisor died.
+            BaseException: The source of a `from_iterable` coordinator raised this.
+        """
+        timeout = check_seconds_or_none("timeout", timeout)
+        self._check_drainable()
+        self._core.wait_settled(timeout)
+        self._raise_source_error()
+
+    async def drain_async(self) -> None:
+        """`drain` for asyncio: waits without blocking the event loop."""
+        self._check_drainable()
+        await self._core.wait_settled_async()
+        self._raise_source_error()
+
+    def _check_drainable(self) -> None:
+        core = self._core
+        if core.state is CoordinatorState.RUNNING and not self._has_source:
+            raise CoordinatorNotCompletedError(
+                f"drain() on coordinator {core.name!r} needs complete() first "
+                "(or a coordinator built with from_iterable)"
+            )
+
+    def _raise_source_error(self) -> None:
+        error = self._core.source_error
+        if error is not None:
+            raise error
+
+    def close(self, timeout: float | None = None) -> None:
+        """Cancel, then stop every actor and thread of this coordinator.
+
+        Returns within `timeout` even if a body never returns; such a body's thread
+        is abandoned (it is a daemon thread, and it is logged) and exits when the body
+        returns. Counters and queries keep answering with the final state.
+        """
+        self._core.close(check_seconds_or_none("timeout", timeout))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                self.complete()
+                self.drain()
+        finally:
+            self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                self.complete()
+                await self.drain_async()
+        finally:
+            await run_blocking(self.close)
+
+
+async def run_blocking(fn: Callable[[], None]) -> None:
+    """Run `fn` on a short-lived thread of ours and await it without blocking the loop.
+
+    `asyncio.to_thread` would park a thread in the loop's default executor that
+    outlives the call; this one ends with `fn`.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(_settle, done, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, done, None)
+
+    thread = threading.Thread(target=target, name="ephemeral-actors-closer", daemon=True)
+    thread.start()
+    try:
+        await done
+    finally:
+        thread.join()
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
+
+
+def _feed_sync(core: Core, source: Iterable[Any]) -> None:
+    try:
+        for item in source:
+            core.accept(item, None, None, BLOCK)
+    except (CoordinatorClosedError, CoordinatorFaultedError):
+        pass
+    except BaseException as exc:  # noqa: BLE001 - re-raised from drain()
+        core.source_error = exc
+    finally:
+        core.source_finished()
+
+
+async def _feed_async(core: Core, source: AsyncIterable[Any]) -> None:
+    try:
+        async for item in source:
+            await core.accept_async(item, None)
+    except (CoordinatorClosedError, CoordinatorFaultedError):
+        pass
+    except BaseException as exc:  # noqa: BLE001 - re-raised from drain()
+        core.source_error = exc
+    finally:
+        core.source_finished()

@@ -1,0 +1,107 @@
+"""`WorkCoordinator` and `ResultCoordinator` (SPEC sections 4 and 6)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ephemeral_actors._coordinators._base import CoordinatorBase
+
+if TYPE_CHECKING:
+    from ephemeral_actors._options import CoordinatorOptions
+    from ephemeral_actors._records import OperationSnapshot, ResultSnapshot
+
+__all__ = ["ResultCoordinator", "WorkCoordinator"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class WorkCoordinator(CoordinatorBase[T]):
+    """A long-lived, bounded, observable queue of work.
+
+    `body(item)` is a plain function or a coroutine function; coroutine bodies run on
+    an event loop owned by the library. Processing starts at construction.
+
+    Example:
+        ```python
+        with WorkCoordinator(send_email, CoordinatorOptions(max_concurrency=4)) as emails:
+            for message in outbox:
+                emails.enqueue(message)
+        # leaving the block completes, drains and closes the coordinator
+        ```
+    """
+
+    _kind = "work"
+
+    def __init__(
+        self,
+        body: Callable[[T], Any] | Callable[[T], Awaitable[Any]],
+        options: CoordinatorOptions | None = None,
+    ) -> None:
+        super().__init__(body, options)
+
+    @classmethod
+    def from_iterable(
+        cls,
+        source: Iterable[T] | AsyncIterable[T],
+        body: Callable[[T], Any] | Callable[[T], Awaitable[Any]],
+        options: CoordinatorOptions | None = None,
+    ) -> WorkCoordinator[T]:
+        """Build a coordinator that takes its items from `source` until it ends.
+
+        A sync iterable is read on a thread of the coordinator, an async iterable on
+        the shared event loop; both wait for backlog space. `drain()` waits for the
+        source to end and re-raises its exception if it raised.
+        """
+        coordinator = cls(body, options)
+        coordinator._start_source(source)
+        return coordinator
+
+
+class ResultCoordinator(CoordinatorBase[T], Generic[T, R]):
+    """A `WorkCoordinator` that keeps each successful body's result in the window.
+
+    Results evaporate with their operation when the window trims or evicts it.
+    `get_base_snapshot()` and `on_sample` give plain snapshots without results.
+    """
+
+    _kind = "result"
+    _capture_results = True
+
+    def __init__(
+        self,
+        body: Callable[[T], R] | Callable[[T], Awaitable[R]],
+        options: CoordinatorOptions | None = None,
+    ) -> None:
+        super().__init__(body, options)
+
+    @classmethod
+    def from_iterable(
+        cls,
+        source: Iterable[T] | AsyncIterable[T],
+        body: Callable[[T], R] | Callable[[T], Awaitable[R]],
+        options: CoordinatorOptions | None = None,
+    ) -> ResultCoordinator[T, R]:
+        """Build a result coordinator fed from `source` (see `WorkCoordinator.from_iterable`)."""
+        coordinator = cls(body, options)
+        coordinator._start_source(source)
+        return coordinator
+
+    def get_snapshot(self) -> tuple[ResultSnapshot, ...]:  # type: ignore[override]
+        """Every operation in the window with its result, oldest first."""
+        return super().get_snapshot()  # type: ignore[return-value]
+
+    def get_results(self) -> tuple[R, ...]:
+        """Results of the successful operations still in the window, oldest first."""
+        return tuple(s.result for s in self.get_snapshot() if s.has_result)
+
+    def get_successful(self) -> tuple[ResultSnapshot, ...]:
+        """Snapshots of the successful operations in the window, with results."""
+        return tuple(s for s in self.get_snapshot() if s.has_result)
+
+    def get_base_snapshot(self) -> tuple[OperationSnapshot, ...]:
+        """The window without results: safe to log or expose."""
+        core = self._core
+        with core.lock:
+            return core.snapshot_locked(with_results=False)

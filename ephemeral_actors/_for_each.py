@@ -1,0 +1,82 @@
+"""`for_each` / `for_each_async`: a one-shot bounded parallel loop (SPEC section 7)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ephemeral_actors._coordinators._base import CoordinatorBase, run_blocking
+
+if TYPE_CHECKING:
+    from ephemeral_actors._options import CoordinatorOptions
+    from ephemeral_actors._records import CoordinatorStats
+
+__all__ = ["for_each", "for_each_async"]
+
+T = TypeVar("T")
+
+
+def _build(
+    items: Iterable[T] | AsyncIterable[T],
+    body: Callable[[T], Any] | Callable[[T], Awaitable[Any]],
+    options: CoordinatorOptions | None,
+    key: Callable[[T], Any] | None,
+) -> CoordinatorBase[T]:
+    if key is None:
+        from ephemeral_actors._coordinators._work import WorkCoordinator  # noqa: PLC0415
+
+        return WorkCoordinator.from_iterable(items, body, options)
+    if not callable(key):
+        raise TypeError(f"key must be callable or None, got {type(key).__name__} {key!r}")
+    from ephemeral_actors._coordinators._keyed import KeyedWorkCoordinator  # noqa: PLC0415
+
+    return KeyedWorkCoordinator.from_iterable(items, key, body, options)
+
+
+def for_each(
+    items: Iterable[T] | AsyncIterable[T],
+    body: Callable[[T], Any] | Callable[[T], Awaitable[Any]],
+    options: CoordinatorOptions | None = None,
+    *,
+    key: Callable[[T], Any] | None = None,
+) -> CoordinatorStats:
+    """Run `body` over `items` with bounded concurrency and return the final stats.
+
+    Body failures are recorded, not raised: the returned stats count them. With
+    `key`, items of one key run in order (see `KeyedWorkCoordinator`). An interrupt
+    (`KeyboardInterrupt`) stops intake, asks running work to cancel and propagates.
+
+    Raises:
+        BaseException: Whatever `items` raised while being iterated.
+    """
+    coordinator = _build(items, body, options, key)
+    try:
+        coordinator.drain()
+    except BaseException:
+        coordinator.close()
+        raise
+    coordinator.close()
+    return coordinator.stats()
+
+
+async def for_each_async(
+    items: Iterable[T] | AsyncIterable[T],
+    body: Callable[[T], Any] | Callable[[T], Awaitable[Any]],
+    options: CoordinatorOptions | None = None,
+    *,
+    key: Callable[[T], Any] | None = None,
+) -> CoordinatorStats:
+    """`for_each` for asyncio: awaits without blocking the event loop.
+
+    Cancelling the awaiting task stops intake, asks running work to cancel and
+    re-raises `CancelledError`.
+    """
+    coordinator = _build(items, body, options, key)
+    try:
+        await coordinator.drain_async()
+    except BaseException:
+        await asyncio.shield(run_blocking(coordinator.close))
+        raise
+    await run_blocking(coordinator.close)
+    return coordinator.stats()

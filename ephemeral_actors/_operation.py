@@ -1,0 +1,142 @@
+"""`Operation`: the running item's handle, and `current_operation()`.
+
+One `Operation` object is created per accepted item and doubles as the window's
+record of it, so the dispatch path allocates one object per item, not three.
+Everything a snapshot shows is metadata; the item itself is never stored here.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import TYPE_CHECKING, Any
+
+from ephemeral_actors._errors import NoCurrentOperationError, OperationCancelledError
+
+if TYPE_CHECKING:
+    from ephemeral_actors._coordinators._core import Core
+    from ephemeral_actors._signals import SignalEvent, SignalPropagation
+
+__all__ = ["Operation", "current_operation"]
+
+_current: contextvars.ContextVar[Operation | None] = contextvars.ContextVar(
+    "ephemeral_actors_current_operation", default=None
+)
+
+
+def current_operation() -> Operation:
+    """Return the `Operation` whose body is running in this context.
+
+    Works in sync bodies (the worker thread's context) and in coroutine bodies
+    (the task's context).
+
+    Raises:
+        NoCurrentOperationError: Called outside a body.
+    """
+    op = _current.get()
+    if op is None:
+        raise NoCurrentOperationError("current_operation() called outside a coordinator body")
+    return op
+
+
+class Operation:
+    """The handle of one accepted item, seen from inside its body.
+
+    Attributes:
+        id: Positive 63-bit operation id (the value `enqueue` returned).
+        key: `str(key)` in keyed coordinators, else `None`.
+    """
+
+    __slots__ = (
+        "_cancel",
+        "_core",
+        "_ended",
+        "_error",
+        "_has_result",
+        "_in_window",
+        "_outcome",
+        "_pinned",
+        "_reply",
+        "_result",
+        "_signals",
+        "_snapshot",
+        "_started",
+        "id",
+        "key",
+        "raw_key",
+    )
+
+    def __init__(self, core: Core, op_id: int, key: str | None, raw_key: Any = None) -> None:
+        self.id = op_id
+        self.key = key
+        self.raw_key = raw_key
+        self._core = core
+        self._started = 0.0
+        self._ended: float | None = None
+        self._error: BaseException | None = None
+        self._outcome = 0  # 0 pending/running, 1 completed, 2 failed, 3 cancelled
+        self._cancel = False
+        self._pinned = False
+        self._in_window = False
+        self._signals: list[SignalEvent] | None = None
+        self._reply: Any = None
+        self._result: Any = None
+        self._has_result = False
+        self._snapshot: Any = None
+
+    def __repr__(self) -> str:
+        state = ("running", "completed", "failed", "cancelled")[self._outcome]
+        return f"<Operation id={self.id} key={self.key!r} {state}>"
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancellation of this operation was requested."""
+        return self._cancel
+
+    def raise_if_cancelled(self) -> None:
+        """Raise `OperationCancelledError` if cancellation was requested.
+
+        A body that lets this propagate is counted as cancelled, not failed.
+        """
+        if self._cancel:
+            raise OperationCancelledError(f"operation {self.id} was cancelled")
+
+    def signal(self, name: str) -> bool:
+        """Emit the signal `name` from this operation.
+
+        Returns:
+            False if the coordinator's signal constraints blocked it, else True.
+        """
+        return self._core.emit_signal(self, name, None)
+
+    def emit_caused(self, name: str, cause: SignalPropagation | SignalEvent) -> bool:
+        """Emit `name` as caused by `cause`, subject to `signal_constraints`.
+
+        Args:
+            name: The new signal's name.
+            cause: A `SignalPropagation`, or a `SignalEvent` whose propagation is used.
+
+        Returns:
+            False if the constraints blocked the emission, else True.
+        """
+        return self._core.emit_signal(self, name, cause)
+
+    def retract(self, name: str) -> bool:
+        """Remove this operation's signals called `name`; True if any were removed."""
+        return self._core.retract_signals(self, lambda s: s == name) > 0
+
+    def retract_matching(self, pattern: str) -> int:
+        """Remove this operation's signals matching `pattern`; return how many."""
+        from ephemeral_actors._signals import matches  # noqa: PLC0415
+
+        return self._core.retract_signals(self, lambda s: matches(s, pattern))
+
+    def has_signal(self, name: str) -> bool:
+        """Return True if this operation emitted `name` (and did not retract it)."""
+        signals = self._signals
+        return signals is not None and any(e.signal == name for e in signals)
+
+    def _finish(self, outcome: int, error: BaseException | None, now: float) -> None:
+        self._ended = now
+        self._outcome = outcome
+        self._error = error
+        self._snapshot = None

@@ -1,0 +1,156 @@
+"""`CoordinatorOptions`: the one frozen record every coordinator is configured with."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ephemeral_actors._validate import check_int, check_seconds, check_seconds_or_none
+
+if TYPE_CHECKING:
+    from ephemeral_actors._records import OperationSnapshot
+    from ephemeral_actors._signals import SignalBus, SignalConstraints, SignalEvent
+
+__all__ = ["CoordinatorOptions"]
+
+Seconds = int | float | _dt.timedelta
+"""A duration: seconds as int or float (never bool), or a `datetime.timedelta`."""
+
+
+def _default_concurrency() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoordinatorOptions:
+    """How a coordinator runs: limits, window, scheduling, signals and callbacks.
+
+    Every field is validated when the record is built; a bad value raises
+    `TypeError` or `ValueError` naming the field and the value. Durations accept
+    seconds (int or float) or a `datetime.timedelta` and are stored as float seconds.
+    Pattern sets (`cancel_on_signals`, ...) accept a string (which may be a comma
+    list) or an iterable of strings and are stored as a tuple.
+
+    Example:
+        ```python
+        options = CoordinatorOptions(max_concurrency=8, max_tracked_operations=500)
+        ```
+    """
+
+    max_concurrency: int = field(default_factory=_default_concurrency)
+    """Global limit on running operations (>= 1). Defaults to `os.cpu_count()`."""
+    max_concurrency_per_key: int = 1
+    """Keyed coordinators: running operations per key (>= 1)."""
+    enable_dynamic_concurrency: bool = False
+    """Allow `set_max_concurrency()` at runtime."""
+    max_tracked_operations: int = 200
+    """Size of the operation window and of the pending backlog (>= 1)."""
+    max_operation_lifetime: float | None = 300.0
+    """Age bound of the window, by start time, in seconds; `None` disables it."""
+    enable_fair_scheduling: bool = False
+    """Keyed coordinators: `try_enqueue` rejects a key with too many pending items."""
+    fair_scheduling_threshold: int = 10
+    """Pending items per key at which fair scheduling rejects (>= 1)."""
+    cancel_on_signals: tuple[str, ...] | None = None
+    """Signal patterns that cancel work."""
+    defer_on_signals: tuple[str, ...] | None = None
+    """Signal patterns that defer new work."""
+    resume_on_signals: tuple[str, ...] | None = None
+    """Signal patterns that end a deferral at once."""
+    max_defer_attempts: int = 10
+    """Re-checks before deferred work runs anyway (>= 0; 0 disables deferral)."""
+    defer_check_interval: float = 0.1
+    """Seconds between deferral re-checks (> 0)."""
+    signals: SignalBus | None = None
+    """A shared signal bus: operation signals are published to it."""
+    signal_constraints: SignalConstraints | None = None
+    """Constraints applied to caused emissions."""
+    on_signal: Callable[[SignalEvent], None] | None = None
+    """Called synchronously for each emitted signal; exceptions are logged."""
+    on_signal_async: Callable[[SignalEvent], Coroutine[Any, Any, None]] | None = None
+    """Async handler run on a bounded background processor."""
+    max_concurrent_signal_handlers: int = 4
+    """Concurrency of `on_signal_async` (>= 1)."""
+    max_queued_signals: int = 1000
+    """Queue bound for `on_signal_async` (>= 1); when full the newest event is dropped."""
+    on_sample: Callable[[tuple[OperationSnapshot, ...]], None] | None = None
+    """Called after each completion with the window; exceptions are logged."""
+    key_idle_timeout: float = 60.0
+    """Keyed coordinators: seconds a key stays idle before its child actor is reaped."""
+    name: str | None = None
+    """Coordinator name for logs, metrics, actor names and `repr`."""
+
+    def __post_init__(self) -> None:
+        """Validate and normalise every field."""
+        set_ = object.__setattr__
+        check_int("max_concurrency", self.max_concurrency, minimum=1)
+        check_int("max_concurrency_per_key", self.max_concurrency_per_key, minimum=1)
+        check_int("max_tracked_operations", self.max_tracked_operations, minimum=1)
+        check_int("fair_scheduling_threshold", self.fair_scheduling_threshold, minimum=1)
+        check_int("max_defer_attempts", self.max_defer_attempts, minimum=0)
+        check_int("max_concurrent_signal_handlers", self.max_concurrent_signal_handlers, minimum=1)
+        check_int("max_queued_signals", self.max_queued_signals, minimum=1)
+        for flag in ("enable_dynamic_concurrency", "enable_fair_scheduling"):
+            value = getattr(self, flag)
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be a bool, got {type(value).__name__} {value!r}")
+        set_(
+            self,
+            "max_operation_lifetime",
+            check_seconds_or_none(
+                "max_operation_lifetime", self.max_operation_lifetime, allow_zero=False
+            ),
+        )
+        set_(
+            self,
+            "defer_check_interval",
+            check_seconds("defer_check_interval", self.defer_check_interval),
+        )
+        set_(self, "key_idle_timeout", check_seconds("key_idle_timeout", self.key_idle_timeout))
+        for patterns in ("cancel_on_signals", "defer_on_signals", "resume_on_signals"):
+            set_(self, patterns, _pattern_set(patterns, getattr(self, patterns)))
+        for callback in ("on_signal", "on_signal_async", "on_sample"):
+            value = getattr(self, callback)
+            if value is not None and not callable(value):
+                raise TypeError(
+                    f"{callback} must be callable or None, got {type(value).__name__} {value!r}"
+                )
+        if self.name is not None and not isinstance(self.name, str):
+            raise TypeError(f"name must be a str or None, got {type(self.name).__name__}")
+        self._check_signal_types()
+
+    def _check_signal_types(self) -> None:
+        from ephemeral_actors._signals import SignalBus, SignalConstraints  # noqa: PLC0415
+
+        if self.signals is not None and not isinstance(self.signals, SignalBus):
+            raise TypeError(
+                f"signals must be a SignalBus or None, got {type(self.signals).__name__}"
+            )
+        if self.signal_constraints is not None and not isinstance(
+            self.signal_constraints, SignalConstraints
+        ):
+            raise TypeError(
+                "signal_constraints must be a SignalConstraints or None, "
+                f"got {type(self.signal_constraints).__name__}"
+            )
+
+
+def _pattern_set(name: str, value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Iterable):
+        items = tuple(value)
+        for item in items:
+            if not isinstance(item, str):
+                raise TypeError(
+                    f"{name} must hold str patterns, got {type(item).__name__} {item!r}"
+                )
+        return items
+    raise TypeError(
+        f"{name} must be a str, an iterable of str or None, got {type(value).__name__} {value!r}"
+    )

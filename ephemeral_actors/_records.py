@@ -1,0 +1,91 @@
+"""Frozen records that cross actor boundaries: snapshots and stats.
+
+Pykka futures do not copy values, so everything a state query answers is
+immutable: frozen slotted dataclasses holding tuples.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CoordinatorStats", "OperationSnapshot", "ResultSnapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class OperationSnapshot:
+    """What is remembered about one operation: metadata only, never the item.
+
+    Attributes:
+        id: Positive 63-bit operation id.
+        started: When the operation was dispatched (timezone-aware UTC).
+        completed: When it ended, or `None` while it runs.
+        key: `str(key)` for keyed coordinators, else `None`.
+        is_faulted: True if it ended with an error (failure or cancellation).
+        error: The exception it ended with (traceback cleared), or `None`.
+        duration: `completed - started` in seconds, or `None` while running.
+        signals: Names of the signals it emitted, in emit order.
+        is_pinned: True if pinned against window trimming.
+    """
+
+    id: int
+    started: _dt.datetime
+    completed: _dt.datetime | None
+    key: str | None
+    is_faulted: bool
+    error: BaseException | None
+    duration: float | None
+    signals: tuple[str, ...]
+    is_pinned: bool
+
+    @property
+    def is_running(self) -> bool:
+        """True while the operation has not ended."""
+        return self.completed is None
+
+    def has_signal(self, name: str) -> bool:
+        """Return True if the operation emitted a signal called `name`."""
+        return name in self.signals
+
+
+@dataclass(frozen=True, slots=True)
+class ResultSnapshot(OperationSnapshot):
+    """An `OperationSnapshot` of a `ResultCoordinator`, with the body's result.
+
+    Attributes:
+        result: The body's return value (`None` until it succeeded).
+        has_result: True once the body returned successfully.
+    """
+
+    result: Any = None
+    has_result: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorStats:
+    """Every counter and state flag of a coordinator, read at one instant.
+
+    `total_enqueued == pending_count + active_count + total_completed + total_failed
+    + total_cancelled` holds for every instance.
+    """
+
+    name: str
+    pending_count: int
+    active_count: int
+    total_enqueued: int
+    total_completed: int
+    total_failed: int
+    total_cancelled: int
+    max_concurrency: int
+    tracked_operations: int
+    signals_dropped: int
+    worker_restarts: int
+    is_completed: bool
+    is_drained: bool
+    is_paused: bool
+
+    @property
+    def total_ended(self) -> int:
+        """Operations that ended: completed + failed + cancelled."""
+        return self.total_completed + self.total_failed + self.total_cancelled

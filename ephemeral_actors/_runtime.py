@@ -1,0 +1,95 @@
+"""Process-wide runtime shared by all coordinators: the event loop for coroutine bodies.
+
+The loop runs on one thread named `ephemeral-actors-shared-loop`. It is reference
+counted: the first coordinator that needs it starts it and it stops once the last
+one has released it *and* every task it still runs for them has returned, so a
+program that closes its coordinators ends with no thread of ours left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+__all__ = ["SHARED_LOOP", "SharedLoop"]
+
+
+class SharedLoop:
+    """A reference-counted event loop on its own daemon thread."""
+
+    def __init__(self, name: str = "ephemeral-actors-shared-loop") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._refs = 0
+        self._tasks = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self._loop is not None else "stopped"
+        return f"<SharedLoop {state} refs={self._refs} tasks={self._tasks}>"
+
+    def acquire(self) -> asyncio.AbstractEventLoop:
+        """Take a reference, starting the loop thread if needed; return the loop."""
+        with self._lock:
+            self._refs += 1
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+                thread = threading.Thread(
+                    target=self._run, args=(loop, ready), name=self._name, daemon=True
+                )
+                thread.start()
+                ready.wait()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def release(self) -> threading.Thread | None:
+        """Drop a reference; return the thread if it is now stopping (to join)."""
+        with self._lock:
+            self._refs -= 1
+            return self._maybe_stop_locked()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` as a task on the loop; the loop stays up until it returns.
+
+        Must be called while holding a reference.
+        """
+        with self._lock:
+            loop = self._loop
+            assert loop is not None, "spawn() without acquire()"
+            self._tasks += 1
+        loop.call_soon_threadsafe(self._start_task, coro)
+
+    def _start_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, _task: asyncio.Task[None]) -> None:
+        with self._lock:
+            self._tasks -= 1
+            self._maybe_stop_locked()
+
+    def _maybe_stop_locked(self) -> threading.Thread | None:
+        if self._refs or self._tasks or self._loop is None:
+            return None
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        loop.call_soon_threadsafe(loop.stop)
+        return thread
+
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+SHARED_LOOP = SharedLoop()
+"""The loop every coordinator with coroutine bodies shares."""

@@ -1,0 +1,57 @@
+"""Argument checks shared by every public entry point.
+
+Each helper names the argument and the offending value, so a user reading the
+traceback knows which call to fix without opening our source.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+
+__all__ = ["check_int", "check_seconds", "check_seconds_or_none"]
+
+
+def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Return `value` as seconds, accepting int, float or `datetime.timedelta`.
+
+    Raises:
+        TypeError: `value` is a bool or not a number/timedelta.
+        ValueError: `value` is negative, NaN, infinite, or zero when zero is not allowed.
+    """
+    if isinstance(value, _dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"{name} must be seconds as an int, float or datetime.timedelta, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    else:
+        seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
+    return seconds
+
+
+def check_seconds_or_none(name: str, value: object, *, allow_zero: bool = True) -> float | None:
+    """Like `check_seconds`, but `None` passes through (meaning "no limit")."""
+    if value is None:
+        return None
+    return check_seconds(name, value, allow_zero=allow_zero)
+
+
+def check_int(name: str, value: object, *, minimum: int) -> int:
+    """Return `value` if it is an int (not a bool) of at least `minimum`.
+
+    Raises:
+        TypeError: `value` is not an int, or is a bool.
+        ValueError: `value` is below `minimum`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return value

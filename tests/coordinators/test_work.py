@@ -1,0 +1,781 @@
+"""WorkCoordinator: intake, limits, counters, window, control, lifecycle (SPEC section 4)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pykka
+import pytest
+
+from ephemeral_actors import (
+    CoordinatorClosedError,
+    CoordinatorFaultedError,
+    CoordinatorFullError,
+    CoordinatorNotCompletedError,
+    CoordinatorOptions,
+    DynamicConcurrencyDisabledError,
+    NoCurrentOperationError,
+    OperationCancelledError,
+    WorkCoordinator,
+    current_operation,
+)
+from ephemeral_actors._coordinators import _core
+from ephemeral_actors._coordinators._core import WorkerCrashError
+from ephemeral_actors.testing import crash_worker, library_threads
+from tests.conftest import WAIT
+
+
+class Tracker:
+    """Counts bodies running at once and remembers the highest count seen."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.current = 0
+        self.peak = 0
+        self.started: list[Any] = []
+
+    def enter(self, item: Any) -> None:
+        with self.cond:
+            self.current += 1
+            self.peak = max(self.peak, self.current)
+            self.started.append(item)
+            self.cond.notify_all()
+
+    def leave(self) -> None:
+        with self.cond:
+            self.current -= 1
+            self.cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[], bool]) -> None:
+        with self.cond:
+            assert self.cond.wait_for(predicate, WAIT), "condition not reached in time"
+
+
+def gated(tracker: Tracker, gate: threading.Event) -> Callable[[Any], None]:
+    def body(item: Any) -> None:
+        tracker.enter(item)
+        try:
+            assert gate.wait(WAIT)
+        finally:
+            tracker.leave()
+
+    return body
+
+
+def invariant_holds(c: WorkCoordinator[Any]) -> bool:
+    s = c.stats()
+    return s.total_enqueued == (
+        s.pending_count + s.active_count + s.total_completed + s.total_failed + s.total_cancelled
+    )
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., WorkCoordinator[Any]]]:
+    made: list[WorkCoordinator[Any]] = []
+
+    def factory(body: Callable[[Any], Any], **options: Any) -> WorkCoordinator[Any]:
+        c = WorkCoordinator(body, CoordinatorOptions(**options))
+        made.append(c)
+        return c
+
+    yield factory
+    for c in made:
+        c.close(timeout=WAIT)
+
+
+# -- intake and order -------------------------------------------------------------------
+
+
+def test_items_start_in_enqueue_order(make):
+    """With one worker, items start in the order they were enqueued (FIFO)."""
+    seen: list[int] = []
+    c = make(seen.append, max_concurrency=1)
+    for i in range(100):
+        c.enqueue(i)
+    c.complete()
+    c.drain(WAIT)
+    assert seen == list(range(100))
+
+
+def test_enqueue_returns_unique_positive_63_bit_ids(make):
+    """Operation ids are positive, fit 63 bits and never repeat."""
+    c = make(lambda _: None, max_tracked_operations=1000)
+    ids = [c.enqueue(i) for i in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(0 < i < 2**63 for i in ids)
+
+
+def test_limit_is_reached_and_never_exceeded(make):
+    """max_concurrency bodies run at once, and never more."""
+    tracker, gate = Tracker(), threading.Event()
+    c = make(gated(tracker, gate), max_concurrency=4)
+    for i in range(20):
+        c.enqueue(i)
+    tracker.wait_for(lambda: tracker.current == 4)
+    assert c.active_count == 4
+    assert c.pending_count == 16
+    gate.set()
+    c.complete()
+    c.drain(WAIT)
+    assert tracker.peak == 4
+    assert c.total_completed == 20
+
+
+def test_backlog_bound_blocks_then_times_out(make):
+    """A full backlog makes enqueue wait, then raise CoordinatorFullError."""
+    tracker, gate = Tracker(), threading.Event()
+    c = make(gated(tracker, gate), max_concurrency=1, max_tracked_operations=2)
+    c.enqueue(0)
+    tracker.wait_for(lambda: tracker.current == 1)
+    c.enqueue(1)
+    c.enqueue(2)
+    with pytest.raises(CoordinatorFullError, match="backlog"):
+        c.enqueue(3, timeout=0.05)
+    assert c.try_enqueue(3) is False
+    assert c.total_enqueued == 3
+    gate.set()
+
+
+def test_blocked_enqueue_proceeds_when_space_frees(make):
+    """A producer waiting for backlog space is let in once an item starts."""
+    tracker, gate = Tracker(), threading.Event()
+    c = make(gated(tracker, gate), max_concurrency=1, max_tracked_operations=1)
+    c.enqueue(0)
+    tracker.wait_for(lambda: tracker.current == 1)
+    c.enqueue(1)
+    entered = threading.Event()
+    result: list[int] = []
+
+    def producer() -> None:
+        entered.set()
+        result.append(c.enqueue(2))
+
+    t = threading.Thread(target=producer)
+    t.start()
+    assert entered.wait(WAIT)
+    assert not result
+    gate.set()
+    t.join(WAIT)
+    assert len(result) == 1
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 3
+
+
+def test_enqueue_many_counts_accepted(make):
+    """enqueue_many accepts every item and says how many."""
+    c = make(lambda _: None)
+    assert c.enqueue_many(range(500)) == 500
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 500
+
+
+def test_enqueue_after_complete_raises_and_try_enqueue_refuses(make):
+    """Intake is closed after complete(): enqueue raises, try_enqueue returns False."""
+    c = make(lambda _: None)
+    c.complete()
+    with pytest.raises(CoordinatorClosedError, match="completing"):
+        c.enqueue(1)
+    assert c.try_enqueue(1) is False
+    with pytest.raises(CoordinatorClosedError):
+        c.enqueue_many([1, 2])
+
+
+# -- counters -------------------------------------------------------------------------
+
+
+def test_counters_split_completed_failed_cancelled(make):
+    """Completed, failed and cancelled are counted apart and add up."""
+
+    def body(item: int) -> None:
+        if item % 3 == 0:
+            raise ValueError(item)
+
+    c = make(body)
+    for i in range(30):
+        c.enqueue(i)
+    c.complete()
+    c.drain(WAIT)
+    s = c.stats()
+    assert (s.total_completed, s.total_failed, s.total_cancelled) == (20, 10, 0)
+    assert invariant_holds(c)
+    assert s.is_completed and s.is_drained
+
+
+def test_counters_add_up_while_work_runs(make):
+    """The counter invariant holds at every instant a reader looks."""
+    c = make(lambda i: None if i % 2 else (_ for _ in ()).throw(ValueError()), max_concurrency=4)
+    stop = threading.Event()
+    broken: list[Any] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            s = c.stats()
+            total = s.pending_count + s.active_count + s.total_ended
+            if s.total_enqueued != total:
+                broken.append(s)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(3000):
+        c.enqueue(i)
+    c.complete()
+    c.drain(WAIT)
+    stop.set()
+    t.join(WAIT)
+    assert not broken
+    assert c.total_completed + c.total_failed == 3000
+
+
+# -- submit ---------------------------------------------------------------------------
+
+
+def test_submit_future_resolves_to_none(make):
+    """submit() returns a pykka future that resolves to None for work coordinators."""
+    c = make(lambda x: x * 2)
+    future = c.submit(21)
+    assert isinstance(future, pykka.Future)
+    assert future.get(timeout=WAIT) is None
+
+
+def test_submit_future_raises_body_exception_with_traceback(make):
+    """The caller gets the original exception with its traceback; the window a clean copy."""
+
+    def body(item: int) -> None:
+        raise KeyError(item)
+
+    c = make(body)
+    with pytest.raises(KeyError) as info:
+        c.submit(7).get(timeout=WAIT)
+    assert info.value.args == (7,)
+    assert info.value.__traceback__ is not None
+    (failed,) = c.get_failed()
+    assert isinstance(failed.error, KeyError)
+    assert failed.error.__traceback__ is None
+
+
+def test_window_error_has_no_traceback(make):
+    """Recorded errors carry no traceback (frames would retain payloads)."""
+    secret = object()
+
+    def body(item: object) -> None:
+        raise RuntimeError("boom")
+
+    c = make(body)
+    c.enqueue(secret)
+    c.complete()
+    c.drain(WAIT)
+    (snap,) = c.get_failed()
+    assert snap.error is not None
+    assert snap.error.__traceback__ is None
+    assert snap.is_faulted
+    assert snap.duration is not None and snap.duration >= 0
+
+
+# -- window ---------------------------------------------------------------------------
+
+
+def test_window_keeps_newest_within_bound_and_pins_survive(make):
+    """Size trim keeps the newest finished operations; pinned ones survive."""
+    first: list[int] = []
+    c = make(lambda _: None, max_concurrency=1, max_tracked_operations=5)
+    first.append(c.enqueue("first"))
+    c.enqueue("x")
+    c.submit("y").get(timeout=WAIT)
+    assert c.pin(first[0]) is True
+    ids = [c.enqueue(i) for i in range(20)]
+    last = c.submit("last")
+    last.get(timeout=WAIT)
+    snap = c.get_snapshot()
+    assert len(snap) == 5
+    assert snap[0].id == first[0] and snap[0].is_pinned
+    assert ids[-1] in {s.id for s in snap}
+    assert ids[0] not in {s.id for s in snap}
+    assert c.unpin(first[0]) is True
+    c.submit("one more").get(timeout=WAIT)
+    assert first[0] not in {s.id for s in c.get_snapshot()}
+    assert len(c.get_snapshot()) == 5
+    assert c.pin(12345) is False
+
+
+def test_running_operations_are_never_trimmed(make):
+    """get_running() shows every running operation even past the window bound."""
+    tracker, gate = Tracker(), threading.Event()
+    c = make(gated(tracker, gate), max_concurrency=6, max_tracked_operations=2)
+    for i in range(6):
+        c.enqueue(i)
+    tracker.wait_for(lambda: tracker.current == 6)
+    assert len(c.get_running()) == 6
+    gate.set()
+    c.complete()
+    c.drain(WAIT)
+    assert len(c.get_snapshot()) == 2
+
+
+def test_age_trim_applies_on_read(make, monkeypatch):
+    """Finished, unpinned operations older than the lifetime vanish, even with no activity."""
+    clock = [1_000_000.0]
+    monkeypatch.setattr(_core, "_now", lambda: clock[0])
+    c = make(lambda _: None, max_operation_lifetime=10)
+    pinned = c.submit("a")
+    pinned.get(timeout=WAIT)
+    keep = c.get_snapshot()[0].id
+    c.pin(keep)
+    c.submit("b").get(timeout=WAIT)
+    assert len(c.get_snapshot()) == 2
+    clock[0] += 11
+    snap = c.get_snapshot()
+    assert [s.id for s in snap] == [keep]
+
+
+def test_evict_removes_running_op_without_changing_counters(make):
+    """evict() drops even a running operation; it still finishes and counts."""
+    tracker, gate = Tracker(), threading.Event()
+    c = make(gated(tracker, gate), max_concurrency=1)
+    op_id = c.enqueue(1)
+    tracker.wait_for(lambda: tracker.current == 1)
+    assert c.evict(op_id) is True
+    assert c.get_snapshot() == ()
+    assert c.evict(op_id) is False
+    gate.set()
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 1
+    assert c.get_snapshot() == ()
+
+
+# -- control --------------------------------------------------------------------------
+
+
+def test_pause_holds_new_starts_and_resume_releases(make):
+    """pause() starts nothing new while intake continues; resume() starts the backlog."""
+    started = threading.Event()
+    c = make(lambda _: started.set(), max_concurrency=2)
+    c.pause()
+    assert c.is_paused
+    for i in range(5):
+        c.enqueue(i)
+    assert not started.wait(0.2)
+    assert (c.pending_count, c.active_count) == (5, 0)
+    c.resume()
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 5
+
+
+def test_set_max_concurrency_requires_opt_in(make):
+    """Without enable_dynamic_concurrency the limit cannot change."""
+    c = make(lambda _: None)
+    with pytest.raises(DynamicConcurrencyDisabledError):
+        c.set_max_concurrency(3)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_set_max_concurrency_rejects_below_one(make, bad):
+    """A limit below one is a ValueError naming the argument."""
+    c = make(lambda _: None, enable_dynamic_concurrency=True)
+    with pytest.raises(ValueError, match="max_concurrency"):
+        c.set_max_concurrency(bad)
+
+
+def test_lowered_limit_holds_under_sustained_backlog(make):
+    """After lowering, no more than the new limit run, even with a backlog waiting."""
+    tracker = Tracker()
+    first_gate, later_gate = threading.Event(), threading.Event()
+    lowered = threading.Event()
+
+    def body(item: int) -> None:
+        tracker.enter(item)
+        try:
+            assert (later_gate if lowered.is_set() else first_gate).wait(WAIT)
+        finally:
+            tracker.leave()
+
+    c = make(body, max_concurrency=4, enable_dynamic_concurrency=True)
+    for i in range(30):
+        c.enqueue(i)
+    tracker.wait_for(lambda: tracker.current == 4)
+    c.set_max_concurrency(2)
+    assert c.max_concurrency == 2
+    lowered.set()
+    first_gate.set()
+    tracker.wait_for(lambda: len(tracker.started) >= 6 and tracker.current == 2)
+    assert c.active_count == 2
+    assert c.pending_count > 0
+    with tracker.cond:
+        assert not tracker.cond.wait_for(lambda: tracker.current > 2, 0.2)
+    c.set_max_concurrency(5)
+    tracker.wait_for(lambda: tracker.current == 5)
+    later_gate.set()
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 30
+
+
+def test_complete_and_cancel_are_idempotent(make):
+    """Calling complete() and cancel() repeatedly changes nothing after the first."""
+    c = make(lambda _: None)
+    c.complete()
+    c.complete()
+    c.cancel()
+    c.cancel()
+    c.drain(WAIT)
+    assert c.is_completed and c.is_drained
+
+
+def test_cancel_drops_backlog_and_asks_running_to_cancel(make):
+    """cancel() counts dropped items as cancelled and running bodies see the request."""
+    running = threading.Event()
+
+    def body(item: int) -> None:
+        running.set()
+        op = current_operation()
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            op.raise_if_cancelled()
+            time.sleep(0.001)
+
+    c = make(body, max_concurrency=1)
+    futures = [c.submit(i) for i in range(5)]
+    assert running.wait(WAIT)
+    c.cancel()
+    c.drain(WAIT)
+    s = c.stats()
+    assert s.total_cancelled == 5
+    assert s.total_failed == 0
+    for future in futures:
+        with pytest.raises(OperationCancelledError):
+            future.get(timeout=WAIT)
+    (snap,) = c.get_failed()
+    assert isinstance(snap.error, OperationCancelledError)
+
+
+def test_operation_cancelled_without_request_is_a_failure(make):
+    """A body raising OperationCancelledError on its own is a failure, not a cancellation."""
+
+    def body(_: int) -> None:
+        raise OperationCancelledError("not asked")
+
+    c = make(body)
+    c.enqueue(1)
+    c.complete()
+    c.drain(WAIT)
+    assert (c.total_failed, c.total_cancelled) == (1, 0)
+
+
+# -- drain and close ------------------------------------------------------------------
+
+
+def test_drain_needs_complete(make):
+    """drain() before complete() raises CoordinatorNotCompletedError."""
+    c = make(lambda _: None)
+    with pytest.raises(CoordinatorNotCompletedError):
+        c.drain()
+
+
+def test_drain_times_out(make):
+    """drain(timeout) raises TimeoutError while work is still running."""
+    tracker, gate = Tracker(), threading.Event()
+    c = make(gated(tracker, gate))
+    c.enqueue(1)
+    c.complete()
+    with pytest.raises(TimeoutError):
+        c.drain(timeout=0.05)
+    gate.set()
+    c.drain(WAIT)
+
+
+def test_close_returns_in_time_despite_a_body_that_never_returns(make, caplog):
+    """close(timeout) abandons a stuck body instead of hanging; its thread ends later."""
+    tracker, gate = Tracker(), threading.Event()
+    c = make(gated(tracker, gate), max_concurrency=2)
+    c.enqueue(1)
+    tracker.wait_for(lambda: tracker.current == 1)
+    t0 = time.monotonic()
+    c.close(timeout=0.2)
+    assert time.monotonic() - t0 < WAIT
+    assert "abandoned" in caplog.text
+    assert c.is_completed
+    gate.set()  # the abandoned thread ends; the autouse fixture checks it goes
+
+
+def test_no_thread_outlives_close():
+    """Every thread a coordinator started is gone once close() returns."""
+    before = set(library_threads())
+    c = WorkCoordinator(lambda _: None, CoordinatorOptions(max_concurrency=8))
+    for i in range(100):
+        c.enqueue(i)
+    assert set(library_threads()) - before
+    c.close()
+    assert set(library_threads()) - before == set()
+
+
+def test_reads_keep_answering_after_close(make):
+    """Counters, stats and window queries answer the final state after close()."""
+    c = make(lambda _: None)
+    c.enqueue(1)
+    c.complete()
+    c.drain(WAIT)
+    c.close()
+    assert c.total_completed == 1
+    assert c.stats().is_drained
+    assert len(c.get_completed()) == 1
+    assert c.pin(c.get_snapshot()[0].id) is True
+    with pytest.raises(CoordinatorClosedError, match="closed|cancelled"):
+        c.enqueue(2)
+
+
+def test_context_manager_completes_drains_and_closes():
+    """Leaving a with-block normally processes everything and stops all threads."""
+    seen: list[int] = []
+    with WorkCoordinator(seen.append) as c:
+        for i in range(50):
+            c.enqueue(i)
+    assert sorted(seen) == list(range(50))
+    assert c.is_drained
+
+
+def test_context_manager_closes_on_exception():
+    """An exception in the with-block cancels and closes, and propagates."""
+    tracker, gate = Tracker(), threading.Event()
+    with pytest.raises(LookupError), WorkCoordinator(gated(tracker, gate)) as c:
+        c.enqueue(1)
+        c.enqueue(2)
+        gate.set()
+        raise LookupError
+    assert c.is_completed
+
+
+# -- bodies ---------------------------------------------------------------------------
+
+
+def test_current_operation_inside_and_outside_bodies(make):
+    """current_operation() gives the running operation's id in a body and raises elsewhere."""
+    seen: list[int] = []
+    c = make(lambda _: seen.append(current_operation().id))
+    op_id = c.enqueue(1)
+    c.complete()
+    c.drain(WAIT)
+    assert seen == [op_id]
+    with pytest.raises(NoCurrentOperationError):
+        current_operation()
+
+
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt, GeneratorExit])
+def test_base_exception_in_body_is_recorded_and_stops_nothing(make, exc_type):
+    """A body raising SystemExit/KeyboardInterrupt fails its item; other actors live on."""
+
+    class Bystander(pykka.ThreadingActor):
+        def on_receive(self, message: Any) -> Any:
+            return message
+
+    other = make(lambda _: None)
+    bystander = Bystander.start()
+    try:
+
+        def body(_: int) -> None:
+            raise exc_type
+
+        c = make(body)
+        c.enqueue(1)
+        c.complete()
+        c.drain(WAIT)
+        assert c.total_failed == 1
+        assert isinstance(c.get_failed()[0].error, exc_type)
+        assert bystander.ask("ping", timeout=WAIT) == "ping"
+        assert other.submit(1).get(timeout=WAIT) is None
+    finally:
+        bystander.stop()
+
+
+def test_sync_body_returning_coroutine_fails_clearly(make):
+    """A plain function that returns a coroutine is a failure that says what to do."""
+
+    async def inner() -> None:
+        return None
+
+    c = make(lambda _: inner())
+    c.enqueue(1)
+    c.complete()
+    c.drain(WAIT)
+    (snap,) = c.get_failed()
+    assert "async def" in str(snap.error)
+
+
+def test_body_must_be_callable():
+    """A non-callable body is a TypeError naming the argument."""
+    with pytest.raises(TypeError, match="body"):
+        WorkCoordinator(42)  # type: ignore[arg-type]
+
+
+def test_options_must_be_options():
+    """Passing something other than CoordinatorOptions is a TypeError."""
+    with pytest.raises(TypeError, match="options"):
+        WorkCoordinator(lambda _: None, {"max_concurrency": 2})  # type: ignore[arg-type]
+
+
+# -- on_sample ------------------------------------------------------------------------
+
+
+def test_on_sample_sees_each_completion_before_drain_returns(make):
+    """on_sample runs once per ended operation, and drain waits for it."""
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def sample(window: tuple[Any, ...]) -> None:
+        assert gate.wait(WAIT)
+        calls.append(len(window))
+
+    c = make(lambda _: None, on_sample=sample, max_tracked_operations=3)
+    for i in range(10):
+        c.enqueue(i)
+    c.complete()
+    with pytest.raises(TimeoutError):
+        c.drain(timeout=0.05)
+    gate.set()
+    c.drain(WAIT)
+    assert len(calls) == 10
+    assert all(1 <= n <= 3 for n in calls)
+
+
+def test_on_sample_exceptions_are_logged_and_hang_nothing(make, caplog):
+    """A raising on_sample is logged; work and drain carry on."""
+
+    def sample(_: Any) -> None:
+        raise RuntimeError("sampler broke")
+
+    c = make(lambda _: None, on_sample=sample)
+    for i in range(5):
+        c.enqueue(i)
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 5
+    assert "sampler broke" in caplog.text
+
+
+def test_on_sample_can_query_its_coordinator(make):
+    """Control and queries from on_sample (the supervisor's thread) do not deadlock."""
+    holder: list[WorkCoordinator[Any]] = []
+    seen: list[int] = []
+
+    def sample(_: Any) -> None:
+        c = holder[0]
+        seen.append(len(c.get_snapshot()))
+        c.pin(c.get_snapshot()[-1].id)
+
+    c = make(lambda _: None, on_sample=sample)
+    holder.append(c)
+    c.enqueue(1)
+    c.complete()
+    c.drain(WAIT)
+    assert seen == [1]
+
+
+# -- from_iterable --------------------------------------------------------------------
+
+
+def test_from_iterable_processes_the_source_and_drains():
+    """A coordinator built from an iterable drains once the source ends."""
+    seen: list[int] = []
+    c = WorkCoordinator.from_iterable(range(300), seen.append)
+    c.drain(WAIT)
+    c.close()
+    assert sorted(seen) == list(range(300))
+    assert c.is_completed
+
+
+def test_from_iterable_source_error_comes_out_of_drain():
+    """An exception raised by the source is re-raised from drain()."""
+
+    def source() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise OSError("disk gone")
+
+    c = WorkCoordinator.from_iterable(source(), lambda _: None)
+    with pytest.raises(OSError, match="disk gone"):
+        c.drain(WAIT)
+    c.close()
+    assert c.total_completed == 2
+
+
+def test_from_iterable_rejects_non_iterables():
+    """A source that is not iterable is a TypeError naming the argument."""
+    with pytest.raises(TypeError, match="source"):
+        WorkCoordinator.from_iterable(5, lambda _: None)  # type: ignore[arg-type]
+
+
+def test_close_stops_a_blocked_source(make):
+    """close() ends a source thread that waits for backlog space."""
+    tracker, gate = Tracker(), threading.Event()
+    c = WorkCoordinator.from_iterable(
+        iter(range(1000)),
+        gated(tracker, gate),
+        CoordinatorOptions(max_concurrency=1, max_tracked_operations=2),
+    )
+    tracker.wait_for(lambda: tracker.current == 1)
+    gate.set()
+    c.close(WAIT)
+    assert c.total_enqueued < 1000
+    assert invariant_holds(c)
+
+
+# -- supervision ----------------------------------------------------------------------
+
+
+def test_crashed_worker_is_replaced_and_its_item_fails(make, caplog):
+    """A dying worker actor fails its in-flight item, counts a restart, and work goes on."""
+
+    def body(item: int) -> None:
+        if item == 3:
+            crash_worker()
+
+    c = make(body, max_concurrency=2)
+    for i in range(10):
+        c.enqueue(i)
+    c.complete()
+    c.drain(WAIT)
+    s = c.stats()
+    assert s.worker_restarts == 1
+    assert (s.total_completed, s.total_failed) == (9, 1)
+    (failed,) = c.get_failed()
+    assert isinstance(failed.error, WorkerCrashError)
+    assert "worker died" in caplog.text
+
+
+def test_supervisor_death_releases_blocked_callers(make):
+    """If the supervisor actor dies, blocked enqueue and drain get CoordinatorFaultedError."""
+    tracker, gate = Tracker(), threading.Event()
+    c = make(gated(tracker, gate), max_concurrency=1, max_tracked_operations=1)
+    c.enqueue(0)
+    tracker.wait_for(lambda: tracker.current == 1)
+    pending = c.submit(1)
+    errors: list[BaseException] = []
+    waiting = threading.Event()
+
+    def producer() -> None:
+        waiting.set()
+        try:
+            c.enqueue(2)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=producer)
+    t.start()
+    assert waiting.wait(WAIT)
+    c.actor_ref.stop()
+    t.join(WAIT)
+    assert len(errors) == 1 and isinstance(errors[0], CoordinatorFaultedError)
+    with pytest.raises(CoordinatorFaultedError):
+        pending.get(timeout=WAIT)
+    with pytest.raises(CoordinatorFaultedError):
+        c.drain(WAIT)
+    with pytest.raises(CoordinatorFaultedError):
+        c.enqueue(3)
+    gate.set()
+    assert invariant_holds(c)
