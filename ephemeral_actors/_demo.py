@@ -53,9 +53,7 @@ def run_demo(*, items: int = 400, plain: bool = False, seed: int = 7) -> int:
     if items < 1:
         raise ValueError(f"items must be >= 1, got {items!r}")
     rng = random.Random(seed)
-    uploads = [
-        (n, rng.choice((0.01, 0.03, 0.08, 0.25)), rng.random() < 0.04) for n in range(items)
-    ]
+    uploads = [(n, rng.choice((0.01, 0.03, 0.08, 0.25)), rng.random() < 0.04) for n in range(items)]
     options = CoordinatorOptions(name="thumbnails", max_concurrency=16, max_tracked_operations=64)
     started = time.monotonic()
     print(f"ephemeral_actors demo: {items} uploads, 16 workers, window of 64 operations")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ephemeral_actors._coordinators._base import CoordinatorBase, run_blocking
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+
     from ephemeral_actors._options import CoordinatorOptions
     from ephemeral_actors._records import CoordinatorStats
 

@@ -6,9 +6,11 @@ immutable: frozen slotted dataclasses holding tuples.
 
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import datetime as _dt
 
 __all__ = ["CoordinatorStats", "OperationSnapshot", "ResultSnapshot"]
 

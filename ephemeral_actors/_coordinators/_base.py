@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterable, Callable, Iterable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import pykka
 
 from ephemeral_actors import messages as m
-from ephemeral_actors._coordinators._core import BLOCK, TRY, Core, CoordinatorState
+from ephemeral_actors._coordinators._core import BLOCK, TRY, CoordinatorState, Core
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
     CoordinatorFaultedError,
@@ -28,6 +27,8 @@ from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._validate import check_seconds_or_none
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from ephemeral_actors._coordinators._core import Supervisor
     from ephemeral_actors._records import CoordinatorStats, OperationSnapshot
 
@@ -60,7 +61,7 @@ class CoordinatorBase(Generic[T]):
     def _make_core(self, body: Callable[[T], Any], options: CoordinatorOptions) -> Core:
         return Core(body, options, kind=self._kind, capture_results=self._capture_results)
 
-    def _start_source(self, source: Iterable[T] | AsyncIterable[T]) -> None:
+    def _start_source(self, source: object) -> None:
         core = self._core
         self._has_source = True
         with core.lock:
@@ -175,7 +176,7 @@ class CoordinatorBase(Generic[T]):
     @property
     def pending_count(self) -> int:
         """Items accepted and not yet started."""
-        return len(self._core.pending)
+        return self._core.npending
 
     @property
     def active_count(self) -> int:
@@ -199,7 +200,7 @@ class CoordinatorBase(Generic[T]):
 
     @property
     def total_cancelled(self) -> int:
-        """Items dropped by `cancel()` or a cancel signal, and bodies that acknowledged cancellation."""
+        """Items dropped by `cancel()` or a signal, and bodies that acknowledged cancellation."""
         return self._core.cancelled
 
     @property
@@ -322,8 +323,11 @@ class CoordinatorBase(Generic[T]):
         self._send(m.Complete())
 
     def cancel(self) -> None:
-        """Stop intake, drop the backlog (counted as cancelled) and ask running
-        operations to cancel cooperatively. Idempotent."""
+        """Stop intake, drop the backlog and ask running operations to cancel. Idempotent.
+
+        Dropped items count in `total_cancelled`; cancellation of running operations is
+        cooperative (see `Operation.raise_if_cancelled`).
+        """
         self._send(m.Cancel())
 
     def drain(self, timeout: float | None = None) -> None:
@@ -417,7 +421,7 @@ async def run_blocking(fn: Callable[[], None]) -> None:
     def target() -> None:
         try:
             fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+        except BaseException as exc:
             loop.call_soon_threadsafe(_settle, done, exc)
         else:
             loop.call_soon_threadsafe(_settle, done, None)
@@ -445,7 +449,7 @@ def _feed_sync(core: Core, source: Iterable[Any]) -> None:
             core.accept(item, None, None, BLOCK)
     except (CoordinatorClosedError, CoordinatorFaultedError):
         pass
-    except BaseException as exc:  # noqa: BLE001 - re-raised from drain()
+    except BaseException as exc:
         core.source_error = exc
     finally:
         core.source_finished()
@@ -457,7 +461,7 @@ async def _feed_async(core: Core, source: AsyncIterable[Any]) -> None:
             await core.accept_async(item, None)
     except (CoordinatorClosedError, CoordinatorFaultedError):
         pass
-    except BaseException as exc:  # noqa: BLE001 - re-raised from drain()
+    except BaseException as exc:
         core.source_error = exc
     finally:
         core.source_finished()

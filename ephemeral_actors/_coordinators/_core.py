@@ -23,6 +23,7 @@ thread starts excepted) runs while it is held.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import queue
@@ -30,10 +31,9 @@ import threading
 import time
 import types
 from collections import deque
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import pykka
 
@@ -52,10 +52,12 @@ from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._validate import check_int
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
     from ephemeral_actors._options import CoordinatorOptions
     from ephemeral_actors._signals import SignalEvent, SignalPropagation
 
-__all__ = ["BLOCK", "FORCE", "TRY", "Core", "CoordinatorState", "WorkerCrashError"]
+__all__ = ["BLOCK", "FORCE", "TRY", "CoordinatorState", "Core", "WorkerCrashError"]
 
 logger = logging.getLogger("ephemeral_actors")
 
@@ -95,7 +97,7 @@ class WorkerCrashError(RuntimeError):
     """Recorded on an operation whose worker actor died under it."""
 
 
-class _InjectedWorkerCrash(BaseException):  # noqa: N818 - a signal, not an error
+class _InjectedWorkerCrash(BaseException):
     """Raised by `ephemeral_actors.testing.crash_worker()` inside a body."""
 
 
@@ -132,7 +134,7 @@ class _ReplyAwareInbox(queue.Queue[Any]):
 
     current: Any = None
 
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:  # noqa: FBT001
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
         envelope = super().get(block, timeout)
         self.current = envelope
         return envelope
@@ -162,10 +164,9 @@ def _set_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 def _resolve(reply: Any, ok: bool, value: Any) -> None:
     if isinstance(reply, _AsyncReply):
-        try:
+        # A closed loop raises RuntimeError: its caller is gone and nobody is left to tell.
+        with contextlib.suppress(RuntimeError):
             reply.loop.call_soon_threadsafe(_set_future, reply.fut, ok, value)
-        except RuntimeError:
-            pass  # the caller's loop is gone; nobody is left to tell
     elif ok:
         reply.set(value)
     else:
@@ -264,10 +265,8 @@ class _ThreadWorker(_WorkerBase):
 
     def stop(self) -> None:
         if self.ref.is_alive():
-            try:
+            with contextlib.suppress(pykka.ActorDeadError):
                 self.ref.stop(block=False)
-            except pykka.ActorDeadError:
-                pass
 
     def join(self, timeout: float | None) -> bool:
         thread = self.thread
@@ -324,7 +323,7 @@ class Supervisor(pykka.ThreadingActor):
         if type(message) is _WorkerDied:
             core.replace_worker(message.worker, message.error)
             return None
-        envelope = self.actor_inbox.current
+        envelope = cast("_ReplyAwareInbox", self.actor_inbox).current
         if envelope is not None and envelope.reply_to is not None:
             return core.handle(message, from_actor=True)
         # A tell has nobody to raise to, and raising would stop the supervisor.
@@ -376,6 +375,7 @@ class Core:
         self.fault_error: CoordinatorFaultedError | None = None
 
         self.pending: deque[tuple[Operation, Any]] = deque()
+        self.npending = 0
         self.window: dict[int, Operation] = {}
         self.running = 0
         self.limit = options.max_concurrency
@@ -425,7 +425,7 @@ class Core:
 
     def __repr__(self) -> str:
         return (
-            f"<{self.kind} {self.name!r} {self.state.value} pending={len(self.pending)} "
+            f"<{self.kind} {self.name!r} {self.state.value} pending={self.npending} "
             f"active={self.running} completed={self.completed} failed={self.failed} "
             f"cancelled={self.cancelled} limit={self.limit}>"
         )
@@ -434,7 +434,7 @@ class Core:
         return (
             self.state is not CoordinatorState.RUNNING
             and not self.source_open
-            and not self.pending
+            and not self.npending
             and self.running == 0
         )
 
@@ -442,7 +442,7 @@ class Core:
         with self.lock:
             return CoordinatorStats(
                 name=self.name,
-                pending_count=len(self.pending),
+                pending_count=self.npending,
                 active_count=self.running,
                 total_enqueued=self.enqueued,
                 total_completed=self.completed,
@@ -491,17 +491,21 @@ class Core:
                 if mode == TRY:
                     return None
                 raise self.closed_error_locked()
-            if len(self.pending) >= self.bound:
+            if mode == TRY and self.fair_threshold and (
+                self.key_pending_locked(raw_key) >= self.fair_threshold
+            ):
+                return None
+            if self.npending >= self.bound:
                 if mode == TRY:
                     return None
                 if mode == BLOCK:
                     self._wait_for_space_locked(timeout)
             op = Operation(self, next_operation_id(), key, raw_key)
             op._reply = reply
-            self.pending.append((op, item))
+            self._push_locked(op, item)
             self.enqueued += 1
             self.unsettled += 1
-            if self.waking < len(self.pending) and self.running + self.waking < self.limit:
+            if self.running + self.waking < self.limit and self.waking < self._ready_locked():
                 self._dispatch_locked()
             return op
 
@@ -509,7 +513,7 @@ class Core:
         deadline = None if timeout is None else time.monotonic() + timeout
         self.space_waiters += 1
         try:
-            while len(self.pending) >= self.bound:
+            while self.npending >= self.bound:
                 if self.state is not CoordinatorState.RUNNING:
                     raise self.closed_error_locked()
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -530,7 +534,7 @@ class Core:
             with self.lock:
                 if self.state is not CoordinatorState.RUNNING:
                     raise self.closed_error_locked()
-                if len(self.pending) < self.bound:
+                if self.npending < self.bound:
                     waiter = None
                 else:
                     waiter = _AsyncReply(loop, loop.create_future())
@@ -556,11 +560,8 @@ class Core:
         """Wake (or start) workers for every item that may start now."""
         if self.paused or self.state not in _PROCESSING:
             return
-        while self.waking < len(self.pending) and self.running + self.waking < self.limit:
-            if self.idle:
-                worker = self.idle.pop()
-            else:
-                worker = self._new_worker_locked()
+        while self.running + self.waking < self.limit and self.waking < self._ready_locked():
+            worker = self.idle.pop() if self.idle else self._new_worker_locked()
             self.waking += 1
             worker.wake()
 
@@ -574,14 +575,42 @@ class Core:
         self.workers.append(worker)
         return worker
 
+    # The backlog: a FIFO here; KeyedCore keeps per-key queues and a ready queue.
+
+    fair_threshold = 0
+    """Keyed coordinators with fair scheduling: per-key pending bound for `try_enqueue`."""
+
+    def key_pending_locked(self, raw_key: Any) -> int:  # noqa: ARG002
+        return 0
+
+    def _push_locked(self, op: Operation, item: Any) -> None:
+        self.pending.append((op, item))
+        self.npending += 1
+
+    def _ready_locked(self) -> int:
+        """How many items could start now if slots were free."""
+        return self.npending
+
+    def _pop_locked(self) -> tuple[Operation, Any] | None:
+        if self.npending:
+            self.npending -= 1
+            return self.pending.popleft()
+        return None
+
+    def _take_all_locked(self) -> list[tuple[Operation, Any]]:
+        dropped = list(self.pending)
+        self.pending.clear()
+        self.npending = 0
+        return dropped
+
+    def _op_ended_locked(self, op: Operation) -> None:
+        """Bookkeeping after an operation ended (per-key state in KeyedCore)."""
+
     def _take_locked(self, worker: _WorkerBase) -> tuple[Operation, Any] | None:
-        if (
-            self.pending
-            and self.running < self.limit
-            and not self.paused
-            and self.state in _PROCESSING
-        ):
-            entry = self.pending.popleft()
+        entry = None
+        if self.running < self.limit and not self.paused and self.state in _PROCESSING:
+            entry = self._pop_locked()
+        if entry is not None:
             op = entry[0]
             op._started = _now()
             op._in_window = True
@@ -592,6 +621,9 @@ class Core:
                 self._trim_locked(op._started)
             if self.space_waiters or self.async_space:
                 self._space_freed_locked()
+            if self.idle:
+                # Keyed work can make more items ready than were woken for.
+                self._dispatch_locked()
             return entry
         self.idle.append(worker)
         return None
@@ -607,6 +639,7 @@ class Core:
             # a traceback-free twin, so no frame (and no payload) is retained by us.
             op._finish(outcome, _copy_error(error), _now())
         self.running -= 1
+        self._op_ended_locked(op)
         if outcome == _COMPLETED:
             self.completed += 1
         elif outcome == _FAILED:
@@ -663,7 +696,7 @@ class Core:
                 )
         except _InjectedWorkerCrash:
             raise WorkerCrashError("worker crash injected by testing.crash_worker()") from None
-        except BaseException as exc:  # noqa: BLE001 - SystemExit from a body must not stop actors
+        except BaseException as exc:
             return self._failure(op, exc)
         finally:
             _current.reset(token)
@@ -705,6 +738,7 @@ class Core:
             worker.current = op
             _current.set(op)
             result = None
+            error: BaseException | None
             try:
                 result = await body(item)
             except _InjectedWorkerCrash:
@@ -712,7 +746,7 @@ class Core:
                     worker, WorkerCrashError("worker crash injected by testing.crash_worker()")
                 )
                 return
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 outcome, error = self._failure(op, exc)
             else:
                 outcome, error = _COMPLETED, None
@@ -748,7 +782,9 @@ class Core:
     def snapshot_locked(self, *, with_results: bool) -> tuple[OperationSnapshot, ...]:
         if self.window:
             self._trim_locked(_now())
-        return tuple(self._snapshot_of(op, with_results=with_results) for op in self.window.values())
+        return tuple(
+            self._snapshot_of(op, with_results=with_results) for op in self.window.values()
+        )
 
     def _snapshot_of(self, op: Operation, *, with_results: bool) -> OperationSnapshot:
         cached = op._snapshot
@@ -829,8 +865,7 @@ class Core:
             self._intake_closed_locked()
 
     def _drop_backlog_locked(self, make_error: Callable[[], BaseException]) -> None:
-        dropped = self.pending
-        self.pending = deque()
+        dropped = self._take_all_locked()
         for op, _item in dropped:
             op._outcome = _CANCELLED
             if op._reply is not None:
@@ -884,7 +919,7 @@ class Core:
                     if remaining is not None and remaining <= 0:
                         raise TimeoutError(
                             f"coordinator {self.name!r} did not drain within {timeout} s "
-                            f"({len(self.pending)} pending, {self.running} active)"
+                            f"({self.npending} pending, {self.running} active)"
                         )
                     self.settled_cv.wait(remaining)
             finally:
@@ -927,7 +962,7 @@ class Core:
         try:
             if callback is not None:
                 callback(window)
-        except BaseException:  # noqa: BLE001 - a callback must never stop the supervisor
+        except BaseException:
             logger.exception(f"on_sample of coordinator {self.name!r} raised")
         with self.lock:
             self._settle_locked(1)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ephemeral_actors._coordinators._base import CoordinatorBase
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+
     from ephemeral_actors._options import CoordinatorOptions
     from ephemeral_actors._records import OperationSnapshot, ResultSnapshot
 
@@ -88,7 +89,7 @@ class ResultCoordinator(CoordinatorBase[T], Generic[T, R]):
         coordinator._start_source(source)
         return coordinator
 
-    def get_snapshot(self) -> tuple[ResultSnapshot, ...]:  # type: ignore[override]
+    def get_snapshot(self) -> tuple[ResultSnapshot, ...]:
         """Every operation in the window with its result, oldest first."""
         return super().get_snapshot()  # type: ignore[return-value]
 

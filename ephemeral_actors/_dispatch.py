@@ -1,0 +1,374 @@
+"""A Pykka runtime whose actors share a small, process-wide pool of threads.
+
+A `pykka.ThreadingActor` is one OS thread (about 25 KiB, and waking ten thousand of
+them takes seconds). Per-key child actors must be cheap enough to create one per
+key, so `PoolActor` keeps Pykka's actor semantics — per-actor FIFO, one message at
+a time per actor, `ask`/`tell` failure handling, `stop()` as a poison pill — but
+its mailbox is drained by the threads of a `SharedDispatcher` in slices.
+
+It is built on Pykka's documented runtime extension points (`_create_actor_inbox`,
+`_create_future`, `_start_actor_loop`) and reuses Pykka's own loop pieces
+(`_actor_loop_setup`, `_actor_loop_running`, `_actor_loop_teardown`). The one detail
+it leans on: `_actor_loop_running` calls `actor_inbox.get()` outside its per-message
+`try`, so the inbox can end a slice by raising `_Yield`.
+`tests/test_dispatch.py` pins that behaviour for the Pykka versions we support.
+
+The dispatcher also runs timers (`call_later`), so the library's shared threads stay
+within the budget of SPEC section 2: the loop thread plus these two.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pykka
+
+__all__ = ["DISPATCHER", "PoolActor", "SharedDispatcher", "Timer"]
+
+logger = logging.getLogger("ephemeral_actors")
+
+_SLICE = 64
+"""Messages one actor may handle before others get a turn (fairness across actors)."""
+
+
+class _Yield(BaseException):  # noqa: N818 - control flow, never seen by users
+    """Raised by the inbox to end a slice: the mailbox is empty or the budget is spent."""
+
+
+class Timer:
+    """A cancellable callback scheduled with `SharedDispatcher.call_later`."""
+
+    __slots__ = ("callback", "cancelled", "deadline")
+
+    def __init__(self, deadline: float, callback: Callable[[], None]) -> None:
+        self.deadline = deadline
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Do not run the callback (idempotent; harmless once it ran)."""
+        self.cancelled = True
+
+
+class SharedDispatcher:
+    """A reference-counted pool of threads that runs pool actors and timers."""
+
+    def __init__(self, threads: int = 2, name: str = "ephemeral-actors-shared-dispatch") -> None:
+        self._size = threads
+        self._name = name
+        self._cv = threading.Condition(threading.Lock())
+        self._runq: collections.deque[PoolActor] = collections.deque()
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._refs = 0
+        self._generation = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<SharedDispatcher refs={self._refs} threads={len(self._threads)} "
+            f"queued={len(self._runq)} timers={len(self._timers)}>"
+        )
+
+    def acquire(self) -> None:
+        """Take a reference; the pool threads run while any reference is held."""
+        with self._cv:
+            self._refs += 1
+            while len(self._threads) < self._size:
+                thread = threading.Thread(
+                    target=self._work,
+                    args=(self._generation,),
+                    name=f"{self._name}-{len(self._threads) + 1}",
+                    daemon=True,
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def release(self) -> list[threading.Thread]:
+        """Drop a reference; at zero, return the threads that will exit (to join).
+
+        Threads finish the actors already queued (stop messages, usually) first.
+        """
+        with self._cv:
+            self._refs -= 1
+            if self._refs:
+                return []
+            leaving, self._threads = self._threads, []
+            self._generation += 1
+            self._timers.clear()
+            self._cv.notify_all()
+            return leaving
+
+    def schedule(self, actor: PoolActor) -> None:
+        """Queue `actor` for a slice on a pool thread."""
+        with self._cv:
+            self._runq.append(actor)
+            self._cv.notify()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Run `callback` on a pool thread after `delay` seconds."""
+        timer = Timer(time.monotonic() + delay, callback)
+        with self._cv:
+            heapq.heappush(self._timers, (timer.deadline, next(self._seq), timer))
+            self._cv.notify()
+        return timer
+
+    def _next_job_locked(self, generation: int) -> PoolActor | Timer | None:
+        while True:
+            timers = self._timers
+            now = time.monotonic()
+            if timers and timers[0][0] <= now:
+                timer = heapq.heappop(timers)[2]
+                if not timer.cancelled:
+                    return timer
+                continue
+            if self._runq:
+                return self._runq.popleft()
+            if generation != self._generation:
+                return None
+            self._cv.wait(timers[0][0] - now if timers else None)
+
+    def _work(self, generation: int) -> None:
+        while True:
+            with self._cv:
+                job = self._next_job_locked(generation)
+            if job is None:
+                return
+            try:
+                if isinstance(job, Timer):
+                    job.callback()
+                else:
+                    job._run_slice()
+            except BaseException:  # noqa: BLE001 - one bad job must not kill the pool
+                logger.exception(f"dispatcher job {job!r} failed")
+
+
+DISPATCHER = SharedDispatcher()
+"""The pool every coordinator's per-key child actors share."""
+
+
+class _StopFlag:
+    """`actor_stopped` for pool actors: a flag, not a `threading.Event`.
+
+    An Event is a Condition, a lock and a deque (about a kilobyte); per-key children
+    exist by the hundred thousand and nobody waits on their flag.
+    """
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+
+    def clear(self) -> None:
+        self._set = False
+
+
+class _PoolInbox:
+    """A mailbox that schedules its actor on the dispatcher when mail arrives."""
+
+    __slots__ = ("_budget", "_lock", "_queue", "_scheduled", "actor", "closed")
+
+    def __init__(self, actor: PoolActor) -> None:
+        self.actor = actor
+        self._queue: collections.deque[Any] | None = None
+        self._lock = threading.Lock()
+        self._scheduled = True  # until started: mail waits for _start_actor_loop
+        self._budget = 0
+        self.closed = False
+
+    def put(self, envelope: Any, /) -> None:
+        with self._lock:
+            if self.closed:
+                # The actor stopped between the sender's is_alive() check and now;
+                # ThreadingActor would leave such an ask unanswered forever.
+                _fail_dead(envelope, self.actor)
+                return
+            if self._queue is None:
+                self._queue = collections.deque()
+            self._queue.append(envelope)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.actor.dispatcher.schedule(self.actor)
+
+    def get(self) -> Any:
+        if self._budget <= 0:
+            raise _Yield
+        self._budget -= 1
+        with self._lock:
+            queue = self._queue
+            if not queue:
+                raise _Yield
+            return queue.popleft()
+
+    def empty(self) -> bool:
+        return not self._queue
+
+    def begin_slice(self) -> None:
+        self._budget = _SLICE
+
+    def end_slice(self) -> bool:
+        """Give the thread back; return True if the actor must run again."""
+        with self._lock:
+            if self._queue:
+                return True
+            self._queue = None  # idle actors hold no deque
+            self._scheduled = False
+            return False
+
+    def close_if_idle(self) -> bool:
+        """Close an actor that has no mail and is not running; True if it was closed."""
+        with self._lock:
+            if self._queue or self._scheduled or self.closed:
+                return False
+            self.closed = True
+            self._scheduled = True
+            return True
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+
+    def start(self) -> bool:
+        """Let mail schedule the actor; True if mail already waits."""
+        with self._lock:
+            if self._queue:
+                return True
+            self._scheduled = False
+            return False
+
+
+def _fail_dead(envelope: Any, actor: PoolActor) -> None:
+    if envelope.reply_to is not None:
+        error = pykka.ActorDeadError(f"{actor.actor_ref} stopped before handling the message")
+        envelope.reply_to.set_exception((pykka.ActorDeadError, error, None))
+
+
+class PoolActor(pykka.Actor):
+    """A Pykka actor without a thread of its own: its mailbox is drained by a dispatcher.
+
+    Semantics match `pykka.ThreadingActor`: messages are handled one at a time in
+    arrival order; an exception from a `tell` handler stops the actor and calls
+    `on_failure`, one from an `ask` goes to the asker; `stop()` is a poison pill;
+    messages to a stopped actor fail with `ActorDeadError`.
+
+    Differences: pool actors are not added to `pykka.ActorRegistry` unless started
+    with `start()` (its list costs O(n) per removal, and per-key children come and go
+    by the thousand), and a handler must not block on another pool actor's future —
+    with every pool thread blocked that way the pool stalls.
+    """
+
+    dispatcher: ClassVar[SharedDispatcher] = DISPATCHER
+    _urns = itertools.count(1)
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        # Pykka's Actor.__init__, minus the uuid4 and the threading.Event, which cost
+        # microseconds and a kilobyte per actor; the fields are the same four.
+        self.actor_urn = f"urn:ephemeral-actors:{type(self).__name__}:{next(self._urns)}"
+        self.actor_inbox = _PoolInbox(self)
+        self.actor_stopped = _StopFlag()  # type: ignore[assignment]
+        self._actor_ref = pykka.ActorRef(self)
+        self._setup_done = False
+        self._registered = False
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        msg = "PoolActor builds its inbox in __init__"  # pragma: no cover
+        raise NotImplementedError(msg)  # pragma: no cover
+
+    @staticmethod
+    def _create_future() -> pykka.Future[Any]:
+        return pykka.ThreadingFuture()
+
+    @classmethod
+    def spawn(cls, *args: Any, **kwargs: Any) -> Any:
+        """Create and start an actor without registering it in `pykka.ActorRegistry`.
+
+        Returns:
+            The actor instance (its `actor_ref` is the handle to share).
+        """
+        actor = cls(*args, **kwargs)
+        actor._start_actor_loop()
+        return actor
+
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Any]:
+        """Start a registered actor, exactly like `pykka.Actor.start`."""
+        actor = cls(*args, **kwargs)
+        actor._registered = True
+        pykka.ActorRegistry.register(actor.actor_ref)
+        actor._start_actor_loop()
+        return actor.actor_ref
+
+    def _start_actor_loop(self) -> None:
+        inbox: _PoolInbox = self.actor_inbox  # type: ignore[assignment]
+        if type(self).on_start is not pykka.Actor.on_start or inbox.start():
+            # on_start (or early mail) needs a slice; otherwise nothing runs until mail.
+            inbox._scheduled = True
+            self.dispatcher.schedule(self)
+        else:
+            self._setup_done = True
+
+    def _run_slice(self) -> None:
+        inbox: _PoolInbox = self.actor_inbox  # type: ignore[assignment]
+        if not self._setup_done:
+            self._setup_done = True
+            self._actor_loop_setup()
+        if not self.actor_stopped.is_set():
+            inbox.begin_slice()
+            try:
+                self._actor_loop_running()
+            except _Yield:
+                if inbox.end_slice():
+                    self.dispatcher.schedule(self)
+                return
+        # The actor stopped: later tells see the flag; queued asks get ActorDeadError.
+        inbox.close()
+        inbox._budget = sys.maxsize
+        self._actor_loop_teardown()
+
+    def _stop(self) -> None:
+        # Pykka's _stop, but an unregistered (spawned) actor skips the registry's
+        # linear search, and the log line is only formatted when it will be shown.
+        if self._registered:
+            pykka.ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(f"Stopped {self}")
+        try:
+            self.on_stop()
+        except Exception:
+            self._handle_failure(*sys.exc_info())
+
+    def stop_if_idle(self) -> bool:
+        """Stop the actor here and now if it has no mail and is not running.
+
+        The owner of many idle actors uses this instead of a poison pill each, which
+        would cost a message and a pool slice per actor. `on_stop` runs in the
+        caller's thread.
+
+        Returns:
+            True if the actor was stopped; False if it is busy (send `stop()` instead).
+        """
+        inbox: _PoolInbox = self.actor_inbox  # type: ignore[assignment]
+        if not inbox.close_if_idle():
+            return False
+        self._stop()
+        return True
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.actor_urn}>"
