@@ -10,21 +10,28 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 from ephemeral_actors.testing import library_threads
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = [
-    "RssSampler",
     "Row",
+    "RssSampler",
     "check_threads",
     "fmt_range",
     "fmt_rate",
     "header",
-    "timed",
+    "leftover_warnings",
+    "rss_kib",
+    "run_rows",
+    "table",
 ]
 
 
@@ -56,14 +63,6 @@ class Row:
         return self.rate / peer.rate
 
 
-def timed(fn: Callable[[], object]) -> float:
-    """Call `fn` after a full collection and return its wall seconds."""
-    gc.collect()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def run_rows(rows: list[Row], repeat: int, *, warmup: int = 0) -> None:
     """Run every row `repeat` times, interleaved, so machine noise spreads over all rows.
 
@@ -82,7 +81,7 @@ def run_rows(rows: list[Row], repeat: int, *, warmup: int = 0) -> None:
 
 def rss_kib() -> int:
     """Resident set size of this process now, in KiB (VmRSS from /proc/self/status)."""
-    with open("/proc/self/status", encoding="ascii") as status:
+    with Path("/proc/self/status").open(encoding="ascii") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
@@ -111,7 +110,7 @@ class RssSampler:
         self._thread: threading.Thread | None = None
         self._maxrss_before = 0
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         gc.collect()
         self.baseline = self.peak = rss_kib()
         self._maxrss_before = _maxrss_kib()
@@ -148,13 +147,27 @@ class RssSampler:
 _leftovers: list[str] = []
 
 
-def check_threads(where: str) -> None:
-    """Print a warning if any `ephemeral-actors-` thread is still alive after `where`."""
+def check_threads(where: str, grace: float = 1.0) -> None:
+    """Warn if any `ephemeral-actors-` thread is alive right after `where`.
+
+    The warning also says whether the threads ended within `grace` seconds (a thread
+    that outlives `close()` briefly) or not (a leak).
+    """
     names = sorted(t.name for t in library_threads())
-    if names:
-        line = f"WARNING: {len(names)} ephemeral-actors thread(s) alive after {where}: {names}"
-        _leftovers.append(line)
-        print(line, file=sys.stderr)
+    if not names:
+        return
+    start = time.perf_counter()
+    while library_threads() and time.perf_counter() - start < grace:
+        time.sleep(0.0005)
+    waited = time.perf_counter() - start
+    fate = (
+        f"still alive after {grace:g} s"
+        if library_threads()
+        else f"gone {waited * 1000:.1f} ms later"
+    )
+    line = f"WARNING: ephemeral-actors thread(s) alive right after {where}: {names} ({fate})"
+    _leftovers.append(line)
+    print(line, file=sys.stderr)
 
 
 def leftover_warnings() -> list[str]:
@@ -180,9 +193,11 @@ def header(title: str, mode: str) -> str:
             title,
             f"  date      {datetime.now(UTC):%Y-%m-%d %H:%M} UTC   mode: {mode}",
             f"  machine   {os.cpu_count()} CPUs ({usable} usable), {platform.platform()}",
-            f"  python    {platform.python_implementation()} {platform.python_version()}"
-            f"   pykka {_dist_version('pykka')}"
-            f"   ephemeral-actors {_dist_version('ephemeral-actors')}",
+            (
+                f"  python    {platform.python_implementation()} {platform.python_version()}"
+                f"   pykka {_dist_version('pykka')}"
+                f"   ephemeral-actors {_dist_version('ephemeral-actors')}"
+            ),
         ]
     )
 
@@ -192,7 +207,7 @@ def fmt_rate(rate: float) -> str:
 
 
 def fmt_range(values: list[float], fmt: str = ".3f") -> str:
-    return f"{min(values):{fmt}}–{max(values):{fmt}}"
+    return f"{min(values):{fmt}}-{max(values):{fmt}}"
 
 
 def table(headings: list[str], rows: list[list[str]], *, indent: str = "  ") -> str:

@@ -13,7 +13,7 @@ Usage:
     python benchmarks/bench_throughput.py [--quick] [--repeat N] [--only a b c]
 
 Rows run interleaved (every row once per repeat) so machine noise spreads over all
-of them; each row reports its median wall time and the min–max over the repeats.
+of them; each row reports its median wall time and the min-max over the repeats.
 Ratios are coordinator / peer throughput at the medians: above 1.0 the coordinator
 is faster.
 """
@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import gc
 import itertools
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -131,8 +132,7 @@ def run_thread_pool(body: Callable[[int], Any], limit: int, n: int) -> float:
     with ThreadPoolExecutor(limit) as pool:
         futures = [pool.submit(body, item) for item in range(n)]
         wait(futures)
-        wall = time.perf_counter() - start
-    return wall
+        return time.perf_counter() - start
 
 
 class BodyActor(pykka.ThreadingActor):
@@ -200,25 +200,31 @@ def bench_noop(n: int, repeat: int) -> tuple[str, dict[str, float]]:
             partial(run_coordinator, noop, limit, feed_submit),
         ),
     ]
-    tpe = Row(f"ThreadPoolExecutor({limit})  submit + wait", n, partial(run_thread_pool, noop, limit))
-    raw = Row(
-        f"raw Pykka  {limit} actors, ask + get_all", n, partial(run_raw_pykka, noop, limit)
+    tpe = Row(
+        f"ThreadPoolExecutor({limit})  submit + wait", n, partial(run_thread_pool, noop, limit)
     )
+    raw = Row(f"raw Pykka  {limit} actors, ask + get_all", n, partial(run_raw_pykka, noop, limit))
     aio = Row(
         f"asyncio  Semaphore({limit}) + TaskGroup", n, partial(run_asyncio, noop_async, limit)
     )
     peers = [tpe, raw, aio]
     run_rows([*coordinator_rows, *peers], repeat, warmup=min(n, 1_000))
 
-    headings = ["runner", "wall s", "min–max", "items/s", "/ TPE", "/ Pykka", "/ asyncio"]
+    headings = ["runner", "wall s", "min-max", "items/s", "/ TPE", "/ Pykka", "/ asyncio"]
     lines = []
     for row in [*coordinator_rows, *peers]:
-        ratios = [f"{row.ratio(p):.2f}×" for p in peers] if row in coordinator_rows else ["", "", ""]
-        lines.append([row.label, f"{row.wall:.3f}", fmt_range(row.walls), fmt_rate(row.rate), *ratios])
+        ratios = (
+            [f"{row.ratio(p):.2f}x" for p in peers] if row in coordinator_rows else ["", "", ""]
+        )
+        lines.append(
+            [row.label, f"{row.wall:.3f}", fmt_range(row.walls), fmt_rate(row.rate), *ratios]
+        )
     text = "\n".join(
         [
-            f"(a) {n:,} no-op items, concurrency {limit}"
-            " (coordinator: default window, backlog blocks at 200 pending)",
+            (
+                f"(a) {n:,} no-op items, concurrency {limit}"
+                " (coordinator: default window, backlog blocks at 200 pending)"
+            ),
             table(headings, lines),
         ]
     )
@@ -229,29 +235,60 @@ def bench_noop(n: int, repeat: int) -> tuple[str, dict[str, float]]:
 # -- (b) 1 ms bodies at concurrency 64 -------------------------------------------------------
 
 
+def measured_sleeps(count: int = 200) -> tuple[float, float]:
+    """Mean real duration of `time.sleep` and `asyncio.sleep` of SLEEP_SECONDS, alone."""
+    start = time.perf_counter()
+    for _ in range(count):
+        time.sleep(SLEEP_SECONDS)
+    sync = (time.perf_counter() - start) / count
+
+    async def sleeps() -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            await asyncio.sleep(SLEEP_SECONDS)
+        return (time.perf_counter() - start) / count
+
+    return sync, asyncio.run(sleeps())
+
+
 def bench_sleep(n: int, repeat: int) -> tuple[str, dict[str, float]]:
     limit = SLEEP_CONCURRENCY
     ideal = n * SLEEP_SECONDS / limit
     pairs = [
         (
-            Row("sync   WorkCoordinator  enqueue", n, partial(run_coordinator, sleep_1ms, limit, feed_enqueue)),
-            Row(f"sync   ThreadPoolExecutor({limit})", n, partial(run_thread_pool, sleep_1ms, limit)),
+            Row(
+                "sync   WorkCoordinator  enqueue",
+                n,
+                partial(run_coordinator, sleep_1ms, limit, feed_enqueue),
+            ),
+            Row(
+                f"sync   ThreadPoolExecutor({limit})", n, partial(run_thread_pool, sleep_1ms, limit)
+            ),
         ),
         (
-            Row("async  WorkCoordinator  enqueue", n, partial(run_coordinator, sleep_1ms_async, limit, feed_enqueue)),
-            Row(f"async  asyncio Semaphore({limit}) + TaskGroup", n, partial(run_asyncio, sleep_1ms_async, limit)),
+            Row(
+                "async  WorkCoordinator  enqueue",
+                n,
+                partial(run_coordinator, sleep_1ms_async, limit, feed_enqueue),
+            ),
+            Row(
+                f"async  asyncio Semaphore({limit}) + TaskGroup",
+                n,
+                partial(run_asyncio, sleep_1ms_async, limit),
+            ),
         ),
     ]
     rows = [row for pair in pairs for row in pair]
     run_rows(rows, repeat, warmup=min(n, 500))
+    real_sync, real_async = measured_sleeps()
 
-    headings = ["runner", "wall s", "min–max", "items/s", "efficiency", "eff. / peer"]
+    headings = ["runner", "wall s", "min-max", "items/s", "efficiency", "eff. / peer"]
     lines = []
     figures = {}
     for coordinator_row, peer in pairs:
         ratio = peer.wall / coordinator_row.wall  # = efficiency ratio
         figures[coordinator_row.label] = ratio
-        for row, cell in ((coordinator_row, f"{ratio:.2f}×"), (peer, "")):
+        for row, cell in ((coordinator_row, f"{ratio:.2f}x"), (peer, "")):
             lines.append(
                 [
                     row.label,
@@ -264,10 +301,17 @@ def bench_sleep(n: int, repeat: int) -> tuple[str, dict[str, float]]:
             )
     text = "\n".join(
         [
-            f"(b) {n:,} bodies sleeping {SLEEP_SECONDS * 1000:g} ms, concurrency {limit}"
-            f" (ideal wall {ideal:.4f} s = {n:,} × {SLEEP_SECONDS * 1000:g} ms / {limit};"
-            " efficiency = ideal / actual)",
+            (
+                f"(b) {n:,} bodies sleeping {SLEEP_SECONDS * 1000:g} ms, concurrency {limit}"
+                f" (ideal wall {ideal:.4f} s = {n:,} x {SLEEP_SECONDS * 1000:g} ms / {limit};"
+                " efficiency = ideal / actual)"
+            ),
             "    coordinator: default window, so enqueue blocks while 200 items are pending",
+            (
+                f"    a lone 1 ms sleep really takes {real_sync * 1000:.3f} ms (time.sleep),"
+                f" {real_async * 1000:.3f} ms (asyncio.sleep): efficiency ceilings"
+                f" {SLEEP_SECONDS / real_sync:.0%} and {SLEEP_SECONDS / real_async:.0%}"
+            ),
             table(headings, lines),
         ]
     )
@@ -277,8 +321,17 @@ def bench_sleep(n: int, repeat: int) -> tuple[str, dict[str, float]]:
 # -- (c) memory over 1,000,000 items ----------------------------------------------------------
 
 
-def run_memory_once(n: int) -> tuple[float, float, float, int]:
-    """Returns (wall s, peak RSS growth MB, RSS retained after close MB, samples)."""
+@dataclass(frozen=True)
+class MemoryRun:
+    wall: float
+    """Seconds from construction to drained."""
+    growth_mb: float
+    """Peak RSS over the baseline during the run."""
+    retained_mb: float
+    """RSS over the baseline after close() and gc.collect()."""
+
+
+def run_memory_once(n: int) -> MemoryRun:
     with RssSampler(interval=0.05) as rss:
         start = time.perf_counter()
         coordinator = WorkCoordinator(noop, CoordinatorOptions(max_concurrency=NOOP_CONCURRENCY))
@@ -291,37 +344,36 @@ def run_memory_once(n: int) -> tuple[float, float, float, int]:
     del coordinator
     gc.collect()
     retained = (rss_kib() - rss.baseline) * 1024 / 1e6
-    return wall, rss.growth_mb, retained, rss.samples
+    return MemoryRun(wall, rss.growth_mb, retained)
 
 
 def bench_memory(n: int, repeat: int) -> tuple[str, dict[str, float]]:
     runs = [run_memory_once(n) for _ in range(repeat)]
-    walls = [r[0] for r in runs]
-    growth = [r[1] for r in runs]
-    retained = [r[2] for r in runs]
-    median = sorted(growth)[len(growth) // 2]
-    wall = sorted(walls)[len(walls) // 2]
-    headings = ["runner", "wall s", "items/s", "peak RSS growth MB", "min–max", "retained MB"]
-    lines = [
-        [
-            "WorkCoordinator  enqueue",
-            f"{wall:.2f}",
-            fmt_rate(n / wall),
-            f"{median:.1f}",
-            fmt_range(growth, ".1f"),
-            f"{sorted(retained)[len(retained) // 2]:.1f}",
-        ]
+    wall = statistics.median(r.wall for r in runs)
+    growth = [r.growth_mb for r in runs]
+    headings = ["runner", "wall s", "items/s", "peak RSS growth MB", "min-max", "retained MB"]
+    line = [
+        "WorkCoordinator  enqueue",
+        f"{wall:.2f}",
+        fmt_rate(n / wall),
+        f"{statistics.median(growth):.1f}",
+        fmt_range(growth, ".1f"),
+        f"{statistics.median(r.retained_mb for r in runs):.1f}",
     ]
     text = "\n".join(
         [
-            f"(c) {n:,} no-op items through enqueue, default window"
-            f" (max_concurrency={NOOP_CONCURRENCY}, max_tracked_operations=200)",
-            "    RSS sampled every 50 ms (+ ru_maxrss) against a baseline taken after gc.collect();"
-            " per run: " + ", ".join(f"{g:.1f}" for g in growth) + " MB",
-            table(headings, lines),
+            (
+                f"(c) {n:,} no-op items through enqueue, default window"
+                f" (max_concurrency={NOOP_CONCURRENCY}, max_tracked_operations=200)"
+            ),
+            (
+                "    RSS sampled every 50 ms (+ ru_maxrss) against a baseline taken after"
+                " gc.collect(); per run, in order: " + ", ".join(f"{g:.1f}" for g in growth) + " MB"
+            ),
+            table(headings, [line]),
         ]
     )
-    return text, {"peak RSS growth MB": median}
+    return text, {"WorkCoordinator  enqueue, peak RSS growth": statistics.median(growth)}
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -334,9 +386,11 @@ def targets(results: dict[str, dict[str, float]]) -> str:
         return "met" if ok else "MISSED"
 
     for label, ratio in results.get("a", {}).items():
-        lines.append(f"  (a) {label} ≥ 1.0× ThreadPoolExecutor: {ratio:.2f}×  {verdict(ratio >= 1.0)}")
+        lines.append(
+            f"  (a) {label} >= 1.0x ThreadPoolExecutor: {ratio:.2f}x  {verdict(ratio >= 1.0)}"
+        )
     for label, ratio in results.get("b", {}).items():
-        lines.append(f"  (b) {label} efficiency ≥ peer's: {ratio:.2f}×  {verdict(ratio >= 1.0)}")
+        lines.append(f"  (b) {label} efficiency >= peer's: {ratio:.2f}x  {verdict(ratio >= 1.0)}")
     for label, mb in results.get("c", {}).items():
         lines.append(f"  (c) {label} < 20 MB: {mb:.1f} MB  {verdict(mb < 20)}")
     return "\n".join(lines)
@@ -344,10 +398,15 @@ def targets(results: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small N: a smoke test of a few seconds")
+    parser.add_argument(
+        "--quick", action="store_true", help="small N: a smoke test of a few seconds"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per row (median reported)")
     parser.add_argument(
-        "--only", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"],
+        "--only",
+        nargs="+",
+        choices=["a", "b", "c"],
+        default=["a", "b", "c"],
         help="workloads to run (default: all)",
     )
     args = parser.parse_args(argv)
@@ -368,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running ({workload}) ...", file=sys.stderr, flush=True)
         texts[workload], results[workload] = benches[workload](args.repeat)
 
-    mode = f"{'quick' if args.quick else 'full'}, repeat {args.repeat} (median, min–max)"
+    mode = f"{'quick' if args.quick else 'full'}, repeat {args.repeat} (median, min-max)"
     print(header("ephemeral_actors throughput benchmark", mode))
     for workload in sorted(texts):
         print()
@@ -378,8 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     check_threads("the whole benchmark")
     warnings = leftover_warnings()
     print()
-    print(f"threads: {len(warnings)} leftover warning(s)" if warnings else
-          "threads: no ephemeral-actors- thread left after any run")
+    print(
+        f"threads: {len(warnings)} leftover warning(s)"
+        if warnings
+        else "threads: no ephemeral-actors- thread left after any run"
+    )
     for line in warnings:
         print(f"  {line}")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from ephemeral_actors._coordinators._keyed import KeyedWorkCoordinator
 from ephemeral_actors._coordinators._work import ResultCoordinator, WorkCoordinator
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
@@ -21,11 +22,13 @@ from ephemeral_actors._errors import (
     RegistryClosedError,
     SignalCancelledError,
     UnknownCoordinatorError,
+    WorkerCrashError,
 )
 from ephemeral_actors._for_each import for_each, for_each_async
 from ephemeral_actors._operation import Operation, current_operation
 from ephemeral_actors._options import CoordinatorOptions
 from ephemeral_actors._records import CoordinatorStats, OperationSnapshot, ResultSnapshot
+from ephemeral_actors._registry import CoordinatorRegistry
 from ephemeral_actors._signals import (
     SignalBlockReason,
     SignalBus,
@@ -42,9 +45,11 @@ __all__ = (
     "CoordinatorFullError",
     "CoordinatorNotCompletedError",
     "CoordinatorOptions",
+    "CoordinatorRegistry",
     "CoordinatorStats",
     "DynamicConcurrencyDisabledError",
     "EphemeralError",
+    "KeyedWorkCoordinator",
     "NoCurrentOperationError",
     "Operation",
     "OperationCancelledError",
@@ -60,6 +65,7 @@ __all__ = (
     "SignalPropagation",
     "UnknownCoordinatorError",
     "WorkCoordinator",
+    "WorkerCrashError",
     "current_operation",
     "for_each",
     "for_each_async",

@@ -26,10 +26,12 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pykka
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["DISPATCHER", "PoolActor", "SharedDispatcher", "Timer"]
 
@@ -39,7 +41,7 @@ _SLICE = 64
 """Messages one actor may handle before others get a turn (fairness across actors)."""
 
 
-class _Yield(BaseException):  # noqa: N818 - control flow, never seen by users
+class _Yield(BaseException):
     """Raised by the inbox to end a slice: the mailbox is empty or the budget is spent."""
 
 
@@ -147,7 +149,7 @@ class SharedDispatcher:
                     job.callback()
                 else:
                     job._run_slice()
-            except BaseException:  # noqa: BLE001 - one bad job must not kill the pool
+            except BaseException:
                 logger.exception(f"dispatcher job {job!r} failed")
 
 

@@ -10,6 +10,7 @@ EphemeralError(Exception)
 ├── UnknownCoordinatorError(KeyError)           registry lookup of an unregistered name
 ├── RegistryClosedError(RuntimeError)
 ├── NoCurrentOperationError(RuntimeError)       current_operation() outside a body
+├── WorkerCrashError(RuntimeError)              recorded on an item whose worker actor died
 └── OperationCancelledError                     a body noticed a cancellation request
     └── SignalCancelledError                    an item was cancelled by a signal
 ```
@@ -32,6 +33,7 @@ __all__ = [
     "RegistryClosedError",
     "SignalCancelledError",
     "UnknownCoordinatorError",
+    "WorkerCrashError",
 ]
 
 
@@ -73,6 +75,13 @@ class RegistryClosedError(EphemeralError, RuntimeError):
 
 class NoCurrentOperationError(EphemeralError, RuntimeError):
     """`current_operation()` was called outside a running body."""
+
+
+class WorkerCrashError(EphemeralError, RuntimeError):
+    """Recorded on an operation whose worker actor died under it (not a body failure).
+
+    The supervisor replaces the worker and counts it in `CoordinatorStats.worker_restarts`.
+    """
 
 
 class OperationCancelledError(EphemeralError):

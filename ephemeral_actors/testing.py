@@ -1,7 +1,7 @@
 """Helpers for testing code that uses coordinators, and the library itself.
 
 ```python
-from ephemeral_actors.testing import crash_worker, live_threads
+from ephemeral_actors.testing import crash_worker, library_threads
 
 def body(item):
     crash_worker()   # the worker actor dies here, as if its machinery failed

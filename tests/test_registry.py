@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 import threading
+import types
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -433,6 +435,35 @@ def test_register_keyed_end_to_end(registry):
     assert c.total_completed == len(items)
     for key in ("a", "b"):
         assert [i for k, i in seen if k == key] == list(range(5))
+
+
+def test_register_keyed_imports_lazily_and_names_options(registry, monkeypatch):
+    """register_keyed finds KeyedWorkCoordinator at registration and passes named options."""
+    built: list[tuple[Any, Any, CoordinatorOptions]] = []
+
+    class FakeKeyed(WorkCoordinator[Any]):
+        def __init__(self, key_selector: Any, body: Any, options: CoordinatorOptions) -> None:
+            built.append((key_selector, body, options))
+            super().__init__(body, options)
+
+    fake = types.ModuleType("ephemeral_actors._coordinators._keyed")
+    fake.KeyedWorkCoordinator = FakeKeyed  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ephemeral_actors._coordinators._keyed", fake)
+
+    def selector(item: Any) -> Any:
+        return item
+
+    registry.register_keyed("tenants", selector, noop, CoordinatorOptions(max_concurrency=3))
+    assert built == []
+    c = registry.get("tenants")
+    assert isinstance(c, FakeKeyed)
+    ((key_selector, body, options),) = built
+    assert key_selector is selector
+    assert body is noop
+    assert options.name == "tenants"
+    assert options.max_concurrency == 3
+    with pytest.raises(TypeError, match="key_selector must be callable"):
+        registry.register_keyed("other", "not callable", noop)
 
 
 # -- bad arguments ---------------------------------------------------------------------

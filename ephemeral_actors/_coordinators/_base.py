@@ -24,13 +24,16 @@ from ephemeral_actors._errors import (
 )
 from ephemeral_actors._options import CoordinatorOptions
 from ephemeral_actors._runtime import SHARED_LOOP
+from ephemeral_actors._signals import matches
 from ephemeral_actors._validate import check_seconds_or_none
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from types import TracebackType
 
     from ephemeral_actors._coordinators._core import Supervisor
     from ephemeral_actors._records import CoordinatorStats, OperationSnapshot
+    from ephemeral_actors._signals import SignalEvent
 
 __all__ = ["CoordinatorBase"]
 
@@ -57,6 +60,11 @@ class CoordinatorBase(Generic[T]):
     def __init__(self, body: Callable[[T], Any], options: CoordinatorOptions | None = None) -> None:
         self._core = self._make_core(body, check_options(options))
         self._has_source = False
+        try:
+            self._core.start()
+        except BaseException:
+            self._core.close(None)
+            raise
 
     def _make_core(self, body: Callable[[T], Any], options: CoordinatorOptions) -> Core:
         return Core(body, options, kind=self._kind, capture_results=self._capture_results)
@@ -284,6 +292,56 @@ class CoordinatorBase(Generic[T]):
             True if the operation was in the window.
         """
         return bool(self._send(m.Evict(op_id)))
+
+    # -- signals (SPEC 10.7) --------------------------------------------------------------
+
+    def get_signals(
+        self, predicate: Callable[[SignalEvent], bool] | None = None
+    ) -> tuple[SignalEvent, ...]:
+        """Signals of the operations in the window (optionally filtered), oldest first.
+
+        Signals leave with their operation when the window trims or evicts it.
+        """
+        core = self._core
+        with core.lock:
+            return core.signals_locked(predicate)
+
+    def get_signals_by_key(self, key: object) -> tuple[SignalEvent, ...]:
+        """Signals emitted by operations of `key` (compared as `str(key)`)."""
+        wanted = str(key)
+        return self.get_signals(lambda e: e.key == wanted)
+
+    def get_signals_since(self, since: datetime) -> tuple[SignalEvent, ...]:
+        """Signals with `timestamp >= since` (an aware datetime)."""
+        return self.get_signals(lambda e: e.timestamp >= since)
+
+    def get_signals_by_time_range(self, start: datetime, end: datetime) -> tuple[SignalEvent, ...]:
+        """Signals with `start <= timestamp <= end`."""
+        return self.get_signals(lambda e: start <= e.timestamp <= end)
+
+    def get_signals_by_name(self, name: str) -> tuple[SignalEvent, ...]:
+        """Signals called exactly `name`."""
+        return self.get_signals(lambda e: e.signal == name)
+
+    def get_signals_by_pattern(self, pattern: str) -> tuple[SignalEvent, ...]:
+        """Signals matching one pattern (`*`, `?`; commas are literal here)."""
+        return self.get_signals(lambda e: matches(e.signal, pattern))
+
+    def has_signal(self, name: str) -> bool:
+        """True if an operation in the window emitted `name`."""
+        return bool(self.get_signals_by_name(name))
+
+    def has_signal_matching(self, pattern: str) -> bool:
+        """True if an operation in the window emitted a signal matching `pattern`."""
+        return bool(self.get_signals_by_pattern(pattern))
+
+    def count_signals(self, name: str | None = None) -> int:
+        """How many signals (called `name`, if given) the window's operations emitted."""
+        return len(self.get_signals() if name is None else self.get_signals_by_name(name))
+
+    def count_signals_matching(self, pattern: str) -> int:
+        """How many of the window's signals match `pattern`."""
+        return len(self.get_signals_by_pattern(pattern))
 
     # -- control -----------------------------------------------------------------------
 

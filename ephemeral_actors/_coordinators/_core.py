@@ -44,6 +44,8 @@ from ephemeral_actors._errors import (
     CoordinatorFullError,
     DynamicConcurrencyDisabledError,
     OperationCancelledError,
+    SignalCancelledError,
+    WorkerCrashError,
 )
 from ephemeral_actors._ids import next_operation_id
 from ephemeral_actors._operation import Operation, _current
@@ -91,10 +93,6 @@ class CoordinatorState(enum.Enum):
 
 _ORDER = {s: i for i, s in enumerate(CoordinatorState)}
 _PROCESSING = frozenset({CoordinatorState.RUNNING, CoordinatorState.COMPLETING})
-
-
-class WorkerCrashError(RuntimeError):
-    """Recorded on an operation whose worker actor died under it."""
 
 
 class _InjectedWorkerCrash(BaseException):
@@ -323,6 +321,8 @@ class Supervisor(pykka.ThreadingActor):
         if type(message) is _WorkerDied:
             core.replace_worker(message.worker, message.error)
             return None
+        if core.handle_private(message):
+            return None
         envelope = cast("_ReplyAwareInbox", self.actor_inbox).current
         if envelope is not None and envelope.reply_to is not None:
             return core.handle(message, from_actor=True)
@@ -380,6 +380,7 @@ class Core:
         self.running = 0
         self.limit = options.max_concurrency
         self.paused = False
+        self.deferring = False
         self.enqueued = 0
         self.completed = 0
         self.failed = 0
@@ -405,8 +406,15 @@ class Core:
 
         if self.is_async:
             self.uses_shared_loop()
+        from ephemeral_actors._coordinators._signaling import SignalRouter  # noqa: PLC0415
+
+        self.router = SignalRouter(self, options)
         self.supervisor_thread: threading.Thread | None = None
         self.supervisor_ref: pykka.ActorRef[Supervisor] = Supervisor.start(self)
+
+    def start(self) -> None:
+        """Finish construction: things that may call back into a fully built core."""
+        self.router.start()
 
     def uses_shared_loop(self) -> None:
         """Hold a reference on the shared event loop until `close()`."""
@@ -491,8 +499,10 @@ class Core:
                 if mode == TRY:
                     return None
                 raise self.closed_error_locked()
-            if mode == TRY and self.fair_threshold and (
-                self.key_pending_locked(raw_key) >= self.fair_threshold
+            if (
+                mode == TRY
+                and self.fair_threshold
+                and (self.key_pending_locked(raw_key) >= self.fair_threshold)
             ):
                 return None
             if self.npending >= self.bound:
@@ -556,9 +566,18 @@ class Core:
 
     # -- dispatch ----------------------------------------------------------------------
 
-    def _dispatch_locked(self) -> None:
+    def dispatch_locked(self) -> None:
         """Wake (or start) workers for every item that may start now."""
-        if self.paused or self.state not in _PROCESSING:
+        self._dispatch_locked()
+
+    def request_cancel_running_locked(self) -> None:
+        """Ask every running operation to cancel (cooperatively)."""
+        for worker in self.workers:
+            if worker.current is not None:
+                worker.current._cancel = True
+
+    def _dispatch_locked(self) -> None:
+        if self.paused or self.deferring or self.state not in _PROCESSING:
             return
         while self.running + self.waking < self.limit and self.waking < self._ready_locked():
             worker = self.idle.pop() if self.idle else self._new_worker_locked()
@@ -607,10 +626,15 @@ class Core:
         """Bookkeeping after an operation ended (per-key state in KeyedCore)."""
 
     def _take_locked(self, worker: _WorkerBase) -> tuple[Operation, Any] | None:
-        entry = None
-        if self.running < self.limit and not self.paused and self.state in _PROCESSING:
+        while (
+            self.running < self.limit
+            and not self.paused
+            and not self.deferring
+            and self.state in _PROCESSING
+        ):
             entry = self._pop_locked()
-        if entry is not None:
+            if entry is None:
+                break
             op = entry[0]
             op._started = _now()
             op._in_window = True
@@ -621,7 +645,13 @@ class Core:
                 self._trim_locked(op._started)
             if self.space_waiters or self.async_space:
                 self._space_freed_locked()
-            if self.idle:
+            if self.router.cancel_marks:
+                signal = self.router.cancelling_signal_locked()
+                if signal is not None:
+                    self._finish_locked(op, _CANCELLED, SignalCancelledError(signal))
+                    op._ended = op._started
+                    continue
+            if self.running + self.waking < self.limit and self.waking < self._ready_locked():
                 # Keyed work can make more items ready than were woken for.
                 self._dispatch_locked()
             return entry
@@ -636,8 +666,10 @@ class Core:
             op._finish(outcome, _detach(error), _now())
         else:
             # The caller's future gets the original with its traceback; the window keeps
-            # a traceback-free twin, so no frame (and no payload) is retained by us.
-            op._finish(outcome, _copy_error(error), _now())
+            # a traceback-free twin, so no frame (and no payload) is retained by us. An
+            # exception that cannot be copied is shared, without its traceback.
+            twin = _copy_error(error)
+            op._finish(outcome, _detach(twin) if twin is error else twin, _now())
         self.running -= 1
         self._op_ended_locked(op)
         if outcome == _COMPLETED:
@@ -816,6 +848,10 @@ class Core:
 
     # -- control (the supervisor's message handlers) ------------------------------------
 
+    def handle_private(self, message: Any) -> bool:  # noqa: ARG002
+        """Handle a message only this core kind knows; True if it was one."""
+        return False
+
     def handle(self, message: Any, *, from_actor: bool = False) -> Any:
         """Apply one public message; the facade and the supervisor both call this."""
         handler = _HANDLERS.get(type(message))
@@ -859,9 +895,7 @@ class Core:
             self._drop_backlog_locked(
                 lambda: OperationCancelledError(f"coordinator {self.name!r} was cancelled")
             )
-            for worker in self.workers:
-                if worker.current is not None:
-                    worker.current._cancel = True
+            self.request_cancel_running_locked()
             self._intake_closed_locked()
 
     def _drop_backlog_locked(self, make_error: Callable[[], BaseException]) -> None:
@@ -1039,12 +1073,14 @@ class Core:
                     f"coordinator {self.name!r}: close() abandoned its source, which did not "
                     "yield in time"
                 )
+        for ending in self.router.close():
+            ending.join(_remaining(deadline))
         with self.lock:
             self.state = CoordinatorState.CLOSED
         for _ in range(self.loop_refs):
-            thread = SHARED_LOOP.release()
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(_remaining(deadline))
+            loop_thread = SHARED_LOOP.release()
+            if loop_thread is not None and loop_thread is not threading.current_thread():
+                loop_thread.join(_remaining(deadline))
         self.loop_refs = 0
 
     # -- signals (filled in by the signals layer) --------------------------------------
@@ -1052,17 +1088,16 @@ class Core:
     def emit_signal(
         self, op: Operation, name: str, cause: SignalPropagation | SignalEvent | None
     ) -> bool:
-        from ephemeral_actors._signals import SignalEvent  # noqa: PLC0415
+        return self.router.emit(op, name, cause)
 
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"signal name must be a non-empty str, got {name!r}")
-        event = SignalEvent(name, op.id, op.key, datetime.now(UTC))
-        with self.lock:
-            if op._signals is None:
-                op._signals = []
-            op._signals.append(event)
-            op._snapshot = None
-        return True
+    def signals_locked(
+        self, predicate: Callable[[SignalEvent], bool] | None = None
+    ) -> tuple[SignalEvent, ...]:
+        from ephemeral_actors._coordinators._signaling import signals_in_window  # noqa: PLC0415
+
+        if self.window:
+            self._trim_locked(_now())
+        return signals_in_window(self.window.values(), predicate)
 
     def retract_signals(self, op: Operation, predicate: Callable[[str], bool]) -> int:
         with self.lock:

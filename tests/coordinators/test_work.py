@@ -20,10 +20,10 @@ from ephemeral_actors import (
     NoCurrentOperationError,
     OperationCancelledError,
     WorkCoordinator,
+    WorkerCrashError,
     current_operation,
 )
 from ephemeral_actors._coordinators import _core
-from ephemeral_actors._coordinators._core import WorkerCrashError
 from ephemeral_actors.testing import crash_worker, library_threads
 from tests.conftest import WAIT
 

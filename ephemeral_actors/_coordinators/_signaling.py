@@ -1,0 +1,286 @@
+"""A coordinator's signal wiring: emission, cancel/defer/resume, async handlers, the bus.
+
+Signals reach a coordinator by *push*, never by polling a window per item:
+
+* its own bodies' signals, when it has no shared bus, are observed as they are
+  emitted;
+* with a shared bus, the coordinator subscribes with its cancel/defer/resume
+  patterns (replaying what the bus already holds) and the bus actor calls it for
+  every matching event before `emit()` returns.
+
+An observed event leaves a *mark*. A cancel mark makes dispatch cancel the items it
+reaches; a defer mark holds dispatch (like a pause) and arms a re-check timer. A
+mark counts while its signal is present: an operation's signal while that operation
+is in the window and has not retracted it, a bus event for the bus's `max_age`.
+The dispatch path only tests whether the mark lists are empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ephemeral_actors._dispatch import DISPATCHER, Timer
+from ephemeral_actors._runtime import SHARED_LOOP
+from ephemeral_actors._signals import SignalConstraints, SignalEvent, compile_patterns
+
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+
+    from ephemeral_actors._coordinators._core import Core
+    from ephemeral_actors._operation import Operation
+    from ephemeral_actors._options import CoordinatorOptions
+    from ephemeral_actors._signals import SignalPropagation, Subscription
+
+__all__ = ["SignalRouter"]
+
+logger = logging.getLogger("ephemeral_actors")
+
+
+@dataclass(slots=True)
+class _Mark:
+    """An observed cancel or defer signal, present until its source lets go of it."""
+
+    event: SignalEvent
+    op: Operation | None
+    expires: float
+
+    def present(self, now: float) -> bool:
+        op = self.op
+        if op is None:
+            return now <= self.expires
+        signals = op._signals
+        return op._in_window and signals is not None and any(e is self.event for e in signals)
+
+
+class SignalRouter:
+    """Signal state of one coordinator; every method that says `_locked` needs `core.lock`."""
+
+    def __init__(self, core: Core, options: CoordinatorOptions) -> None:
+        self.core = core
+        self.cancel = compile_patterns(options.cancel_on_signals)
+        self.defer = compile_patterns(options.defer_on_signals)
+        if options.max_defer_attempts == 0:
+            self.defer = None
+        self.resume = compile_patterns(options.resume_on_signals)
+        self.constraints = options.signal_constraints or SignalConstraints.DEFAULT
+        self.on_signal = options.on_signal
+        self.on_signal_async = options.on_signal_async
+        self.bus = options.signals
+        self.max_attempts = options.max_defer_attempts
+        self.interval = options.defer_check_interval
+        self.cancel_marks: list[_Mark] = []
+        self.defer_marks: list[_Mark] = []
+        self.resumed_at: datetime | None = None
+        self.defer_timer: Timer | None = None
+        self.defer_attempts = 0
+        self.uses_dispatcher = self.defer is not None
+        self.subscription: Subscription | None = None
+        # on_signal_async: a bounded queue drained on the shared loop.
+        self.async_limit = options.max_concurrent_signal_handlers
+        self.async_bound = options.max_queued_signals
+        self.async_queue: collections.deque[SignalEvent] = collections.deque()
+        self.async_running = 0
+        self.async_closed = False
+        if self.uses_dispatcher:
+            DISPATCHER.acquire()
+        if self.on_signal_async is not None:
+            core.uses_shared_loop()
+
+    @property
+    def routes(self) -> bool:
+        """True if any cancel/defer/resume pattern is configured."""
+        return self.cancel is not None or self.defer is not None or self.resume is not None
+
+    def start(self) -> None:
+        """Subscribe to the shared bus (after the core is fully built)."""
+        bus = self.bus
+        if bus is None or not self.routes:
+            return
+        options = self.core.options
+        patterns = [
+            *(options.cancel_on_signals or ()),
+            *((options.defer_on_signals or ()) if self.defer is not None else ()),
+            *(options.resume_on_signals or ()),
+        ]
+        self.subscription = bus.subscribe(patterns, self.observe_bus, replay=True)
+
+    # -- emission -------------------------------------------------------------------------
+
+    def emit(self, op: Operation, name: str, cause: SignalPropagation | SignalEvent | None) -> bool:
+        """Record `name` on `op`, route it, and hand it to callbacks and the bus."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"signal name must be a non-empty str, got {name!r}")
+        constraints = self.constraints
+        now = datetime.now(UTC)
+        if cause is not None:
+            reason = constraints.should_block(name, cause)
+            if reason is not None:
+                constraints.notify_blocked(SignalEvent(name, op.id, op.key, now), reason)
+                return False
+        event = SignalEvent(name, op.id, op.key, now, constraints.propagation_for(name, cause))
+        core = self.core
+        with core.lock:
+            if op._signals is None:
+                op._signals = []
+            op._signals.append(event)
+            op._snapshot = None
+            if self.bus is None and self.routes:
+                self._observe_locked(event, op)
+        if self.on_signal is not None:
+            try:
+                self.on_signal(event)
+            except BaseException:
+                logger.exception(f"on_signal of coordinator {core.name!r} raised")
+        if self.on_signal_async is not None:
+            self._queue_async(event)
+        if self.bus is not None:
+            try:
+                self.bus.publish(event)
+            except RuntimeError:
+                logger.warning(
+                    f"coordinator {core.name!r}: signal {name!r} not published, bus closed"
+                )
+        return True
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def observe_bus(self, event: SignalEvent) -> None:
+        """Bus subscription callback (runs on the bus thread, inside `emit`)."""
+        with self.core.lock:
+            self._observe_locked(event, None)
+
+    def _observe_locked(self, event: SignalEvent, op: Operation | None) -> None:
+        signal = event.signal
+        bus = self.bus
+        expires = time.monotonic() + (bus.max_age if bus is not None and op is None else 0.0)
+        core = self.core
+        if self.cancel is not None and self.cancel(signal):
+            self.cancel_marks.append(_Mark(event, op, expires))
+            core.request_cancel_running_locked()
+            core.dispatch_locked()  # idle workers cancel the backlog as it reaches dispatch
+        if self.resume is not None and self.resume(signal):
+            self.resumed_at = event.timestamp
+            self.defer_marks = [m for m in self.defer_marks if m.event.timestamp > event.timestamp]
+            if not self.defer_marks:
+                self._end_deferral_locked()
+        newer = self.resumed_at is None or event.timestamp > self.resumed_at
+        if self.defer is not None and self.defer(signal) and newer:
+            self.defer_marks.append(_Mark(event, op, expires))
+            if not core.deferring:
+                core.deferring = True
+                self.defer_attempts = 0
+                self._arm_locked()
+
+    def cancelling_signal_locked(self) -> str | None:
+        """The name of a present cancel signal, forgetting marks that are gone."""
+        now = time.monotonic()
+        marks = [m for m in self.cancel_marks if m.present(now)]
+        self.cancel_marks = marks
+        return marks[-1].event.signal if marks else None
+
+    def _arm_locked(self) -> None:
+        if self.core.closing:
+            return
+        self.defer_timer = DISPATCHER.call_later(self.interval, self._recheck)
+
+    def _recheck(self) -> None:
+        """Timer callback: is the deferral still warranted?"""
+        core = self.core
+        with core.lock:
+            self.defer_timer = None
+            if not core.deferring:
+                return
+            now = time.monotonic()
+            self.defer_marks = [m for m in self.defer_marks if m.present(now)]
+            self.defer_attempts += 1
+            if not self.defer_marks or self.defer_attempts >= self.max_attempts:
+                # Out of attempts the work runs anyway; only a newer defer signal
+                # defers again.
+                self.resumed_at = datetime.now(UTC)
+                self.defer_marks.clear()
+                self._end_deferral_locked()
+            else:
+                self._arm_locked()
+
+    def _end_deferral_locked(self) -> None:
+        core = self.core
+        if self.defer_timer is not None:
+            self.defer_timer.cancel()
+            self.defer_timer = None
+        if core.deferring:
+            core.deferring = False
+            core.dispatch_locked()
+
+    # -- on_signal_async --------------------------------------------------------------------
+
+    def _queue_async(self, event: SignalEvent) -> None:
+        core = self.core
+        with core.lock:
+            if self.async_closed or len(self.async_queue) >= self.async_bound:
+                core.signals_dropped += 1
+                return
+            self.async_queue.append(event)
+            if self.async_running >= self.async_limit:
+                return
+            self.async_running += 1
+        SHARED_LOOP.spawn(self._drain_async())
+
+    async def _drain_async(self) -> None:
+        core = self.core
+        handler = self.on_signal_async
+        assert handler is not None
+        while True:
+            with core.lock:
+                if not self.async_queue or self.async_closed:
+                    self.async_running -= 1
+                    return
+                event = self.async_queue.popleft()
+            try:
+                await handler(event)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                logger.exception(f"on_signal_async of coordinator {core.name!r} raised")
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> list[threading.Thread]:
+        """Unsubscribe, stop timers, count still-queued async events as dropped.
+
+        Returns:
+            Shared threads that are now ending (for the caller to join).
+        """
+        core = self.core
+        with core.lock:
+            if self.defer_timer is not None:
+                self.defer_timer.cancel()
+                self.defer_timer = None
+            self.async_closed = True
+            core.signals_dropped += len(self.async_queue)
+            self.async_queue.clear()
+        if self.subscription is not None:
+            self.subscription.unsubscribe()
+            self.subscription = None
+        if self.uses_dispatcher:
+            self.uses_dispatcher = False
+            return DISPATCHER.release()
+        return []
+
+
+def signals_in_window(
+    ops: Any, predicate: Callable[[SignalEvent], bool] | None = None
+) -> tuple[SignalEvent, ...]:
+    """Every signal of the operations `ops`, in operation (start) order then emit order."""
+    found: list[SignalEvent] = []
+    for op in ops:
+        signals = op._signals
+        if signals:
+            found.extend(e for e in signals if predicate is None or predicate(e))
+    return tuple(found)

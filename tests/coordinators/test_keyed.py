@@ -1,0 +1,275 @@
+"""KeyedWorkCoordinator: per-key order, per-key limits, no head-of-line blocking (SPEC 5)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ephemeral_actors import CoordinatorOptions, KeyedWorkCoordinator, for_each
+from ephemeral_actors.testing import library_threads
+from tests.conftest import WAIT
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., KeyedWorkCoordinator[Any, Any]]]:
+    made: list[KeyedWorkCoordinator[Any, Any]] = []
+
+    def factory(
+        key: Callable[[Any], Any], body: Callable[[Any], Any], **options: Any
+    ) -> KeyedWorkCoordinator[Any, Any]:
+        c = KeyedWorkCoordinator(key, body, CoordinatorOptions(**options))
+        made.append(c)
+        return c
+
+    yield factory
+    for c in made:
+        c.close(timeout=WAIT)
+
+
+def wait_until(predicate: Callable[[], bool]) -> None:
+    """Poll a condition the library offers no event for (key reaping)."""
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    items=st.lists(st.tuples(st.integers(0, 6), st.integers()), max_size=120),
+    per_key=st.integers(1, 1),
+    limit=st.integers(1, 6),
+)
+def test_items_of_a_key_start_in_enqueue_order(items, per_key, limit):
+    """Whatever the interleaving of keys, each key's items start in enqueue order."""
+    started: dict[int, list[int]] = {}
+    lock = threading.Lock()
+
+    def body(item: tuple[int, int, int]) -> None:
+        key, seq, _ = item
+        with lock:
+            started.setdefault(key, []).append(seq)
+
+    tagged = [(key, seq, value) for seq, (key, value) in enumerate(items)]
+    options = CoordinatorOptions(max_concurrency=limit, max_concurrency_per_key=per_key)
+    with KeyedWorkCoordinator(lambda i: i[0], body, options) as c:
+        for item in tagged:
+            c.enqueue(item)
+    for key, seqs in started.items():
+        assert seqs == [seq for (k, seq, _) in tagged if k == key]
+    assert c.total_completed == len(items)
+
+
+def test_per_key_limit_is_reached_and_never_exceeded(make):
+    """max_concurrency_per_key > 1 runs that many of a key at once, and no more."""
+    lock = threading.Condition()
+    running: dict[str, int] = {}
+    peak: dict[str, int] = {}
+    gate = threading.Event()
+
+    def body(item: tuple[str, int]) -> None:
+        key = item[0]
+        with lock:
+            running[key] = running.get(key, 0) + 1
+            peak[key] = max(peak.get(key, 0), running[key])
+            lock.notify_all()
+        assert gate.wait(WAIT)
+        with lock:
+            running[key] -= 1
+
+    c = make(lambda i: i[0], body, max_concurrency=8, max_concurrency_per_key=3)
+    for i in range(10):
+        c.enqueue(("a", i))
+        c.enqueue(("b", i))
+    with lock:
+        assert lock.wait_for(lambda: running.get("a") == 3 and running.get("b") == 3, WAIT)
+    assert c.active_count == 6
+    assert c.get_pending_count_for_key("a") == 7
+    gate.set()
+    c.complete()
+    c.drain(WAIT)
+    assert peak == {"a": 3, "b": 3}
+
+
+def test_a_slow_key_does_not_delay_other_keys(make):
+    """A key blocked in its body never holds up other keys (no head-of-line blocking)."""
+    gate = threading.Event()
+    others_done = threading.Event()
+    done: list[str] = []
+
+    def body(item: tuple[str, int]) -> None:
+        key, n = item
+        if key == "slow":
+            assert gate.wait(WAIT)
+        done.append(key)
+        if done.count("fast") == 50:
+            others_done.set()
+
+    c = make(lambda i: i[0], body, max_concurrency=2)
+    for n in range(5):
+        c.enqueue(("slow", n))
+    for n in range(50):
+        c.enqueue(("fast", n))
+    assert others_done.wait(WAIT), "fast key waited behind the slow key"
+    assert c.get_pending_count_for_key("slow") == 4
+    gate.set()
+    c.complete()
+    c.drain(WAIT)
+
+
+def test_fair_scheduling_rejects_a_crowded_key_only_in_try_enqueue(make):
+    """With fair scheduling, try_enqueue refuses a key at the threshold; enqueue never does."""
+    gate = threading.Event()
+    c = make(
+        lambda i: i[0],
+        lambda _: gate.wait(WAIT),
+        max_concurrency=1,
+        enable_fair_scheduling=True,
+        fair_scheduling_threshold=3,
+    )
+    c.enqueue(("busy", 0))
+    accepted = [c.try_enqueue(("crowded", n)) for n in range(5)]
+    assert accepted == [True, True, True, False, False]
+    assert c.try_enqueue(("other", 0)) is True
+    c.enqueue(("crowded", 99))
+    assert c.get_pending_count_for_key("crowded") == 4
+    gate.set()
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 6
+
+
+def test_unknown_keys_answer_empty(make):
+    """Per-key queries for a key never seen answer 0 and empty."""
+    c = make(lambda i: i, lambda _: None)
+    assert c.get_pending_count_for_key("nobody") == 0
+    assert c.get_snapshot_for_key("nobody") == ()
+
+
+def test_key_selector_failure_rejects_the_item(make):
+    """A raising key selector: enqueue raises it, try_enqueue returns False, nothing counted."""
+
+    def key(item: Any) -> Any:
+        if item == "bad":
+            raise LookupError("no key")
+        return item
+
+    c = make(key, lambda _: None)
+    with pytest.raises(LookupError):
+        c.enqueue("bad")
+    assert c.try_enqueue("bad") is False
+    assert c.total_enqueued == 0
+
+
+def test_snapshot_key_is_str_of_key(make):
+    """OperationSnapshot.key is str(key), and per-key snapshots filter by it."""
+    c = make(lambda i: i[0], lambda _: None)
+    c.enqueue((7, "x"))
+    c.enqueue((8, "y"))
+    c.complete()
+    c.drain(WAIT)
+    (snap,) = c.get_snapshot_for_key(7)
+    assert snap.key == "7"
+
+
+def test_errors_are_isolated_per_key(make):
+    """A failing item fails alone; the key's later items and other keys carry on."""
+    seen: list[tuple[str, int]] = []
+
+    def body(item: tuple[str, int]) -> None:
+        if item == ("a", 1):
+            raise ValueError("bad item")
+        seen.append(item)
+
+    c = make(lambda i: i[0], body)
+    for n in range(3):
+        c.enqueue(("a", n))
+        c.enqueue(("b", n))
+    c.complete()
+    c.drain(WAIT)
+    assert [i for i in seen if i[0] == "a"] == [("a", 0), ("a", 2)]
+    assert (c.total_completed, c.total_failed) == (5, 1)
+
+
+def test_idle_keys_are_reaped_and_a_returning_key_works(make):
+    """Keys idle past key_idle_timeout lose their child actor; a returning key gets a new one."""
+    c = make(lambda i: i, lambda _: None, key_idle_timeout=0.05)
+    for k in range(20):
+        c.submit(k).get(timeout=WAIT)
+    wait_until(lambda: c.active_keys == 0)
+    assert c.submit(3).get(timeout=WAIT) is None
+    assert c.total_completed == 21
+
+
+def test_threads_do_not_grow_with_keys(make):
+    """Thousands of keys run on max_concurrency workers plus the shared dispatcher."""
+    c = make(lambda i: i, lambda _: None, max_concurrency=4, max_tracked_operations=50)
+    for k in range(5000):
+        c.enqueue(k)
+    c.complete()
+    c.drain(WAIT)
+    assert c.active_keys == 5000
+    assert len(library_threads()) <= 4 + 10
+
+
+def test_cancel_drops_every_key_backlog(make):
+    """cancel() drops the pending items of all keys and counts them."""
+    gate, started = threading.Event(), threading.Event()
+
+    def body(_: Any) -> None:
+        started.set()
+        assert gate.wait(WAIT)
+
+    c = make(lambda i: i[0], body, max_concurrency=1)
+    for n in range(4):
+        c.enqueue(("a", n))
+        c.enqueue(("b", n))
+    assert started.wait(WAIT)
+    c.cancel()
+    gate.set()
+    c.drain(WAIT)
+    assert c.total_cancelled == 7
+    assert c.get_pending_count_for_key("a") == 0
+
+
+def test_counters_add_up_across_keys(make):
+    """The counter invariant holds over many keys with failures."""
+
+    def body(i: int) -> None:
+        if i % 5 == 0:
+            raise ValueError
+
+    c = make(lambda i: i % 13, body, max_concurrency=4)
+    for i in range(1000):
+        c.enqueue(i)
+    c.complete()
+    c.drain(WAIT)
+    s = c.stats()
+    assert s.total_enqueued == s.total_completed + s.total_failed == 1000
+    assert s.total_failed == 200
+
+
+def test_keyed_for_each_keeps_key_order():
+    """for_each(key=...) processes every item with per-key order."""
+    seen: list[tuple[int, int]] = []
+    stats = for_each(
+        [(i % 3, i) for i in range(90)],
+        seen.append,
+        CoordinatorOptions(max_concurrency=4),
+        key=lambda x: x[0],
+    )
+    assert stats.total_completed == 90
+    for k in range(3):
+        assert [i for (kk, i) in seen if kk == k] == list(range(k, 90, 3))
+
+
+def test_key_selector_must_be_callable():
+    """A non-callable key selector is a TypeError naming the argument."""
+    with pytest.raises(TypeError, match="key_selector"):
+        KeyedWorkCoordinator("id", lambda _: None)  # type: ignore[arg-type]
