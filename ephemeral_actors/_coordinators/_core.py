@@ -1073,7 +1073,7 @@ class Core:
                     f"coordinator {self.name!r}: close() abandoned its source, which did not "
                     "yield in time"
                 )
-        for ending in self.router.close():
+        for ending in self.router.close(deadline):
             ending.join(_remaining(deadline))
         with self.lock:
             self.state = CoordinatorState.CLOSED

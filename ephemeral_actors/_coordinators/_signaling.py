@@ -240,6 +240,8 @@ class SignalRouter:
             with core.lock:
                 if not self.async_queue or self.async_closed:
                     self.async_running -= 1
+                    if core.settle_waiters:
+                        core.settled_cv.notify_all()
                     return
                 event = self.async_queue.popleft()
             try:
@@ -251,8 +253,12 @@ class SignalRouter:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def close(self) -> list[threading.Thread]:
+    def close(self, deadline: float | None) -> list[threading.Thread]:
         """Unsubscribe, stop timers, count still-queued async events as dropped.
+
+        Handlers already running may finish until `deadline` (monotonic); after that
+        they are abandoned to the shared loop, which outlives them only as long as
+        they run.
 
         Returns:
             Shared threads that are now ending (for the caller to join).
@@ -265,6 +271,15 @@ class SignalRouter:
             self.async_closed = True
             core.signals_dropped += len(self.async_queue)
             self.async_queue.clear()
+            core.settle_waiters += 1
+            try:
+                while self.async_running:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    core.settled_cv.wait(remaining)
+            finally:
+                core.settle_waiters -= 1
         if self.subscription is not None:
             self.subscription.unsubscribe()
             self.subscription = None
