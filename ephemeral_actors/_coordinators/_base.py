@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
 import pykka
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ephemeral_actors._coordinators._core import Supervisor
     from ephemeral_actors._records import CoordinatorStats, OperationSnapshot
     from ephemeral_actors._signals import SignalEvent
+    from ephemeral_actors.actors import SupervisorProxy
 
 __all__ = ["CoordinatorBase"]
 
@@ -246,6 +247,16 @@ class CoordinatorBase(Generic[T]):
     def actor_ref(self) -> pykka.ActorRef[Supervisor]:
         """The supervisor actor's `pykka.ActorRef`, for `tell`/`ask` with `messages`."""
         return self._core.supervisor_ref
+
+    def proxy(self) -> SupervisorProxy:
+        """A typed Pykka proxy of the supervisor actor (see `ephemeral_actors.actors`).
+
+        Calls go through the supervisor's mailbox and return `pykka.Future`s, so it
+        suits code running inside other actors.
+        """
+        # SupervisorProxy only types the proxy (pykka.typing style): the object is
+        # Pykka's own ActorProxy.
+        return cast("SupervisorProxy", self.actor_ref.proxy())
 
     def stats(self) -> CoordinatorStats:
         """Every counter and state flag, read at one instant."""

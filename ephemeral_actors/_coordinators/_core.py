@@ -290,31 +290,37 @@ class _AsyncWorker(_WorkerBase):
 
 
 class Supervisor(pykka.ThreadingActor):
-    """The coordinator's supervisor actor: control, queries, sampling, supervision."""
+    """The coordinator's supervisor actor: control, queries, sampling, supervision.
+
+    Other actors talk to it with the messages of `ephemeral_actors.messages`, or
+    through a proxy (`coordinator.proxy()`), whose methods mirror those messages.
+    A `tell` (or a proxy's `.defer()`) the coordinator rejects is logged, never
+    raised: raising would stop the supervisor.
+    """
 
     use_daemon_thread = True
 
     def __init__(self, core: Core) -> None:
         super().__init__()
-        self.core = core
+        self._core = core
 
     @staticmethod
     def _create_actor_inbox() -> Any:
         return _ReplyAwareInbox()
 
     def _start_actor_loop(self) -> None:
-        self.core.supervisor_thread = thread = threading.Thread(
+        self._core.supervisor_thread = thread = threading.Thread(
             target=self._actor_loop,
-            name=f"ephemeral-actors-{self.core.name}-supervisor",
+            name=f"ephemeral-actors-{self._core.name}-supervisor",
             daemon=True,
         )
         thread.start()
 
     def __repr__(self) -> str:
-        return f"<Supervisor {self.core.name}>"
+        return f"<Supervisor {self._core.name}>"
 
     def on_receive(self, message: Any) -> Any:
-        core = self.core
+        core = self._core
         if message is _SAMPLE:
             core.deliver_sample()
             return None
@@ -323,6 +329,10 @@ class Supervisor(pykka.ThreadingActor):
             return None
         if core.handle_private(message):
             return None
+        return self._apply(message)
+
+    def _apply(self, message: Any) -> Any:
+        core = self._core
         envelope = cast("_ReplyAwareInbox", self.actor_inbox).current
         if envelope is not None and envelope.reply_to is not None:
             return core.handle(message, from_actor=True)
@@ -333,12 +343,62 @@ class Supervisor(pykka.ThreadingActor):
             logger.exception(f"coordinator {core.name!r} rejected {type(message).__name__}")
         return None
 
+    # Proxy surface: one method per public message.
+
+    def enqueue(self, item: Any) -> int:
+        """Accept `item` (past the backlog bound: an actor cannot wait); its op id."""
+        return cast("int", self._apply(m.Enqueue(item)))
+
+    def submit(self, item: Any) -> pykka.Future[Any]:
+        """Accept `item`; a future of its outcome."""
+        return cast("pykka.Future[Any]", self._apply(m.Submit(item)))
+
+    def stats(self) -> CoordinatorStats:
+        """Every counter, read at one instant."""
+        return cast("CoordinatorStats", self._apply(m.GetStats()))
+
+    def get_snapshot(self) -> tuple[OperationSnapshot, ...]:
+        """The operation window, oldest first."""
+        return cast("tuple[OperationSnapshot, ...]", self._apply(m.GetSnapshot()))
+
+    def pause(self) -> None:
+        """Stop starting new operations."""
+        self._apply(m.Pause())
+
+    def resume(self) -> None:
+        """Start operations again."""
+        self._apply(m.Resume())
+
+    def complete(self) -> None:
+        """Close intake; the backlog is still processed."""
+        self._apply(m.Complete())
+
+    def cancel(self) -> None:
+        """Close intake, drop the backlog, ask running operations to cancel."""
+        self._apply(m.Cancel())
+
+    def set_max_concurrency(self, limit: int) -> None:
+        """Change the global concurrency limit."""
+        self._apply(m.SetMaxConcurrency(limit))
+
+    def pin(self, op_id: int) -> bool:
+        """Protect an operation from window trims; True if found."""
+        return bool(self._apply(m.Pin(op_id)))
+
+    def unpin(self, op_id: int) -> bool:
+        """Let an operation be trimmed again; True if found."""
+        return bool(self._apply(m.Unpin(op_id)))
+
+    def evict(self, op_id: int) -> bool:
+        """Drop an operation from the window now; True if found."""
+        return bool(self._apply(m.Evict(op_id)))
+
     def on_failure(self, *exc_info: Any) -> None:
-        self.core.fault(exc_info[1])
+        self._core.fault(exc_info[1])
 
     def on_stop(self) -> None:
-        if not self.core.closing:
-            self.core.fault(None)
+        if not self._core.closing:
+            self._core.fault(None)
 
 
 # -- the core --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -105,7 +106,7 @@ def test_caused_emissions_follow_constraints(make):
         (root,) = [e for e in c.get_signals() if e.operation_id == op.id] or [None]
         assert root is not None
         results.append(op.emit_caused("b", root))
-        caused = [e for e in c.get_signals() if e.signal == "b"][0]
+        caused = next(e for e in c.get_signals() if e.signal == "b")
         results.append(op.emit_caused("a", caused))
 
     c = make(body, signal_constraints=SignalConstraints(on_blocked=on_blocked))
@@ -155,7 +156,7 @@ def test_on_signal_async_is_bounded_and_counts_drops(make):
     async def handler(event: SignalEvent) -> None:
         started.set()
         while not gate.is_set():  # noqa: ASYNC110 - a test gate crossing threads
-            await _tick()
+            await asyncio.sleep(0.001)
         handled.append(event.signal)
 
     def body(_: Any) -> None:
@@ -173,12 +174,6 @@ def test_on_signal_async_is_bounded_and_counts_drops(make):
     assert handled[0] == "s0"
     assert set(handled) <= {"s0", "s1", "s2"}
     assert c.stats().signals_dropped + len(handled) == 6
-
-
-async def _tick() -> None:
-    import asyncio
-
-    await asyncio.sleep(0.001)
 
 
 def test_own_cancel_signal_cancels_later_items(make):
