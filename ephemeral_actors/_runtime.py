@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ class SharedLoop:
     def __init__(self, name: str = "ephemeral-actors-shared-loop") -> None:
         self._name = name
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._refs = 0
         self._tasks = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -48,10 +50,22 @@ class SharedLoop:
                 self._loop, self._thread = loop, thread
             return self._loop
 
-    def release(self) -> threading.Thread | None:
-        """Drop a reference; return the thread if it is now stopping (to join)."""
+    def release(self, deadline: float | None = None) -> threading.Thread | None:
+        """Drop a reference; return the loop's thread if it is now stopping (to join).
+
+        When this was the last reference, wait (until `deadline`, a `time.monotonic()`
+        value) for the tasks still returning, such as workers going idle, so the loop
+        can stop now rather than after the caller has left. A task still running at
+        the deadline was abandoned; the loop then stops when it returns.
+        """
         with self._lock:
             self._refs -= 1
+            on_loop = threading.current_thread() is self._thread
+            while not self._refs and self._tasks and self._loop is not None and not on_loop:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._idle.wait(remaining)
             return self._maybe_stop_locked()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -72,6 +86,8 @@ class SharedLoop:
     def _task_done(self, _task: asyncio.Task[None]) -> None:
         with self._lock:
             self._tasks -= 1
+            if not self._refs:
+                self._idle.notify_all()
             self._maybe_stop_locked()
 
     def _maybe_stop_locked(self) -> threading.Thread | None:

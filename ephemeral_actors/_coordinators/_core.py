@@ -431,6 +431,7 @@ class Core:
         self.space = threading.Condition(self.lock)
         self.settled_cv = threading.Condition(self.lock)
         self.state = CoordinatorState.RUNNING
+        self.processing = True  # state in _PROCESSING, kept as a bool for the hot path
         self.closing = False
         self.fault_error: CoordinatorFaultedError | None = None
 
@@ -476,6 +477,13 @@ class Core:
         """Finish construction: things that may call back into a fully built core."""
         self.router.start()
 
+    def _set_state_locked(self, new: CoordinatorState) -> None:
+        """Move to `new`; states only move forward (FAULTED may still be CLOSED)."""
+        if _ORDER[new] < _ORDER[self.state]:
+            raise AssertionError(f"coordinator {self.name!r}: {self.state.value} -> {new.value}")
+        self.state = new
+        self.processing = new in _PROCESSING
+
     def uses_shared_loop(self) -> None:
         """Hold a reference on the shared event loop until `close()`."""
         SHARED_LOOP.acquire()
@@ -486,7 +494,7 @@ class Core:
         with self.lock:
             self.source_open = False
             if self.state is CoordinatorState.RUNNING:
-                self.state = CoordinatorState.COMPLETING
+                self._set_state_locked(CoordinatorState.COMPLETING)
             self._intake_closed_locked()
 
     # -- reading state -----------------------------------------------------------------
@@ -637,7 +645,7 @@ class Core:
                 worker.current._cancel = True
 
     def _dispatch_locked(self) -> None:
-        if self.paused or self.deferring or self.state not in _PROCESSING:
+        if self.paused or self.deferring or not self.processing:
             return
         while self.running + self.waking < self.limit and self.waking < self._ready_locked():
             worker = self.idle.pop() if self.idle else self._new_worker_locked()
@@ -690,7 +698,7 @@ class Core:
             self.running < self.limit
             and not self.paused
             and not self.deferring
-            and self.state in _PROCESSING
+            and self.processing
         ):
             entry = self._pop_locked()
             if entry is None:
@@ -944,14 +952,14 @@ class Core:
     def complete(self) -> None:
         with self.lock:
             if self.state is CoordinatorState.RUNNING:
-                self.state = CoordinatorState.COMPLETING
+                self._set_state_locked(CoordinatorState.COMPLETING)
                 self._intake_closed_locked()
 
     def cancel(self) -> None:
         with self.lock:
             if _ORDER[self.state] >= _ORDER[CoordinatorState.CANCELLED]:
                 return
-            self.state = CoordinatorState.CANCELLED
+            self._set_state_locked(CoordinatorState.CANCELLED)
             self._drop_backlog_locked(
                 lambda: OperationCancelledError(f"coordinator {self.name!r} was cancelled")
             )
@@ -1092,7 +1100,7 @@ class Core:
             if self.state is CoordinatorState.CLOSED or self.fault_error is not None:
                 return
             self.fault_error = fault
-            self.state = CoordinatorState.FAULTED
+            self._set_state_locked(CoordinatorState.FAULTED)
             self._drop_backlog_locked(lambda: CoordinatorFaultedError(str(fault)))
             # Samples still queued for the dead supervisor will never be delivered.
             if self.samples:
@@ -1136,9 +1144,9 @@ class Core:
         for ending in self.router.close(deadline):
             ending.join(_remaining(deadline))
         with self.lock:
-            self.state = CoordinatorState.CLOSED
+            self._set_state_locked(CoordinatorState.CLOSED)
         for _ in range(self.loop_refs):
-            loop_thread = SHARED_LOOP.release()
+            loop_thread = SHARED_LOOP.release(deadline)
             if loop_thread is not None and loop_thread is not threading.current_thread():
                 loop_thread.join(_remaining(deadline))
         self.loop_refs = 0
