@@ -1,0 +1,156 @@
+"""A small web service whose background work is visible: the seed's example, in Python.
+
+    pip install "ephemeral-actors[web]"
+    python examples/web_service.py          # serves on http://127.0.0.1:8000
+
+Endpoints:
+
+* `POST /api/translate` `{"text": ...}` — queued on the work coordinator "fast";
+  answers `{"pending": n}` at once. A translation backend answering "429" makes the
+  body emit `rate-limit`, which defers the command queue until `rate-limit.cleared`.
+* `POST /api/command` `{"user": ..., "command": ...}` — queued per user on the keyed
+  coordinator "commands" (each user's commands run in order); with fair scheduling a
+  user with too many pending commands gets `429 Too many pending commands for this
+  user`, and other users are not held up.
+* `GET /api/status` — pending/active/completed/failed per coordinator,
+  `hasRateLimit`, and the number of error signals in the windows.
+
+The coordinators come from a `CoordinatorRegistry` and are closed, with the shared
+signal bus, when the application shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ephemeral_actors import (
+    CoordinatorOptions,
+    CoordinatorRegistry,
+    KeyedWorkCoordinator,
+    SignalBus,
+    WorkCoordinator,
+    current_operation,
+)
+
+
+async def translate(text: str) -> str:
+    """Stand-in for a call to a translation API."""
+    await asyncio.sleep(0.01)
+    if "429" in text:
+        current_operation().signal("rate-limit")
+        raise RuntimeError("translation API answered 429 Too Many Requests")
+    if not text.strip():
+        current_operation().signal("error.translate")
+        raise ValueError("nothing to translate")
+    return text[::-1]
+
+
+def create_app(*, command_gate: threading.Event | None = None) -> Starlette:
+    """Build the application; `command_gate`, if given, holds every command until set."""
+    bus = SignalBus(name="web")
+    registry = CoordinatorRegistry()
+
+    def run_command(command: dict[str, Any]) -> None:
+        if command_gate is not None:
+            command_gate.wait()
+        if command.get("command") == "fail":
+            current_operation().signal("error.command")
+            raise RuntimeError(f"command failed for {command['user']}")
+
+    registry.register_work("fast", translate, CoordinatorOptions(max_concurrency=16, signals=bus))
+    registry.register_keyed(
+        "commands",
+        lambda command: command["user"],
+        run_command,
+        CoordinatorOptions(
+            max_concurrency=4,
+            enable_fair_scheduling=True,
+            fair_scheduling_threshold=3,
+            signals=bus,
+            defer_on_signals="rate-limit",
+            resume_on_signals="rate-limit.cleared",
+        ),
+    )
+
+    def fast() -> WorkCoordinator[str]:
+        return registry.get("fast")  # type: ignore[return-value]
+
+    def commands() -> KeyedWorkCoordinator[dict[str, Any], str]:
+        return registry.get("commands")  # type: ignore[return-value]
+
+    async def post_translate(request: Request) -> JSONResponse:
+        payload = await request.json()
+        await fast().enqueue_async(str(payload.get("text", "")))
+        return JSONResponse({"pending": fast().pending_count})
+
+    async def post_command(request: Request) -> JSONResponse:
+        payload = await request.json()
+        if not isinstance(payload.get("user"), str):
+            return JSONResponse({"error": "user must be a string"}, status_code=400)
+        if not commands().try_enqueue(payload):
+            return JSONResponse(
+                {"error": "Too many pending commands for this user"}, status_code=429
+            )
+        pending = commands().get_pending_count_for_key(payload["user"])
+        return JSONResponse({"accepted": True, "pending": pending}, status_code=202)
+
+    async def get_status(_request: Request) -> JSONResponse:
+        coordinators = {name: registry.get(name) for name in registry.names}
+        return JSONResponse(
+            {
+                "coordinators": {
+                    name: {
+                        "pending": c.pending_count,
+                        "active": c.active_count,
+                        "completed": c.total_completed,
+                        "failed": c.total_failed,
+                    }
+                    for name, c in coordinators.items()
+                },
+                "hasRateLimit": bus.detect("rate-limit"),
+                "errorSignals": sum(
+                    c.count_signals_matching("error.*") for c in coordinators.values()
+                ),
+            }
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if command_gate is not None:
+                command_gate.set()
+            # The server accepts no more requests now, so blocking the loop briefly
+            # while running work finishes is harmless.
+            registry.close(10.0)
+            bus.close()
+
+    return Starlette(
+        routes=[
+            Route("/api/translate", post_translate, methods=["POST"]),
+            Route("/api/command", post_command, methods=["POST"]),
+            Route("/api/status", get_status, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def main() -> None:
+    """Serve the app with uvicorn on localhost."""
+    import uvicorn  # noqa: PLC0415 - only needed to serve
+
+    uvicorn.run(create_app(), host="127.0.0.1", port=8000)
+
+
+if __name__ == "__main__":
+    main()
