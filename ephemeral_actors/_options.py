@@ -13,6 +13,7 @@ from ephemeral_actors._validate import check_int, check_seconds, check_seconds_o
 if TYPE_CHECKING:
     from ephemeral_actors._records import OperationSnapshot
     from ephemeral_actors._signals import SignalBus, SignalConstraints, SignalEvent
+    from ephemeral_actors.backends import Backend
 
 __all__ = ["CoordinatorOptions"]
 
@@ -82,6 +83,8 @@ class CoordinatorOptions:
     """Keyed coordinators: seconds a key stays idle before its child actor is reaped."""
     name: str | None = None
     """Coordinator name for logs, metrics, actor names and `repr`."""
+    backend: Backend | None = None
+    """Where bodies run (`ephemeral_actors.backends`); `None` runs them in-process."""
 
     def __post_init__(self) -> None:
         """Validate and normalise every field."""
@@ -121,6 +124,11 @@ class CoordinatorOptions:
         if self.name is not None and not isinstance(self.name, str):
             raise TypeError(f"name must be a str or None, got {type(self.name).__name__}")
         self._check_signal_types()
+        if self.backend is not None and not callable(getattr(self.backend, "wrap", None)):
+            raise TypeError(
+                "backend must implement ephemeral_actors.backends.Backend (a wrap() method), "
+                f"got {type(self.backend).__name__}"
+            )
 
     def _check_signal_types(self) -> None:
         from ephemeral_actors._signals import SignalBus, SignalConstraints  # noqa: PLC0415

@@ -518,8 +518,12 @@ def _feed_sync(core: Core, source: Iterable[Any]) -> None:
             core.accept(item, None, None, BLOCK)
     except (CoordinatorClosedError, CoordinatorFaultedError):
         pass
-    except BaseException as exc:
+    except BaseException as exc:  # re-raised from drain()
         core.source_error = exc
+        if not isinstance(exc, Exception):
+            # An interrupt (KeyboardInterrupt, SystemExit, task cancellation) means
+            # stop: cancel what is queued and running instead of finishing it first.
+            core.cancel()
     finally:
         core.source_finished()
 
@@ -530,7 +534,11 @@ async def _feed_async(core: Core, source: AsyncIterable[Any]) -> None:
             await core.accept_async(item, None)
     except (CoordinatorClosedError, CoordinatorFaultedError):
         pass
-    except BaseException as exc:
+    except BaseException as exc:  # re-raised from drain()
         core.source_error = exc
+        if not isinstance(exc, Exception):
+            # An interrupt (KeyboardInterrupt, SystemExit, task cancellation) means
+            # stop: cancel what is queued and running instead of finishing it first.
+            core.cancel()
     finally:
         core.source_finished()

@@ -417,11 +417,17 @@ class Core:
     ) -> None:
         if not callable(body):
             raise TypeError(f"body must be callable, got {type(body).__name__} {body!r}")
-        self.body = body
         self.options = options
         self.kind = kind
         self.name = options.name or f"{kind}-{next_operation_id() & 0xFFFFFF:06x}"
         self.is_async = _is_coroutine_function(body)
+        self.backend = options.backend
+        if self.backend is not None and type(self.backend).__name__ != "InProcessBackend":
+            # A backend turns the body into a plain callable that runs it elsewhere and
+            # blocks its worker thread until the outcome is back.
+            body = self.backend.wrap(body, is_async=self.is_async)
+            self.is_async = False
+        self.body = body
         self.capture_results = capture_results
         self.bound = options.max_tracked_operations
         self.lifetime = options.max_operation_lifetime
@@ -695,10 +701,7 @@ class Core:
 
     def _take_locked(self, worker: _WorkerBase) -> tuple[Operation, Any] | None:
         while (
-            self.running < self.limit
-            and not self.paused
-            and not self.deferring
-            and self.processing
+            self.running < self.limit and not self.paused and not self.deferring and self.processing
         ):
             entry = self._pop_locked()
             if entry is None:
@@ -744,6 +747,8 @@ class Core:
             self.completed += 1
         elif outcome == _FAILED:
             self.failed += 1
+            if logger.isEnabledFor(logging.WARNING):
+                self._log_failure(op)
         else:
             self.cancelled += 1
         if op._in_window:
@@ -756,6 +761,24 @@ class Core:
                 assert error is not None
                 _resolve(reply, False, error)
         self._ended_locked()
+
+    def _log_failure(self, op: Operation) -> None:
+        # The exception's message may quote the item, so only its type is logged; the
+        # snapshot holds the exception itself.
+        error_type = type(op._error).__name__
+        logger.warning(
+            "operation %d of coordinator %r failed with %s",
+            op.id,
+            self.name,
+            error_type,
+            extra={
+                "coordinator": self.name,
+                "operation_id": op.id,
+                "key": op.key,
+                "error_type": error_type,
+                "event": "operation.failed",
+            },
+        )
 
     def _ended_locked(self) -> None:
         if self.on_sample is not None:
@@ -1077,7 +1100,19 @@ class Core:
 
     def replace_worker(self, actor_or_worker: _WorkerBase, error: BaseException) -> None:
         """Forget a dead worker, fail its in-flight item, and start work again."""
-        logger.error(f"coordinator {self.name!r}: worker died ({error!r}); replacing it")
+        op = getattr(actor_or_worker, "current", None)
+        logger.error(
+            "coordinator %r: worker died (%s); replacing it",
+            self.name,
+            type(error).__name__,
+            extra={
+                "coordinator": self.name,
+                "operation_id": op.id if op is not None else None,
+                "key": op.key if op is not None else None,
+                "error_type": type(error).__name__,
+                "event": "worker.restarted",
+            },
+        )
         with self.lock:
             worker = actor_or_worker
             if worker not in self.workers:
@@ -1095,7 +1130,18 @@ class Core:
         """The supervisor died: release every waiter with `CoordinatorFaultedError`."""
         cause = f": {error!r}" if error is not None else ""
         fault = CoordinatorFaultedError(f"supervisor of coordinator {self.name!r} died{cause}")
-        logger.error(f"coordinator {self.name!r} faulted{cause}")
+        logger.error(
+            "coordinator %r faulted: its supervisor actor died%s",
+            self.name,
+            f" ({type(error).__name__})" if error is not None else "",
+            extra={
+                "coordinator": self.name,
+                "operation_id": None,
+                "key": None,
+                "error_type": type(error).__name__ if error is not None else None,
+                "event": "supervisor.faulted",
+            },
+        )
         with self.lock:
             if self.state is CoordinatorState.CLOSED or self.fault_error is not None:
                 return
