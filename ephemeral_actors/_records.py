@@ -86,6 +86,8 @@ class CoordinatorStats:
     is_completed: bool
     is_drained: bool
     is_paused: bool
+    signals_emitted: int = 0
+    """Signals the coordinator's operations emitted (blocked emissions excluded)."""
 
     @property
     def total_ended(self) -> int:

@@ -258,6 +258,20 @@ class CoordinatorBase(Generic[T]):
         # Pykka's own ActorProxy.
         return cast("SupervisorProxy", self.actor_ref.proxy())
 
+    def add_observer(self, callback: Callable[[OperationSnapshot], None]) -> None:
+        """Call `callback(snapshot)` for every operation that ran, once it has ended.
+
+        It runs on the worker thread right after the operation is recorded (no lock
+        held), so keep it short; exceptions are logged. Operations cancelled before
+        they started (dropped backlog, cancel signals) are not reported. Metrics
+        exporters use this for duration histograms.
+        """
+        self._core.add_observer(callback)
+
+    def remove_observer(self, callback: Callable[[OperationSnapshot], None]) -> bool:
+        """Stop calling `callback`; True if it was registered."""
+        return self._core.remove_observer(callback)
+
     def stats(self) -> CoordinatorStats:
         """Every counter and state flag, read at one instant."""
         return self._core.stats()

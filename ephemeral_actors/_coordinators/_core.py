@@ -454,6 +454,7 @@ class Core:
         self.cancelled = 0
         self.unsettled = 0
         self.signals_dropped = 0
+        self.signals_emitted = 0
         self.worker_restarts = 0
 
         self.workers: list[_WorkerBase] = []
@@ -533,6 +534,7 @@ class Core:
                 max_concurrency=self.limit,
                 tracked_operations=len(self.window),
                 signals_dropped=self.signals_dropped,
+                signals_emitted=self.signals_emitted,
                 worker_restarts=self.worker_restarts,
                 is_completed=self.state is not CoordinatorState.RUNNING,
                 is_drained=self.is_drained_locked(),
@@ -848,6 +850,8 @@ class Core:
             with lock:
                 self._finish_locked(op, outcome, error)
                 entry = self._take_locked(worker)
+            if self.observers:
+                self._notify_observers(op)
 
     async def run_async_worker(self, worker: _AsyncWorker) -> None:
         """The pull loop of a coroutine worker: a task on the shared loop."""
@@ -881,6 +885,32 @@ class Core:
             with lock:
                 self._finish_locked(op, outcome, error)
                 entry = self._take_locked(worker)
+            if self.observers:
+                self._notify_observers(op)
+
+    observers: tuple[Callable[[OperationSnapshot], None], ...] = ()
+
+    def add_observer(self, callback: Callable[[OperationSnapshot], None]) -> None:
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        with self.lock:
+            self.observers = (*self.observers, callback)
+
+    def remove_observer(self, callback: Callable[[OperationSnapshot], None]) -> bool:
+        with self.lock:
+            kept = tuple(o for o in self.observers if o is not callback)
+            removed = len(kept) != len(self.observers)
+            self.observers = kept
+            return removed
+
+    def _notify_observers(self, op: Operation) -> None:
+        """Tell observers an operation ended (worker thread, no lock held)."""
+        snapshot = self._snapshot_of(op, with_results=False)
+        for observer in self.observers:
+            try:
+                observer(snapshot)
+            except BaseException:
+                logger.exception(f"observer of coordinator {self.name!r} raised")
 
     # -- window ------------------------------------------------------------------------
 

@@ -131,6 +131,7 @@ class SignalRouter:
                 op._signals = []
             op._signals.append(event)
             op._snapshot = None
+            core.signals_emitted += 1
             if self.bus is None and self.routes:
                 self._observe_locked(event, op)
         if self.on_signal is not None:

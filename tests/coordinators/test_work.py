@@ -779,3 +779,38 @@ def test_supervisor_death_releases_blocked_callers(make):
         c.enqueue(3)
     gate.set()
     assert invariant_holds(c)
+
+
+def test_observers_see_every_operation_that_ran(make):
+    """add_observer gets one snapshot per operation that ran; a raising observer is logged."""
+    seen: list[Any] = []
+
+    def broken(_: Any) -> None:
+        raise RuntimeError("observer broke")
+
+    def body(item: int) -> None:
+        if item == 2:
+            raise ValueError(item)
+
+    c = make(body, max_concurrency=2)
+    c.add_observer(seen.append)
+    c.add_observer(broken)
+    for i in range(5):
+        c.enqueue(i)
+    c.complete()
+    c.drain(WAIT)
+    assert len(seen) == 5
+    assert sum(s.is_faulted for s in seen) == 1
+    assert all(s.duration is not None for s in seen)
+    assert c.remove_observer(broken) is True
+    assert c.remove_observer(broken) is False
+
+
+def test_signals_emitted_are_counted(make):
+    """CoordinatorStats.signals_emitted counts the signals bodies emitted."""
+    c = make(lambda _: current_operation().signal("tick"))
+    for i in range(3):
+        c.enqueue(i)
+    c.complete()
+    c.drain(WAIT)
+    assert c.stats().signals_emitted == 3
