@@ -55,11 +55,13 @@ class CoordinatorOptions:
     """Keyed coordinators: `try_enqueue` rejects a key with too many pending items."""
     fair_scheduling_threshold: int = 10
     """Pending items per key at which fair scheduling rejects (>= 1)."""
-    cancel_on_signals: tuple[str, ...] | None = None
-    """Signal patterns that cancel work."""
-    defer_on_signals: tuple[str, ...] | None = None
+    cancel_on_signals: str | Iterable[str] | None = None
+    """Signal patterns that cancel work (a str, which may be a comma list, or strs).
+
+    Stored as a tuple of str."""
+    defer_on_signals: str | Iterable[str] | None = None
     """Signal patterns that defer new work."""
-    resume_on_signals: tuple[str, ...] | None = None
+    resume_on_signals: str | Iterable[str] | None = None
     """Signal patterns that end a deferral at once."""
     max_defer_attempts: int = 10
     """Re-checks before deferred work runs anyway (>= 0; 0 disables deferral)."""

@@ -652,8 +652,15 @@ class Core:
             if worker.current is not None:
                 worker.current._cancel = True
 
+    def _cancel_present_locked(self) -> bool:
+        return bool(self.router.cancel_marks) and (
+            self.router.cancelling_signal_locked() is not None
+        )
+
     def _dispatch_locked(self) -> None:
-        if self.paused or self.deferring or not self.processing:
+        if self.paused or not self.processing:
+            return
+        if self.deferring and not self._cancel_present_locked():
             return
         while self.running + self.waking < self.limit and self.waking < self._ready_locked():
             worker = self.idle.pop() if self.idle else self._new_worker_locked()
@@ -702,9 +709,12 @@ class Core:
         """Bookkeeping after an operation ended (per-key state in KeyedCore)."""
 
     def _take_locked(self, worker: _WorkerBase) -> tuple[Operation, Any] | None:
-        while (
-            self.running < self.limit and not self.paused and not self.deferring and self.processing
-        ):
+        while self.running < self.limit and not self.paused and self.processing:
+            # The life of an item: pause wait, cancel check, then defer wait. While a
+            # deferral holds, items are still taken if a cancel signal is present, so
+            # they are cancelled now rather than when the deferral ends.
+            if self.deferring and not self._cancel_present_locked():
+                break
             entry = self._pop_locked()
             if entry is None:
                 break

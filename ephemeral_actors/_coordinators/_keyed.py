@@ -301,7 +301,11 @@ class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):
         return core
 
     def get_pending_count_for_key(self, key: K) -> int:
-        """Items of `key` accepted and not yet started (0 for unknown keys)."""
+        """Items of `key` accepted and not yet started (0 for unknown keys).
+
+        `key` is compared as the key selector returns it (`7`, not `"7"`); snapshot
+        and signal queries per key compare `str(key)`, as snapshots hold it.
+        """
         core = self._keyed
         with core.lock:
             return core.key_pending_locked(key)

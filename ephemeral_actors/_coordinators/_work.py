@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from ephemeral_actors._coordinators._base import CoordinatorBase
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+    from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable
 
     from ephemeral_actors._options import CoordinatorOptions
     from ephemeral_actors._records import OperationSnapshot, ResultSnapshot
@@ -70,11 +70,19 @@ class ResultCoordinator(CoordinatorBase[T], Generic[T, R]):
     _kind = "result"
     _capture_results = True
 
+    @overload
     def __init__(
-        self,
-        body: Callable[[T], R] | Callable[[T], Awaitable[R]],
+        self: ResultCoordinator[T, R],
+        body: Callable[[T], Coroutine[Any, Any, R]],
         options: CoordinatorOptions | None = None,
-    ) -> None:
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: ResultCoordinator[T, R],
+        body: Callable[[T], R],
+        options: CoordinatorOptions | None = None,
+    ) -> None: ...
+    def __init__(self, body: Callable[[T], Any], options: CoordinatorOptions | None = None) -> None:
         super().__init__(body, options)
 
     @classmethod
@@ -85,7 +93,7 @@ class ResultCoordinator(CoordinatorBase[T], Generic[T, R]):
         options: CoordinatorOptions | None = None,
     ) -> ResultCoordinator[T, R]:
         """Build a result coordinator fed from `source` (see `WorkCoordinator.from_iterable`)."""
-        coordinator = cls(body, options)
+        coordinator: ResultCoordinator[T, R] = cls(body, options)  # type: ignore[arg-type]
         coordinator._start_source(source)
         return coordinator
 

@@ -372,3 +372,23 @@ def test_signal_from_a_closed_bus_does_not_fail_the_body(make, caplog):
     run_all(c, [1])
     assert c.total_completed == 1
     assert "bus closed" in caplog.text
+
+
+def test_cancel_is_checked_before_the_defer_wait(make, bus):
+    """With both a defer and a cancel signal present, waiting items are cancelled at once."""
+    c = make(
+        lambda _: None,
+        signals=bus,
+        defer_on_signals="rate-limit",
+        cancel_on_signals="overload",
+        defer_check_interval=30,
+    )
+    bus.emit("rate-limit")
+    for i in range(4):
+        c.enqueue(i)
+    assert c.pending_count == 4
+    bus.emit("overload")
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_cancelled == 4
+    assert c.total_completed == 0

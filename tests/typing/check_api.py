@@ -38,3 +38,14 @@ def typed_keyed() -> None:
     with KeyedWorkCoordinator(first_letter, print) as keyed:
         keyed.enqueue("a1")
     assert keyed.get_pending_count_for_key("a") == 0
+
+
+async def double(x: int) -> int:
+    return 2 * x
+
+
+def typed_async_results() -> None:
+    with ResultCoordinator(double) as results:
+        results.enqueue(2)
+    doubled: tuple[int, ...] = results.get_results()
+    assert doubled == (4,)
