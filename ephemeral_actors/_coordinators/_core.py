@@ -66,6 +66,7 @@ logger = logging.getLogger("ephemeral_actors")
 BLOCK: Final = 0
 FORCE: Final = 1
 TRY: Final = 2
+NOWAIT: Final = 3
 
 _now = time.time
 """Wall clock for operation timestamps; tests replace it to move time without sleeping."""
@@ -557,8 +558,9 @@ class Core:
         """Accept `item` (the hot path of `enqueue`).
 
         `mode` is `BLOCK` (wait for backlog space, up to `timeout`), `FORCE` (accept past
-        the bound: actor messages, whose sender cannot wait) or `TRY` (answer None
-        instead of waiting or raising).
+        the bound: actor messages, whose sender cannot wait), `TRY` (answer None
+        instead of waiting or raising; fair scheduling applies) or `NOWAIT` (like
+        `BLOCK`, but answer None instead of waiting: the asyncio path waits itself).
         """
         key = raw_key = None
         keyer = self.key_of
@@ -582,7 +584,7 @@ class Core:
             ):
                 return None
             if self.npending >= self.bound:
-                if mode == TRY:
+                if mode in (TRY, NOWAIT):
                     return None
                 if mode == BLOCK:
                     self._wait_for_space_locked(timeout)
@@ -626,7 +628,7 @@ class Core:
                     waiter = _AsyncReply(loop, loop.create_future())
                     self.async_space.append(waiter)
             if waiter is None:
-                op = self.accept(item, reply, None, TRY)
+                op = self.accept(item, reply, None, NOWAIT)
                 if op is not None:
                     return op
                 continue  # another producer took the space between the check and now
