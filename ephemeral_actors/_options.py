@@ -124,12 +124,14 @@ class CoordinatorOptions:
                     f"{callback} must be callable or None, got {type(value).__name__} {value!r}"
                 )
         if self.name is not None and not isinstance(self.name, str):
-            raise TypeError(f"name must be a str or None, got {type(self.name).__name__}")
+            raise TypeError(
+                f"name must be a str or None, got {type(self.name).__name__} {self.name!r}"
+            )
         self._check_signal_types()
         if self.backend is not None and not callable(getattr(self.backend, "wrap", None)):
             raise TypeError(
                 "backend must implement ephemeral_actors.backends.Backend (a wrap() method), "
-                f"got {type(self.backend).__name__}"
+                f"got {type(self.backend).__name__} {self.backend!r}"
             )
 
     def _check_signal_types(self) -> None:
@@ -137,14 +139,15 @@ class CoordinatorOptions:
 
         if self.signals is not None and not isinstance(self.signals, SignalBus):
             raise TypeError(
-                f"signals must be a SignalBus or None, got {type(self.signals).__name__}"
+                f"signals must be a SignalBus or None, got {type(self.signals).__name__} "
+                f"{self.signals!r}"
             )
         if self.signal_constraints is not None and not isinstance(
             self.signal_constraints, SignalConstraints
         ):
             raise TypeError(
                 "signal_constraints must be a SignalConstraints or None, "
-                f"got {type(self.signal_constraints).__name__}"
+                f"got {type(self.signal_constraints).__name__} {self.signal_constraints!r}"
             )
 
 
@@ -153,7 +156,7 @@ def _pattern_set(name: str, value: object) -> tuple[str, ...] | None:
         return None
     if isinstance(value, str):
         return (value,)
-    if isinstance(value, Iterable):
+    if isinstance(value, Iterable) and not isinstance(value, bytes | bytearray):
         items = tuple(value)
         for item in items:
             if not isinstance(item, str):

@@ -88,6 +88,8 @@ class CoordinatorStats:
     is_paused: bool
     signals_emitted: int = 0
     """Signals the coordinator's operations emitted (blocked emissions excluded)."""
+    is_deferred: bool = False
+    """True while a defer signal holds new work back."""
 
     @property
     def total_ended(self) -> int:

@@ -540,6 +540,7 @@ class Core:
                 is_completed=self.state is not CoordinatorState.RUNNING,
                 is_drained=self.is_drained_locked(),
                 is_paused=self.paused,
+                is_deferred=self.deferring,
             )
 
     def closed_error_locked(self) -> Exception:
@@ -743,7 +744,13 @@ class Core:
         self.idle.append(worker)
         return None
 
-    def _finish_locked(self, op: Operation, outcome: int, error: BaseException | None) -> None:
+    def _finish_locked(
+        self, op: Operation, outcome: int, error: BaseException | None, *, settle: bool = True
+    ) -> None:
+        """Record how `op` ended; with `settle=False` the caller calls `_ended_locked` later.
+
+        Observers run between the two, so `drain()` returns only after they saw it.
+        """
         reply = op._reply
         if error is None:
             op._finish(outcome, None, _now())
@@ -774,7 +781,8 @@ class Core:
             else:
                 assert error is not None
                 _resolve(reply, False, error)
-        self._ended_locked()
+        if settle:
+            self._ended_locked()
 
     def _log_failure(self, op: Operation) -> None:
         # The exception's message may quote the item, so only its type is logged; the
@@ -859,10 +867,11 @@ class Core:
             worker.current = op
             outcome, error = self._run_one(op, item)
             worker.current = None
+            observed = bool(self.observers)
             with lock:
-                self._finish_locked(op, outcome, error)
+                self._finish_locked(op, outcome, error, settle=not observed)
                 entry = self._take_locked(worker)
-            if self.observers:
+            if observed:
                 self._notify_observers(op)
 
     async def run_async_worker(self, worker: _AsyncWorker) -> None:
@@ -894,10 +903,11 @@ class Core:
                     op._has_result = True
             worker.current = None
             _current.set(None)
+            observed = bool(self.observers)
             with lock:
-                self._finish_locked(op, outcome, error)
+                self._finish_locked(op, outcome, error, settle=not observed)
                 entry = self._take_locked(worker)
-            if self.observers:
+            if observed:
                 self._notify_observers(op)
 
     observers: tuple[Callable[[OperationSnapshot], None], ...] = ()
@@ -916,13 +926,15 @@ class Core:
             return removed
 
     def _notify_observers(self, op: Operation) -> None:
-        """Tell observers an operation ended (worker thread, no lock held)."""
+        """Tell observers an operation ended (no lock held), then settle it."""
         snapshot = self._snapshot_of(op, with_results=False)
         for observer in self.observers:
             try:
                 observer(snapshot)
             except BaseException:
                 logger.exception(f"observer of coordinator {self.name!r} raised")
+        with self.lock:
+            self._ended_locked()
 
     # -- window ------------------------------------------------------------------------
 
@@ -1163,10 +1175,16 @@ class Core:
             if worker in self.idle:
                 self.idle.remove(worker)
             op = worker.current
-            if op is not None and op._outcome == _RUNNING:
-                self._finish_locked(op, _FAILED, _detach(error))
+            failed = op is not None and op._outcome == _RUNNING
+            observed = failed and bool(self.observers)
+            if failed:
+                assert op is not None
+                self._finish_locked(op, _FAILED, _detach(error), settle=not observed)
             self.worker_restarts += 1
             self._dispatch_locked()
+        if observed:
+            assert op is not None
+            self._notify_observers(op)
 
     def fault(self, error: BaseException | None) -> None:
         """The supervisor died: release every waiter with `CoordinatorFaultedError`."""

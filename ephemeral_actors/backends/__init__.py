@@ -9,6 +9,10 @@ A backend is any object with `wrap(body, *, is_async) -> Callable[[item], result
 the returned callable runs on a worker thread, blocks until the body's outcome is
 back, returns its result or raises its exception, and should watch
 `current_operation().cancelled` to cancel remote work.
+
+Backends that need an optional dependency are imported on first use, by name:
+`from ephemeral_actors.backends import RayBackend` needs the `ray` extra
+(`pip install 'ephemeral_actors[ray]'`) and raises `ImportError` saying so without it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,40 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    # The real class for type checkers; at run time __getattr__ imports it on first use.
+    from ephemeral_actors.backends._ray import RayBackend as RayBackend
+
+# RayBackend is left out of __all__: a star import must not need the optional extra.
 __all__ = ["Backend", "InProcessBackend"]
+
+_OPTIONAL = {"RayBackend": ("ephemeral_actors.backends._ray", "ray")}
+"""Backends behind an extra: name -> (module, extra = the distribution it needs)."""
+
+
+def __getattr__(name: str) -> Any:
+    """Import an optional backend on first use (PEP 562), naming its extra if missing."""
+    try:
+        module_name, extra = _OPTIONAL[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    import importlib  # noqa: PLC0415
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        missing = exc.name or ""
+        if missing != extra and not missing.startswith(f"{extra}."):
+            raise  # something else is broken; do not hide it behind the extra's name
+        raise ImportError(
+            f"{name} needs the optional dependency {extra!r}, which is not installed: "
+            f"pip install 'ephemeral_actors[{extra}]'",
+            name=extra,
+        ) from exc
+    return getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_OPTIONAL])
 
 
 @runtime_checkable

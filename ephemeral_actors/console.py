@@ -1,0 +1,473 @@
+"""A live terminal view of coordinators: `live_view()`, `render_table()`, `summary()`.
+
+An application can watch its own coordinators the way `top` watches processes:
+
+```python
+import threading
+
+from ephemeral_actors.console import live_view
+
+stop = threading.Event()
+viewer = threading.Thread(target=live_view, args=(registry,), kwargs={"stop": stop})
+viewer.start()
+...                      # the application runs
+stop.set()               # the view draws a last frame and returns
+viewer.join()
+```
+
+With [rich](https://rich.readthedocs.io) installed (extra `ephemeral_actors[cli]`) and
+a terminal to draw on, the view is a table redrawn in place. Without rich, without a
+terminal (output piped to a file or a log collector), or with `plain=True`, it prints
+one compact line per coordinator per refresh instead, which reads well in logs.
+
+The view only reads (`stats()`, `get_signals()`), so it never slows a coordinator
+down by more than a lock hold per refresh, and it keeps working after the
+coordinators are closed: their queries answer with the final state.
+
+Added in version 0.1.0.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as _dt
+import sys
+import threading
+import time
+from typing import IO, TYPE_CHECKING
+
+from ephemeral_actors._validate import check_seconds
+from ephemeral_actors.metrics import (
+    CoordinatorSource,
+    ObservableCoordinator,
+    _check_source,
+    coordinators_of,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from rich.table import Table
+
+    from ephemeral_actors._records import CoordinatorStats, OperationSnapshot
+    from ephemeral_actors._signals import SignalBus, SignalEvent
+
+__all__ = ("live_view", "render_table", "summary")
+
+_RATE_WINDOW = 2.0
+"""Seconds of history the throughput column averages over."""
+
+_RECENT_SIGNALS = 3
+"""Signal names shown per coordinator, newest last."""
+
+_BUS_SIGNALS = 5
+"""Signal names of the bus shown under the table."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Row:
+    """What one line of the view shows about one coordinator."""
+
+    name: str
+    state: str
+    stats: CoordinatorStats
+    throughput: float | None
+    signals: tuple[str, ...]
+    active_keys: int | None
+
+
+def _state_of(stats: CoordinatorStats) -> str:
+    if stats.is_drained:
+        return "drained"
+    if stats.is_paused:
+        return "paused"
+    if getattr(stats, "is_deferred", False):
+        return "deferred"
+    if stats.is_completed:
+        return "completing"
+    return "running"
+
+
+def _row(coordinator: ObservableCoordinator, throughput: float | None) -> _Row:
+    stats = coordinator.stats()
+    signals = _recent_names(coordinator.get_signals(), _RECENT_SIGNALS)
+    keys = getattr(coordinator, "active_keys", None)
+    return _Row(
+        name=coordinator.name,
+        state=_state_of(stats),
+        stats=stats,
+        throughput=throughput,
+        signals=signals,
+        active_keys=keys if isinstance(keys, int) else None,
+    )
+
+
+def _recent_names(events: Sequence[SignalEvent], limit: int) -> tuple[str, ...]:
+    """The `limit` most recent distinct signal names, oldest first."""
+    names: list[str] = []
+    for event in reversed(events):
+        if event.signal not in names:
+            names.append(event.signal)
+            if len(names) == limit:
+                break
+    return tuple(reversed(names))
+
+
+class _Throughput:
+    """Ended operations per second, from deltas of `total_ended` between refreshes."""
+
+    def __init__(self, window: float = _RATE_WINDOW) -> None:
+        self._window = window
+        self._history: dict[str, collections.deque[tuple[float, int]]] = {}
+
+    def update(self, name: str, ended: int, now: float) -> float | None:
+        history = self._history.setdefault(name, collections.deque())
+        history.append((now, ended))
+        while len(history) > 2 and now - history[1][0] >= self._window:
+            history.popleft()
+        first_time, first_ended = history[0]
+        elapsed = now - first_time
+        if elapsed <= 0:
+            return None
+        return (ended - first_ended) / elapsed
+
+
+class _View:
+    """The state of one running view: the coordinators seen and their rates."""
+
+    def __init__(self, source: CoordinatorSource, bus: SignalBus | None) -> None:
+        self.source = source
+        self.bus = bus
+        self.rates = _Throughput()
+        self.started = time.monotonic()
+        # Coordinators seen so far, by identity, in first-seen order: a registry
+        # forgets its coordinators when it closes, but their final state is still
+        # worth showing (the last frame is drawn after the application shut down).
+        self.seen: dict[int, ObservableCoordinator] = {}
+
+    def rows(self) -> list[_Row]:
+        for coordinator in coordinators_of(self.source):
+            self.seen.setdefault(id(coordinator), coordinator)
+        now = time.monotonic()
+        rows = []
+        for coordinator in self.seen.values():
+            row = _row(coordinator, None)
+            rate = self.rates.update(row.name, row.stats.total_ended, now)
+            rows.append(dataclasses.replace(row, throughput=rate))
+        return rows
+
+    def bus_signals(self) -> tuple[SignalEvent, ...]:
+        if self.bus is None:
+            return ()
+        return self.bus.sense()[-_BUS_SIGNALS:]
+
+
+# -- rendering ------------------------------------------------------------------------
+
+
+def _rate_text(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1f}"
+
+
+def _ago(event: SignalEvent, now: _dt.datetime) -> str:
+    seconds = max(0.0, (now - event.timestamp).total_seconds())
+    return f"{event.signal} ({seconds:.1f}s ago)"
+
+
+def _bus_text(events: Sequence[SignalEvent]) -> str:
+    now = _dt.datetime.now(_dt.UTC)
+    return ", ".join(_ago(e, now) for e in events) if events else "-"
+
+
+def _plain_line(row: _Row, elapsed: float) -> str:
+    s = row.stats
+    keys = f" keys={row.active_keys}" if row.active_keys is not None else ""
+    signals = ",".join(row.signals) or "-"
+    return (
+        f"[{elapsed:7.2f}s] {row.name} {row.state} pending={s.pending_count} "
+        f"active={s.active_count}/{s.max_concurrency}{keys} completed={s.total_completed} "
+        f"failed={s.total_failed} cancelled={s.total_cancelled} "
+        f"rate={_rate_text(row.throughput)}/s signals={signals}"
+    )
+
+
+_STATE_STYLES = {
+    "running": "green",
+    "completing": "cyan",
+    "drained": "dim",
+    "paused": "yellow",
+    "deferred": "yellow",
+}
+
+
+def _table(rows: Sequence[_Row], bus_events: Sequence[SignalEvent] | None) -> Table:
+    from rich import box  # noqa: PLC0415 - rich is optional
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    # Signals go in the caption, one line per coordinator, so that the counters fit
+    # an 80-column terminal. User text (names, signals) goes in as Text, never as
+    # markup: a coordinator called "[red]" must show as written.
+    caption = Text()
+    for row in rows:
+        if row.signals:
+            caption.append(f"{row.name}: ", style="bold").append(", ".join(row.signals) + "\n")
+    if bus_events is not None:
+        caption.append("bus: ", style="bold").append(_bus_text(bus_events) + "\n")
+    caption.rstrip()
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        caption=caption if caption.plain else None,
+        caption_justify="left",
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    # The counters keep their width; a long coordinator name is what gets shortened.
+    table.add_column("coordinator", no_wrap=True, overflow="ellipsis", max_width=32)
+    table.add_column("state", no_wrap=True, min_width=10)
+    for heading in ("pending", "active", "keys", "done", "failed", "cancel", "items/s"):
+        table.add_column(heading, justify="right", no_wrap=True, min_width=len(heading))
+    for row in rows:
+        s = row.stats
+        table.add_row(
+            Text(row.name, style="bold"),
+            Text(row.state, style=_STATE_STYLES.get(row.state, "")),
+            str(s.pending_count),
+            f"{s.active_count}/{s.max_concurrency}",
+            "-" if row.active_keys is None else str(row.active_keys),
+            str(s.total_completed),
+            Text(str(s.total_failed), style="red" if s.total_failed else ""),
+            Text(str(s.total_cancelled), style="yellow" if s.total_cancelled else ""),
+            _rate_text(row.throughput),
+        )
+    return table
+
+
+def render_table(
+    source: CoordinatorSource,
+    *,
+    bus: SignalBus | None = None,
+    throughput: Mapping[str, float] | None = None,
+) -> Table:
+    """Return a rich `Table` of the coordinators' state right now.
+
+    One row per coordinator: name, state (running, completing, paused, drained),
+    pending, active/limit, active keys (keyed coordinators), completed, failed,
+    cancelled and throughput. The caption lists, per coordinator, the most recent
+    distinct signal names in its window and, with `bus`, the bus's most recent
+    events with their age. Names and signals are shown as text, never as markup.
+
+    Args:
+        source: A `CoordinatorRegistry`, one coordinator, or coordinators.
+        bus: A `SignalBus` whose recent signals go in the caption.
+        throughput: Items per second by coordinator name, if you track it (a
+            single reading has no rate; `live_view` computes it from deltas).
+
+    Returns:
+        A `rich.table.Table`; print it with `rich.print()` or a `rich.console.Console`.
+
+    Raises:
+        ImportError: rich is not installed (extra `ephemeral_actors[cli]`).
+        TypeError: `source` is not a registry or coordinators.
+    """
+    try:
+        import rich.table  # noqa: F401, PLC0415 - only to report a missing extra clearly
+    except ImportError as exc:
+        raise ImportError(
+            "render_table() needs rich; install it with: pip install 'ephemeral_actors[cli]'"
+        ) from exc
+    rates = throughput or {}
+    rows = [_row(c, rates.get(c.name)) for c in coordinators_of(_check_source(source))]
+    return _table(rows, None if bus is None else bus.sense()[-_BUS_SIGNALS:])
+
+
+def summary(
+    source: CoordinatorSource,
+    *,
+    bus: SignalBus | None = None,
+    failures: int = 3,
+) -> str:
+    """Return a plain-text summary: counts, recent signals and failures per coordinator.
+
+    Only metadata is shown: a failure is its operation id, key, exception *type* and
+    duration — never the exception message, which may quote the item.
+
+    Args:
+        source: A `CoordinatorRegistry`, one coordinator, or coordinators.
+        bus: A `SignalBus` whose recent signals are listed at the end.
+        failures: How many of each coordinator's most recent failures to list.
+
+    Returns:
+        Several lines of text, without a trailing newline.
+
+    Raises:
+        TypeError: `source` is not a registry or coordinators.
+        ValueError: `failures` is negative.
+
+    Example:
+        ```text
+        orders: 270 accepted, 251 completed, 19 failed, 0 cancelled, 0 pending, 0 worker restarts
+          signals in window: order.paid x251, rate-limit x4
+          failed op 1234 key=customer-07 PaymentDeclinedError after 0.041 s
+        ```
+    """
+    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
+        raise ValueError(f"failures must be an int >= 0, got {failures!r}")
+    lines: list[str] = []
+    for coordinator in coordinators_of(_check_source(source)):
+        s = coordinator.stats()
+        lines.append(
+            f"{coordinator.name}: {s.total_enqueued} accepted, {s.total_completed} completed, "
+            f"{s.total_failed} failed, {s.total_cancelled} cancelled, {s.pending_count} pending, "
+            f"{s.worker_restarts} worker restarts"
+        )
+        names = collections.Counter(e.signal for e in coordinator.get_signals())
+        if names:
+            counted = ", ".join(f"{name} x{count}" for name, count in names.most_common())
+            lines.append(f"  signals in window: {counted}")
+        lines.extend(
+            f"  failed op {op.id}{'' if op.key is None else f' key={op.key}'} "
+            f"{type(op.error).__name__} after {op.duration or 0.0:.3f} s"
+            for op in _pick_failures(coordinator.get_failed(), failures)
+        )
+    if bus is not None:
+        lines.append(f"bus: {_bus_text(bus.sense()[-_BUS_SIGNALS:])}")
+    return "\n".join(lines)
+
+
+def _pick_failures(
+    failed: Sequence[OperationSnapshot], limit: int
+) -> tuple[OperationSnapshot, ...]:
+    """Up to `limit` recent failures, one of each error type first, in window order.
+
+    Ten declined cards should not hide the one rate-limit failure: the most recent
+    failure of each error type is chosen first, then the most recent others.
+    """
+    chosen: list[OperationSnapshot] = []
+    kinds: set[type] = set()
+    for op in reversed(failed):
+        if len(chosen) == limit:
+            break
+        kind = type(op.error)
+        if kind not in kinds:
+            kinds.add(kind)
+            chosen.append(op)
+    for op in reversed(failed):
+        if len(chosen) >= limit:
+            break
+        if op not in chosen:
+            chosen.append(op)
+    order = {op.id: index for index, op in enumerate(failed)}
+    return tuple(sorted(chosen, key=lambda op: order[op.id]))
+
+
+# -- the live view ----------------------------------------------------------------------
+
+
+def _rich_available() -> bool:
+    try:
+        import rich.live  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+def _is_tty(stream: IO[str]) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except (OSError, ValueError):  # a closed or detached stream
+        return False
+
+
+def live_view(
+    source: CoordinatorSource,
+    *,
+    refresh: float = 0.25,
+    plain: bool | None = None,
+    stop: threading.Event | None = None,
+    file: IO[str] | None = None,
+    bus: SignalBus | None = None,
+) -> None:
+    """Show the coordinators live until `stop` is set, then draw a last frame and return.
+
+    Each refresh reads every coordinator's `stats()` and recent signals. For a
+    `CoordinatorRegistry`, coordinators created while the view runs appear as they
+    are created, and coordinators stay on screen (with their final state) after the
+    registry closes them.
+
+    Args:
+        source: A `CoordinatorRegistry`, one coordinator, or coordinators.
+        refresh: Seconds between refreshes; > 0.
+        plain: True prints one line per coordinator per refresh; False draws a live
+            rich table; None (the default) chooses the table when rich is installed
+            and `file` is a terminal.
+        stop: Set it to end the view. Without one the view runs until the thread
+            is interrupted (Ctrl-C raises `KeyboardInterrupt` from here, after the
+            terminal is restored).
+        file: Where to write; `sys.stdout` by default.
+        bus: A `SignalBus` whose most recent signals are shown too.
+
+    Raises:
+        TypeError: `source` is not a registry or coordinators, or an argument has the
+            wrong type.
+        ValueError: `refresh` is not positive.
+
+    Without rich, `plain=False` falls back to plain lines rather than failing: a
+    status view must never take an application down.
+    """
+    source = _check_source(source)
+    interval = check_seconds("refresh", refresh)
+    if plain is not None and not isinstance(plain, bool):
+        raise TypeError(f"plain must be a bool or None, got {type(plain).__name__} {plain!r}")
+    if stop is not None and not isinstance(stop, threading.Event):
+        raise TypeError(f"stop must be a threading.Event or None, got {type(stop).__name__}")
+    out: IO[str] = sys.stdout if file is None else file
+    done = threading.Event() if stop is None else stop
+    view = _View(source, bus)
+    use_rich = _rich_available() and (not plain if plain is not None else _is_tty(out))
+    if use_rich:
+        _run_rich(view, interval, done, out)
+    else:
+        _run_plain(view, interval, done, out)
+
+
+def _run_plain(view: _View, interval: float, done: threading.Event, out: IO[str]) -> None:
+    shown_bus: tuple[SignalEvent, ...] | None = None
+    while True:
+        # Read the flag before drawing: the frame drawn after `stop` was seen shows the
+        # final state, and it is the last one.
+        finished = done.is_set()
+        elapsed = time.monotonic() - view.started
+        lines = [_plain_line(row, elapsed) for row in view.rows()]
+        if not lines:
+            lines.append(f"[{elapsed:7.2f}s] no coordinators")
+        if view.bus is not None:
+            # Logs read better without a repeated line: the bus line appears when the
+            # bus saw something new, and in the last frame.
+            events = view.bus_signals()
+            if finished or events != shown_bus:
+                shown_bus = events
+                lines.append(f"[{elapsed:7.2f}s] bus: {_bus_text(events)}")
+        out.write("\n".join(lines) + "\n")
+        out.flush()
+        if finished:
+            return
+        done.wait(interval)
+
+
+def _run_rich(view: _View, interval: float, done: threading.Event, out: IO[str]) -> None:
+    from rich.console import Console  # noqa: PLC0415 - rich is optional
+    from rich.live import Live  # noqa: PLC0415
+
+    console = Console(file=out)
+
+    def frame() -> Table:
+        return _table(view.rows(), None if view.bus is None else view.bus_signals())
+
+    # auto_refresh=False: we redraw on our own schedule, so rich starts no thread.
+    with Live(frame(), console=console, auto_refresh=False, transient=False) as live:
+        while not done.wait(interval):
+            live.update(frame(), refresh=True)
+        live.update(frame(), refresh=True)

@@ -1,0 +1,377 @@
+"""for_each / for_each_async: a one-shot bounded parallel loop (SPEC section 7)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from ephemeral_actors import (
+    CoordinatorOptions,
+    CoordinatorStats,
+    current_operation,
+    for_each,
+    for_each_async,
+)
+from ephemeral_actors.testing import library_threads
+from tests.conftest import WAIT
+from tests.coordinators.test_work import Tracker, gated
+
+
+def fails_on_multiples_of_three(item: int) -> None:
+    if item % 3 == 0:
+        raise ValueError(item)
+
+
+def wait_for_cancellation() -> bool:
+    """Cooperative body helper: poll the running operation until cancel is requested."""
+    op = current_operation()
+    deadline = time.monotonic() + WAIT
+    while not op.cancelled and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return op.cancelled
+
+
+# -- for_each -----------------------------------------------------------------------------
+
+
+def test_for_each_returns_stats_counting_completed_and_failed():
+    """for_each returns CoordinatorStats that count successes and failures; failures are not raised."""
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def body(item: int) -> None:
+        with lock:
+            seen.append(item)
+        fails_on_multiples_of_three(item)
+
+    stats = for_each(range(30), body, CoordinatorOptions(max_concurrency=4))
+    assert isinstance(stats, CoordinatorStats)
+    assert (stats.total_enqueued, stats.total_completed, stats.total_failed) == (30, 20, 10)
+    assert stats.total_cancelled == 0
+    assert (stats.pending_count, stats.active_count) == (0, 0)
+    assert stats.is_completed and stats.is_drained
+    assert sorted(seen) == list(range(30))
+
+
+def test_for_each_with_default_options():
+    """for_each works without options."""
+    stats = for_each(iter(range(10)), lambda _: None)
+    assert stats.total_completed == 10
+
+
+def test_for_each_empty_source_returns_at_once():
+    """An empty source returns zero counts without running the body."""
+    calls: list[Any] = []
+    stats = for_each([], calls.append)
+    assert calls == []
+    assert stats.total_enqueued == 0
+    assert stats.total_completed == stats.total_failed == 0
+    assert stats.is_drained
+
+
+def test_for_each_respects_max_concurrency():
+    """No more than max_concurrency bodies run at once, and the limit is reached."""
+    tracker, gate = Tracker(), threading.Event()
+    results: list[CoordinatorStats] = []
+    runner = threading.Thread(
+        target=lambda: results.append(
+            for_each(range(20), gated(tracker, gate), CoordinatorOptions(max_concurrency=3))
+        )
+    )
+    runner.start()
+    try:
+        tracker.wait_for(lambda: tracker.current == 3)
+        with tracker.cond:
+            assert not tracker.cond.wait_for(lambda: tracker.current > 3, 0.2)
+    finally:
+        gate.set()
+        runner.join(WAIT)
+    assert not runner.is_alive()
+    assert tracker.peak == 3
+    assert results[0].total_completed == 20
+
+
+def test_for_each_source_exception_propagates():
+    """An exception raised by the source propagates from for_each after earlier items ran."""
+    seen: list[int] = []
+
+    def source() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise OSError("source broke")
+
+    before = set(library_threads())
+    with pytest.raises(OSError, match="source broke"):
+        for_each(source(), seen.append)
+    assert sorted(seen) == [1, 2]
+    assert set(library_threads()) - before == set()
+
+
+def test_for_each_keyed_keeps_per_key_order():
+    """With key=, items of one key run in their source order."""
+    started: dict[int, list[int]] = {}
+    lock = threading.Lock()
+
+    def body(item: tuple[int, int]) -> None:
+        with lock:
+            started.setdefault(item[0], []).append(item[1])
+
+    items = [(seq % 5, seq) for seq in range(200)]
+    stats = for_each(items, body, CoordinatorOptions(max_concurrency=4), key=lambda i: i[0])
+    assert stats.total_completed == 200
+    assert started == {k: list(range(k, 200, 5)) for k in range(5)}
+
+
+def test_for_each_keyed_failures_are_counted():
+    """Keyed for_each counts failures in the stats instead of raising."""
+    stats = for_each(range(12), fails_on_multiples_of_three, key=lambda i: i % 2)
+    assert (stats.total_completed, stats.total_failed) == (8, 4)
+
+
+def test_for_each_rejects_a_non_callable_key():
+    """key must be callable."""
+    with pytest.raises(TypeError, match="key"):
+        for_each([1], lambda _: None, key=3)  # type: ignore[arg-type]
+
+
+def test_for_each_with_a_coroutine_body():
+    """for_each runs coroutine bodies too."""
+    seen: list[int] = []
+
+    async def body(item: int) -> None:
+        await asyncio.sleep(0)
+        seen.append(item)
+
+    stats = for_each(range(50), body, CoordinatorOptions(max_concurrency=10))
+    assert stats.total_completed == 50
+    assert sorted(seen) == list(range(50))
+
+
+def test_keyboard_interrupt_from_the_source_propagates_and_leaves_no_threads():
+    """A KeyboardInterrupt raised while iterating the source propagates from for_each; no thread is left."""
+    seen: list[int] = []
+
+    def source() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise KeyboardInterrupt
+
+    before = set(library_threads())
+    with pytest.raises(KeyboardInterrupt):
+        for_each(source(), seen.append, CoordinatorOptions(max_concurrency=2))
+    assert set(library_threads()) - before == set()
+    assert set(seen) <= {1, 2}
+
+
+def test_keyboard_interrupt_from_the_source_cancels_running_and_pending_work():
+    """An interrupt from the source drops the backlog and asks running bodies to cancel."""
+    started = threading.Event()
+    ran: list[int] = []
+    saw_cancel: list[bool] = []
+
+    def body(item: int) -> None:
+        ran.append(item)
+        if item == 0:
+            started.set()
+            saw_cancel.append(wait_for_cancellation())
+
+    def source() -> Iterator[int]:
+        yield 0
+        yield 1
+        yield 2
+        assert started.wait(WAIT)
+        raise KeyboardInterrupt
+
+    before = set(library_threads())
+    with pytest.raises(KeyboardInterrupt):
+        for_each(source(), body, CoordinatorOptions(max_concurrency=1))
+    assert set(library_threads()) - before == set()
+    assert ran == [0]
+    assert saw_cancel == [True]
+
+
+# -- for_each_async -------------------------------------------------------------------------
+
+
+def test_for_each_async_with_a_sync_source():
+    """for_each_async over a plain iterable returns stats counting successes and failures."""
+
+    async def main() -> CoordinatorStats:
+        return await for_each_async(range(30), fails_on_multiples_of_three)
+
+    stats = asyncio.run(main())
+    assert isinstance(stats, CoordinatorStats)
+    assert (stats.total_completed, stats.total_failed) == (20, 10)
+    assert stats.is_drained
+
+
+def test_for_each_async_with_an_async_source_and_async_body():
+    """for_each_async consumes an async generator with coroutine bodies."""
+    seen: list[int] = []
+
+    async def source() -> AsyncIterator[int]:
+        for i in range(40):
+            await asyncio.sleep(0)
+            yield i
+
+    async def body(item: int) -> None:
+        await asyncio.sleep(0)
+        seen.append(item)
+
+    async def main() -> CoordinatorStats:
+        return await for_each_async(source(), body, CoordinatorOptions(max_concurrency=8))
+
+    stats = asyncio.run(main())
+    assert stats.total_completed == 40
+    assert sorted(seen) == list(range(40))
+
+
+def test_for_each_async_empty_source_returns_at_once():
+    """An empty async source returns zero counts."""
+
+    async def source() -> AsyncIterator[int]:
+        return
+        yield  # pragma: no cover
+
+    async def main() -> CoordinatorStats:
+        return await for_each_async(source(), lambda _: None)
+
+    stats = asyncio.run(main())
+    assert stats.total_enqueued == 0
+    assert stats.is_drained
+
+
+def test_for_each_async_keyed_keeps_per_key_order():
+    """for_each_async with key= keeps each key's order."""
+    started: dict[str, list[int]] = {}
+
+    async def body(item: tuple[str, int]) -> None:
+        await asyncio.sleep(0)
+        started.setdefault(item[0], []).append(item[1])
+
+    items = [("abc"[seq % 3], seq) for seq in range(90)]
+
+    async def main() -> CoordinatorStats:
+        return await for_each_async(
+            items, body, CoordinatorOptions(max_concurrency=6), key=lambda i: i[0]
+        )
+
+    stats = asyncio.run(main())
+    assert stats.total_completed == 90
+    assert started == {k: [s for (kk, s) in items if kk == k] for k in "abc"}
+
+
+def test_for_each_async_source_exception_propagates():
+    """An async source that raises propagates its exception from for_each_async."""
+
+    async def source() -> AsyncIterator[int]:
+        yield 1
+        raise ConnectionResetError("gone")
+
+    async def main() -> None:
+        await for_each_async(source(), lambda _: None)
+
+    before = set(library_threads())
+    with pytest.raises(ConnectionResetError, match="gone"):
+        asyncio.run(main())
+    assert set(library_threads()) - before == set()
+
+
+def test_cancelling_for_each_async_propagates_and_leaves_no_threads():
+    """Cancelling the task running for_each_async cancels work cooperatively and re-raises CancelledError."""
+    saw_cancel: list[bool] = []
+    ran: list[int] = []
+    before = set(library_threads())
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+
+        def body(item: int) -> None:
+            ran.append(item)
+            loop.call_soon_threadsafe(started.set)
+            saw_cancel.append(wait_for_cancellation())
+            current_operation().raise_if_cancelled()
+
+        task = asyncio.create_task(
+            for_each_async(range(10), body, CoordinatorOptions(max_concurrency=1))
+        )
+        await asyncio.wait_for(started.wait(), WAIT)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert ran == [0]
+    assert saw_cancel == [True]
+    assert set(library_threads()) - before == set()
+
+
+def test_cancelling_for_each_async_with_coroutine_bodies():
+    """Task cancellation reaches coroutine bodies through current_operation().cancelled."""
+    saw_cancel: list[bool] = []
+    before = set(library_threads())
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+
+        async def body(item: int) -> None:
+            op = current_operation()
+            loop.call_soon_threadsafe(started.set)
+            deadline = time.monotonic() + WAIT
+            # Operation.cancelled is a flag with no event to await: a body polls it.
+            while not op.cancelled and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
+            saw_cancel.append(op.cancelled)
+            op.raise_if_cancelled()
+
+        task = asyncio.create_task(
+            for_each_async(range(3), body, CoordinatorOptions(max_concurrency=3))
+        )
+        await asyncio.wait_for(started.wait(), WAIT)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert saw_cancel
+    assert all(saw_cancel)
+    assert set(library_threads()) - before == set()
+
+
+def test_keyboard_interrupt_from_an_async_source_cancels_and_propagates():
+    """An async source raising KeyboardInterrupt cancels running work and propagates from for_each_async."""
+    saw_cancel: list[bool] = []
+    ran: list[int] = []
+    shared: dict[str, Any] = {}
+    before = set(library_threads())
+
+    def body(item: int) -> None:
+        ran.append(item)
+        if item == 0:
+            shared["loop"].call_soon_threadsafe(shared["started"].set)
+            saw_cancel.append(wait_for_cancellation())
+
+    async def source() -> AsyncIterator[int]:
+        # The source runs on the library's shared loop: wait there without blocking it.
+        shared["loop"] = asyncio.get_running_loop()
+        shared["started"] = asyncio.Event()
+        yield 0
+        yield 1
+        await asyncio.wait_for(shared["started"].wait(), WAIT)
+        raise KeyboardInterrupt
+
+    async def main() -> None:
+        await for_each_async(source(), body, CoordinatorOptions(max_concurrency=1))
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    assert ran == [0]
+    assert saw_cancel == [True]
+    assert set(library_threads()) - before == set()
