@@ -1,0 +1,336 @@
+"""The console: rich tables, the live view (plain and rich) and the text summary."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from rich.console import Console
+from rich.table import Table
+
+from ephemeral_actors import (
+    CoordinatorOptions,
+    CoordinatorRegistry,
+    KeyedWorkCoordinator,
+    SignalBus,
+    WorkCoordinator,
+    current_operation,
+)
+from ephemeral_actors.console import _Throughput, live_view, render_table, summary
+from tests.conftest import WAIT
+
+
+class SecretPayloadError(ValueError):
+    """A failure whose message quotes the item, as real ones often do."""
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., Any]]:
+    made: list[Any] = []
+
+    def factory(
+        body: Callable[[Any], Any], *, key: Callable[[Any], Any] | None = None, **options: Any
+    ) -> Any:
+        opts = CoordinatorOptions(**options)
+        c = WorkCoordinator(body, opts) if key is None else KeyedWorkCoordinator(key, body, opts)
+        made.append(c)
+        return c
+
+    yield factory
+    for c in made:
+        c.close(timeout=WAIT)
+
+
+@pytest.fixture
+def bus() -> Iterator[SignalBus]:
+    with SignalBus(name="console-test") as b:
+        yield b
+
+
+def run_all(c: Any, items: list[Any]) -> None:
+    for item in items:
+        c.enqueue(item)
+    c.complete()
+    c.drain(WAIT)
+
+
+def body_with_failures(n: int) -> None:
+    op = current_operation()
+    if n % 4 == 0:
+        op.signal("item.rejected")
+        raise SecretPayloadError(f"card number 4111-{n:04d} declined")
+    if n % 7 == 0:
+        raise KeyError(f"customer-{n}")
+    op.signal("item.done")
+
+
+def rendered(table: Table, width: int = 120) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(table)
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(output, str)
+    return output
+
+
+def cells(text: str, name: str) -> list[str]:
+    """The cells of the table row that starts with `name`."""
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[0] == name:
+            return parts
+    raise AssertionError(f"no row for {name!r} in:\n{text}")
+
+
+def live(source: Any, **kwargs: Any) -> tuple[threading.Event, threading.Thread, io.StringIO]:
+    out = io.StringIO()
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=live_view, args=(source,), kwargs={"stop": stop, "file": out, **kwargs}
+    )
+    thread.start()
+    return stop, thread, out
+
+
+def finish(stop: threading.Event, thread: threading.Thread) -> None:
+    stop.set()
+    thread.join(WAIT)
+    assert not thread.is_alive()
+
+
+# -- render_table ------------------------------------------------------------------------
+
+
+def test_render_table_shows_each_coordinator(make, bus):
+    """The table has one row per coordinator with its counters, keys and the bus's signals."""
+    work = make(body_with_failures, name="work", max_concurrency=3, signals=bus)
+    keyed = make(body_with_failures, key=lambda n: n % 3, name="keyed", max_concurrency=2)
+    run_all(work, list(range(20)))
+    run_all(keyed, list(range(9)))
+
+    text = rendered(render_table([work, keyed], bus=bus, throughput={"work": 12.5}))
+
+    # coordinator state pending active keys done failed cancel items/s
+    assert cells(text, "work") == ["work", "drained", "0", "0/3", "-", "13", "7", "0", "12.5"]
+    assert cells(text, "keyed") == ["keyed", "drained", "0", "0/2", "3", "5", "4", "0", "-"]
+    assert "work: item.rejected, item.done" in text or "work: item.done, item.rejected" in text
+    assert re.search(r"bus: .*item\.(done|rejected) \(\d+\.\ds ago\)", text)
+
+
+def test_render_table_states_follow_the_lifecycle(make):
+    """A running, a paused and a completing coordinator each show their state."""
+    gate = threading.Event()
+    running = make(lambda _n: None, name="running")
+    paused = make(lambda _n: None, name="paused")
+    paused.pause()
+    completing = make(lambda _n: gate.wait(WAIT), name="completing", max_concurrency=1)
+    completing.enqueue(1)
+    completing.complete()
+    try:
+        text = rendered(render_table([running, paused, completing]))
+        assert cells(text, "running")[1] == "running"
+        assert cells(text, "paused")[1] == "paused"
+        assert cells(text, "completing")[1] == "completing"
+    finally:
+        gate.set()
+
+
+def test_render_table_does_not_interpret_markup_in_names(make):
+    """A coordinator name that looks like rich markup is shown as written."""
+    odd = make(lambda _n: None, name="[red]odd[/red]")
+    assert "[red]odd[/red]" in rendered(render_table(odd))
+
+
+def test_render_table_reads_a_registry(make):
+    """A registry source shows the coordinators it has created."""
+    with CoordinatorRegistry() as registry:
+        registry.register_work("made", lambda _n: None)
+        registry.register_work("never", lambda _n: None)
+        registry.get("made")
+        text = rendered(render_table(registry))
+    assert "made" in text
+    assert "never" not in text
+
+
+# -- summary -------------------------------------------------------------------------------
+
+
+def test_summary_has_counts_signals_and_failures_without_messages(make, bus):
+    """The summary lists counts, signals and failure types — never exception messages."""
+    keyed = make(body_with_failures, key=lambda n: f"k{n % 2}", name="keyed", signals=bus)
+    run_all(keyed, list(range(15)))
+
+    text = summary([keyed], bus=bus, failures=2)
+
+    lines = text.splitlines()
+    assert lines[0] == (
+        "keyed: 15 accepted, 9 completed, 6 failed, 0 cancelled, 0 pending, 0 worker restarts"
+    )
+    assert lines[1] == "  signals in window: item.done x9, item.rejected x4"
+    failures = [line for line in lines if line.startswith("  failed op ")]
+    assert len(failures) == 2
+    # One of each error type is picked before a second of the same type.
+    assert {line.split()[4] for line in failures} == {"SecretPayloadError", "KeyError"}
+    assert all(
+        re.fullmatch(r"  failed op \d+ key=k[01] \w+ after \d+\.\d{3} s", f) for f in failures
+    )
+    assert "4111" not in text
+    assert "customer-" not in text
+    assert lines[-1].startswith("bus: ")
+
+
+def test_summary_rejects_a_bad_failures_count(make):
+    """failures must be a non-negative int."""
+    work = make(lambda _n: None)
+    with pytest.raises(ValueError, match="failures"):
+        summary(work, failures=-1)
+
+
+# -- live_view -------------------------------------------------------------------------------
+
+
+def test_plain_live_view_prints_a_line_per_coordinator_until_stopped(make):
+    """In plain mode each refresh prints one line per coordinator; the last shows the end."""
+    release = threading.Event()
+    work = make(lambda _n: release.wait(WAIT), name="slow", max_concurrency=2)
+    for n in range(6):
+        work.enqueue(n)
+    stop, thread, out = live(work, plain=True, refresh=0.02)
+    deadline = time.monotonic() + WAIT
+    while "pending=4" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    work.complete()
+    work.drain(WAIT)
+    finish(stop, thread)
+
+    lines = out.getvalue().splitlines()
+    assert all(line.startswith("[") and " slow " in line for line in lines)
+    assert any("running pending=4 active=2/2 completed=0" in line for line in lines)
+    assert "drained pending=0 active=0/2 completed=6 failed=0 cancelled=0" in lines[-1]
+
+
+def test_live_view_without_a_terminal_prints_plain_lines(make):
+    """With plain=None and output that is not a terminal, the view prints plain lines."""
+    work = make(lambda _n: None, name="piped")
+    stop, thread, out = live(work, refresh=0.01)
+    finish(stop, thread)
+    assert re.match(r"\[ *\d+\.\d\ds\] piped running pending=0", out.getvalue())
+
+
+def test_live_view_throughput_follows_the_work(make):
+    """The items/s column reflects operations ending between refreshes."""
+    work = make(lambda _n: time.sleep(0.005), name="steady", max_concurrency=1)
+    stop, thread, out = live(work, plain=True, refresh=0.05)
+    for n in range(40):
+        work.enqueue(n)
+    work.complete()
+    work.drain(WAIT)
+    finish(stop, thread)
+    rates = [float(m) for m in re.findall(r"rate=(\d+\.\d)/s", out.getvalue())]
+    assert max(rates) > 10
+
+
+def test_live_view_bus_line_is_printed_when_it_changes(make, bus):
+    """In plain mode the bus line appears when the bus saw something new, and at the end."""
+    work = make(lambda _n: None, name="quiet")
+    stop, thread, out = live(work, plain=True, refresh=0.01, bus=bus)
+    deadline = time.monotonic() + WAIT
+    while out.getvalue().count("quiet") < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    bus.emit("deploy.started")
+    while "deploy.started" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    finish(stop, thread)
+    bus_lines = [line for line in out.getvalue().splitlines() if "bus:" in line]
+    coordinator_lines = [line for line in out.getvalue().splitlines() if " quiet " in line]
+    assert bus_lines[0].endswith("bus: -")
+    assert "deploy.started" in bus_lines[-1]
+    assert len(bus_lines) < len(coordinator_lines)
+
+
+def test_rich_live_view_draws_the_table(make):
+    """plain=False draws the rich table; the final frame shows the final state."""
+    work = make(body_with_failures, name="tabled", max_concurrency=2)
+    stop, thread, out = live(work, plain=False, refresh=0.01)
+    run_all(work, list(range(8)))
+    finish(stop, thread)
+    text = out.getvalue()
+    assert "coordinator" in text
+    assert "items/s" in text
+    final = text[text.rindex("coordinator") :]
+    assert cells(final, "tabled")[:8] == ["tabled", "drained", "0", "0/2", "-", "5", "3", "0"]
+
+
+def test_live_view_of_a_registry_follows_creation_and_close(make):
+    """Coordinators created during the view appear; after the registry closes they stay."""
+    with CoordinatorRegistry() as registry:
+        registry.register_work("late", lambda _n: None, CoordinatorOptions(max_concurrency=1))
+        stop, thread, out = live(registry, plain=True, refresh=0.01)
+        deadline = time.monotonic() + WAIT
+        while "[" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run_all(registry.get("late"), [1, 2, 3])
+        while " late " not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    # The registry is closed; the view still shows the coordinator's final state.
+    finish(stop, thread)
+    assert "late drained pending=0 active=0/1 completed=3" in out.getvalue().splitlines()[-1]
+
+
+def test_live_view_without_rich_falls_back_to_plain(make, monkeypatch):
+    """Without rich installed, plain=False prints plain lines instead of failing."""
+    for module in [m for m in sys.modules if m.split(".")[0] == "rich"]:
+        monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setitem(sys.modules, "rich", None)
+    work = make(lambda _n: None, name="norich")
+    stop, thread, out = live(work, plain=False, refresh=0.01)
+    finish(stop, thread)
+    assert " norich running " in out.getvalue()
+
+
+def test_render_table_without_rich_names_the_extra(make, monkeypatch):
+    """render_table needs rich, and says which extra provides it."""
+    monkeypatch.setitem(sys.modules, "rich", None)
+    monkeypatch.setitem(sys.modules, "rich.table", None)
+    work = make(lambda _n: None)
+    with pytest.raises(ImportError, match=r"ephemeral_actors\[cli\]"):
+        render_table(work)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"refresh": 0}, ValueError, "refresh"),
+        ({"refresh": True}, TypeError, "refresh"),
+        ({"plain": "yes"}, TypeError, "plain"),
+        ({"stop": True}, TypeError, "stop"),
+    ],
+)
+def test_live_view_rejects_bad_arguments(make, kwargs, error, match):
+    """Bad arguments fail at once, naming the argument."""
+    work = make(lambda _n: None)
+    with pytest.raises(error, match=match):
+        live_view(work, **kwargs)
+
+
+def test_live_view_rejects_a_bad_source():
+    """A source that is not a registry or coordinators is a TypeError."""
+    with pytest.raises(TypeError, match="coordinator"):
+        live_view(object(), stop=threading.Event())
+
+
+def test_throughput_is_the_rate_over_recent_readings():
+    """Throughput is ended operations per second over the last couple of seconds."""
+    rates = _Throughput(window=2.0)
+    assert rates.update("c", 0, 100.0) is None
+    assert rates.update("c", 10, 101.0) == 10.0
+    assert rates.update("c", 30, 102.0) == 15.0
+    # The base is the newest reading at least 2 s old: the rate follows the recent pace.
+    assert rates.update("c", 31, 104.0) == pytest.approx((31 - 30) / 2)
+    assert rates.update("c", 41, 105.0) == pytest.approx((41 - 30) / 3)
