@@ -427,7 +427,7 @@ class Core:
             # A backend turns the body into a plain callable that runs it elsewhere and
             # blocks its worker thread until the outcome is back.
             body = self.backend.wrap(body, is_async=self.is_async)
-            self.is_async = False
+            self.is_async = _is_coroutine_function(body)
         self.body = body
         self.capture_results = capture_results
         self.bound = options.max_tracked_operations
@@ -740,6 +740,8 @@ class Core:
             if self.running + self.waking < self.limit and self.waking < self._ready_locked():
                 # Keyed work can make more items ready than were woken for.
                 self._dispatch_locked()
+            # Under the lock, so cancel() cannot miss an item taken but not yet begun.
+            worker.current = op
             return entry
         self.idle.append(worker)
         return None
@@ -864,7 +866,6 @@ class Core:
             entry = self._take_locked(worker)
         while entry is not None:
             op, item = entry
-            worker.current = op
             outcome, error = self._run_one(op, item)
             worker.current = None
             observed = bool(self.observers)
@@ -883,7 +884,6 @@ class Core:
             entry = self._take_locked(worker)
         while entry is not None:
             op, item = entry
-            worker.current = op
             _current.set(op)
             result = None
             error: BaseException | None
@@ -1247,6 +1247,13 @@ class Core:
                     f"coordinator {self.name!r}: close() abandoned its source, which did not "
                     "yield in time"
                 )
+        release = getattr(self.body, "close", None) if self.backend is not None else None
+        if callable(release):
+            # A backend's wrapped body may hold remote resources (e.g. Ray actors).
+            try:
+                release()
+            except Exception:
+                logger.exception(f"coordinator {self.name!r}: closing its backend failed")
         for ending in self.router.close(deadline):
             ending.join(_remaining(deadline))
         with self.lock:

@@ -32,6 +32,7 @@ import asyncio
 import collections
 import contextlib
 import enum
+import inspect
 import itertools
 import logging
 import os
@@ -41,6 +42,7 @@ import time
 import traceback
 import types
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -51,6 +53,7 @@ from ray import cloudpickle
 from ephemeral_actors._errors import OperationCancelledError, WorkerCrashError
 from ephemeral_actors._operation import Operation, _current
 from ephemeral_actors._signals import matches
+from ephemeral_actors._signals._event import check_signal_name
 from ephemeral_actors._validate import check_int
 
 if TYPE_CHECKING:
@@ -128,19 +131,19 @@ class _RemoteOperation:
 
     def signal(self, name: str) -> bool:
         """Emit `name`; always True here (constraints are applied when it is replayed)."""
-        self._record("signal", _check_name(name), None)
+        self._record("signal", check_signal_name("name", name), None)
         self._names.append(name)
         return True
 
     def emit_caused(self, name: str, cause: SignalPropagation | SignalEvent) -> bool:
         """Emit `name` caused by `cause`; True here, the local replay applies constraints."""
-        self._record("caused", _check_name(name), cause)
+        self._record("caused", check_signal_name("name", name), cause)
         self._names.append(name)
         return True
 
     def retract(self, name: str) -> bool:
         """Retract this body's signals called `name`; True if it had emitted one."""
-        self._record("retract", name, None)
+        self._record("retract", check_signal_name("name", name), None)
         found = name in self._names
         self._names = [n for n in self._names if n != name]
         return found
@@ -165,13 +168,6 @@ class _RemoteOperation:
             # Fire and forget: a lost push is replayed from the task's return value.
             with contextlib.suppress(Exception):
                 relay.push.remote(self.id, event)
-
-
-def _check_name(name: object) -> str:
-    # The same check, and message, as a local emission (SignalRouter.emit).
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"signal name must be a non-empty str, got {name!r}")
-    return name
 
 
 def _cancel_requested() -> bool:
@@ -223,12 +219,11 @@ def _execute(
                     "the body returned a coroutine; declare it with 'async def' so the "
                     "backend runs it on an event loop"
                 )
-    except KeyboardInterrupt as exc:
-        # `ray.cancel` interrupts a running task with KeyboardInterrupt; answering
-        # normally keeps the events the body emitted before it was interrupted.
-        if _cancel_requested():
-            return _CANCELLED, None, events
-        return _RAISED, _portable(exc), events
+    except KeyboardInterrupt:
+        # In a Ray task this is, in practice, `ray.cancel` interrupting the body.
+        # Answering normally, rather than letting it propagate, keeps the events the
+        # body emitted before it was interrupted.
+        return _CANCELLED, None, events
     except BaseException as exc:
         return _RAISED, _portable(exc), events
     finally:
@@ -446,9 +441,11 @@ class _Wrapped:
         return self.backend._run(self, item)
 
     def reset(self) -> None:
-        """Forget the remote function and the pool (Ray was restarted)."""
+        """Forget the pool: Ray was restarted, its actors are gone.
+
+        (Remote functions survive: Ray exports them again to a new session.)
+        """
         with self._lock:
-            self._task = None
             self._slots = None
 
     def submit(self, item: Any, op: Operation | None) -> tuple[Any, _Slot | None]:
@@ -457,8 +454,7 @@ class _Wrapped:
         if self.actors is None:
             task = self._task
             if task is None:
-                runner = _make_task_runner(self.body, self.is_async, self.backend._relay_name)
-                task = self._task = _remote(runner, self.backend._task_options)
+                task = self._task = self.backend._task_for(self.body, self.is_async)
             return task.remote(item, op_id, key), None
         slot = self._acquire_slot()
         try:
@@ -569,7 +565,7 @@ class RayBackend:
         backend.shutdown()
         ```
 
-    *Added in version 0.2.*
+    Added in version 0.1.0.
     """
 
     def __init__(
@@ -619,7 +615,10 @@ class RayBackend:
         self._relay: Any = None
         self._relay_thread: threading.Thread | None = None
         self._calls: dict[int, _Call] = {}
-        self._wrapped: list[_Wrapped] = []
+        # Weak: a coordinator that is gone takes its wrapped body (and the pool, whose
+        # actors Ray ends when their last handle goes) with it.
+        self._wrapped: weakref.WeakSet[_Wrapped] = weakref.WeakSet()
+        self._tasks: dict[tuple[Callable[[Any], Any], bool], Any] = {}
         self._submitted = 0
         self._in_flight = 0
 
@@ -660,7 +659,7 @@ class RayBackend:
             if self._state is _State.SHUT_DOWN:
                 raise RuntimeError("RayBackend is shut down; build a new one")
             wrapped = _Wrapped(self, body, is_async, self.actors)
-            self._wrapped.append(wrapped)
+            self._wrapped.add(wrapped)
         return wrapped
 
     def shutdown(self) -> None:
@@ -674,7 +673,8 @@ class RayBackend:
                 return
             started = self._state is _State.STARTED
             self._state = _State.SHUT_DOWN
-            wrapped, self._wrapped = self._wrapped, []
+            wrapped = list(self._wrapped)
+            self._wrapped.clear()
             relay, self._relay = self._relay, None
             thread = self._relay_thread
         if started and ray.is_initialized():
@@ -709,7 +709,7 @@ class RayBackend:
                 return
             if not ray.is_initialized():
                 self._init_ray_locked()
-                for w in self._wrapped:
+                for w in list(self._wrapped):
                     w.reset()  # handles from an earlier Ray session are dead
             relay = ray.remote(num_cpus=0)(_SignalRelay)
             self._relay = relay.options(name=self._relay_name).remote(_RELAY_CAPACITY)
@@ -768,6 +768,26 @@ class RayBackend:
             raise value
         raise OperationCancelledError(f"operation {_op_id(op)} was cancelled on Ray")
 
+    def _task_for(self, body: Callable[[Any], Any], is_async: bool) -> Any:
+        """The Ray remote function that runs `body`.
+
+        Each remote function is exported to the cluster once and cached by every
+        worker that runs it, the cheapest way to call a body (its captured state
+        travels once, not with every item). Module-level functions, which capture
+        nothing and live as long as their module, get one remote function per backend,
+        so short-lived coordinators of the same body (`for_each` calls) do not export
+        a new one each time. Other bodies (closures, lambdas, partials, bound methods)
+        get one per coordinator: caching them would keep what they capture alive.
+        """
+        if not (inspect.isfunction(body) and "<" not in body.__qualname__):
+            return _remote(_make_task_runner(body, is_async, self._relay_name), self._task_options)
+        with self._lock:
+            task = self._tasks.get((body, is_async))
+            if task is None:
+                runner = _make_task_runner(body, is_async, self._relay_name)
+                task = self._tasks[body, is_async] = _remote(runner, self._task_options)
+            return task
+
     def _start_relay_thread_locked(self) -> None:
         # The thread runs while any body is in flight and ends soon after the last one.
         if self._relay_thread is None and self._relay is not None:
@@ -785,12 +805,17 @@ class RayBackend:
         """Wait for the outcome, cancelling the remote work once `op` is cancelled."""
         cancel_sent = False
         try:
-            while not ray.wait([ref], timeout=_POLL_INTERVAL)[0]:
+            while True:
+                try:
+                    return cast(
+                        "tuple[int, Any, list[_Event]]", ray.get(ref, timeout=_POLL_INTERVAL)
+                    )
+                except ray.exceptions.GetTimeoutError:
+                    pass
                 if op is not None and op.cancelled and not cancel_sent:
                     cancel_sent = True
                     with contextlib.suppress(Exception):
                         ray.cancel(ref)
-            return cast("tuple[int, Any, list[_Event]]", ray.get(ref))
         except ray.exceptions.TaskCancelledError as exc:
             raise OperationCancelledError(
                 f"operation {_op_id(op)} was cancelled on Ray before it returned"

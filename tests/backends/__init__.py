@@ -1,0 +1,1 @@
+"""Tests of the execution backends (SPEC section 13)."""
