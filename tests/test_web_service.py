@@ -9,11 +9,6 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
-pytest.importorskip("starlette")
-pytest.importorskip("httpx2")
-
 from starlette.testclient import TestClient
 
 from ephemeral_actors.testing import library_threads
