@@ -13,10 +13,9 @@ import threading
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
-import pykka
-
 from ephemeral_actors import messages as m
 from ephemeral_actors._coordinators._core import BLOCK, TRY, CoordinatorState, Core
+from ephemeral_actors._coordinators._future import OutcomeFuture
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
     CoordinatorFaultedError,
@@ -30,6 +29,8 @@ from ephemeral_actors._validate import check_seconds_or_none
 if TYPE_CHECKING:
     from datetime import datetime
     from types import TracebackType
+
+    import pykka
 
     from ephemeral_actors._coordinators._core import Supervisor
     from ephemeral_actors._records import CoordinatorStats, OperationSnapshot
@@ -155,7 +156,7 @@ class CoordinatorBase(Generic[T]):
         The future resolves when the operation ends: to `None` (or the body's result
         in a `ResultCoordinator`), or it raises the body's exception.
         """
-        future: pykka.Future[Any] = pykka.ThreadingFuture()
+        future: pykka.Future[Any] = OutcomeFuture()
         self._core.accept(item, future, None, BLOCK)
         return future
 

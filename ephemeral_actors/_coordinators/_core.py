@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import pykka
 
 from ephemeral_actors import messages as m
+from ephemeral_actors._coordinators._future import OutcomeFuture
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
     CoordinatorFaultedError,
@@ -1312,7 +1313,7 @@ def _handle_enqueue(core: Core, msg: m.Enqueue, from_actor: bool) -> int:
 
 
 def _handle_submit(core: Core, msg: m.Submit, from_actor: bool) -> pykka.Future[Any]:
-    future: pykka.Future[Any] = pykka.ThreadingFuture()
+    future: pykka.Future[Any] = OutcomeFuture()
     core.accept(msg.item, future, None, FORCE if from_actor else BLOCK)
     return future
 
