@@ -100,6 +100,9 @@ class SharedDispatcher:
         Threads finish the actors already queued (stop messages, usually) first.
         """
         with self._cv:
+            if self._refs <= 0:
+                logger.error("SharedDispatcher released more often than acquired; ignored")
+                return []
             self._refs -= 1
             if self._refs:
                 return []

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ephemeral_actors._coordinators._base import CoordinatorBase, run_blocking
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+    from collections.abc import Awaitable, Callable
 
     from ephemeral_actors._options import CoordinatorOptions
     from ephemeral_actors._records import CoordinatorStats
@@ -24,6 +25,10 @@ def _build(
     options: CoordinatorOptions | None,
     key: Callable[[T], Any] | None,
 ) -> CoordinatorBase[T]:
+    if not isinstance(items, Iterable | AsyncIterable):
+        raise TypeError(
+            f"items must be an iterable or async iterable, got {type(items).__name__} {items!r}"
+        )
     if key is None:
         from ephemeral_actors._coordinators._work import WorkCoordinator  # noqa: PLC0415
 

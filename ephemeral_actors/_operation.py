@@ -11,6 +11,7 @@ import contextvars
 from typing import TYPE_CHECKING, Any
 
 from ephemeral_actors._errors import NoCurrentOperationError, OperationCancelledError
+from ephemeral_actors._signals._event import check_signal_name
 
 if TYPE_CHECKING:
     from ephemeral_actors._coordinators._core import Core
@@ -122,12 +123,14 @@ class Operation:
 
     def retract(self, name: str) -> bool:
         """Remove this operation's signals called `name`; True if any were removed."""
+        check_signal_name("name", name)
         return self._core.retract_signals(self, lambda s: s == name) > 0
 
     def retract_matching(self, pattern: str) -> int:
         """Remove this operation's signals matching `pattern`; return how many."""
         from ephemeral_actors._signals import matches  # noqa: PLC0415
 
+        check_signal_name("pattern", pattern)
         return self._core.retract_signals(self, lambda s: matches(s, pattern))
 
     def has_signal(self, name: str) -> bool:

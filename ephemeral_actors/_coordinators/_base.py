@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterable, Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
 from ephemeral_actors import messages as m
@@ -24,10 +25,10 @@ from ephemeral_actors._errors import (
 from ephemeral_actors._options import CoordinatorOptions
 from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._signals import matches
+from ephemeral_actors._signals._event import check_signal_name
 from ephemeral_actors._validate import check_seconds_or_none
 
 if TYPE_CHECKING:
-    from datetime import datetime
     from types import TracebackType
 
     import pykka
@@ -139,6 +140,8 @@ class CoordinatorBase(Generic[T]):
         Raises:
             CoordinatorClosedError: Intake was closed before the first item.
         """
+        if not isinstance(items, Iterable):
+            raise TypeError(f"items must be an iterable, got {type(items).__name__} {items!r}")
         count = 0
         accept = self._core.accept
         try:
@@ -328,6 +331,10 @@ class CoordinatorBase(Generic[T]):
 
         Signals leave with their operation when the window trims or evicts it.
         """
+        if predicate is not None and not callable(predicate):
+            raise TypeError(
+                f"predicate must be callable or None, got {type(predicate).__name__} {predicate!r}"
+            )
         core = self._core
         with core.lock:
             return core.signals_locked(predicate)
@@ -339,18 +346,23 @@ class CoordinatorBase(Generic[T]):
 
     def get_signals_since(self, since: datetime) -> tuple[SignalEvent, ...]:
         """Signals with `timestamp >= since` (an aware datetime)."""
+        _check_aware("since", since)
         return self.get_signals(lambda e: e.timestamp >= since)
 
     def get_signals_by_time_range(self, start: datetime, end: datetime) -> tuple[SignalEvent, ...]:
         """Signals with `start <= timestamp <= end`."""
+        _check_aware("start", start)
+        _check_aware("end", end)
         return self.get_signals(lambda e: start <= e.timestamp <= end)
 
     def get_signals_by_name(self, name: str) -> tuple[SignalEvent, ...]:
         """Signals called exactly `name`."""
+        check_signal_name("name", name)
         return self.get_signals(lambda e: e.signal == name)
 
     def get_signals_by_pattern(self, pattern: str) -> tuple[SignalEvent, ...]:
         """Signals matching one pattern (`*`, `?`; commas are literal here)."""
+        check_signal_name("pattern", pattern)
         return self.get_signals(lambda e: matches(e.signal, pattern))
 
     def has_signal(self, name: str) -> bool:
@@ -491,6 +503,13 @@ class CoordinatorBase(Generic[T]):
                 await self.drain_async()
         finally:
             await run_blocking(self.close)
+
+
+def _check_aware(name: str, value: object) -> None:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, got {type(value).__name__} {value!r}")
+    if value.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware (timestamps are UTC), got {value!r}")
 
 
 async def run_blocking(fn: Callable[[], None]) -> None:

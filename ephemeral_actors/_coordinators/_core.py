@@ -1064,6 +1064,7 @@ class Core:
         self._wake_settle_locked()
 
     def set_pinned(self, op_id: int, pinned: bool) -> bool:
+        check_int("op_id", op_id, minimum=1)
         with self.lock:
             op = self.window.get(op_id)
             if op is None:
@@ -1075,6 +1076,7 @@ class Core:
             return True
 
     def evict(self, op_id: int) -> bool:
+        check_int("op_id", op_id, minimum=1)
         with self.lock:
             op = self.window.pop(op_id, None)
             if op is None:
@@ -1216,12 +1218,33 @@ class Core:
             self.on_sample = None
             self._intake_closed_locked()
 
-    def close(self, timeout: float | None) -> None:
+    def close(self, timeout: float | None) -> bool:
+        """Stop everything; False if another call already closed (or is closing)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.lock:
             if self.closing:
-                return
+                return False
             self.closing = True
+        try:
+            self._close(deadline)
+        finally:
+            # Whatever failed on the way, the shared runtime references are returned
+            # and the state says closed, so nothing leaks and queries keep answering.
+            with self.lock:
+                if self.state is not CoordinatorState.CLOSED:
+                    self._set_state_locked(CoordinatorState.CLOSED)
+            self._release_runtime(deadline)
+        return True
+
+    def _release_runtime(self, deadline: float | None) -> None:
+        """Return this coordinator's references on the process-wide runtime (once)."""
+        for _ in range(self.loop_refs):
+            loop_thread = SHARED_LOOP.release(deadline)
+            if loop_thread is not None and loop_thread is not threading.current_thread():
+                loop_thread.join(_remaining(deadline))
+        self.loop_refs = 0
+
+    def _close(self, deadline: float | None) -> None:
         self.cancel()
         own = 1 if (op := _current.get()) is not None and op._core is self else 0
         if not self.wait_idle(deadline, own):
@@ -1257,13 +1280,6 @@ class Core:
                 logger.exception(f"coordinator {self.name!r}: closing its backend failed")
         for ending in self.router.close(deadline):
             ending.join(_remaining(deadline))
-        with self.lock:
-            self._set_state_locked(CoordinatorState.CLOSED)
-        for _ in range(self.loop_refs):
-            loop_thread = SHARED_LOOP.release(deadline)
-            if loop_thread is not None and loop_thread is not threading.current_thread():
-                loop_thread.join(_remaining(deadline))
-        self.loop_refs = 0
 
     # -- signals (filled in by the signals layer) --------------------------------------
 

@@ -218,8 +218,7 @@ class KeyedCore(Core):
             return True
         return False
 
-    def close(self, timeout: float | None) -> None:
-        super().close(timeout)
+    def _release_runtime(self, deadline: float | None) -> None:
         with self.lock:
             if self.reap_timer is not None:
                 self.reap_timer.cancel()
@@ -232,7 +231,9 @@ class KeyedCore(Core):
             if not child.stop_if_idle():
                 child.actor_ref.stop(block=False)
         for thread in DISPATCHER.release():
-            thread.join(timeout)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(remaining)
+        super()._release_runtime(deadline)
 
 
 class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ephemeral_actors._dispatch import DISPATCHER, Timer
 from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._signals import SignalConstraints, SignalEvent, compile_patterns
+from ephemeral_actors._signals._event import check_signal_name
 
 if TYPE_CHECKING:
     import threading
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from ephemeral_actors._coordinators._core import Core
     from ephemeral_actors._operation import Operation
     from ephemeral_actors._options import CoordinatorOptions
-    from ephemeral_actors._signals import SignalPropagation, Subscription
+    from ephemeral_actors._signals import SignalBus, SignalPropagation, Subscription
 
 __all__ = ["SignalRouter"]
 
@@ -50,11 +51,14 @@ class _Mark:
     event: SignalEvent
     op: Operation | None
     expires: float
+    bus: SignalBus | None = None
 
     def present(self, now: float) -> bool:
         op = self.op
         if op is None:
-            return now <= self.expires
+            # A bus event counts while the bus still holds it: clearing or evicting it
+            # from the bus window withdraws it here too.
+            return now <= self.expires and (self.bus is None or self.bus.holds(self.event))
         signals = op._signals
         return op._in_window and signals is not None and any(e is self.event for e in signals)
 
@@ -115,8 +119,7 @@ class SignalRouter:
 
     def emit(self, op: Operation, name: str, cause: SignalPropagation | SignalEvent | None) -> bool:
         """Record `name` on `op`, route it, and hand it to callbacks and the bus."""
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"signal name must be a non-empty str, got {name!r}")
+        check_signal_name("name", name)
         constraints = self.constraints
         now = datetime.now(UTC)
         if cause is not None:
@@ -155,15 +158,17 @@ class SignalRouter:
     def observe_bus(self, event: SignalEvent) -> None:
         """Bus subscription callback (runs on the bus thread, inside `emit`)."""
         with self.core.lock:
-            self._observe_locked(event, None)
+            if not self.async_closed:  # a late delivery after close() is ignored
+                self._observe_locked(event, None)
 
     def _observe_locked(self, event: SignalEvent, op: Operation | None) -> None:
         signal = event.signal
         bus = self.bus
         expires = time.monotonic() + (bus.max_age if bus is not None and op is None else 0.0)
         core = self.core
+        source = bus if op is None else None
         if self.cancel is not None and self.cancel(signal):
-            self.cancel_marks.append(_Mark(event, op, expires))
+            self.cancel_marks.append(_Mark(event, op, expires, source))
             core.request_cancel_running_locked()
             core.dispatch_locked()  # idle workers cancel the backlog as it reaches dispatch
         if self.resume is not None and self.resume(signal):
@@ -173,7 +178,7 @@ class SignalRouter:
                 self._end_deferral_locked()
         newer = self.resumed_at is None or event.timestamp > self.resumed_at
         if self.defer is not None and self.defer(signal) and newer:
-            self.defer_marks.append(_Mark(event, op, expires))
+            self.defer_marks.append(_Mark(event, op, expires, source))
             if not core.deferring:
                 core.deferring = True
                 self.defer_attempts = 0
@@ -282,7 +287,9 @@ class SignalRouter:
             finally:
                 core.settle_waiters -= 1
         if self.subscription is not None:
-            self.subscription.unsubscribe()
+            # Without waiting: a bus whose subscriber blocks, or whose actor died, must
+            # not hold up close(); observe_bus ignores whatever still arrives.
+            self.subscription.unsubscribe(wait=False)
             self.subscription = None
         if self.uses_dispatcher:
             self.uses_dispatcher = False

@@ -17,6 +17,7 @@ deadlock; don't build such cycles.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import enum
 import itertools
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pykka
 
-from ephemeral_actors._signals._event import SignalEvent, SignalPropagation
+from ephemeral_actors._signals._event import SignalEvent, SignalPropagation, check_signal_name
 from ephemeral_actors._signals._pattern import compile_patterns, matches
 from ephemeral_actors._validate import check_int, check_seconds
 
@@ -92,6 +93,12 @@ class _Window:
 
     def __init__(self, capacity: int, max_age: float, clock: Callable[[], float]) -> None:
         self.entries: collections.deque[_Entry] = collections.deque(maxlen=capacity)
+        self.capacity = capacity
+        # Which events are in the window, readable from any thread (SignalBus.holds):
+        # coordinators holding a cancel or defer mark ask it without messaging the
+        # actor, so a cleared or evicted signal stops counting at once.
+        self.present: collections.Counter[SignalEvent] = collections.Counter()
+        self.lock = threading.Lock()
         self.max_age = max_age
         self.clock = clock
         self.subscribers: dict[int, tuple[Callable[[str], bool], Callback]] = {}
@@ -118,8 +125,12 @@ class _Window:
 
     def publish(self, event: SignalEvent) -> None:
         self.prune()
-        # deque(maxlen=capacity) drops the oldest entry when full.
-        self.entries.append((self.clock(), event))
+        with self.lock:
+            if len(self.entries) == self.capacity:
+                self._forget(self.entries[0][1])
+            # deque(maxlen=capacity) drops the oldest entry when full.
+            self.entries.append((self.clock(), event))
+            self.present[event] += 1
         for subscription_id, (matcher, callback) in tuple(self.subscribers.items()):
             # An earlier callback may have unsubscribed this one; unsubscribe is
             # synchronous, so it must not see this event.
@@ -134,15 +145,32 @@ class _Window:
         self.prune()
         kept = [entry for entry in self.entries if not predicate(entry[1])]
         removed = len(self.entries) - len(kept)
-        self.entries.clear()
-        self.entries.extend(kept)
+        with self.lock:
+            for _received, event in self.entries:
+                if predicate(event):
+                    self._forget(event)
+            self.entries.clear()
+            self.entries.extend(kept)
         return removed
 
     def prune(self) -> None:
         cutoff = self.clock() - self.max_age
         entries = self.entries
-        while entries and entries[0][0] < cutoff:
-            entries.popleft()
+        if entries and entries[0][0] < cutoff:
+            with self.lock:
+                while entries and entries[0][0] < cutoff:
+                    self._forget(entries.popleft()[1])
+
+    def _forget(self, event: SignalEvent) -> None:
+        count = self.present[event] - 1
+        if count > 0:
+            self.present[event] = count
+        else:
+            del self.present[event]
+
+    def holds(self, event: SignalEvent) -> bool:
+        with self.lock:
+            return event in self.present
 
 
 def _deliver(callback: Callback, event: SignalEvent) -> None:
@@ -264,6 +292,7 @@ class SignalBus:
             RuntimeError: The bus is closed.
         """
         timestamp = dt.datetime.fromtimestamp(self._clock(), tz=dt.UTC)
+        check_signal_name("name", name)
         event = SignalEvent(name, operation_id, key, timestamp, propagation)
         self.publish(event)
         return event
@@ -489,6 +518,15 @@ class SignalBus:
             # Only someone else's ActorRegistry.stop_all() can stop the actor early.
             raise RuntimeError(f"{self._describe()} is closed: its actor was stopped") from exc
 
+    def holds(self, event: SignalEvent) -> bool:
+        """True if `event` is in the window (not cleared or evicted); thread-safe.
+
+        Answers without messaging the bus actor, so it is safe to call under other
+        locks. Age is pruned when the bus next handles a message; callers that care
+        about `max_age` check it themselves.
+        """
+        return self._window.holds(event)
+
     def _clear(self, predicate: Callable[[SignalEvent], bool]) -> int:
         removed: int = self._call(_Clear(predicate))
         return removed
@@ -526,11 +564,21 @@ class Subscription:
         """False once `unsubscribe()` has returned or the bus is closed."""
         return self._active and not self._bus.is_closed
 
-    def unsubscribe(self) -> None:
+    def unsubscribe(self, *, wait: bool = True) -> None:
         """Stop delivery. Idempotent; no callback runs for this subscription afterwards.
 
         On a closed bus this does nothing: nothing is delivered there anyway.
+
+        Args:
+            wait: With False, only send the request to the bus actor: a callback that
+                is running, or already queued, may still run. Use it where waiting on
+                the bus could block (the subscriber must then ignore late events).
         """
+        if not wait:
+            self._active = False
+            with contextlib.suppress(pykka.ActorDeadError):  # a dead bus delivers nothing
+                self._bus._ref.tell(_Unsubscribe(self._id))
+            return
         self._bus._call(_Unsubscribe(self._id), closed=lambda: None)
         self._active = False
 

@@ -1,0 +1,1 @@
+"""Reliability proof: stateful model, fault injection and bad-input sweep (docs/reliability.md)."""
