@@ -392,3 +392,16 @@ def test_cancel_is_checked_before_the_defer_wait(make, bus):
     c.drain(WAIT)
     assert c.total_cancelled == 4
     assert c.total_completed == 0
+
+
+def test_clearing_the_bus_withdraws_a_cancel_signal(make, bus):
+    """Once the cancel signal is cleared from the bus, new items run again."""
+    bus.emit("overload")
+    seen: list[int] = []
+    c = make(seen.append, signals=bus, cancel_on_signals="overload")
+    with pytest.raises(SignalCancelledError):
+        c.submit(1).get(timeout=WAIT)
+    assert bus.clear_pattern("overload") == 1
+    c.submit(2).get(timeout=WAIT)
+    assert seen == [2]
+    assert c.total_cancelled == 1
