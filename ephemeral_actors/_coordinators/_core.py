@@ -55,7 +55,7 @@ from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._validate import check_int
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable
 
     from ephemeral_actors._options import CoordinatorOptions
     from ephemeral_actors._signals import SignalEvent, SignalPropagation
@@ -1359,8 +1359,3 @@ _HANDLERS: dict[type, Callable[[Core, Any, bool], Any]] = {
     m.Unpin: lambda core, msg, _a: core.set_pinned(msg.op_id, False),
     m.Evict: lambda core, msg, _a: core.evict(msg.op_id),
 }
-
-
-def run_coroutine_source(coro: Coroutine[Any, Any, None]) -> None:
-    """Run a coordinator's async source feeder on the shared loop."""
-    SHARED_LOOP.spawn(coro)
