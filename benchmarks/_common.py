@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import platform
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ephemeral_actors.testing import library_threads
 
@@ -29,9 +30,11 @@ __all__ = [
     "fmt_rate",
     "header",
     "leftover_warnings",
+    "parse_quick",
     "rss_kib",
     "run_rows",
     "table",
+    "time_through",
 ]
 
 
@@ -74,6 +77,36 @@ def run_rows(rows: list[Row], repeat: int, *, warmup: int = 0) -> None:
     for _ in range(repeat):
         for row in rows:
             row.walls.append(row.run(row.items))
+
+
+def time_through(build: Callable[[], Any], n: int) -> float:
+    """Wall seconds to build a coordinator, enqueue `range(n)`, complete, drain and close it.
+
+    Close is inside the timing: for keyed coordinators it retires the per-key actors.
+    """
+    gc.collect()
+    start = time.perf_counter()
+    coordinator = build()
+    for item in range(n):
+        coordinator.enqueue(item)
+    coordinator.complete()
+    coordinator.drain()
+    coordinator.close()
+    wall = time.perf_counter() - start
+    if coordinator.total_completed + coordinator.total_failed != n:
+        raise RuntimeError(f"{coordinator!r} ended {coordinator.total_completed} of {n} items")
+    return wall
+
+
+def parse_quick(argv: list[str] | None, doc: str) -> tuple[int, int, str]:
+    """The `--quick`/`--repeat` command line of the smaller benchmarks: (n, repeat, mode)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10,000 items, one repeat")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per row (median reported)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        return 10_000, 1, "quick"
+    return 100_000, args.repeat, "full"
 
 
 # -- memory ---------------------------------------------------------------------------

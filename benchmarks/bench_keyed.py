@@ -14,7 +14,6 @@ Runs in one process, side by side, and prints items/s and ratios:
 
 from __future__ import annotations
 
-import argparse
 import gc
 import threading
 import time
@@ -27,8 +26,10 @@ from _common import (
     check_threads,
     fmt_rate,
     header,
+    parse_quick,
     run_rows,
     table,
+    time_through,
 )
 
 from ephemeral_actors import CoordinatorOptions, KeyedWorkCoordinator, WorkCoordinator
@@ -62,33 +63,14 @@ class ThreadPeak:
 
 
 def run_keyed(keys: int, n: int) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    coordinator: KeyedWorkCoordinator[int, int] = KeyedWorkCoordinator(
-        lambda i: i % keys, noop, CoordinatorOptions(max_concurrency=LIMIT)
-    )
-    for i in range(n):
-        coordinator.enqueue(i)
-    coordinator.complete()
-    coordinator.drain()
-    coordinator.close()
-    wall = time.perf_counter() - start
+    options = CoordinatorOptions(max_concurrency=LIMIT)
+    wall = time_through(lambda: KeyedWorkCoordinator(lambda i: i % keys, noop, options), n)
     check_threads(f"keyed coordinator over {keys} keys")
     return wall
 
 
 def run_unkeyed(n: int) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    coordinator: WorkCoordinator[int] = WorkCoordinator(
-        noop, CoordinatorOptions(max_concurrency=LIMIT)
-    )
-    for i in range(n):
-        coordinator.enqueue(i)
-    coordinator.complete()
-    coordinator.drain()
-    coordinator.close()
-    return time.perf_counter() - start
+    return time_through(lambda: WorkCoordinator(noop, CoordinatorOptions(max_concurrency=LIMIT)), n)
 
 
 def run_pool(n: int) -> float:
@@ -100,13 +82,8 @@ def run_pool(n: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10,000 items, one repeat")
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
-    n = 10_000 if args.quick else 100_000
-    repeat = 1 if args.quick else args.repeat
-    print(header("ephemeral_actors keyed benchmark", "quick" if args.quick else "full"))
+    n, repeat, mode = parse_quick(argv, __doc__)
+    print(header("ephemeral_actors keyed benchmark", mode))
 
     distinct = Row(f"keyed, {n:,} distinct keys", n, lambda k: run_keyed(n, k))
     thousand = Row("keyed, 1,000 keys", n, lambda k: run_keyed(1000, k))

@@ -13,13 +13,10 @@ Prints, from one run:
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
-import gc
-import time
 import timeit
 
-from _common import Row, check_threads, fmt_rate, header, run_rows, table
+from _common import Row, check_threads, fmt_rate, header, parse_quick, run_rows, table, time_through
 
 from ephemeral_actors import (
     CoordinatorOptions,
@@ -42,25 +39,12 @@ def emit_one(item: int) -> None:
 
 
 def run(body: object, options: CoordinatorOptions, n: int) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    coordinator: WorkCoordinator[int] = WorkCoordinator(body, options)  # type: ignore[arg-type]
-    for i in range(n):
-        coordinator.enqueue(i)
-    coordinator.complete()
-    coordinator.drain()
-    coordinator.close()
-    return time.perf_counter() - start
+    return time_through(lambda: WorkCoordinator(body, options), n)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10,000 items, one repeat")
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
-    n = 10_000 if args.quick else 100_000
-    repeat = 1 if args.quick else args.repeat
-    print(header("ephemeral_actors signals benchmark", "quick" if args.quick else "full"))
+    n, repeat, mode = parse_quick(argv, __doc__)
+    print(header("ephemeral_actors signals benchmark", mode))
 
     plain = CoordinatorOptions(max_concurrency=LIMIT)
     patterns = CoordinatorOptions(
@@ -107,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
-    calls = 200_000 if not args.quick else 20_000
+    calls = 20_000 if mode == "quick" else 200_000
     cases = [
         ("matches exact", lambda: matches("rate-limit", "rate-limit")),
         ("matches glob", lambda: matches("rate-limit.cleared", "rate-*.clear?d")),

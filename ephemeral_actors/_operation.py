@@ -56,6 +56,7 @@ class Operation:
         "_in_window",
         "_outcome",
         "_pinned",
+        "_raw_key",
         "_reply",
         "_result",
         "_signals",
@@ -63,13 +64,12 @@ class Operation:
         "_started",
         "id",
         "key",
-        "raw_key",
     )
 
     def __init__(self, core: Core, op_id: int, key: str | None, raw_key: Any = None) -> None:
         self.id = op_id
         self.key = key
-        self.raw_key = raw_key
+        self._raw_key = raw_key
         self._core = core
         self._started = 0.0
         self._ended: float | None = None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from ephemeral_actors import CoordinatorOptions, KeyedWorkCoordinator, WorkCoordinator
 from ephemeral_actors.testing import library_threads
 
 WAIT = 10.0
@@ -36,3 +38,33 @@ def _no_leaked_threads() -> Iterator[None]:
         thread.join(WAIT)
     alive = [t.name for t in leaked if t.is_alive()]
     assert not alive, f"threads outlived the test: {alive}"
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., Any]]:
+    """Build coordinators for a test and close them all after it.
+
+    `make(body, **options)` gives a `WorkCoordinator`; with `key=selector`, a
+    `KeyedWorkCoordinator`. Options are `CoordinatorOptions` fields.
+    """
+    made: list[Any] = []
+
+    def factory(
+        body: Callable[[Any], Any], *, key: Callable[[Any], Any] | None = None, **options: Any
+    ) -> Any:
+        opts = CoordinatorOptions(**options)
+        c = WorkCoordinator(body, opts) if key is None else KeyedWorkCoordinator(key, body, opts)
+        made.append(c)
+        return c
+
+    yield factory
+    for c in made:
+        c.close(timeout=WAIT)
+
+
+def run_all(c: Any, items: list[Any]) -> None:
+    """Enqueue every item, complete, and drain."""
+    for item in items:
+        c.enqueue(item)
+    c.complete()
+    c.drain(WAIT)

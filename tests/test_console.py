@@ -7,7 +7,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,13 +17,11 @@ from rich.table import Table
 from ephemeral_actors import (
     CoordinatorOptions,
     CoordinatorRegistry,
-    KeyedWorkCoordinator,
     SignalBus,
-    WorkCoordinator,
     current_operation,
 )
 from ephemeral_actors.console import _Throughput, live_view, render_table, summary
-from tests.conftest import WAIT
+from tests.conftest import WAIT, run_all
 
 
 class SecretPayloadError(ValueError):
@@ -31,33 +29,9 @@ class SecretPayloadError(ValueError):
 
 
 @pytest.fixture
-def make() -> Iterator[Callable[..., Any]]:
-    made: list[Any] = []
-
-    def factory(
-        body: Callable[[Any], Any], *, key: Callable[[Any], Any] | None = None, **options: Any
-    ) -> Any:
-        opts = CoordinatorOptions(**options)
-        c = WorkCoordinator(body, opts) if key is None else KeyedWorkCoordinator(key, body, opts)
-        made.append(c)
-        return c
-
-    yield factory
-    for c in made:
-        c.close(timeout=WAIT)
-
-
-@pytest.fixture
 def bus() -> Iterator[SignalBus]:
     with SignalBus(name="console-test") as b:
         yield b
-
-
-def run_all(c: Any, items: list[Any]) -> None:
-    for item in items:
-        c.enqueue(item)
-    c.complete()
-    c.drain(WAIT)
 
 
 def body_with_failures(n: int) -> None:

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +22,6 @@ from ephemeral_actors import (
     CoordinatorOptions,
     CoordinatorRegistry,
     CoordinatorStats,
-    KeyedWorkCoordinator,
     OperationCancelledError,
     OperationSnapshot,
     SignalCancelledError,
@@ -37,36 +36,12 @@ from ephemeral_actors.metrics.prometheus import (
     register_coordinators,
 )
 from ephemeral_actors.testing import crash_worker
-from tests.conftest import WAIT
+from tests.conftest import WAIT, run_all
 
 
 @pytest.fixture
 def metrics() -> CollectorRegistry:
     return CollectorRegistry()
-
-
-@pytest.fixture
-def make() -> Iterator[Callable[..., Any]]:
-    made: list[Any] = []
-
-    def factory(
-        body: Callable[[Any], Any], *, key: Callable[[Any], Any] | None = None, **options: Any
-    ) -> Any:
-        opts = CoordinatorOptions(**options)
-        c = WorkCoordinator(body, opts) if key is None else KeyedWorkCoordinator(key, body, opts)
-        made.append(c)
-        return c
-
-    yield factory
-    for c in made:
-        c.close(timeout=WAIT)
-
-
-def run_all(c: Any, items: list[Any]) -> None:
-    for item in items:
-        c.enqueue(item)
-    c.complete()
-    c.drain(WAIT)
 
 
 def fails_on_multiples_of_five(n: int) -> None:

@@ -110,7 +110,7 @@ class KeyedCore(Core):
         return len(child.queue) if child is not None and child.queue else 0
 
     def _push_locked(self, op: Operation, item: Any) -> None:
-        key = op.raw_key
+        key = op._raw_key
         child = self.children.get(key)
         if child is None:
             child = self.children[key] = KeyChild.spawn(self, key)
@@ -163,7 +163,7 @@ class KeyedCore(Core):
         return dropped
 
     def _op_ended_locked(self, op: Operation) -> None:
-        child = self.children.get(op.raw_key)
+        child = self.children.get(op._raw_key)
         if child is None:  # pragma: no cover - a running key is never reaped
             return
         child.running -= 1

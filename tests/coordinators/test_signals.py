@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,37 +19,15 @@ from ephemeral_actors import (
     SignalCancelledError,
     SignalConstraints,
     SignalEvent,
-    WorkCoordinator,
     current_operation,
 )
-from tests.conftest import WAIT
-
-
-@pytest.fixture
-def make() -> Iterator[Callable[..., WorkCoordinator[Any]]]:
-    made: list[WorkCoordinator[Any]] = []
-
-    def factory(body: Callable[[Any], Any], **options: Any) -> WorkCoordinator[Any]:
-        c = WorkCoordinator(body, CoordinatorOptions(**options))
-        made.append(c)
-        return c
-
-    yield factory
-    for c in made:
-        c.close(timeout=WAIT)
+from tests.conftest import WAIT, run_all
 
 
 @pytest.fixture
 def bus() -> Iterator[SignalBus]:
     with SignalBus(name="test") as b:
         yield b
-
-
-def run_all(c: WorkCoordinator[Any], items: list[Any]) -> None:
-    for item in items:
-        c.enqueue(item)
-    c.complete()
-    c.drain(WAIT)
 
 
 def test_signals_are_recorded_in_emit_order_with_timestamps(make):

@@ -73,20 +73,6 @@ def invariant_holds(c: WorkCoordinator[Any]) -> bool:
     )
 
 
-@pytest.fixture
-def make() -> Iterator[Callable[..., WorkCoordinator[Any]]]:
-    made: list[WorkCoordinator[Any]] = []
-
-    def factory(body: Callable[[Any], Any], **options: Any) -> WorkCoordinator[Any]:
-        c = WorkCoordinator(body, CoordinatorOptions(**options))
-        made.append(c)
-        return c
-
-    yield factory
-    for c in made:
-        c.close(timeout=WAIT)
-
-
 # -- intake and order -------------------------------------------------------------------
 
 
