@@ -78,7 +78,7 @@ class Operation:
         self._cancel = False
         self._pinned = False
         self._in_window = False
-        self._signals: list[SignalEvent] | None = None
+        self._signals: tuple[SignalEvent, ...] | None = None
         self._reply: Any = None
         self._result: Any = None
         self._has_result = False

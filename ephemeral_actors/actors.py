@@ -22,11 +22,11 @@ from __future__ import annotations
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
-from ephemeral_actors._coordinators._core import Supervisor, WorkerActor
+from ephemeral_actors._coordinators._core import Supervisor
 from ephemeral_actors._coordinators._keyed import KeyChild
 from ephemeral_actors._dispatch import PoolActor
 
-__all__ = ["KeyChild", "PoolActor", "Supervisor", "SupervisorProxy", "WorkerActor"]
+__all__ = ["KeyChild", "PoolActor", "Supervisor", "SupervisorProxy"]
 
 
 class SupervisorProxy(ActorMemberMixin, pykka.ActorProxy[Supervisor]):

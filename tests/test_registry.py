@@ -294,6 +294,10 @@ def test_close_closes_every_created_coordinator_newest_first():
     for label in ("first", "second", "unused"):
         r.register(label, lambda _r, label=label: Recording(label, log))
     first, second = r.get("first"), r.get("second")
+    # SPEC 14: building starts no thread; the first item does.
+    assert not set(library_threads()) - before
+    first.enqueue(1)
+    second.enqueue(2)
     assert set(library_threads()) - before
     r.close(WAIT)
     assert log == ["second", "first"]

@@ -75,8 +75,7 @@ class CoordinatorBase(Generic[T]):
     def _start_source(self, source: object) -> None:
         core = self._core
         self._has_source = True
-        with core.lock:
-            core.source_open = True
+        core.set_source_open()
         if isinstance(source, AsyncIterable):
             core.uses_shared_loop()
             SHARED_LOOP.spawn(_feed_async(core, source))
@@ -189,53 +188,52 @@ class CoordinatorBase(Generic[T]):
     @property
     def pending_count(self) -> int:
         """Items accepted and not yet started."""
-        return self._core.npending
+        return self._core.view[0]  # type: ignore[no-any-return]
 
     @property
     def active_count(self) -> int:
         """Operations running now."""
-        return self._core.running
+        return self._core.view[1]  # type: ignore[no-any-return]
 
     @property
     def total_enqueued(self) -> int:
         """Items ever accepted."""
-        return self._core.enqueued
+        return self._core.view[2]  # type: ignore[no-any-return]
 
     @property
     def total_completed(self) -> int:
         """Operations that ended successfully."""
-        return self._core.completed
+        return self._core.view[3]  # type: ignore[no-any-return]
 
     @property
     def total_failed(self) -> int:
         """Operations whose body raised (cancellations are counted apart)."""
-        return self._core.failed
+        return self._core.view[4]  # type: ignore[no-any-return]
 
     @property
     def total_cancelled(self) -> int:
         """Items dropped by `cancel()` or a signal, and bodies that acknowledged cancellation."""
-        return self._core.cancelled
+        return self._core.view[5]  # type: ignore[no-any-return]
 
     @property
     def is_completed(self) -> bool:
         """True once intake is closed by `complete()`, `cancel()` or `close()`."""
-        return self._core.state is not CoordinatorState.RUNNING
+        return self._core.view[8] is not CoordinatorState.RUNNING
 
     @property
     def is_drained(self) -> bool:
         """True once completed with nothing pending or active."""
-        with self._core.lock:
-            return self._core.is_drained_locked()
+        return self._core.view[10]  # type: ignore[no-any-return]
 
     @property
     def is_paused(self) -> bool:
         """True while `pause()` holds new operations back."""
-        return self._core.paused
+        return self._core.view[7]  # type: ignore[no-any-return]
 
     @property
     def max_concurrency(self) -> int:
         """The current global concurrency limit."""
-        return self._core.limit
+        return self._core.view[6]  # type: ignore[no-any-return]
 
     @property
     def name(self) -> str:
@@ -285,8 +283,7 @@ class CoordinatorBase(Generic[T]):
     def get_snapshot(self) -> tuple[OperationSnapshot, ...]:
         """Every operation in the window, oldest first."""
         core = self._core
-        with core.lock:
-            return core.snapshot_locked(with_results=self._capture_results)
+        return core.snapshot(with_results=self._capture_results)
 
     def get_running(self) -> tuple[OperationSnapshot, ...]:
         """Operations in the window that have not ended."""
@@ -336,8 +333,7 @@ class CoordinatorBase(Generic[T]):
                 f"predicate must be callable or None, got {type(predicate).__name__} {predicate!r}"
             )
         core = self._core
-        with core.lock:
-            return core.signals_locked(predicate)
+        return core.signals(predicate)
 
     def get_signals_by_key(self, key: object) -> tuple[SignalEvent, ...]:
         """Signals emitted by operations of `key` (compared as `str(key)`)."""
@@ -452,7 +448,7 @@ class CoordinatorBase(Generic[T]):
 
     def _check_drainable(self) -> None:
         core = self._core
-        if core.state is CoordinatorState.RUNNING and not self._has_source:
+        if core.view[8] is CoordinatorState.RUNNING and not self._has_source:
             raise CoordinatorNotCompletedError(
                 f"drain() on coordinator {core.name!r} needs complete() first "
                 "(or a coordinator built with from_iterable)"

@@ -1,23 +1,24 @@
-"""The coordinator's state and its actors: supervisor, workers, and the dispatch path.
+"""The supervisor actor and the coordinator state it alone owns.
 
-Message flow (see docs/concepts.md for the picture):
+Message flow (docs/concepts.md draws it):
 
-* **Intake.** `enqueue` appends `(operation, item)` to the backlog under the core
-  lock and, if a worker slot is free and no worker is on its way, wakes an idle
-  worker actor with a `_Go` message (or starts one, up to `max_concurrency`).
-* **Work pulling.** A woken worker takes the next item under the lock, runs the
-  body with no lock held, then — in one lock hold — records the outcome and takes
-  the next item. A busy coordinator therefore costs one lock hold per item and no
-  message at all; messages flow only when workers go idle or wake. This is the
-  actor "work pulling" pattern with the pull done in shared memory, which is what
-  lets a tracked coordinator keep up with an untracked thread pool.
-* **Supervisor.** The supervisor actor owns the workers (starts them, replaces
-  dead ones and records their in-flight item as failed), delivers `on_sample`
-  callbacks one at a time, answers state queries and control messages, and
-  releases every waiter with `CoordinatorFaultedError` if it dies itself.
-
-The lock guards everything in `Core`; nothing slow (bodies, user callbacks,
-thread starts excepted) runs while it is held.
+* **Intake.** `enqueue` computes the key in the caller's thread, then posts one
+  `accept` message to the supervisor's mailbox. If the supervisor is idle the caller
+  runs its turn right there (see `ephemeral_actors._mailbox`): the item joins the
+  backlog, a worker slot is given out, and the `(operation, item)` pair is posted to
+  a worker's mailbox. The caller gets its operation id at the end of that turn.
+* **Workers.** A worker (a thread for plain bodies, a task on the event loop for
+  coroutine bodies) runs what its mailbox holds and posts each outcome back to the
+  supervisor. The worker that reports is idle again and, being awake, is the first
+  one the supervisor hands the next item to: a busy coordinator wakes no thread.
+* **Supervisor.** Only its turn writes the backlog, window, counters, worker set,
+  marks and waiters. Control calls, state queries, signal routing, timers and the
+  Pykka `tell`/`ask` messages of `ephemeral_actors.messages` are all messages to it.
+  At the end of every turn it publishes an immutable view (the counters) and answers
+  the requests of the turn, so a reader sees every write of a call that returned.
+* **Callbacks.** `on_sample` and observers run on the coordinator's callbacks actor
+  (a thread of its own, started with the first callback), never in the supervisor's
+  turn; it reports back when they returned, which is when `drain()` may return.
 """
 
 from __future__ import annotations
@@ -26,19 +27,19 @@ import asyncio
 import contextlib
 import enum
 import logging
-import queue
 import threading
 import time
 import types
 from collections import deque
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import pykka
+from pykka._envelope import Envelope
 
 from ephemeral_actors import messages as m
 from ephemeral_actors._coordinators._future import OutcomeFuture
+from ephemeral_actors._dispatch import DISPATCHER
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
     CoordinatorFaultedError,
@@ -49,6 +50,7 @@ from ephemeral_actors._errors import (
     WorkerCrashError,
 )
 from ephemeral_actors._ids import next_operation_id
+from ephemeral_actors._mailbox import CHECK_OWNERSHIP, Mailbox, Reply, check_owner
 from ephemeral_actors._operation import Operation, _current
 from ephemeral_actors._records import CoordinatorStats, OperationSnapshot, ResultSnapshot
 from ephemeral_actors._runtime import SHARED_LOOP
@@ -67,7 +69,8 @@ logger = logging.getLogger("ephemeral_actors")
 BLOCK: Final = 0
 FORCE: Final = 1
 TRY: Final = 2
-NOWAIT: Final = 3
+_TRY_OWN: Final = 3
+"""`TRY` from a body of the same coordinator: never refused for space (SPEC 15)."""
 
 _now = time.time
 """Wall clock for operation timestamps; tests replace it to move time without sleeping."""
@@ -101,43 +104,43 @@ class _InjectedWorkerCrash(BaseException):
     """Raised by `ephemeral_actors.testing.crash_worker()` inside a body."""
 
 
-# -- private messages --------------------------------------------------------------
+# -- requests: messages whose sender waits for the answer -----------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Go:
-    """Wake an idle worker: pull work until there is none."""
+class _Intake(Reply):
+    """One `enqueue`/`try_enqueue`/`submit`: the item travels to the supervisor in it."""
+
+    __slots__ = ("future", "item", "key", "mode", "raw_key")
+
+    def __init__(self, item: Any, future: Any, mode: int, key: str | None, raw_key: Any) -> None:
+        super().__init__()
+        self.item = item
+        self.future = future
+        self.mode = mode
+        self.key = key
+        self.raw_key = raw_key
 
 
-@dataclass(frozen=True, slots=True)
-class _Sample:
-    """An operation ended; call `on_sample` and settle it."""
+class _Call(Reply):
+    """A control call or state query: `fn(*args)` in the supervisor's turn."""
+
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        super().__init__()
+        self.fn = fn
+        self.args = args
 
 
-@dataclass(frozen=True, slots=True)
-class _WorkerDied:
-    worker: _WorkerBase
-    error: BaseException
+class _Wait(Reply):
+    """A `drain()` (idle=-1), wait-until-at-most-`idle`-running, or `until()` request."""
 
+    __slots__ = ("idle", "until")
 
-_GO = _Go()
-_SAMPLE = _Sample()
-
-
-class _ReplyAwareInbox(queue.Queue[Any]):
-    """A mailbox that remembers the envelope being handled.
-
-    Pykka stops an actor whose `tell` handler raises. The supervisor must survive
-    bad `tell`s from user actors, so it needs to know whether anyone waits for the
-    answer; the envelope's `reply_to` says so.
-    """
-
-    current: Any = None
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        envelope = super().get(block, timeout)
-        self.current = envelope
-        return envelope
+    def __init__(self, idle: int, until: Callable[[], bool] | None = None) -> None:
+        super().__init__()
+        self.idle = idle
+        self.until = until
 
 
 # -- replies (submit futures) ---------------------------------------------------------
@@ -199,215 +202,340 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-# -- workers -------------------------------------------------------------------------
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _is_coroutine_function(fn: Any) -> bool:
+    import inspect  # noqa: PLC0415
+
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+# -- workers ---------------------------------------------------------------------------
 
 
 class _WorkerBase:
-    """What the core needs of a worker, whatever it runs on."""
+    """A worker actor: a mailbox of `(operation, item)` pairs and something that runs it.
 
+    Only the supervisor posts to a worker (in its turn), so a post needs no lock;
+    `current` is the operation it was last given, for cancel requests and for
+    failing the item if the worker dies.
+    """
+
+    number = 0
     current: Operation | None = None
+    processed = 0
+    retired = False
 
-    def wake(self) -> None:
+    def post(self, entry: tuple[Operation, Any] | None) -> None:
         raise NotImplementedError
 
-    def stop(self) -> None:
-        """Ask the worker to stop once it has nothing running."""
+    def depth(self) -> int:
+        return 0
 
     def join(self, timeout: float | None) -> bool:  # noqa: ARG002
         """Wait for the worker's thread; True if it is gone."""
         return True
 
 
-class WorkerActor(pykka.ThreadingActor):
-    """A worker actor for sync bodies: one thread that pulls items from the core."""
-
-    use_daemon_thread = True
-
-    def __init__(self, handle: _ThreadWorker) -> None:
-        super().__init__()
-        self.handle = handle
-
-    def __repr__(self) -> str:
-        return f"<WorkerActor {self.handle.core.name}#{self.handle.number}>"
-
-    def _start_actor_loop(self) -> None:
-        handle = self.handle
-        handle.thread = threading.Thread(
-            target=self._actor_loop,
-            name=f"ephemeral-actors-{handle.core.name}-worker-{handle.number}",
-            daemon=True,
-        )
-        handle.thread.start()
-
-    def on_receive(self, message: Any) -> Any:
-        if message is _GO:
-            self.handle.core.run_sync_worker(self.handle)
-            return None
-        return super().on_receive(message)
-
-    def on_failure(self, *exc_info: Any) -> None:
-        error = exc_info[1] if exc_info[1] is not None else RuntimeError("worker died")
-        self.handle.core.report_worker_death(self.handle, error)
-
-
 class _ThreadWorker(_WorkerBase):
-    """The core's handle on one `WorkerActor`."""
+    """A worker actor for plain bodies: a thread that parks while its mailbox is empty."""
 
     def __init__(self, core: Core, number: int) -> None:
         self.core = core
         self.number = number
-        self.current: Operation | None = None
-        self.thread: threading.Thread | None = None
-        self.ref = WorkerActor.start(self)
+        self.current = None
+        self.inbox: deque[tuple[Operation, Any] | None] = deque()
+        self.parked = False
+        self.wakeup = threading.Lock()
+        self.wakeup.acquire()
+        self.thread = threading.Thread(
+            target=self.run,
+            name=f"ephemeral-actors-{core.name}-worker-{number}",
+            daemon=True,
+        )
+        self.thread.start()
 
-    def wake(self) -> None:
-        self.ref.tell(_GO)
+    def __repr__(self) -> str:
+        return f"<worker {self.core.name}#{self.number} queued={len(self.inbox)}>"
 
-    def stop(self) -> None:
-        if self.ref.is_alive():
-            with contextlib.suppress(pykka.ActorDeadError):
-                self.ref.stop(block=False)
+    def post(self, entry: tuple[Operation, Any] | None) -> None:
+        self.inbox.append(entry)
+        # Wake only on the edge: a worker that is running finds the entry itself.
+        if self.parked:
+            self.parked = False
+            # Released twice (the worker saw the entry before parking): a wake-up is
+            # already pending, and the worker re-checks its mailbox after any wake-up.
+            with contextlib.suppress(RuntimeError):
+                self.wakeup.release()
+
+    def depth(self) -> int:
+        return len(self.inbox)
+
+    def run(self) -> None:
+        inbox = self.inbox
+        core = self.core
+        run_one = core.run_one
+        post = core.mailbox.post
+        done = core._on_done
+        while True:
+            if not inbox:
+                self.parked = True
+                if not inbox:
+                    self.wakeup.acquire()
+                self.parked = False
+                continue
+            entry = inbox.popleft()
+            if entry is None:
+                return
+            op, item = entry
+            try:
+                outcome, error = run_one(op, item)
+            except WorkerCrashError as crash:
+                post((core._on_worker_died, (self, crash)))
+                return
+            self.processed += 1
+            post((done, (self, op, outcome, error)))
 
     def join(self, timeout: float | None) -> bool:
         thread = self.thread
-        if thread is None or thread is threading.current_thread():
+        if thread is threading.current_thread():
             return True
         thread.join(timeout)
         return not thread.is_alive()
 
 
 class _AsyncWorker(_WorkerBase):
-    """A worker for coroutine bodies: a task on the shared loop, no thread of its own."""
+    """A worker actor for coroutine bodies: a task on the loop while it has mail."""
 
     def __init__(self, core: Core, number: int) -> None:
         self.core = core
         self.number = number
-        self.current: Operation | None = None
+        self.current = None
+        self.inbox: deque[tuple[Operation, Any] | None] = deque()
+        self.scheduled = threading.Lock()  # test-and-set flag, as in _mailbox.Mailbox
 
-    def wake(self) -> None:
-        SHARED_LOOP.spawn(self.core.run_async_worker(self))
+    def __repr__(self) -> str:
+        return f"<async worker {self.core.name}#{self.number} queued={len(self.inbox)}>"
+
+    def post(self, entry: tuple[Operation, Any] | None) -> None:
+        if entry is None:
+            return  # a task ends when its mailbox is empty; nothing to stop
+        self.inbox.append(entry)
+        if self.scheduled.acquire(blocking=False):
+            SHARED_LOOP.spawn(self.run())
+
+    def depth(self) -> int:
+        return len(self.inbox)
+
+    async def run(self) -> None:
+        inbox = self.inbox
+        core = self.core
+        body = core.body
+        post = core.mailbox.post
+        done = core._on_done
+        capture = core.capture_results
+        while True:
+            while inbox:
+                entry = inbox.popleft()
+                assert entry is not None
+                op, item = entry
+                _current.set(op)
+                error: BaseException | None
+                try:
+                    result = await body(item)
+                except _InjectedWorkerCrash:
+                    _current.set(None)
+                    crash = WorkerCrashError("worker crash injected by testing.crash_worker()")
+                    self.scheduled.release()
+                    post((core._on_worker_died, (self, crash)))
+                    return
+                except BaseException as exc:
+                    outcome, error = core.failure(op, exc)
+                else:
+                    outcome, error = _COMPLETED, None
+                    if capture:
+                        op._result = result
+                        op._has_result = True
+                _current.set(None)
+                self.processed += 1
+                post((done, (self, op, outcome, error)))
+            self.scheduled.release()
+            if not inbox or not self.scheduled.acquire(blocking=False):
+                return
+
+
+# -- the callbacks actor ----------------------------------------------------------------
+
+
+class _Callbacks:
+    """Runs user callbacks (observers, `on_sample`) off the supervisor's turn.
+
+    A thread of its own, started with the first callback: a slow `on_sample` delays
+    only the next callback and `drain()`, never a control call, a read or dispatch.
+    """
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.inbox: deque[Operation | None] = deque()
+        self.parked = False
+        self.wakeup = threading.Lock()
+        self.wakeup.acquire()
+        self.processed = 0
+        self.thread = threading.Thread(
+            target=self.run, name=f"ephemeral-actors-{core.name}-callbacks", daemon=True
+        )
+        self.thread.start()
+
+    def post(self, op: Operation | None) -> None:
+        self.inbox.append(op)
+        if self.parked:
+            self.parked = False
+            with contextlib.suppress(RuntimeError):
+                self.wakeup.release()
+
+    def run(self) -> None:
+        inbox = self.inbox
+        core = self.core
+        while True:
+            if not inbox:
+                self.parked = True
+                if not inbox:
+                    self.wakeup.acquire()
+                self.parked = False
+                continue
+            op = inbox.popleft()
+            if op is None:
+                return
+            core.deliver_callbacks(op)
+            self.processed += 1
+            core.mailbox.post((core._on_settled, 1))
 
 
 # -- the supervisor actor -------------------------------------------------------------
 
 
-class Supervisor(pykka.ThreadingActor):
-    """The coordinator's supervisor actor: control, queries, sampling, supervision.
+class _Inbox:
+    """Pykka's view of the supervisor's mailbox: `tell`/`ask` envelopes become messages."""
+
+    __slots__ = ("core",)
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def put(self, envelope: Any, /) -> None:
+        self.core.mailbox.post(envelope)
+
+    def empty(self) -> bool:
+        return not len(self.core.mailbox)
+
+
+class Supervisor(pykka.Actor):
+    """The coordinator's supervisor actor: control, queries, supervision.
 
     Other actors talk to it with the messages of `ephemeral_actors.messages`, or
     through a proxy (`coordinator.proxy()`), whose methods mirror those messages.
+    It has no thread of its own: its turns run on the thread that finds it idle.
     A `tell` (or a proxy's `.defer()`) the coordinator rejects is logged, never
     raised: raising would stop the supervisor.
     """
 
-    use_daemon_thread = True
-
     def __init__(self, core: Core) -> None:
+        self._core = core  # before Actor.__init__, which builds the inbox
         super().__init__()
-        self._core = core
+
+    def _create_actor_inbox(self) -> Any:  # type: ignore[override]
+        return _Inbox(self._core)
 
     @staticmethod
-    def _create_actor_inbox() -> Any:
-        return _ReplyAwareInbox()
+    def _create_future() -> pykka.Future[Any]:
+        return OutcomeFuture()
 
     def _start_actor_loop(self) -> None:
-        self._core.supervisor_thread = thread = threading.Thread(
-            target=self._actor_loop,
-            name=f"ephemeral-actors-{self._core.name}-supervisor",
-            daemon=True,
-        )
-        thread.start()
+        # Turns run on the threads that post (and on the shared dispatcher when a turn
+        # runs long): nothing to start.
+        return
 
     def __repr__(self) -> str:
         return f"<Supervisor {self._core.name}>"
 
     def on_receive(self, message: Any) -> Any:
-        core = self._core
-        if message is _SAMPLE:
-            core.deliver_sample()
-            return None
-        if type(message) is _WorkerDied:
-            core.replace_worker(message.worker, message.error)
-            return None
-        if core.handle_private(message):
-            return None
-        return self._apply(message)
-
-    def _apply(self, message: Any) -> Any:
-        core = self._core
-        envelope = cast("_ReplyAwareInbox", self.actor_inbox).current
-        if envelope is not None and envelope.reply_to is not None:
-            return core.handle(message, from_actor=True)
-        # A tell has nobody to raise to, and raising would stop the supervisor.
-        try:
-            core.handle(message, from_actor=True)
-        except Exception:
-            logger.exception(f"coordinator {core.name!r} rejected {type(message).__name__}")
-        return None
+        return self._core.handle(message, from_actor=True)
 
     # Proxy surface: one method per public message.
 
     def enqueue(self, item: Any) -> int:
         """Accept `item` (past the backlog bound: an actor cannot wait); its op id."""
-        return cast("int", self._apply(m.Enqueue(item)))
+        return cast("int", self._core.handle(m.Enqueue(item), from_actor=True))
 
     def submit(self, item: Any) -> pykka.Future[Any]:
         """Accept `item`; a future of its outcome."""
-        return cast("pykka.Future[Any]", self._apply(m.Submit(item)))
+        return cast("pykka.Future[Any]", self._core.handle(m.Submit(item), from_actor=True))
 
     def stats(self) -> CoordinatorStats:
         """Every counter, read at one instant."""
-        return cast("CoordinatorStats", self._apply(m.GetStats()))
+        return self._core.stats_in_turn()
 
     def get_snapshot(self) -> tuple[OperationSnapshot, ...]:
         """The operation window, oldest first."""
-        return cast("tuple[OperationSnapshot, ...]", self._apply(m.GetSnapshot()))
+        return self._core.snapshot_in_turn(with_results=self._core.capture_results)
 
     def pause(self) -> None:
         """Stop starting new operations."""
-        self._apply(m.Pause())
+        self._core.handle(m.Pause(), from_actor=True)
 
     def resume(self) -> None:
         """Start operations again."""
-        self._apply(m.Resume())
+        self._core.handle(m.Resume(), from_actor=True)
 
     def complete(self) -> None:
         """Close intake; the backlog is still processed."""
-        self._apply(m.Complete())
+        self._core.handle(m.Complete(), from_actor=True)
 
     def cancel(self) -> None:
         """Close intake, drop the backlog, ask running operations to cancel."""
-        self._apply(m.Cancel())
+        self._core.handle(m.Cancel(), from_actor=True)
 
     def set_max_concurrency(self, limit: int) -> None:
         """Change the global concurrency limit."""
-        self._apply(m.SetMaxConcurrency(limit))
+        self._core.handle(m.SetMaxConcurrency(limit), from_actor=True)
 
     def pin(self, op_id: int) -> bool:
         """Protect an operation from window trims; True if found."""
-        return bool(self._apply(m.Pin(op_id)))
+        return bool(self._core.handle(m.Pin(op_id), from_actor=True))
 
     def unpin(self, op_id: int) -> bool:
         """Let an operation be trimmed again; True if found."""
-        return bool(self._apply(m.Unpin(op_id)))
+        return bool(self._core.handle(m.Unpin(op_id), from_actor=True))
 
     def evict(self, op_id: int) -> bool:
         """Drop an operation from the window now; True if found."""
-        return bool(self._apply(m.Evict(op_id)))
-
-    def on_failure(self, *exc_info: Any) -> None:
-        self._core.fault(exc_info[1])
+        return bool(self._core.handle(m.Evict(op_id), from_actor=True))
 
     def on_stop(self) -> None:
         if not self._core.closing:
             self._core.fault(None)
 
 
-# -- the core --------------------------------------------------------------------------
+_FIELDS_NOT_OWNED = frozenset(
+    {
+        # Set once while the core is built, or handles the facade keeps (not actor state).
+        "feeder",
+        "source_error",
+        "loop_refs",
+        "closed_event",
+    }
+)
 
 
 class Core:
-    """State shared by a coordinator's facade, supervisor and workers."""
+    """The supervisor's state and behaviour; every `_on_*` method runs in its turn."""
+
+    _built = False
 
     def __init__(
         self,
@@ -425,8 +553,8 @@ class Core:
         self.is_async = _is_coroutine_function(body)
         self.backend = options.backend
         if self.backend is not None and type(self.backend).__name__ != "InProcessBackend":
-            # A backend turns the body into a plain callable that runs it elsewhere and
-            # blocks its worker thread until the outcome is back.
+            # A backend turns the body into a callable that runs it elsewhere: a plain
+            # one blocks its worker thread, a coroutine function runs on the loop.
             body = self.backend.wrap(body, is_async=self.is_async)
             self.is_async = _is_coroutine_function(body)
         self.body = body
@@ -434,10 +562,9 @@ class Core:
         self.bound = options.max_tracked_operations
         self.lifetime = options.max_operation_lifetime
         self.on_sample = options.on_sample
+        self.max_restarts = getattr(options, "max_restarts", 10)
+        self.restart_window = getattr(options, "restart_window", 60.0)
 
-        self.lock = threading.Lock()
-        self.space = threading.Condition(self.lock)
-        self.settled_cv = threading.Condition(self.lock)
         self.state = CoordinatorState.RUNNING
         self.processing = True  # state in _PROCESSING, kept as a bool for the hot path
         self.closing = False
@@ -458,64 +585,173 @@ class Core:
         self.signals_dropped = 0
         self.signals_emitted = 0
         self.worker_restarts = 0
+        self.crashes: deque[float] = deque()
 
         self.workers: list[_WorkerBase] = []
         self.idle: list[_WorkerBase] = []
-        self.waking = 0
         self.worker_numbers = 0
-        self.space_waiters = 0
-        self.settle_waiters = 0
-        self.async_space: list[_AsyncReply] = []
-        self.async_settled: list[_AsyncReply] = []
-        self.samples = 0
+        self.space_waiters: deque[_Intake] = deque()
+        self.waiters: list[_Wait] = []
+        self.replies: list[Reply] = []
+        self.outcomes: list[tuple[Any, bool, Any]] = []
+        self.callbacks: _Callbacks | None = None
+        self.observers: tuple[Callable[[OperationSnapshot], None], ...] = ()
+        self.uses_dispatcher = False
 
         self.source_open = False
         self.source_error: BaseException | None = None
         self.feeder: threading.Thread | None = None
         self.loop_refs = 0
+        self.closed_event = threading.Event()
 
+        self.mailbox = Mailbox(self, self._receive, self._end_turn, self._handoff)
+        self.view: tuple[Any, ...] = ()
+        self._publish()
         if self.is_async:
             self.uses_shared_loop()
         from ephemeral_actors._coordinators._signaling import SignalRouter  # noqa: PLC0415
 
         self.router = SignalRouter(self, options)
-        self.supervisor_thread: threading.Thread | None = None
-        self.supervisor_ref: pykka.ActorRef[Supervisor] = Supervisor.start(self)
+        # The core holds the actor itself: an ActorRef only keeps a weak reference, and
+        # this actor has no thread to keep it alive.
+        self.supervisor = Supervisor(self)
+        self.supervisor_ref: pykka.ActorRef[Supervisor] = self.supervisor.actor_ref
+        pykka.ActorRegistry.register(self.supervisor_ref)
+        self._built = True
+
+    if CHECK_OWNERSHIP:
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if self._built and name not in _FIELDS_NOT_OWNED:
+                check_owner(self, f"Core.{name}")
+            object.__setattr__(self, name, value)
 
     def start(self) -> None:
         """Finish construction: things that may call back into a fully built core."""
         self.router.start()
-
-    def _set_state_locked(self, new: CoordinatorState) -> None:
-        """Move to `new`; states only move forward (FAULTED may still be CLOSED)."""
-        if _ORDER[new] < _ORDER[self.state]:
-            raise AssertionError(f"coordinator {self.name!r}: {self.state.value} -> {new.value}")
-        self.state = new
-        self.processing = new in _PROCESSING
 
     def uses_shared_loop(self) -> None:
         """Hold a reference on the shared event loop until `close()`."""
         SHARED_LOOP.acquire()
         self.loop_refs += 1
 
-    def source_finished(self) -> None:
-        """The `from_iterable` source ended (or raised): intake is complete."""
-        with self.lock:
-            self.source_open = False
-            if self.state is CoordinatorState.RUNNING:
-                self._set_state_locked(CoordinatorState.COMPLETING)
-            self._intake_closed_locked()
+    # -- the turn ----------------------------------------------------------------------
+
+    def _receive(self, message: Any) -> None:
+        """Handle one message (the mailbox calls this in the turn; it never raises)."""
+        if type(message) is tuple:
+            handler, arg = message
+            try:
+                handler(arg)
+            except BaseException as exc:
+                self._crashed(exc)
+            return
+        if type(message) is Envelope:
+            self._receive_envelope(message)
+            return
+        logger.error(f"coordinator {self.name!r}: unexpected message {message!r}")
+
+    def _receive_envelope(self, envelope: Envelope[Any]) -> None:
+        actor = self.supervisor
+        reply_to = envelope.reply_to
+        if actor.actor_stopped.is_set():
+            if reply_to is not None:
+                if isinstance(envelope.message, pykka.messages._ActorStop):
+                    reply_to.set(None)
+                    return
+                error = pykka.ActorDeadError(f"{actor.actor_ref} stopped")
+                reply_to.set_exception((pykka.ActorDeadError, error, None))
+            return
+        try:
+            response = actor._handle_receive(envelope.message)
+        except BaseException as exc:
+            if reply_to is not None:
+                reply_to.set_exception((type(exc), exc, exc.__traceback__))
+            else:
+                # A tell has nobody to raise to, and Pykka would stop the actor (or,
+                # for a BaseException, every actor in the process).
+                logger.exception(
+                    f"coordinator {self.name!r} rejected {type(envelope.message).__name__}"
+                )
+            return
+        if reply_to is not None:
+            reply_to.set(response)
+
+    def _crashed(self, error: BaseException) -> None:
+        """A handler raised: a bug in the supervisor. It dies, and the coordinator faults."""
+        logger.error(f"coordinator {self.name!r}: supervisor handler raised", exc_info=error)
+        with contextlib.suppress(BaseException):
+            actor = self.supervisor
+            if not actor.actor_stopped.is_set():
+                pykka.ActorRegistry.unregister(self.supervisor_ref)
+                actor.actor_stopped.set()
+        self._fault(error)
+
+    def _end_turn(self) -> None:
+        if self.waiters:
+            self._check_waiters()
+        self._publish()
+        replies = self.replies
+        if replies:
+            self.replies = []
+            for reply in replies:
+                reply._finish()
+        outcomes = self.outcomes
+        if outcomes:
+            self.outcomes = []
+            for future, ok, value in outcomes:
+                _resolve(future, ok, value)
+
+    def _publish(self) -> None:
+        # One tuple per turn, not per item: counters read from it are mutually consistent.
+        self.view = (
+            self.npending,
+            self.running,
+            self.enqueued,
+            self.completed,
+            self.failed,
+            self.cancelled,
+            self.limit,
+            self.paused,
+            self.state,
+            self.deferring,
+            self.is_drained_now(),
+        )
+
+    def _handoff(self, run: Callable[[], None]) -> None:
+        if not self.uses_dispatcher:
+            self.uses_dispatcher = True
+            DISPATCHER.acquire()
+        DISPATCHER.call_later(0.0, run)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` in the supervisor's turn and return its answer (an ask)."""
+        if self.mailbox.in_turn():
+            return fn(*args)
+        request = _Call(fn, args)
+        self.mailbox.post((self._on_call, request))
+        if not request.done:
+            request.wait(None)
+        return request.result()
+
+    def _on_call(self, request: _Call) -> None:
+        try:
+            request.value = request.fn(*request.args)
+        except Exception as exc:
+            request.error = exc
+        self.replies.append(request)
 
     # -- reading state -----------------------------------------------------------------
 
     def __repr__(self) -> str:
+        view = self.view
         return (
-            f"<{self.kind} {self.name!r} {self.state.value} pending={self.npending} "
-            f"active={self.running} completed={self.completed} failed={self.failed} "
-            f"cancelled={self.cancelled} limit={self.limit}>"
+            f"<{self.kind} {self.name!r} {view[8].value} pending={view[0]} "
+            f"active={view[1]} completed={view[3]} failed={view[4]} "
+            f"cancelled={view[5]} limit={view[6]}>"
         )
 
-    def is_drained_locked(self) -> bool:
+    def is_drained_now(self) -> bool:
         return (
             self.state is not CoordinatorState.RUNNING
             and not self.source_open
@@ -524,154 +760,213 @@ class Core:
         )
 
     def stats(self) -> CoordinatorStats:
-        with self.lock:
-            return CoordinatorStats(
-                name=self.name,
-                pending_count=self.npending,
-                active_count=self.running,
-                total_enqueued=self.enqueued,
-                total_completed=self.completed,
-                total_failed=self.failed,
-                total_cancelled=self.cancelled,
-                max_concurrency=self.limit,
-                tracked_operations=len(self.window),
-                signals_dropped=self.signals_dropped,
-                signals_emitted=self.signals_emitted,
-                worker_restarts=self.worker_restarts,
-                is_completed=self.state is not CoordinatorState.RUNNING,
-                is_drained=self.is_drained_locked(),
-                is_paused=self.paused,
-                is_deferred=self.deferring,
-            )
+        return cast("CoordinatorStats", self.call(self.stats_in_turn))
 
-    def closed_error_locked(self) -> Exception:
+    def stats_in_turn(self) -> CoordinatorStats:
+        if self.window:
+            self._trim(_now())
+        return CoordinatorStats(
+            name=self.name,
+            pending_count=self.npending,
+            active_count=self.running,
+            total_enqueued=self.enqueued,
+            total_completed=self.completed,
+            total_failed=self.failed,
+            total_cancelled=self.cancelled,
+            max_concurrency=self.limit,
+            tracked_operations=len(self.window),
+            signals_dropped=self.signals_dropped,
+            signals_emitted=self.signals_emitted,
+            worker_restarts=self.worker_restarts,
+            is_completed=self.state is not CoordinatorState.RUNNING,
+            is_drained=self.is_drained_now(),
+            is_paused=self.paused,
+            is_deferred=self.deferring,
+        )
+
+    def closed_error(self) -> Exception:
         if self.fault_error is not None:
             return self.fault_error
         return CoordinatorClosedError(
             f"coordinator {self.name!r} is {self.state.value} and accepts no more items"
         )
 
+    def in_own_body(self) -> bool:
+        """True if the calling code runs inside one of this coordinator's bodies or callbacks."""
+        op = _current.get()
+        if op is not None and op._core is self:
+            return True
+        callbacks = self.callbacks
+        return callbacks is not None and callbacks.thread is threading.current_thread()
+
     # -- intake ------------------------------------------------------------------------
 
     key_of: Callable[[Any], Any] | None = None
     """Keyed coordinators set this to their key selector."""
 
-    def accept(self, item: Any, reply: Any, timeout: float | None, mode: int) -> Operation | None:
-        """Accept `item` (the hot path of `enqueue`).
+    def accept(self, item: Any, future: Any, timeout: float | None, mode: int) -> Operation | None:
+        """Accept `item` (the hot path of `enqueue`): one message to the supervisor.
 
         `mode` is `BLOCK` (wait for backlog space, up to `timeout`), `FORCE` (accept past
-        the bound: actor messages, whose sender cannot wait), `TRY` (answer None
-        instead of waiting or raising; fair scheduling applies) or `NOWAIT` (like
-        `BLOCK`, but answer None instead of waiting: the asyncio path waits itself).
+        the bound: actor messages, whose sender must not wait) or `TRY` (answer None
+        instead of waiting or raising; fair scheduling applies). A body of this
+        coordinator never waits for, nor is refused, backlog space it would free itself.
         """
-        key = raw_key = None
-        keyer = self.key_of
-        if keyer is not None:
+        request = _Intake(item, future, mode, None, None)
+        if self.key_of is not None:
             try:
-                raw_key = keyer(item)  # a raising selector means the item is not accepted
+                self._keyed_intake(request)
             except Exception:
                 if mode == TRY:
                     return None
                 raise
-            key = str(raw_key)
-        with self.lock:
-            if self.state is not CoordinatorState.RUNNING:
-                if mode == TRY:
-                    return None
-                raise self.closed_error_locked()
-            if (
-                mode == TRY
-                and self.fair_threshold
-                and (self.key_pending_locked(raw_key) >= self.fair_threshold)
-            ):
-                return None
-            if self.npending >= self.bound:
-                if mode in (TRY, NOWAIT):
-                    return None
-                if mode == BLOCK:
-                    self._wait_for_space_locked(timeout)
-            op = Operation(self, next_operation_id(), key, raw_key)
-            op._reply = reply
-            self._push_locked(op, item)
-            self.enqueued += 1
-            self.unsettled += 1
-            if self.running + self.waking < self.limit and self.waking < self._ready_locked():
-                self._dispatch_locked()
-            return op
+        if (op := _current.get()) is not None and op._core is self:
+            request.mode = FORCE if mode == BLOCK else _TRY_OWN if mode == TRY else mode
+        self.mailbox.post((self._on_accept, request))
+        if not request.done and not request.wait(timeout):
+            self._withdraw(request)
+        return cast("Operation | None", request.result())
 
-    def _wait_for_space_locked(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self.space_waiters += 1
+    def _keyed_intake(self, request: _Intake) -> None:
+        """Compute the key of the request's item (in the sender's thread: user code)."""
+        keyer = self.key_of
+        if keyer is None:
+            return
+        raw_key = keyer(request.item)
         try:
-            while self.npending >= self.bound:
-                if self.state is not CoordinatorState.RUNNING:
-                    raise self.closed_error_locked()
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise CoordinatorFullError(
-                        f"coordinator {self.name!r} backlog stayed full "
-                        f"({self.bound} pending) for {timeout} s"
-                    )
-                self.space.wait(remaining)
-            if self.state is not CoordinatorState.RUNNING:
-                raise self.closed_error_locked()
-        finally:
-            self.space_waiters -= 1
+            hash(raw_key)
+        except TypeError as exc:
+            raise TypeError(
+                f"key_selector returned an unhashable key of type {type(raw_key).__name__}: "
+                "keys must be hashable"
+            ) from exc
+        request.raw_key = raw_key
+        request.key = str(raw_key)
 
-    async def accept_async(self, item: Any, reply: Any) -> Operation:
-        loop = asyncio.get_running_loop()
-        while True:
-            with self.lock:
-                if self.state is not CoordinatorState.RUNNING:
-                    raise self.closed_error_locked()
-                if self.npending < self.bound:
-                    waiter = None
-                else:
-                    waiter = _AsyncReply(loop, loop.create_future())
-                    self.async_space.append(waiter)
-            if waiter is None:
-                op = self.accept(item, reply, None, NOWAIT)
-                if op is not None:
-                    return op
-                continue  # another producer took the space between the check and now
-            await waiter.fut
+    async def accept_async(self, item: Any, future: Any) -> Operation:
+        request = _Intake(item, future, BLOCK, None, None)
+        self._keyed_intake(request)
+        if (op := _current.get()) is not None and op._core is self:
+            request.mode = FORCE
+        self.mailbox.post((self._on_accept, request))
+        try:
+            await request.wait_async()
+        except asyncio.CancelledError:
+            self._withdraw(request)
+            if request.error is None and request.value is not None:
+                return cast("Operation", request.value)  # accepted just before the cancel
+            raise
+        return cast("Operation", request.result())
 
-    def _space_freed_locked(self) -> None:
-        if self.space_waiters:
-            self.space.notify()
-        if self.async_space:
-            waiters, self.async_space = self.async_space, []
-            for waiter in waiters:
-                _resolve(waiter, True, None)
+    def _withdraw(self, request: _Intake) -> None:
+        """The sender stopped waiting: take its request back unless it was answered."""
+        self.call(self._on_withdraw, request)
+
+    def _on_withdraw(self, request: _Intake) -> None:
+        if request in self.space_waiters:
+            self.space_waiters.remove(request)
+            request.error = CoordinatorFullError(
+                f"coordinator {self.name!r} backlog stayed full ({self.bound} pending)"
+            )
+            request.done = True
+
+    def _on_accept(self, request: _Intake) -> None:
+        mode = request.mode
+        self.replies.append(request)
+        if self.state is not CoordinatorState.RUNNING:
+            if mode < TRY:
+                request.error = self.closed_error()
+            return
+        if (
+            mode >= TRY
+            and self.fair_threshold
+            and self.key_pending(request.raw_key) >= self.fair_threshold
+        ):
+            return
+        if self.npending >= self.bound and mode in (BLOCK, TRY):
+            if mode == TRY:
+                return
+            self.replies.pop()
+            self.space_waiters.append(request)
+            return
+        self._admit(request)
+
+    def _admit(self, request: _Intake) -> None:
+        op = Operation(self, next_operation_id(), request.key, request.raw_key)
+        future = request.future
+        if future is not None:
+            op._reply = future
+        self._push(op, request.item)
+        request.item = None  # the request outlives the turn; the item must not
+        self.enqueued += 1
+        self.unsettled += 1
+        request.value = op
+        if self.running < self.limit:
+            self._dispatch()
+
+    def _admit_waiting(self) -> None:
+        """Backlog space was freed: accept parked producers in arrival order."""
+        waiters = self.space_waiters
+        while waiters and self.npending < self.bound:
+            request = waiters.popleft()
+            self.replies.append(request)
+            self._admit(request)
+
+    def _release_space_waiters(self) -> None:
+        waiters = self.space_waiters
+        while waiters:
+            request = waiters.popleft()
+            request.item = None
+            request.error = self.closed_error()
+            self.replies.append(request)
 
     # -- dispatch ----------------------------------------------------------------------
 
-    def dispatch_locked(self) -> None:
-        """Wake (or start) workers for every item that may start now."""
-        self._dispatch_locked()
-
-    def request_cancel_running_locked(self) -> None:
+    def request_cancel_running(self) -> None:
         """Ask every running operation to cancel (cooperatively)."""
         for worker in self.workers:
-            if worker.current is not None:
-                worker.current._cancel = True
+            current = worker.current
+            if current is not None:
+                current._cancel = True
+            inbox = getattr(worker, "inbox", ())
+            for entry in inbox:
+                if entry is not None:
+                    entry[0]._cancel = True
 
-    def _cancel_present_locked(self) -> bool:
-        return bool(self.router.cancel_marks) and (
-            self.router.cancelling_signal_locked() is not None
-        )
+    def _cancel_present(self) -> bool:
+        return bool(self.router.cancel_marks) and self.router.cancelling_signal() is not None
 
-    def _dispatch_locked(self) -> None:
+    def _dispatch(self) -> None:
+        """Give every item that may start now to a worker."""
         if self.paused or not self.processing:
             return
-        if self.deferring and not self._cancel_present_locked():
+        if self.deferring and not self._cancel_present():
             return
-        while self.running + self.waking < self.limit and self.waking < self._ready_locked():
-            worker = self.idle.pop() if self.idle else self._new_worker_locked()
-            self.waking += 1
-            worker.wake()
+        while self.running < self.limit:
+            entry = self._pop()
+            if entry is None:
+                return
+            op = entry[0]
+            op._started = _now()
+            op._in_window = True
+            window = self.window
+            window[op.id] = op
+            self.running += 1
+            if len(window) > self.bound:
+                self._trim(op._started)
+            if self.space_waiters:
+                self._admit_waiting()
+            if self.router.cancel_marks:
+                signal = self.router.cancelling_signal()
+                if signal is not None:
+                    self._finish(op, _CANCELLED, SignalCancelledError(signal))
+                    op._ended = op._started
+                    continue
+            worker = self.idle.pop() if self.idle else self._new_worker()
+            worker.current = op
+            worker.post(entry)
 
-    def _new_worker_locked(self) -> _WorkerBase:
+    def _new_worker(self) -> _WorkerBase:
         self.worker_numbers += 1
         worker: _WorkerBase
         if self.is_async:
@@ -686,74 +981,42 @@ class Core:
     fair_threshold = 0
     """Keyed coordinators with fair scheduling: per-key pending bound for `try_enqueue`."""
 
-    def key_pending_locked(self, raw_key: Any) -> int:  # noqa: ARG002
+    def key_pending(self, raw_key: Any) -> int:  # noqa: ARG002
         return 0
 
-    def _push_locked(self, op: Operation, item: Any) -> None:
+    def _push(self, op: Operation, item: Any) -> None:
         self.pending.append((op, item))
         self.npending += 1
 
-    def _ready_locked(self) -> int:
-        """How many items could start now if slots were free."""
-        return self.npending
-
-    def _pop_locked(self) -> tuple[Operation, Any] | None:
+    def _pop(self) -> tuple[Operation, Any] | None:
         if self.npending:
             self.npending -= 1
             return self.pending.popleft()
         return None
 
-    def _take_all_locked(self) -> list[tuple[Operation, Any]]:
+    def _take_all(self) -> list[tuple[Operation, Any]]:
         dropped = list(self.pending)
         self.pending.clear()
         self.npending = 0
         return dropped
 
-    def _op_ended_locked(self, op: Operation) -> None:
+    def _op_ended(self, op: Operation) -> None:
         """Bookkeeping after an operation ended (per-key state in KeyedCore)."""
 
-    def _take_locked(self, worker: _WorkerBase) -> tuple[Operation, Any] | None:
-        while self.running < self.limit and not self.paused and self.processing:
-            # The life of an item: pause wait, cancel check, then defer wait. While a
-            # deferral holds, items are still taken if a cancel signal is present, so
-            # they are cancelled now rather than when the deferral ends.
-            if self.deferring and not self._cancel_present_locked():
-                break
-            entry = self._pop_locked()
-            if entry is None:
-                break
-            op = entry[0]
-            op._started = _now()
-            op._in_window = True
-            window = self.window
-            window[op.id] = op
-            self.running += 1
-            if len(window) > self.bound:
-                self._trim_locked(op._started)
-            if self.space_waiters or self.async_space:
-                self._space_freed_locked()
-            if self.router.cancel_marks:
-                signal = self.router.cancelling_signal_locked()
-                if signal is not None:
-                    self._finish_locked(op, _CANCELLED, SignalCancelledError(signal))
-                    op._ended = op._started
-                    continue
-            if self.running + self.waking < self.limit and self.waking < self._ready_locked():
-                # Keyed work can make more items ready than were woken for.
-                self._dispatch_locked()
-            # Under the lock, so cancel() cannot miss an item taken but not yet begun.
-            worker.current = op
-            return entry
-        self.idle.append(worker)
-        return None
+    # -- outcomes ----------------------------------------------------------------------
 
-    def _finish_locked(
-        self, op: Operation, outcome: int, error: BaseException | None, *, settle: bool = True
-    ) -> None:
-        """Record how `op` ended; with `settle=False` the caller calls `_ended_locked` later.
+    def _on_done(self, report: tuple[_WorkerBase, Operation, int, BaseException | None]) -> None:
+        worker, op, outcome, error = report
+        if worker.current is op:
+            worker.current = None
+        if op._outcome == _RUNNING:
+            self._finish(op, outcome, error)
+        if not worker.retired:
+            self.idle.append(worker)
+        self._dispatch()
 
-        Observers run between the two, so `drain()` returns only after they saw it.
-        """
+    def _finish(self, op: Operation, outcome: int, error: BaseException | None) -> None:
+        """Record how `op` ended; callbacks then settle it (or it settles now)."""
         reply = op._reply
         if error is None:
             op._finish(outcome, None, _now())
@@ -766,7 +1029,7 @@ class Core:
             twin = _copy_error(error)
             op._finish(outcome, _detach(twin) if twin is error else twin, _now())
         self.running -= 1
-        self._op_ended_locked(op)
+        self._op_ended(op)
         if outcome == _COMPLETED:
             self.completed += 1
         elif outcome == _FAILED:
@@ -776,16 +1039,24 @@ class Core:
         else:
             self.cancelled += 1
         if op._in_window:
-            self._trim_locked(op._ended or 0.0)
+            self._trim(op._ended or 0.0)
         if reply is not None:
+            # Resolved at the end of the turn, after the counters are published: whoever
+            # the future wakes reads counters that already include this operation.
             op._reply = None
             if outcome == _COMPLETED:
-                _resolve(reply, True, op._result if self.capture_results else None)
+                self.outcomes.append((reply, True, op._result if self.capture_results else None))
             else:
                 assert error is not None
-                _resolve(reply, False, error)
-        if settle:
-            self._ended_locked()
+                self.outcomes.append((reply, False, error))
+        if self.observers or self.on_sample is not None:
+            callbacks = self.callbacks
+            if callbacks is None and not self.closed_event.is_set():
+                callbacks = self.callbacks = _Callbacks(self)
+            if callbacks is not None:
+                callbacks.post(op)
+                return
+        self.unsettled -= 1
 
     def _log_failure(self, op: Operation) -> None:
         # The exception's message may quote the item, so only its type is logged; the
@@ -805,34 +1076,11 @@ class Core:
             },
         )
 
-    def _ended_locked(self) -> None:
-        if self.on_sample is not None:
-            self.samples += 1
-            try:
-                self.supervisor_ref.tell(_SAMPLE)
-            except pykka.ActorDeadError:
-                self.samples -= 1
-                self._settle_locked(1)
-        else:
-            self._settle_locked(1)
-
-    def _settle_locked(self, count: int) -> None:
+    def _on_settled(self, count: int) -> None:
         self.unsettled -= count
-        if (self.settle_waiters or self.async_settled) and (
-            self.unsettled == 0 or self.running == 0
-        ):
-            self._wake_settle_locked()
 
-    def _wake_settle_locked(self) -> None:
-        if self.settle_waiters:
-            self.settled_cv.notify_all()
-        if self.async_settled:
-            waiters, self.async_settled = self.async_settled, []
-            for waiter in waiters:
-                _resolve(waiter, True, None)
-
-    def _run_one(self, op: Operation, item: Any) -> tuple[int, BaseException | None]:
-        """Run a sync body with `op` current; returns (outcome, error)."""
+    def run_one(self, op: Operation, item: Any) -> tuple[int, BaseException | None]:
+        """Run a plain body with `op` current (on a worker thread); (outcome, error)."""
         token = _current.set(op)
         try:
             result = self.body(item)
@@ -845,7 +1093,7 @@ class Core:
         except _InjectedWorkerCrash:
             raise WorkerCrashError("worker crash injected by testing.crash_worker()") from None
         except BaseException as exc:
-            return self._failure(op, exc)
+            return self.failure(op, exc)
         finally:
             _current.reset(token)
         if self.capture_results:
@@ -854,92 +1102,48 @@ class Core:
         return _COMPLETED, None
 
     @staticmethod
-    def _failure(op: Operation, exc: BaseException) -> tuple[int, BaseException]:
+    def failure(op: Operation, exc: BaseException) -> tuple[int, BaseException]:
         if op._cancel and isinstance(exc, OperationCancelledError):
             return _CANCELLED, exc
         return _FAILED, exc
 
-    def run_sync_worker(self, worker: _ThreadWorker) -> None:
-        """The pull loop of a thread worker, run when it receives `_Go`."""
-        lock = self.lock
-        with lock:
-            self.waking -= 1
-            entry = self._take_locked(worker)
-        while entry is not None:
-            op, item = entry
-            outcome, error = self._run_one(op, item)
-            worker.current = None
-            observed = bool(self.observers)
-            with lock:
-                self._finish_locked(op, outcome, error, settle=not observed)
-                entry = self._take_locked(worker)
-            if observed:
-                self._notify_observers(op)
-
-    async def run_async_worker(self, worker: _AsyncWorker) -> None:
-        """The pull loop of a coroutine worker: a task on the shared loop."""
-        lock = self.lock
-        body = self.body
-        with lock:
-            self.waking -= 1
-            entry = self._take_locked(worker)
-        while entry is not None:
-            op, item = entry
-            _current.set(op)
-            result = None
-            error: BaseException | None
-            try:
-                result = await body(item)
-            except _InjectedWorkerCrash:
-                self.report_worker_death(
-                    worker, WorkerCrashError("worker crash injected by testing.crash_worker()")
-                )
-                return
-            except BaseException as exc:
-                outcome, error = self._failure(op, exc)
-            else:
-                outcome, error = _COMPLETED, None
-                if self.capture_results:
-                    op._result = result
-                    op._has_result = True
-            worker.current = None
-            _current.set(None)
-            observed = bool(self.observers)
-            with lock:
-                self._finish_locked(op, outcome, error, settle=not observed)
-                entry = self._take_locked(worker)
-            if observed:
-                self._notify_observers(op)
-
-    observers: tuple[Callable[[OperationSnapshot], None], ...] = ()
+    # -- callbacks (on the callbacks actor's thread) -------------------------------------
 
     def add_observer(self, callback: Callable[[OperationSnapshot], None]) -> None:
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-        with self.lock:
-            self.observers = (*self.observers, callback)
+        self.call(self._on_set_observers, (*self.observers, callback))
 
     def remove_observer(self, callback: Callable[[OperationSnapshot], None]) -> bool:
-        with self.lock:
-            kept = tuple(o for o in self.observers if o is not callback)
-            removed = len(kept) != len(self.observers)
-            self.observers = kept
-            return removed
+        kept = tuple(o for o in self.observers if o is not callback)
+        removed = len(kept) != len(self.observers)
+        self.call(self._on_set_observers, kept)
+        return removed
 
-    def _notify_observers(self, op: Operation) -> None:
-        """Tell observers an operation ended (no lock held), then settle it."""
-        snapshot = self._snapshot_of(op, with_results=False)
-        for observer in self.observers:
+    def _on_set_observers(self, observers: tuple[Callable[[OperationSnapshot], None], ...]) -> None:
+        self.observers = observers
+
+    def deliver_callbacks(self, op: Operation) -> None:
+        """Call the observers with `op`, then `on_sample` with the window."""
+        observers = self.observers
+        if observers:
+            snapshot = self.call(self._snapshot_of, op, False)
+            for observer in observers:
+                try:
+                    observer(snapshot)
+                except BaseException:
+                    logger.exception(f"observer of coordinator {self.name!r} raised")
+        callback = self.on_sample
+        if callback is not None:
+            window = self.call(self.snapshot_in_turn, False)
             try:
-                observer(snapshot)
+                callback(window)
             except BaseException:
-                logger.exception(f"observer of coordinator {self.name!r} raised")
-        with self.lock:
-            self._ended_locked()
+                logger.exception(f"on_sample of coordinator {self.name!r} raised")
 
     # -- window ------------------------------------------------------------------------
 
-    def _trim_locked(self, now: float) -> None:
+    def _trim(self, now: float) -> None:
         window = self.window
         excess = len(window) - self.bound
         lifetime = self.lifetime
@@ -957,14 +1161,15 @@ class Core:
         for op_id in victims:
             window.pop(op_id)._in_window = False
 
-    def snapshot_locked(self, *, with_results: bool) -> tuple[OperationSnapshot, ...]:
-        if self.window:
-            self._trim_locked(_now())
-        return tuple(
-            self._snapshot_of(op, with_results=with_results) for op in self.window.values()
-        )
+    def snapshot(self, *, with_results: bool) -> tuple[OperationSnapshot, ...]:
+        return cast("tuple[OperationSnapshot, ...]", self.call(self.snapshot_in_turn, with_results))
 
-    def _snapshot_of(self, op: Operation, *, with_results: bool) -> OperationSnapshot:
+    def snapshot_in_turn(self, with_results: bool) -> tuple[OperationSnapshot, ...]:
+        if self.window:
+            self._trim(_now())
+        return tuple(self._snapshot_of(op, with_results) for op in self.window.values())
+
+    def _snapshot_of(self, op: Operation, with_results: bool) -> OperationSnapshot:
         cached = op._snapshot
         if cached is not None and (type(cached) is ResultSnapshot) == with_results:
             return cached  # type: ignore[no-any-return]
@@ -992,6 +1197,20 @@ class Core:
             op._snapshot = snap
         return snap
 
+    def signals(
+        self, predicate: Callable[[SignalEvent], bool] | None = None
+    ) -> tuple[SignalEvent, ...]:
+        return cast("tuple[SignalEvent, ...]", self.call(self._signals_in_turn, predicate))
+
+    def _signals_in_turn(
+        self, predicate: Callable[[SignalEvent], bool] | None
+    ) -> tuple[SignalEvent, ...]:
+        from ephemeral_actors._coordinators._signaling import signals_in_window  # noqa: PLC0415
+
+        if self.window:
+            self._trim(_now())
+        return signals_in_window(self.window.values(), predicate)
+
     # -- control (the supervisor's message handlers) ------------------------------------
 
     def handle_private(self, message: Any) -> bool:  # noqa: ARG002
@@ -999,7 +1218,7 @@ class Core:
         return False
 
     def handle(self, message: Any, *, from_actor: bool = False) -> Any:
-        """Apply one public message; the facade and the supervisor both call this."""
+        """Apply one public message (in the turn when it came through Pykka)."""
         handler = _HANDLERS.get(type(message))
         if handler is None:
             raise TypeError(
@@ -1009,13 +1228,15 @@ class Core:
         return handler(self, message, from_actor)
 
     def pause(self) -> None:
-        with self.lock:
-            self.paused = True
+        self.call(self._on_pause, True)
 
     def resume(self) -> None:
-        with self.lock:
-            self.paused = False
-            self._dispatch_locked()
+        self.call(self._on_pause, False)
+
+    def _on_pause(self, paused: bool) -> None:
+        self.paused = paused
+        if not paused:
+            self._dispatch()
 
     def set_max_concurrency(self, limit: int) -> None:
         if not self.options.enable_dynamic_concurrency:
@@ -1023,141 +1244,173 @@ class Core:
                 f"coordinator {self.name!r} was built without enable_dynamic_concurrency=True"
             )
         check_int("max_concurrency", limit, minimum=1)
-        with self.lock:
-            self.limit = limit
-            self._dispatch_locked()
+        self.call(self._on_set_limit, limit)
+
+    def _on_set_limit(self, limit: int) -> None:
+        self.limit = limit
+        self._dispatch()
 
     def complete(self) -> None:
-        with self.lock:
-            if self.state is CoordinatorState.RUNNING:
-                self._set_state_locked(CoordinatorState.COMPLETING)
-                self._intake_closed_locked()
+        self.call(self._on_complete, None)
+
+    def _on_complete(self, _: object) -> None:
+        if self.state is CoordinatorState.RUNNING:
+            self._set_state(CoordinatorState.COMPLETING)
+            self._intake_closed()
+
+    def source_finished(self) -> None:
+        """The `from_iterable` source ended (or raised): intake is complete."""
+        self.call(self._on_source_finished, None)
+
+    def _on_source_finished(self, _: object) -> None:
+        self.source_open = False
+        self._on_complete(None)
+
+    def set_source_open(self) -> None:
+        self.call(self._on_source_open, None)
+
+    def _on_source_open(self, _: object) -> None:
+        self.source_open = True
 
     def cancel(self) -> None:
-        with self.lock:
-            if _ORDER[self.state] >= _ORDER[CoordinatorState.CANCELLED]:
-                return
-            self._set_state_locked(CoordinatorState.CANCELLED)
-            self._drop_backlog_locked(
-                lambda: OperationCancelledError(f"coordinator {self.name!r} was cancelled")
-            )
-            self.request_cancel_running_locked()
-            self._intake_closed_locked()
+        self.call(self._on_cancel, None)
 
-    def _drop_backlog_locked(self, make_error: Callable[[], BaseException]) -> None:
-        dropped = self._take_all_locked()
+    def _on_cancel(self, _: object) -> None:
+        if _ORDER[self.state] >= _ORDER[CoordinatorState.CANCELLED]:
+            return
+        self._set_state(CoordinatorState.CANCELLED)
+        self._drop_backlog(
+            lambda: OperationCancelledError(f"coordinator {self.name!r} was cancelled")
+        )
+        self.request_cancel_running()
+        self._intake_closed()
+
+    def _set_state(self, new: CoordinatorState) -> None:
+        """Move to `new`; states only move forward (FAULTED may still be CLOSED)."""
+        if _ORDER[new] < _ORDER[self.state]:
+            raise AssertionError(f"coordinator {self.name!r}: {self.state.value} -> {new.value}")
+        self.state = new
+        self.processing = new in _PROCESSING
+
+    def _drop_backlog(self, make_error: Callable[[], BaseException]) -> None:
+        dropped = self._take_all()
         for op, _item in dropped:
             op._outcome = _CANCELLED
             if op._reply is not None:
-                _resolve(op._reply, False, make_error())
+                self.outcomes.append((op._reply, False, make_error()))
                 op._reply = None
         self.cancelled += len(dropped)
-        if dropped:
-            self._settle_locked(len(dropped))
+        self.unsettled -= len(dropped)
 
-    def _intake_closed_locked(self) -> None:
-        self.space.notify_all()
-        if self.async_space:
-            waiters, self.async_space = self.async_space, []
-            for waiter in waiters:
-                _resolve(waiter, True, None)
-        self._wake_settle_locked()
+    def _intake_closed(self) -> None:
+        self._release_space_waiters()
 
     def set_pinned(self, op_id: int, pinned: bool) -> bool:
         check_int("op_id", op_id, minimum=1)
-        with self.lock:
-            op = self.window.get(op_id)
-            if op is None:
-                return False
-            op._pinned = pinned
-            op._snapshot = None
-            if not pinned:
-                self._trim_locked(_now())
-            return True
+        return cast("bool", self.call(self._on_pin, op_id, pinned))
+
+    def _on_pin(self, op_id: int, pinned: bool) -> bool:
+        op = self.window.get(op_id)
+        if op is None:
+            return False
+        op._pinned = pinned
+        op._snapshot = None
+        if not pinned:
+            self._trim(_now())
+        return True
 
     def evict(self, op_id: int) -> bool:
         check_int("op_id", op_id, minimum=1)
-        with self.lock:
-            op = self.window.pop(op_id, None)
-            if op is None:
-                return False
-            op._in_window = False
-            return True
+        return cast("bool", self.call(self._on_evict, op_id))
 
-    # -- draining and closing ----------------------------------------------------------
+    def _on_evict(self, op_id: int) -> bool:
+        op = self.window.pop(op_id, None)
+        if op is None:
+            return False
+        op._in_window = False
+        return True
 
-    def settled_locked(self) -> bool:
-        return self.is_drained_locked() and self.unsettled == 0
+    # -- waiting -----------------------------------------------------------------------
+
+    def _check_waiters(self) -> None:
+        settled = self.is_drained_now() and self.unsettled == 0
+        kept: list[_Wait] = []
+        for waiter in self.waiters:
+            if waiter.until is not None:
+                if not waiter.until():
+                    kept.append(waiter)
+                    continue
+            elif self.fault_error is not None:
+                waiter.error = self.fault_error
+            elif not (settled if waiter.idle < 0 else self.running <= waiter.idle):
+                kept.append(waiter)
+                continue
+            self.replies.append(waiter)
+        self.waiters = kept
+
+    def _on_wait(self, waiter: _Wait) -> None:
+        self.waiters.append(waiter)  # answered at the end of this turn if already true
+
+    def _on_forget_wait(self, waiter: _Wait) -> None:
+        if waiter in self.waiters:
+            self.waiters.remove(waiter)
+
+    def _check_self_wait(self, what: str) -> None:
+        if self.in_own_body():
+            raise RuntimeError(
+                f"{what} called from inside coordinator {self.name!r}'s own body or "
+                "callback would wait for itself"
+            )
 
     def wait_settled(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self.lock:
-            self.settle_waiters += 1
-            try:
-                while not self.settled_locked():
-                    if self.fault_error is not None:
-                        raise self.fault_error
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise TimeoutError(
-                            f"coordinator {self.name!r} did not drain within {timeout} s "
-                            f"({self.npending} pending, {self.running} active)"
-                        )
-                    self.settled_cv.wait(remaining)
-            finally:
-                self.settle_waiters -= 1
+        self._check_self_wait("drain()")
+        waiter = _Wait(-1)
+        self.mailbox.post((self._on_wait, waiter))
+        if not waiter.wait(timeout):
+            self.call(self._on_forget_wait, waiter)
+            if not waiter.done:
+                view = self.view
+                raise TimeoutError(
+                    f"coordinator {self.name!r} did not drain within {timeout} s "
+                    f"({view[0]} pending, {view[1]} active)"
+                )
+        waiter.result()
 
     async def wait_settled_async(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            with self.lock:
-                if self.fault_error is not None:
-                    raise self.fault_error
-                if self.settled_locked():
-                    return
-                waiter = _AsyncReply(loop, loop.create_future())
-                self.async_settled.append(waiter)
-            await waiter.fut
+        self._check_self_wait("drain_async()")
+        waiter = _Wait(-1)
+        self.mailbox.post((self._on_wait, waiter))
+        try:
+            await waiter.wait_async()
+        except asyncio.CancelledError:
+            self.call(self._on_forget_wait, waiter)
+            raise
+        waiter.result()
 
     def wait_idle(self, deadline: float | None, own: int) -> bool:
         """Wait until at most `own` operations run (the caller's own); True if reached."""
-        with self.lock:
-            self.settle_waiters += 1
-            try:
-                while self.running > own:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return False
-                    self.settled_cv.wait(remaining)
-                return True
-            finally:
-                self.settle_waiters -= 1
+        waiter = _Wait(own)
+        self.mailbox.post((self._on_wait, waiter))
+        if waiter.wait(_remaining(deadline)):
+            return True
+        self.call(self._on_forget_wait, waiter)
+        return waiter.done
+
+    def wait_for(self, until: Callable[[], bool], deadline: float | None) -> bool:
+        """Wait until `until()` (evaluated in the turn) is true; False at `deadline`."""
+        waiter = _Wait(0, until)
+        self.mailbox.post((self._on_wait, waiter))
+        if waiter.wait(_remaining(deadline)):
+            return True
+        self.call(self._on_forget_wait, waiter)
+        return waiter.done
 
     # -- supervision -------------------------------------------------------------------
 
-    def deliver_sample(self) -> None:
-        """Call `on_sample` with the window (on the supervisor thread), then settle."""
-        callback = self.on_sample
-        with self.lock:
-            self.samples -= 1
-            window = self.snapshot_locked(with_results=False)
-        try:
-            if callback is not None:
-                callback(window)
-        except BaseException:
-            logger.exception(f"on_sample of coordinator {self.name!r} raised")
-        with self.lock:
-            self._settle_locked(1)
-
-    def report_worker_death(self, worker: _WorkerBase, error: BaseException) -> None:
-        try:
-            self.supervisor_ref.tell(_WorkerDied(worker, error))
-        except pykka.ActorDeadError:
-            self.replace_worker(worker, error)
-
-    def replace_worker(self, actor_or_worker: _WorkerBase, error: BaseException) -> None:
+    def _on_worker_died(self, report: tuple[_WorkerBase, BaseException]) -> None:
         """Forget a dead worker, fail its in-flight item, and start work again."""
-        op = getattr(actor_or_worker, "current", None)
+        worker, error = report
+        op = worker.current
         logger.error(
             "coordinator %r: worker died (%s); replacing it",
             self.name,
@@ -1170,27 +1423,46 @@ class Core:
                 "event": "worker.restarted",
             },
         )
-        with self.lock:
-            worker = actor_or_worker
-            if worker not in self.workers:
-                return
-            self.workers.remove(worker)
-            if worker in self.idle:
-                self.idle.remove(worker)
-            op = worker.current
-            failed = op is not None and op._outcome == _RUNNING
-            observed = failed and bool(self.observers)
-            if failed:
-                assert op is not None
-                self._finish_locked(op, _FAILED, _detach(error), settle=not observed)
-            self.worker_restarts += 1
-            self._dispatch_locked()
-        if observed:
-            assert op is not None
-            self._notify_observers(op)
+        if worker.retired:
+            return
+        worker.retired = True
+        self.retired_processed += worker.processed
+        self.workers.remove(worker)
+        if worker in self.idle:
+            self.idle.remove(worker)
+        # Items already in the dead worker's mailbox go back to the front of the backlog.
+        inbox = getattr(worker, "inbox", None)
+        if inbox:
+            for entry in reversed(inbox):
+                if entry is not None and entry[0]._outcome == _RUNNING:
+                    self._finish(entry[0], _FAILED, _detach(WorkerCrashError("worker died")))
+            inbox.clear()
+        if op is not None and op._outcome == _RUNNING:
+            self._finish(op, _FAILED, _detach(error))
+        self.worker_restarts += 1
+        now = time.monotonic()
+        crashes = self.crashes
+        crashes.append(now)
+        while crashes and crashes[0] < now - self.restart_window:
+            crashes.popleft()
+        if len(crashes) > self.max_restarts:
+            self._fault(
+                WorkerCrashError(
+                    f"{len(crashes)} worker crashes within {self.restart_window} s "
+                    f"(max_restarts={self.max_restarts})"
+                )
+            )
+            return
+        self._dispatch()
 
     def fault(self, error: BaseException | None) -> None:
         """The supervisor died: release every waiter with `CoordinatorFaultedError`."""
+        if self.mailbox.in_turn():
+            self._fault(error)
+        else:
+            self.call(self._fault, error)
+
+    def _fault(self, error: BaseException | None) -> None:
         cause = f": {error!r}" if error is not None else ""
         fault = CoordinatorFaultedError(f"supervisor of coordinator {self.name!r} died{cause}")
         logger.error(
@@ -1205,36 +1477,60 @@ class Core:
                 "event": "supervisor.faulted",
             },
         )
-        with self.lock:
-            if self.state is CoordinatorState.CLOSED or self.fault_error is not None:
-                return
-            self.fault_error = fault
-            self._set_state_locked(CoordinatorState.FAULTED)
-            self._drop_backlog_locked(lambda: CoordinatorFaultedError(str(fault)))
-            # Samples still queued for the dead supervisor will never be delivered.
-            if self.samples:
-                self._settle_locked(self.samples)
-                self.samples = 0
-            self.on_sample = None
-            self._intake_closed_locked()
+        if self.state is CoordinatorState.CLOSED or self.fault_error is not None:
+            return
+        self.fault_error = fault
+        self._set_state(CoordinatorState.FAULTED)
+        self._drop_backlog(lambda: CoordinatorFaultedError(str(fault)))
+        self.on_sample = None
+        self.observers = ()
+        self._intake_closed()
+
+    @property
+    def is_faulted(self) -> bool:
+        return self.view[8] is CoordinatorState.FAULTED or self.fault_error is not None
 
     def close(self, timeout: float | None) -> bool:
-        """Stop everything; False if another call already closed (or is closing)."""
+        """Stop everything; False if another call closed it (having waited for that)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.lock:
-            if self.closing:
-                return False
-            self.closing = True
+        first = self.call(self._on_begin_close, None)
+        if not first:
+            if not self.in_own_body():
+                self.closed_event.wait(_remaining(deadline))
+            return False
+        if self.in_own_body():
+            # Waiting here would wait for ourselves: cancel now, finish on a thread of
+            # ours that ends once the running bodies (this one included) have returned.
+            self.cancel()
+            threading.Thread(
+                target=self._finish_close,
+                args=(None,),
+                name=f"ephemeral-actors-{self.name}-closer",
+                daemon=True,
+            ).start()
+            return True
+        self._finish_close(deadline)
+        return True
+
+    def _on_begin_close(self, _: object) -> bool:
+        if self.closing:
+            return False
+        self.closing = True
+        return True
+
+    def _finish_close(self, deadline: float | None) -> None:
         try:
             self._close(deadline)
         finally:
             # Whatever failed on the way, the shared runtime references are returned
             # and the state says closed, so nothing leaks and queries keep answering.
-            with self.lock:
-                if self.state is not CoordinatorState.CLOSED:
-                    self._set_state_locked(CoordinatorState.CLOSED)
+            self.call(self._on_closed, None)
             self._release_runtime(deadline)
-        return True
+            self.closed_event.set()
+
+    def _on_closed(self, _: object) -> None:
+        if self.state is not CoordinatorState.CLOSED:
+            self._set_state(CoordinatorState.CLOSED)
 
     def _release_runtime(self, deadline: float | None) -> None:
         """Return this coordinator's references on the process-wide runtime (once)."""
@@ -1244,25 +1540,33 @@ class Core:
                 loop_thread.join(_remaining(deadline))
         self.loop_refs = 0
 
+    def _on_stop_workers(self, _: object) -> list[_WorkerBase]:
+        workers = list(self.workers)
+        for worker in workers:
+            worker.post(None)
+        callbacks = self.callbacks
+        if callbacks is not None:
+            callbacks.post(None)
+        return workers
+
     def _close(self, deadline: float | None) -> None:
         self.cancel()
         own = 1 if (op := _current.get()) is not None and op._core is self else 0
         if not self.wait_idle(deadline, own):
             logger.warning(
-                f"coordinator {self.name!r}: close() abandoned {self.running - own} running "
+                f"coordinator {self.name!r}: close() abandoned {self.view[1] - own} running "
                 "operation(s) that did not return in time; their threads end when they return"
             )
-        with self.lock:
-            workers = list(self.workers)
-        for worker in workers:
-            worker.stop()
-        sup_thread = self.supervisor_thread
-        if self.supervisor_ref.is_alive():
-            self.supervisor_ref.stop(block=False)
+        workers: list[_WorkerBase] = self.call(self._on_stop_workers, None)
+        actor = self.supervisor
+        if not actor.actor_stopped.is_set():
+            with contextlib.suppress(pykka.ActorDeadError):
+                self.supervisor_ref.stop(block=True, timeout=_remaining(deadline))
         for worker in workers:
             worker.join(_remaining(deadline))
-        if sup_thread is not None and sup_thread is not threading.current_thread():
-            sup_thread.join(_remaining(deadline))
+        callbacks = self.callbacks
+        if callbacks is not None and callbacks.thread is not threading.current_thread():
+            callbacks.thread.join(_remaining(deadline))
         feeder = self.feeder
         if feeder is not None and feeder is not threading.current_thread():
             feeder.join(_remaining(deadline))
@@ -1280,6 +1584,15 @@ class Core:
                 logger.exception(f"coordinator {self.name!r}: closing its backend failed")
         for ending in self.router.close(deadline):
             ending.join(_remaining(deadline))
+        if self.uses_dispatcher:
+            for thread in self.call(self._on_release_dispatcher, None):
+                thread.join(_remaining(deadline))
+
+    def _on_release_dispatcher(self, _: object) -> list[threading.Thread]:
+        if not self.uses_dispatcher:
+            return []
+        self.uses_dispatcher = False
+        return DISPATCHER.release()
 
     # -- signals (filled in by the signals layer) --------------------------------------
 
@@ -1288,41 +1601,58 @@ class Core:
     ) -> bool:
         return self.router.emit(op, name, cause)
 
-    def signals_locked(
-        self, predicate: Callable[[SignalEvent], bool] | None = None
-    ) -> tuple[SignalEvent, ...]:
-        from ephemeral_actors._coordinators._signaling import signals_in_window  # noqa: PLC0415
-
-        if self.window:
-            self._trim_locked(_now())
-        return signals_in_window(self.window.values(), predicate)
-
     def retract_signals(self, op: Operation, predicate: Callable[[str], bool]) -> int:
-        with self.lock:
-            signals = op._signals
-            if not signals:
-                return 0
-            kept = [e for e in signals if not predicate(e.signal)]
-            removed = len(signals) - len(kept)
+        # The running operation's signals belong to its body (the worker's turn); the
+        # tuple is replaced whole, so the supervisor always reads a consistent one.
+        signals = op._signals
+        if not signals:
+            return 0
+        kept = tuple(e for e in signals if not predicate(e.signal))
+        removed = len(signals) - len(kept)
+        if removed:
             op._signals = kept
             op._snapshot = None
-            return removed
+        return removed
 
+    # -- actor statistics --------------------------------------------------------------
 
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
+    def actor_stats_in_turn(self) -> list[tuple[str, int, int, int]]:
+        workers = self.workers
+        rows = [
+            (
+                "supervisor",
+                0 if self.closed_event.is_set() else 1,
+                len(self.mailbox),
+                self.mailbox.processed,
+            ),
+            (
+                "worker",
+                len(workers),
+                sum(w.depth() for w in workers),
+                sum(w.processed for w in workers) + self.retired_processed,
+            ),
+        ]
+        callbacks = self.callbacks
+        rows.append(
+            (
+                "callbacks",
+                1 if callbacks is not None and callbacks.thread.is_alive() else 0,
+                len(callbacks.inbox) if callbacks is not None else 0,
+                callbacks.processed if callbacks is not None else 0,
+            )
+        )
+        return rows
 
-
-def _is_coroutine_function(fn: Any) -> bool:
-    import inspect  # noqa: PLC0415
-
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
+    retired_processed = 0
 
 
 def _handle_enqueue(core: Core, msg: m.Enqueue, from_actor: bool) -> int:
+    if core.mailbox.in_turn():
+        request = _Intake(msg.item, None, FORCE, None, None)
+        core._keyed_intake(request)
+        core._on_accept(request)
+        core.replies.remove(request)
+        return cast("Operation", request.result()).id
     op = core.accept(msg.item, None, None, FORCE if from_actor else BLOCK)
     assert op is not None
     return op.id
@@ -1330,19 +1660,25 @@ def _handle_enqueue(core: Core, msg: m.Enqueue, from_actor: bool) -> int:
 
 def _handle_submit(core: Core, msg: m.Submit, from_actor: bool) -> pykka.Future[Any]:
     future: pykka.Future[Any] = OutcomeFuture()
+    if core.mailbox.in_turn():
+        request = _Intake(msg.item, future, FORCE, None, None)
+        core._keyed_intake(request)
+        core._on_accept(request)
+        core.replies.remove(request)
+        request.result()
+        return future
     core.accept(msg.item, future, None, FORCE if from_actor else BLOCK)
     return future
 
 
 def _handle_stats(core: Core, _msg: m.GetStats, _from_actor: bool) -> CoordinatorStats:
-    return core.stats()
+    return core.call(core.stats_in_turn)  # type: ignore[no-any-return]
 
 
 def _handle_snapshot(
     core: Core, _msg: m.GetSnapshot, _from_actor: bool
 ) -> tuple[OperationSnapshot, ...]:
-    with core.lock:
-        return core.snapshot_locked(with_results=core.capture_results)
+    return core.call(core.snapshot_in_turn, core.capture_results)  # type: ignore[no-any-return]
 
 
 _HANDLERS: dict[type, Callable[[Core, Any, bool], Any]] = {

@@ -42,19 +42,12 @@ class GetKeyState:
     """Ask a `KeyChild` for `(pending, running)` of its key."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Reap:
-    """Timer → supervisor: stop the children of keys idle for too long."""
-
-
-_REAP = _Reap()
-
-
 class KeyChild(PoolActor):
     """The child actor of one key: its FIFO queue and running count.
 
-    The queue is guarded by the coordinator's lock (workers pull from it), so the
-    child answers state queries and holds the key's identity and lifecycle.
+    The queue and count are still written in the supervisor's turn (the supervisor
+    owns its children's registry and, for now, their queues); the child answers state
+    queries and holds the key's identity and lifecycle.
     """
 
     __slots__ = ("core", "idle_since", "in_ready", "key", "queue", "running")
@@ -70,8 +63,8 @@ class KeyChild(PoolActor):
 
     def on_receive(self, message: Any) -> Any:
         if type(message) is GetKeyState:
-            with self.core.lock:
-                return (len(self.queue) if self.queue else 0, self.running)
+            queue = self.queue
+            return (len(queue) if queue else 0, self.running)
         return super().on_receive(message)
 
     def __repr__(self) -> str:
@@ -105,11 +98,11 @@ class KeyedCore(Core):
         super().__init__(body, options, kind="keyed")
         DISPATCHER.acquire()
 
-    def key_pending_locked(self, raw_key: Any) -> int:
+    def key_pending(self, raw_key: Any) -> int:
         child = self.children.get(raw_key)
         return len(child.queue) if child is not None and child.queue else 0
 
-    def _push_locked(self, op: Operation, item: Any) -> None:
+    def _push(self, op: Operation, item: Any) -> None:
         key = op._raw_key
         child = self.children.get(key)
         if child is None:
@@ -125,10 +118,7 @@ class KeyedCore(Core):
             child.in_ready = True
             self.ready.append(child)
 
-    def _ready_locked(self) -> int:
-        return len(self.ready)
-
-    def _pop_locked(self) -> tuple[Operation, Any] | None:
+    def _pop(self) -> tuple[Operation, Any] | None:
         ready = self.ready
         while ready:
             child = ready.popleft()
@@ -148,7 +138,7 @@ class KeyedCore(Core):
             return entry
         return None
 
-    def _take_all_locked(self) -> list[tuple[Operation, Any]]:
+    def _take_all(self) -> list[tuple[Operation, Any]]:
         dropped: list[tuple[Operation, Any]] = []
         now = time.monotonic()
         for child in self.children.values():
@@ -156,13 +146,13 @@ class KeyedCore(Core):
                 dropped.extend(child.queue)
                 child.queue = None
                 if child.running == 0:
-                    self._went_idle_locked(child, now)
+                    self._went_idle(child, now)
             child.in_ready = False
         self.ready.clear()
         self.npending = 0
         return dropped
 
-    def _op_ended_locked(self, op: Operation) -> None:
+    def _op_ended(self, op: Operation) -> None:
         child = self.children.get(op._raw_key)
         if child is None:  # pragma: no cover - a running key is never reaped
             return
@@ -172,9 +162,9 @@ class KeyedCore(Core):
                 child.in_ready = True
                 self.ready.append(child)
         elif child.running == 0:
-            self._went_idle_locked(child, time.monotonic())
+            self._went_idle(child, time.monotonic())
 
-    def _went_idle_locked(self, child: KeyChild, now: float) -> None:
+    def _went_idle(self, child: KeyChild, now: float) -> None:
         child.idle_since = now
         self.idle_keys[child.key] = child
         if self.reap_timer is None and not self.closing:
@@ -183,50 +173,53 @@ class KeyedCore(Core):
     # -- reaping ---------------------------------------------------------------------------
 
     def _reap_due(self) -> None:
-        """Timer callback (a dispatcher thread): the supervisor owns its children."""
-        try:
-            self.supervisor_ref.tell(_REAP)
-        except Exception:
-            with self.lock:
-                self.reap_timer = None
+        """Timer callback (a dispatcher thread): timers are messages to the owner."""
+        self.mailbox.post((self._on_reap, None))
 
-    def reap_idle(self) -> int:
+    def _on_reap(self, _: object) -> int:
         """Stop the children of keys idle for `key_idle_timeout`; return how many."""
         reaped: list[KeyChild] = []
-        with self.lock:
-            self.reap_timer = None
-            cutoff = time.monotonic() - self.idle_timeout
-            idle = self.idle_keys
-            while idle:
-                key, child = next(iter(idle.items()))
-                if child.idle_since > cutoff:
-                    delay = child.idle_since - cutoff
-                    if not self.closing:
-                        self.reap_timer = DISPATCHER.call_later(delay, self._reap_due)
-                    break
-                del idle[key]
-                del self.children[key]
-                reaped.append(child)
+        self.reap_timer = None
+        cutoff = time.monotonic() - self.idle_timeout
+        idle = self.idle_keys
+        while idle:
+            key, child = next(iter(idle.items()))
+            if child.idle_since > cutoff:
+                delay = child.idle_since - cutoff
+                if not self.closing:
+                    self.reap_timer = DISPATCHER.call_later(delay, self._reap_due)
+                break
+            del idle[key]
+            del self.children[key]
+            reaped.append(child)
         for child in reaped:
             if not child.stop_if_idle():
                 child.actor_ref.stop(block=False)
         return len(reaped)
 
-    def handle_private(self, message: Any) -> bool:
-        if message is _REAP:
-            self.reap_idle()
-            return True
-        return False
+    def reap_idle(self) -> int:
+        """Stop the children of keys idle for `key_idle_timeout`; return how many."""
+        return int(self.call(self._on_reap, None))
+
+    def _on_release_children(self, _: object) -> list[KeyChild]:
+        if self.reap_timer is not None:
+            self.reap_timer.cancel()
+            self.reap_timer = None
+        children = list(self.children.values())
+        self.children.clear()
+        self.idle_keys.clear()
+        self.ready.clear()
+        return children
+
+    def actor_stats_in_turn(self) -> list[tuple[str, int, int, int]]:
+        rows = super().actor_stats_in_turn()
+        rows.insert(2, ("key", len(self.children), 0, self.key_messages))
+        return rows
+
+    key_messages = 0
 
     def _release_runtime(self, deadline: float | None) -> None:
-        with self.lock:
-            if self.reap_timer is not None:
-                self.reap_timer.cancel()
-                self.reap_timer = None
-            children = list(self.children.values())
-            self.children.clear()
-            self.idle_keys.clear()
-            self.ready.clear()
+        children: list[KeyChild] = self.call(self._on_release_children, None)
         for child in children:
             if not child.stop_if_idle():
                 child.actor_ref.stop(block=False)
@@ -293,7 +286,8 @@ class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):
     @property
     def active_keys(self) -> int:
         """Keys that currently have a child actor (pending, running or recently idle)."""
-        return len(self._keyed.children)
+        core = self._keyed
+        return int(core.call(lambda: len(core.children)))
 
     @property
     def _keyed(self) -> KeyedCore:
@@ -308,8 +302,7 @@ class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):
         and signal queries per key compare `str(key)`, as snapshots hold it.
         """
         core = self._keyed
-        with core.lock:
-            return core.key_pending_locked(key)
+        return int(core.call(core.key_pending, key))
 
     def has_signal_for_key(self, key: K, name: str) -> bool:
         """True if an operation of `key` in the window emitted `name`."""

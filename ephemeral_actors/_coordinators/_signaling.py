@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ephemeral_actors._dispatch import DISPATCHER, Timer
+from ephemeral_actors._operation import _current
 from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._signals import SignalConstraints, SignalEvent, compile_patterns
 from ephemeral_actors._signals._event import check_signal_name
@@ -64,7 +65,7 @@ class _Mark:
 
 
 class SignalRouter:
-    """Signal state of one coordinator; every method that says `_locked` needs `core.lock`."""
+    """Signal state of one coordinator, owned by its supervisor: `_on_*` run in its turn."""
 
     def __init__(self, core: Core, options: CoordinatorOptions) -> None:
         self.core = core
@@ -129,14 +130,11 @@ class SignalRouter:
                 return False
         event = SignalEvent(name, op.id, op.key, now, constraints.propagation_for(name, cause))
         core = self.core
-        with core.lock:
-            if op._signals is None:
-                op._signals = []
-            op._signals.append(event)
-            op._snapshot = None
-            core.signals_emitted += 1
-            if self.bus is None and self.routes:
-                self._observe_locked(event, op)
+        # The running operation's signals belong to its body; the tuple is replaced
+        # whole so the supervisor (snapshots, marks) always reads a consistent one.
+        op._signals = (*op._signals, event) if op._signals else (event,)
+        op._snapshot = None
+        core.call(self._on_emitted, event, op)
         if self.on_signal is not None:
             try:
                 self.on_signal(event)
@@ -153,15 +151,22 @@ class SignalRouter:
                 )
         return True
 
-    # -- routing ----------------------------------------------------------------------------
+    # -- routing (in the supervisor's turn) ---------------------------------------------------
+
+    def _on_emitted(self, event: SignalEvent, op: Operation) -> None:
+        self.core.signals_emitted += 1
+        if self.bus is None and self.routes:
+            self._observe(event, op)
 
     def observe_bus(self, event: SignalEvent) -> None:
-        """Bus subscription callback (runs on the bus thread, inside `emit`)."""
-        with self.core.lock:
-            if not self.async_closed:  # a late delivery after close() is ignored
-                self._observe_locked(event, None)
+        """Bus subscription callback: a message to the supervisor, answered before emit returns."""
+        self.core.call(self._on_bus_event, event)
 
-    def _observe_locked(self, event: SignalEvent, op: Operation | None) -> None:
+    def _on_bus_event(self, event: SignalEvent) -> None:
+        if not self.async_closed:  # a late delivery after close() is ignored
+            self._observe(event, None)
+
+    def _observe(self, event: SignalEvent, op: Operation | None) -> None:
         signal = event.signal
         bus = self.bus
         expires = time.monotonic() + (bus.max_age if bus is not None and op is None else 0.0)
@@ -169,87 +174,96 @@ class SignalRouter:
         source = bus if op is None else None
         if self.cancel is not None and self.cancel(signal):
             self.cancel_marks.append(_Mark(event, op, expires, source))
-            core.request_cancel_running_locked()
-            core.dispatch_locked()  # idle workers cancel the backlog as it reaches dispatch
+            core.request_cancel_running()
+            core._dispatch()  # idle workers cancel the backlog as it reaches dispatch
         if self.resume is not None and self.resume(signal):
             self.resumed_at = event.timestamp
             self.defer_marks = [m for m in self.defer_marks if m.event.timestamp > event.timestamp]
             if not self.defer_marks:
-                self._end_deferral_locked()
+                self._end_deferral()
         newer = self.resumed_at is None or event.timestamp > self.resumed_at
         if self.defer is not None and self.defer(signal) and newer:
             self.defer_marks.append(_Mark(event, op, expires, source))
             if not core.deferring:
                 core.deferring = True
                 self.defer_attempts = 0
-                self._arm_locked()
+                self._arm()
 
-    def cancelling_signal_locked(self) -> str | None:
+    def cancelling_signal(self) -> str | None:
         """The name of a present cancel signal, forgetting marks that are gone."""
         now = time.monotonic()
         marks = [m for m in self.cancel_marks if m.present(now)]
         self.cancel_marks = marks
         return marks[-1].event.signal if marks else None
 
-    def _arm_locked(self) -> None:
+    def _arm(self) -> None:
         if self.core.closing:
             return
-        self.defer_timer = DISPATCHER.call_later(self.interval, self._recheck)
+        self.defer_timer = DISPATCHER.call_later(self.interval, self._recheck_due)
 
-    def _recheck(self) -> None:
-        """Timer callback: is the deferral still warranted?"""
+    def _recheck_due(self) -> None:
+        """Timer callback (a dispatcher thread): timers are messages to the owner."""
+        self.core.mailbox.post((self._on_recheck, None))
+
+    def _on_recheck(self, _: object) -> None:
+        """Is the deferral still warranted?"""
         core = self.core
-        with core.lock:
-            self.defer_timer = None
-            if not core.deferring:
-                return
-            now = time.monotonic()
-            self.defer_marks = [m for m in self.defer_marks if m.present(now)]
-            self.defer_attempts += 1
-            if not self.defer_marks or self.defer_attempts >= self.max_attempts:
-                # Out of attempts the work runs anyway; only a newer defer signal
-                # defers again.
-                self.resumed_at = datetime.now(UTC)
-                self.defer_marks.clear()
-                self._end_deferral_locked()
-            else:
-                self._arm_locked()
+        self.defer_timer = None
+        if not core.deferring:
+            return
+        now = time.monotonic()
+        self.defer_marks = [m for m in self.defer_marks if m.present(now)]
+        self.defer_attempts += 1
+        if not self.defer_marks or self.defer_attempts >= self.max_attempts:
+            # Out of attempts the work runs anyway; only a newer defer signal defers again.
+            self.resumed_at = datetime.now(UTC)
+            self.defer_marks.clear()
+            self._end_deferral()
+        else:
+            self._arm()
 
-    def _end_deferral_locked(self) -> None:
+    def _end_deferral(self) -> None:
         core = self.core
         if self.defer_timer is not None:
             self.defer_timer.cancel()
             self.defer_timer = None
         if core.deferring:
             core.deferring = False
-            core.dispatch_locked()
+            core._dispatch()
 
     # -- on_signal_async --------------------------------------------------------------------
 
     def _queue_async(self, event: SignalEvent) -> None:
+        self.core.mailbox.post((self._on_queue_async, event))
+
+    def _on_queue_async(self, event: SignalEvent) -> None:
         core = self.core
-        with core.lock:
-            if self.async_closed or len(self.async_queue) >= self.async_bound:
-                core.signals_dropped += 1
-                return
-            self.async_queue.append(event)
-            if self.async_running >= self.async_limit:
-                return
-            self.async_running += 1
+        if self.async_closed or len(self.async_queue) >= self.async_bound:
+            core.signals_dropped += 1
+            return
+        self.async_queue.append(event)
+        if self.async_running >= self.async_limit:
+            return
+        self.async_running += 1
         SHARED_LOOP.spawn(self._drain_async())
+
+    def _on_next_async(self, _: object) -> SignalEvent | None:
+        if not self.async_queue or self.async_closed:
+            self.async_running -= 1
+            return None
+        return self.async_queue.popleft()
 
     async def _drain_async(self) -> None:
         core = self.core
         handler = self.on_signal_async
         assert handler is not None
+        # The handler runs in a context of its own: the emitter's current operation
+        # must not leak into it (current_operation() raises there).
+        _current.set(None)
         while True:
-            with core.lock:
-                if not self.async_queue or self.async_closed:
-                    self.async_running -= 1
-                    if core.settle_waiters:
-                        core.settled_cv.notify_all()
-                    return
-                event = self.async_queue.popleft()
+            event = core.call(self._on_next_async, None)
+            if event is None:
+                return
             try:
                 await handler(event)
             except asyncio.CancelledError:
@@ -258,6 +272,15 @@ class SignalRouter:
                 logger.exception(f"on_signal_async of coordinator {core.name!r} raised")
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    def _on_close(self, _: object) -> int:
+        if self.defer_timer is not None:
+            self.defer_timer.cancel()
+            self.defer_timer = None
+        self.async_closed = True
+        self.core.signals_dropped += len(self.async_queue)
+        self.async_queue.clear()
+        return self.async_running
 
     def close(self, deadline: float | None) -> list[threading.Thread]:
         """Unsubscribe, stop timers, count still-queued async events as dropped.
@@ -270,25 +293,11 @@ class SignalRouter:
             Shared threads that are now ending (for the caller to join).
         """
         core = self.core
-        with core.lock:
-            if self.defer_timer is not None:
-                self.defer_timer.cancel()
-                self.defer_timer = None
-            self.async_closed = True
-            core.signals_dropped += len(self.async_queue)
-            self.async_queue.clear()
-            core.settle_waiters += 1
-            try:
-                while self.async_running:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        break
-                    core.settled_cv.wait(remaining)
-            finally:
-                core.settle_waiters -= 1
+        if core.call(self._on_close, None):
+            core.wait_for(lambda: self.async_running == 0, deadline)
         if self.subscription is not None:
             # Without waiting: a bus whose subscriber blocks, or whose actor died, must
-            # not hold up close(); observe_bus ignores whatever still arrives.
+            # not hold up close(); late deliveries are ignored.
             self.subscription.unsubscribe(wait=False)
             self.subscription = None
         if self.uses_dispatcher:

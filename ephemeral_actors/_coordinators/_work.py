@@ -112,5 +112,4 @@ class ResultCoordinator(CoordinatorBase[T], Generic[T, R]):
     def get_base_snapshot(self) -> tuple[OperationSnapshot, ...]:
         """The window without results: safe to log or expose."""
         core = self._core
-        with core.lock:
-            return core.snapshot_locked(with_results=False)
+        return core.snapshot(with_results=False)

@@ -40,7 +40,7 @@ from ephemeral_actors import (
     current_operation,
     for_each,
 )
-from ephemeral_actors._coordinators._core import Core
+from ephemeral_actors._coordinators._core import _ThreadWorker
 from ephemeral_actors._coordinators._keyed import GetKeyState
 from ephemeral_actors._dispatch import DISPATCHER
 from ephemeral_actors.testing import crash_worker, library_threads
@@ -689,13 +689,13 @@ def test_for_each_reraises_a_broken_source():
 def _pause_worker_after_take(took: threading.Event, go: threading.Event) -> Callable[..., Any]:
     """A thread trace that parks a worker right after it took an item, before the body.
 
-    The pause lands in `run_sync_worker` after the lock that took the item was
-    released and before the body is called: the item is active, and a cancel() from
-    another thread can slip in exactly there.
+    The pause lands in the worker's loop after it took the item from its mailbox and
+    before the body is called: the item is active, and a cancel() from another thread
+    can slip in exactly there.
     """
-    code = Core.run_sync_worker.__code__
-    lines, first = inspect.getsourcelines(Core.run_sync_worker)
-    target = first + next(i for i, line in enumerate(lines) if "self._run_one(op, item)" in line)
+    code = _ThreadWorker.run.__code__
+    lines, first = inspect.getsourcelines(_ThreadWorker.run)
+    target = first + next(i for i, line in enumerate(lines) if "run_one(op, item)" in line)
     fired = False
 
     def local(frame: Any, event: str, _arg: Any) -> Any:
