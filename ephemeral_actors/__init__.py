@@ -27,7 +27,12 @@ from ephemeral_actors._errors import (
 from ephemeral_actors._for_each import for_each, for_each_async
 from ephemeral_actors._operation import Operation, current_operation
 from ephemeral_actors._options import CoordinatorOptions
-from ephemeral_actors._records import CoordinatorStats, OperationSnapshot, ResultSnapshot
+from ephemeral_actors._records import (
+    ActorStats,
+    CoordinatorStats,
+    OperationSnapshot,
+    ResultSnapshot,
+)
 from ephemeral_actors._registry import CoordinatorRegistry
 from ephemeral_actors._signals import (
     SignalBlockReason,
@@ -40,6 +45,7 @@ from ephemeral_actors._signals import (
 )
 
 __all__ = (
+    "ActorStats",
     "CoordinatorClosedError",
     "CoordinatorFaultedError",
     "CoordinatorFullError",

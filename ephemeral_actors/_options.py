@@ -87,6 +87,10 @@ class CoordinatorOptions:
     """Coordinator name for logs, metrics, actor names and `repr`."""
     backend: Backend | None = None
     """Where bodies run (`ephemeral_actors.backends`); `None` runs them in-process."""
+    max_restarts: int = 10
+    """Worker crashes tolerated within `restart_window` (>= 0); one more faults the coordinator."""
+    restart_window: float = 60.0
+    """Seconds over which `max_restarts` counts crashes (> 0)."""
 
     def __post_init__(self) -> None:
         """Validate and normalise every field."""
@@ -98,6 +102,7 @@ class CoordinatorOptions:
         check_int("max_defer_attempts", self.max_defer_attempts, minimum=0)
         check_int("max_concurrent_signal_handlers", self.max_concurrent_signal_handlers, minimum=1)
         check_int("max_queued_signals", self.max_queued_signals, minimum=1)
+        check_int("max_restarts", self.max_restarts, minimum=0)
         for flag in ("enable_dynamic_concurrency", "enable_fair_scheduling"):
             value = getattr(self, flag)
             if not isinstance(value, bool):
@@ -115,6 +120,7 @@ class CoordinatorOptions:
             check_seconds("defer_check_interval", self.defer_check_interval),
         )
         set_(self, "key_idle_timeout", check_seconds("key_idle_timeout", self.key_idle_timeout))
+        set_(self, "restart_window", check_seconds("restart_window", self.restart_window))
         for patterns in ("cancel_on_signals", "defer_on_signals", "resume_on_signals"):
             set_(self, patterns, _pattern_set(patterns, getattr(self, patterns)))
         for callback in ("on_signal", "on_signal_async", "on_sample"):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import datetime as _dt
 
-__all__ = ["CoordinatorStats", "OperationSnapshot", "ResultSnapshot"]
+__all__ = ["ActorStats", "CoordinatorStats", "OperationSnapshot", "ResultSnapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +95,21 @@ class CoordinatorStats:
     def total_ended(self) -> int:
         """Operations that ended: completed + failed + cancelled."""
         return self.total_completed + self.total_failed + self.total_cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class ActorStats:
+    """One role of actors behind a coordinator or bus, read at one instant (SPEC 14).
+
+    Attributes:
+        role: `"supervisor"`, `"worker"`, `"key"`, `"callbacks"` or `"bus"`.
+        actors: How many actors of this role are alive now (0 when none is).
+        mailbox_depth: Messages waiting in their mailboxes now.
+        messages_processed: Messages (not turns) handled since construction; one
+            `enqueue_many` call counts as one.
+    """
+
+    role: str
+    actors: int
+    mailbox_depth: int
+    messages_processed: int

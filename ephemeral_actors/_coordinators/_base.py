@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pykka
 
     from ephemeral_actors._coordinators._core import Supervisor
-    from ephemeral_actors._records import CoordinatorStats, OperationSnapshot
+    from ephemeral_actors._records import ActorStats, CoordinatorStats, OperationSnapshot
     from ephemeral_actors._signals import SignalEvent
     from ephemeral_actors.actors import SupervisorProxy
 
@@ -273,6 +273,24 @@ class CoordinatorBase(Generic[T]):
     def remove_observer(self, callback: Callable[[OperationSnapshot], None]) -> bool:
         """Stop calling `callback`; True if it was registered."""
         return self._core.remove_observer(callback)
+
+    @property
+    def is_faulted(self) -> bool:
+        """True once the coordinator faulted (SPEC 14).
+
+        It faults when its supervisor actor dies, or when workers crash more than
+        `max_restarts` times within `restart_window` seconds.
+        """
+        return self._core.is_faulted
+
+    def actor_stats(self) -> tuple[ActorStats, ...]:
+        """One record per actor role behind this coordinator (SPEC 14).
+
+        Roles: `"supervisor"`, `"worker"`, `"callbacks"`, and `"key"` for keyed
+        coordinators; each is listed with `actors=0` when none is alive. It keeps
+        answering after `close()`.
+        """
+        return self._core.actor_stats()
 
     def stats(self) -> CoordinatorStats:
         """Every counter and state flag, read at one instant."""

@@ -52,7 +52,12 @@ from ephemeral_actors._errors import (
 from ephemeral_actors._ids import next_operation_id
 from ephemeral_actors._mailbox import CHECK_OWNERSHIP, Mailbox, Reply, check_owner
 from ephemeral_actors._operation import Operation, _current
-from ephemeral_actors._records import CoordinatorStats, OperationSnapshot, ResultSnapshot
+from ephemeral_actors._records import (
+    ActorStats,
+    CoordinatorStats,
+    OperationSnapshot,
+    ResultSnapshot,
+)
 from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._validate import check_int
 
@@ -560,10 +565,13 @@ class Core:
         self.body = body
         self.capture_results = capture_results
         self.bound = options.max_tracked_operations
+        # Blocked producers are let in once the backlog is down to this, not at every
+        # freed slot: one wake-up then admits a burst instead of one item per wake-up.
+        self.low_water = self.bound - max(1, self.bound // 4)
         self.lifetime = options.max_operation_lifetime
         self.on_sample = options.on_sample
-        self.max_restarts = getattr(options, "max_restarts", 10)
-        self.restart_window = getattr(options, "restart_window", 60.0)
+        self.max_restarts = options.max_restarts
+        self.restart_window = options.restart_window
 
         self.state = CoordinatorState.RUNNING
         self.processing = True  # state in _PROCESSING, kept as a bool for the hot path
@@ -954,7 +962,7 @@ class Core:
             self.running += 1
             if len(window) > self.bound:
                 self._trim(op._started)
-            if self.space_waiters:
+            if self.space_waiters and self.npending <= self.low_water:
                 self._admit_waiting()
             if self.router.cancel_marks:
                 signal = self.router.cancelling_signal()
@@ -1446,11 +1454,14 @@ class Core:
         while crashes and crashes[0] < now - self.restart_window:
             crashes.popleft()
         if len(crashes) > self.max_restarts:
+            # Escalation (Akka's OneForOneStrategy past maxNrOfRetries): the failure is
+            # no longer the worker's, it is the coordinator's.
             self._fault(
                 WorkerCrashError(
                     f"{len(crashes)} worker crashes within {self.restart_window} s "
                     f"(max_restarts={self.max_restarts})"
-                )
+                ),
+                escalated=True,
             )
             return
         self._dispatch()
@@ -1462,12 +1473,14 @@ class Core:
         else:
             self.call(self._fault, error)
 
-    def _fault(self, error: BaseException | None) -> None:
+    def _fault(self, error: BaseException | None, *, escalated: bool = False) -> None:
         cause = f": {error!r}" if error is not None else ""
-        fault = CoordinatorFaultedError(f"supervisor of coordinator {self.name!r} died{cause}")
+        what = "its workers crashed too often" if escalated else "its supervisor actor died"
+        fault = CoordinatorFaultedError(f"coordinator {self.name!r} faulted, {what}{cause}")
         logger.error(
-            "coordinator %r faulted: its supervisor actor died%s",
+            "coordinator %r faulted: %s%s",
             self.name,
+            what,
             f" ({type(error).__name__})" if error is not None else "",
             extra={
                 "coordinator": self.name,
@@ -1488,7 +1501,7 @@ class Core:
 
     @property
     def is_faulted(self) -> bool:
-        return self.view[8] is CoordinatorState.FAULTED or self.fault_error is not None
+        return self.fault_error is not None
 
     def close(self, timeout: float | None) -> bool:
         """Stop everything; False if another call closed it (having waited for that)."""
@@ -1544,6 +1557,10 @@ class Core:
         workers = list(self.workers)
         for worker in workers:
             worker.post(None)
+            worker.retired = True
+            self.retired_processed += worker.processed
+        self.workers.clear()
+        self.idle.clear()
         callbacks = self.callbacks
         if callbacks is not None:
             callbacks.post(None)
@@ -1616,13 +1633,18 @@ class Core:
 
     # -- actor statistics --------------------------------------------------------------
 
+    def actor_stats(self) -> tuple[ActorStats, ...]:
+        rows = self.call(self.actor_stats_in_turn)
+        return tuple(ActorStats(*row) for row in rows)
+
     def actor_stats_in_turn(self) -> list[tuple[str, int, int, int]]:
         workers = self.workers
         rows = [
             (
                 "supervisor",
                 0 if self.closed_event.is_set() else 1,
-                len(self.mailbox),
+                # This request is in the mailbox too; it is being answered, not waiting.
+                max(0, len(self.mailbox)),
                 self.mailbox.processed,
             ),
             (
