@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from ephemeral_actors._admission import Admission
 from ephemeral_actors._coordinators._keyed import KeyedWorkCoordinator
 from ephemeral_actors._coordinators._work import ResultCoordinator, WorkCoordinator
 from ephemeral_actors._errors import (
@@ -40,6 +41,7 @@ from ephemeral_actors._signals import (
 )
 
 __all__ = (
+    "Admission",
     "CoordinatorClosedError",
     "CoordinatorFaultedError",
     "CoordinatorFullError",
