@@ -28,6 +28,7 @@ from ephemeral_actors._errors import (
 from ephemeral_actors._for_each import for_each, for_each_async
 from ephemeral_actors._operation import Operation, current_operation
 from ephemeral_actors._options import CoordinatorOptions
+from ephemeral_actors._public import publish
 from ephemeral_actors._records import CoordinatorStats, OperationSnapshot, ResultSnapshot
 from ephemeral_actors._registry import CoordinatorRegistry
 from ephemeral_actors._signals import (
@@ -74,5 +75,9 @@ __all__ = (
     "matches",
     "matches_any",
 )
+
+# Tracebacks and pickles name `ephemeral_actors.X`, the path users import from.
+publish(__name__, globals(), __all__)
+del publish
 
 logging.getLogger("ephemeral_actors").addHandler(logging.NullHandler())
