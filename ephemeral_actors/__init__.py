@@ -30,7 +30,7 @@ from ephemeral_actors._operation import Operation, current_operation
 from ephemeral_actors._options import CoordinatorOptions
 from ephemeral_actors._public import publish
 from ephemeral_actors._records import CoordinatorStats, OperationSnapshot, ResultSnapshot
-from ephemeral_actors._registry import CoordinatorRegistry
+from ephemeral_actors._registry import CoordinatorKey, CoordinatorRegistry
 from ephemeral_actors._signals import (
     SignalBlockReason,
     SignalBus,
@@ -46,6 +46,7 @@ __all__ = (
     "CoordinatorClosedError",
     "CoordinatorFaultedError",
     "CoordinatorFullError",
+    "CoordinatorKey",
     "CoordinatorNotCompletedError",
     "CoordinatorOptions",
     "CoordinatorRegistry",
