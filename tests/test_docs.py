@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -44,3 +45,29 @@ def test_docs_build_strict_without_warnings():
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "WARNING" not in output, output
+
+
+def install_lines() -> list[tuple[str, str]]:
+    """Every line of the docs, README and examples that tells the reader to pip install."""
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    files += sorted((ROOT / "examples").glob("*.py"))
+    return [
+        (str(path.relative_to(ROOT)), line)
+        for path in files
+        for line in path.read_text().splitlines()
+        if "pip install" in line
+    ]
+
+
+def test_install_lines_work_from_a_checkout():
+    """Each pip install line installs the checkout (`.`), or says it is the published name.
+
+    The project is on no package index yet, so `pip install 'ephemeral_actors[x]'` alone
+    would send a reader to an index that does not have it.
+    """
+    checkout = re.compile(r"""pip install (-e )?["']?\.(\[[\w,]+\])?["']?(\s|$|`)""")
+    lines = install_lines()
+    assert lines
+    for where, line in lines:
+        for command in re.findall(r"pip install [^`)]+", line):
+            assert checkout.search(command + " ") or "published" in line, (where, line)
