@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from ephemeral_actors._admission import Admission
 from ephemeral_actors._coordinators._keyed import KeyedWorkCoordinator
 from ephemeral_actors._coordinators._work import ResultCoordinator, WorkCoordinator
 from ephemeral_actors._errors import (
@@ -27,13 +28,14 @@ from ephemeral_actors._errors import (
 from ephemeral_actors._for_each import for_each, for_each_async
 from ephemeral_actors._operation import Operation, current_operation
 from ephemeral_actors._options import CoordinatorOptions
+from ephemeral_actors._public import publish
 from ephemeral_actors._records import (
     ActorStats,
     CoordinatorStats,
     OperationSnapshot,
     ResultSnapshot,
 )
-from ephemeral_actors._registry import CoordinatorRegistry
+from ephemeral_actors._registry import CoordinatorKey, CoordinatorRegistry
 from ephemeral_actors._signals import (
     SignalBlockReason,
     SignalBus,
@@ -46,9 +48,11 @@ from ephemeral_actors._signals import (
 
 __all__ = (
     "ActorStats",
+    "Admission",
     "CoordinatorClosedError",
     "CoordinatorFaultedError",
     "CoordinatorFullError",
+    "CoordinatorKey",
     "CoordinatorNotCompletedError",
     "CoordinatorOptions",
     "CoordinatorRegistry",
@@ -78,5 +82,9 @@ __all__ = (
     "matches",
     "matches_any",
 )
+
+# Tracebacks and pickles name `ephemeral_actors.X`, the path users import from.
+publish(__name__, globals(), __all__)
+del publish
 
 logging.getLogger("ephemeral_actors").addHandler(logging.NullHandler())

@@ -36,9 +36,11 @@ from ephemeral_actors._operation import current_operation
 from ephemeral_actors._options import CoordinatorOptions
 from ephemeral_actors._registry import CoordinatorRegistry
 from ephemeral_actors._signals import SignalBus, SignalEvent
-from ephemeral_actors.console import live_view, summary
+from ephemeral_actors.console import _wrap_line, live_view, summary
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ephemeral_actors._coordinators._base import CoordinatorBase
 
 __all__ = ["run_demo"]
@@ -47,6 +49,9 @@ ARRIVALS_PER_SECOND = 40.0
 """How fast events arrive; the demo takes about `items / 40` seconds plus the limit."""
 
 _BURST = 10
+
+_WIDTH = 80
+"""Columns the printed summary fits in (lines wrap between words)."""
 
 
 class PaymentDeclinedError(RuntimeError):
@@ -193,6 +198,38 @@ class _LogCounter(logging.Handler):
             )
 
 
+class _SignalTally:
+    """Counts every signal a coordinator's bodies emit, through its `on_signal` hook.
+
+    The coordinators' windows keep only the latest operations, so counting the
+    signals still in a window undercounts a long run; this sees each emission once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # on_signal runs on whichever worker emitted
+        self.counts: dict[str, collections.Counter[str]] = collections.defaultdict(
+            collections.Counter
+        )
+
+    def counter(self, coordinator: str) -> Callable[[SignalEvent], None]:
+        """The `on_signal` callback that counts for `coordinator`."""
+
+        def count(event: SignalEvent) -> None:
+            with self._lock:
+                self.counts[coordinator][event.signal] += 1
+
+        return count
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """Coordinator name -> signal -> count, as `console.summary` takes it."""
+        with self._lock:
+            return {name: dict(counts) for name, counts in self.counts.items()}
+
+
+def _say(text: str, out: IO[str]) -> None:
+    print("\n".join(_wrap_line(text, _WIDTH)), file=out)
+
+
 def _workload(items: int, rng: random.Random) -> list[Order | Email]:
     """Two orders for every email; about 4% of cards declined, 5% of mailboxes bouncing.
 
@@ -246,13 +283,13 @@ def run_demo(
     api = PaymentApi(limit_at=max(2, orders_total // 3), cooldown=min(2.0, 0.5 + items / 270))
     shop = _Shop(api)
 
-    print(
+    _say(
         f"ephemeral_actors demo: {items} events — {orders_total} orders (one at a time per "
         f"customer) and {items - orders_total} emails, on a shared signal bus; a few fail, "
         "and the payment API rate-limits once",
-        file=out,
-        flush=True,
+        out,
     )
+    out.flush()
     counter = _LogCounter()
     library_logger = logging.getLogger("ephemeral_actors")
     library_logger.addHandler(counter)
@@ -260,6 +297,7 @@ def run_demo(
     stop = threading.Event()
     threads: list[threading.Thread] = []
     coordinators: list[CoordinatorBase[Any]] = []
+    tally = _SignalTally()
     try:
         with SignalBus(name="demo") as bus, CoordinatorRegistry() as registry:
             registry.register_keyed(
@@ -273,10 +311,15 @@ def run_demo(
                     resume_on_signals=("rate-limit.cleared",),
                     defer_check_interval=0.1,
                     max_defer_attempts=100,  # without a clearance, orders resume after ~10 s
+                    on_signal=tally.counter("orders"),
                 ),
             )
             registry.register_work(
-                "emails", shop.send_email, CoordinatorOptions(max_concurrency=3, signals=bus)
+                "emails",
+                shop.send_email,
+                CoordinatorOptions(
+                    max_concurrency=3, signals=bus, on_signal=tally.counter("emails")
+                ),
             )
             orders, emails = registry.get("orders"), registry.get("emails")
             coordinators = [orders, emails]
@@ -321,27 +364,37 @@ def run_demo(
 
     elapsed = time.monotonic() - started
     totals = [c.stats() for c in coordinators]
-    print(
-        f"\nsummary: {sum(s.total_enqueued for s in totals)} accepted, "
+    print(file=out)
+    _say(
+        f"summary: {sum(s.total_enqueued for s in totals)} accepted, "
         f"{sum(s.total_completed for s in totals)} completed, "
         f"{sum(s.total_failed for s in totals)} failed, "
         f"{sum(s.total_cancelled for s in totals)} cancelled in {elapsed:.2f} s",
-        file=out,
+        out,
     )
     # Closed coordinators and a closed bus still answer with their final state.
-    print(summary(coordinators, bus=bus, failures=3), file=out)
+    # Signal totals come from the tally: the windows hold only the latest 200 each.
+    text = summary(
+        coordinators,
+        bus=bus,
+        failures=3,
+        signal_counts=tally.snapshot(),
+        short_ids=True,
+        width=_WIDTH,
+    )
+    print(text, file=out)
     if watchdog.first_hit is not None and watchdog.first_clear is not None:
-        print(
+        _say(
             f"rate limit: orders deferred {watchdog.first_clear - watchdog.first_hit:.2f} s, "
             "from the first 'rate-limit' until 'rate-limit.cleared'",
-            file=out,
+            out,
         )
     else:
-        print("rate limit: not reached (too few orders)", file=out)
+        _say("rate limit: not reached (too few orders)", out)
     in_order = "ok" if shop.in_arrival_order() else "VIOLATED"
-    print(f"per-customer order: {in_order}", file=out)
+    _say(f"per-customer order: {in_order}", out)
     logged = ", ".join(f"{name} x{n}" for name, n in sorted(counter.events.items())) or "none"
     fields = ", ".join(sorted(counter.fields)) or "-"
-    print(f"structured log records: {logged} (fields: {fields}; never payloads)", file=out)
+    _say(f"structured log records: {logged} (fields: {fields}; never payloads)", out)
     out.flush()
     return 0

@@ -21,6 +21,8 @@ Every subclass also inherits the builtin a caller would naturally catch, so
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CoordinatorClosedError",
     "CoordinatorFaultedError",
@@ -102,3 +104,8 @@ class SignalCancelledError(OperationCancelledError):
     def __init__(self, signal: str, message: str | None = None) -> None:
         super().__init__(message or f"cancelled by signal {signal!r}")
         self.signal = signal
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # BaseException pickles as `cls(*self.args)`, and args hold only the message,
+        # which would come back as the signal name: rebuild from both.
+        return (type(self), (self.signal, *self.args[:1]), self.__dict__)

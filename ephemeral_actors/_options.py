@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import difflib
 import os
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ephemeral_actors._validate import check_int, check_seconds, check_seconds_or_none
 
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
     from ephemeral_actors._signals import SignalBus, SignalConstraints, SignalEvent
     from ephemeral_actors.backends import Backend
 
-__all__ = ["CoordinatorOptions"]
+__all__ = ["CoordinatorOptions", "OptionsKwargs", "merge_options"]
 
 Seconds = int | float | _dt.timedelta
 """A duration: seconds as int or float (never bool), or a `datetime.timedelta`."""
@@ -173,3 +175,92 @@ def _pattern_set(name: str, value: object) -> tuple[str, ...] | None:
     raise TypeError(
         f"{name} must be a str, an iterable of str or None, got {type(value).__name__} {value!r}"
     )
+
+
+class OptionsKwargs(TypedDict, total=False):
+    """The `CoordinatorOptions` fields, as keyword arguments of constructors and `for_each`.
+
+    `WorkCoordinator(body, max_concurrency=8)` is typed through
+    `**option_fields: Unpack[OptionsKwargs]`, so a type checker knows each keyword
+    and its type. It mirrors the dataclass field by field (same names, same
+    annotations); a test keeps the two in sync.
+    """
+
+    max_concurrency: int
+    max_concurrency_per_key: int
+    enable_dynamic_concurrency: bool
+    max_tracked_operations: int
+    max_operation_lifetime: float | None
+    enable_fair_scheduling: bool
+    fair_scheduling_threshold: int
+    cancel_on_signals: str | Iterable[str] | None
+    defer_on_signals: str | Iterable[str] | None
+    resume_on_signals: str | Iterable[str] | None
+    max_defer_attempts: int
+    defer_check_interval: float
+    signals: SignalBus | None
+    signal_constraints: SignalConstraints | None
+    on_signal: Callable[[SignalEvent], None] | None
+    on_signal_async: Callable[[SignalEvent], Coroutine[Any, Any, None]] | None
+    max_concurrent_signal_handlers: int
+    max_queued_signals: int
+    on_sample: Callable[[tuple[OperationSnapshot, ...]], None] | None
+    key_idle_timeout: float
+    name: str | None
+    backend: Backend | None
+    max_restarts: int
+    restart_window: float
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(CoordinatorOptions))
+
+
+def merge_options(
+    options: CoordinatorOptions | None,
+    option_fields: Mapping[str, Any],
+    *,
+    where: str,
+) -> CoordinatorOptions:
+    """Combine an `options=` record with option fields given as keywords; keywords win.
+
+    Every public constructor, `from_iterable` and `for_each` call this, so the rules
+    (and the messages) are the same everywhere.
+
+    Args:
+        options: A `CoordinatorOptions`, or None for the defaults.
+        option_fields: Field name -> value, from the caller's `**option_fields`.
+        where: The public callable's name, for error messages (`"WorkCoordinator"`).
+
+    Returns:
+        `options` itself when there are no keywords, else a new validated record.
+
+    Raises:
+        TypeError: `options` is not a `CoordinatorOptions`, or a keyword is not an
+            option field (the message lists the close matches); or a field has a
+            value of the wrong type.
+        ValueError: A field has an invalid value.
+    """
+    if options is not None and not isinstance(options, CoordinatorOptions):
+        raise TypeError(
+            f"options must be a CoordinatorOptions or None, got {type(options).__name__}"
+        )
+    unknown = sorted(set(option_fields) - _FIELDS)
+    if unknown:
+        raise TypeError(_unknown_message(where, unknown[0]))
+    if not option_fields:
+        return CoordinatorOptions() if options is None else options
+    if options is None:
+        # Built from scratch rather than replace()d from the defaults, so a field left
+        # out keeps its default factory (max_concurrency follows the CPU count).
+        return CoordinatorOptions(**option_fields)
+    return dataclasses.replace(options, **option_fields)
+
+
+def _unknown_message(where: str, name: str) -> str:
+    close = difflib.get_close_matches(name, sorted(_FIELDS), n=3)
+    hint = (
+        f"; did you mean {' or '.join(repr(c) for c in close)}?"
+        if close
+        else " (it is not a CoordinatorOptions field)"
+    )
+    return f"{where}() got an unexpected keyword argument {name!r}{hint}"

@@ -21,7 +21,7 @@ import importlib
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
 from ephemeral_actors._coordinators._base import CoordinatorBase, check_options
 from ephemeral_actors._coordinators._work import ResultCoordinator, WorkCoordinator
@@ -29,14 +29,45 @@ from ephemeral_actors._errors import RegistryClosedError, UnknownCoordinatorErro
 from ephemeral_actors._validate import check_seconds_or_none
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Coroutine
     from types import TracebackType
 
+    from ephemeral_actors._coordinators._keyed import KeyedWorkCoordinator
     from ephemeral_actors._options import CoordinatorOptions
 
-__all__ = ["CoordinatorFactory", "CoordinatorRegistry"]
+__all__ = ["CoordinatorFactory", "CoordinatorKey", "CoordinatorRegistry"]
 
 CoordinatorFactory = Callable[["CoordinatorRegistry"], CoordinatorBase[Any]]
 """Builds a coordinator; called as `factory(registry)` on first `get()` of its name."""
+
+C = TypeVar("C", bound=CoordinatorBase[Any])
+T = TypeVar("T")
+K = TypeVar("K")
+R = TypeVar("R")
+
+
+class CoordinatorKey(str, Generic[C]):
+    """A registration name that also carries the coordinator's type, for `get()`.
+
+    `register()` and the `register_*()` shorthands return one; `registry.get(key)` is
+    then typed as the coordinator that was registered (the same idea as aiohttp's
+    `AppKey`), so no cast or `type: ignore` is needed. It *is* the name (a `str`
+    subclass), so `registry.get("emails")` and `registry.get(EMAILS)` return the same
+    instance, and code that ignores the key loses nothing.
+
+    Example:
+        ```python
+        EMAILS = registry.register_work("emails", send_email)
+        registry.get(EMAILS).enqueue(message)  # typed: WorkCoordinator[Email]
+        ```
+
+    Added in version 0.2.0.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"CoordinatorKey({str(self)!r})"
 
 
 class _State(enum.Enum):
@@ -84,7 +115,7 @@ class CoordinatorRegistry:
 
     # -- registration ------------------------------------------------------------------
 
-    def register(self, name: str, factory: CoordinatorFactory) -> None:
+    def register(self, name: str, factory: Callable[[CoordinatorRegistry], C]) -> CoordinatorKey[C]:
         """Register `factory` under `name`; it runs on the first `get(name)`.
 
         Args:
@@ -92,12 +123,16 @@ class CoordinatorRegistry:
             factory: Called as `factory(registry)` and must return a coordinator. It
                 may call `registry.get()` for other names.
 
+        Returns:
+            `name` as a `CoordinatorKey`, typed by what `factory` returns.
+
         Raises:
             TypeError: `name` is not a str or `factory` is not callable.
             ValueError: `name` is already registered.
             RegistryClosedError: The registry was closed.
         """
         _check_name(name)
+        name = str(name)  # a CoordinatorKey registers (and reports) as its plain name
         if not callable(factory):
             raise TypeError(f"factory must be callable, got {type(factory).__name__} {factory!r}")
         with self._cond:
@@ -105,13 +140,14 @@ class CoordinatorRegistry:
             if name in self._factories:
                 raise ValueError(f"a coordinator named {name!r} is already registered")
             self._factories[name] = factory
+        return CoordinatorKey(name)
 
     def register_work(
         self,
         name: str,
-        body: Callable[[Any], Any],
+        body: Callable[[T], Any] | Callable[[T], Awaitable[Any]],
         options: CoordinatorOptions | None = None,
-    ) -> None:
+    ) -> CoordinatorKey[WorkCoordinator[T]]:
         """Register a `WorkCoordinator(body, options)` under `name`.
 
         If `options` has no `name`, the coordinator is named after the registration,
@@ -122,6 +158,9 @@ class CoordinatorRegistry:
             body: The coordinator's body, a function or coroutine function of one item.
             options: The coordinator's options; `None` means the defaults.
 
+        Returns:
+            `name` as a `CoordinatorKey`: `get(key)` is typed `WorkCoordinator[T]`.
+
         Raises:
             TypeError: A bad `name`, `body` or `options`.
             ValueError: `name` is already registered.
@@ -130,15 +169,15 @@ class CoordinatorRegistry:
         _check_name(name)
         _check_callable("body", body)
         named = _named_options(name, options)
-        self.register(name, lambda _registry: WorkCoordinator(body, named))
+        return self.register(name, lambda _registry: WorkCoordinator(body, named))
 
     def register_keyed(
         self,
         name: str,
-        key_selector: Callable[[Any], Any],
-        body: Callable[[Any], Any],
+        key_selector: Callable[[T], K],
+        body: Callable[[T], Any] | Callable[[T], Awaitable[Any]],
         options: CoordinatorOptions | None = None,
-    ) -> None:
+    ) -> CoordinatorKey[KeyedWorkCoordinator[T, K]]:
         """Register a `KeyedWorkCoordinator(key_selector, body, options)` under `name`.
 
         Options are named after the registration as in `register_work()`.
@@ -149,6 +188,9 @@ class CoordinatorRegistry:
             body: The coordinator's body.
             options: The coordinator's options; `None` means the defaults.
 
+        Returns:
+            `name` as a `CoordinatorKey`: `get(key)` is typed `KeyedWorkCoordinator[T, K]`.
+
         Raises:
             TypeError: A bad `name`, `key_selector`, `body` or `options`.
             ValueError: `name` is already registered.
@@ -157,20 +199,34 @@ class CoordinatorRegistry:
         # Imported here so this module does not depend on the keyed coordinator's
         # import graph; a missing module surfaces at registration, not at first use.
         keyed = importlib.import_module("ephemeral_actors._coordinators._keyed")
-        keyed_coordinator: Callable[..., CoordinatorBase[Any]] = keyed.KeyedWorkCoordinator
+        keyed_coordinator: Callable[..., KeyedWorkCoordinator[T, K]] = keyed.KeyedWorkCoordinator
 
         _check_name(name)
         _check_callable("key_selector", key_selector)
         _check_callable("body", body)
         named = _named_options(name, options)
-        self.register(name, lambda _registry: keyed_coordinator(key_selector, body, named))
+        return self.register(name, lambda _registry: keyed_coordinator(key_selector, body, named))
 
+    @overload
+    def register_result(
+        self,
+        name: str,
+        body: Callable[[T], Coroutine[Any, Any, R]],
+        options: CoordinatorOptions | None = None,
+    ) -> CoordinatorKey[ResultCoordinator[T, R]]: ...
+    @overload
+    def register_result(
+        self,
+        name: str,
+        body: Callable[[T], R],
+        options: CoordinatorOptions | None = None,
+    ) -> CoordinatorKey[ResultCoordinator[T, R]]: ...
     def register_result(
         self,
         name: str,
         body: Callable[[Any], Any],
         options: CoordinatorOptions | None = None,
-    ) -> None:
+    ) -> CoordinatorKey[ResultCoordinator[Any, Any]]:
         """Register a `ResultCoordinator(body, options)` under `name`.
 
         Options are named after the registration as in `register_work()`.
@@ -180,6 +236,10 @@ class CoordinatorRegistry:
             body: The coordinator's body; its return value is kept in the window.
             options: The coordinator's options; `None` means the defaults.
 
+        Returns:
+            `name` as a `CoordinatorKey`: `get(key)` is typed `ResultCoordinator[T, R]`,
+            with `R` what the body returns (awaited, for a coroutine function).
+
         Raises:
             TypeError: A bad `name`, `body` or `options`.
             ValueError: `name` is already registered.
@@ -188,19 +248,27 @@ class CoordinatorRegistry:
         _check_name(name)
         _check_callable("body", body)
         named = _named_options(name, options)
-        self.register(name, lambda _registry: ResultCoordinator(body, named))
+        return self.register(name, lambda _registry: ResultCoordinator(body, named))
 
     # -- lookup ------------------------------------------------------------------------
 
+    @overload
+    def get(self, name: CoordinatorKey[C]) -> C: ...
+    @overload
+    def get(self, name: str = "") -> CoordinatorBase[Any]: ...
     def get(self, name: str = "") -> CoordinatorBase[Any]:
         """Return the coordinator registered as `name`, building it on first use.
+
+        Given the `CoordinatorKey` that `register()` or a `register_*()` shorthand
+        returned, the result is typed as the registered coordinator
+        (`WorkCoordinator[T]`, ...); given a plain `str`, it is `CoordinatorBase[Any]`.
 
         If another thread is building it, wait for that build. If the build fails,
         nothing is cached: the exception reaches the caller whose call ran the
         factory, and the next `get()` (including one that was waiting) tries again.
 
         Args:
-            name: The registration name; `""` is the default name.
+            name: The registration name or its `CoordinatorKey`; `""` is the default name.
 
         Returns:
             The one coordinator instance for `name`.
@@ -215,6 +283,7 @@ class CoordinatorRegistry:
             BaseException: Whatever the factory raised.
         """
         _check_name(name)
+        name = str(name)  # a CoordinatorKey looks up (and reports) as its plain name
         me = threading.get_ident()
         with self._cond:
             while True:

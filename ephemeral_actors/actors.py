@@ -25,6 +25,7 @@ from pykka.typing import ActorMemberMixin, proxy_method
 from ephemeral_actors._coordinators._core import Supervisor
 from ephemeral_actors._coordinators._keyed import KeyChild
 from ephemeral_actors._dispatch import PoolActor
+from ephemeral_actors._public import publish
 
 __all__ = ["KeyChild", "PoolActor", "Supervisor", "SupervisorProxy"]
 
@@ -49,3 +50,7 @@ class SupervisorProxy(ActorMemberMixin, pykka.ActorProxy[Supervisor]):
     pin = proxy_method(Supervisor.pin)
     unpin = proxy_method(Supervisor.unpin)
     evict = proxy_method(Supervisor.evict)
+
+
+# The actor classes live in private modules; this is the path users see and pickle.
+publish(__name__, globals(), __all__)

@@ -33,6 +33,7 @@ import collections
 import dataclasses
 import datetime as _dt
 import sys
+import textwrap
 import threading
 import time
 from typing import IO, TYPE_CHECKING
@@ -287,33 +288,51 @@ def summary(
     *,
     bus: SignalBus | None = None,
     failures: int = 3,
+    signal_counts: Mapping[str, Mapping[str, int]] | None = None,
+    short_ids: bool = False,
+    width: int | None = None,
 ) -> str:
-    """Return a plain-text summary: counts, recent signals and failures per coordinator.
+    """Return a plain-text summary: counts, signals and failures per coordinator.
 
     Only metadata is shown: a failure is its operation id, key, exception *type* and
-    duration — never the exception message, which may quote the item.
+    duration — never the exception message, which may quote the item. Counts come
+    from the coordinators' counters, so a failure list cut to `failures` lines (or
+    to what the window still holds) ends with "... and N more".
 
     Args:
         source: A `CoordinatorRegistry`, one coordinator, or coordinators.
         bus: A `SignalBus` whose recent signals are listed at the end.
         failures: How many of each coordinator's most recent failures to list.
+        signal_counts: Coordinator name -> signal name -> how many times it was
+            emitted (e.g. counted with an `on_signal` callback). Coordinators found
+            here show these totals ("signals: ..."); the others show the signals
+            still in their window ("signals in window: ..."), which the window's
+            size and age bounds may have trimmed.
+        short_ids: Show the last 6 digits of each operation id (enough to find the
+            operation in logs) instead of all 19.
+        width: Wrap lines longer than this many columns between words, indenting
+            the continuation; `None` never wraps.
 
     Returns:
         Several lines of text, without a trailing newline.
 
     Raises:
         TypeError: `source` is not a registry or coordinators.
-        ValueError: `failures` is negative.
+        ValueError: `failures` is negative, or `width` is below 20.
 
     Example:
         ```text
         orders: 270 accepted, 251 completed, 19 failed, 0 cancelled, 0 pending, 0 worker restarts
           signals in window: order.paid x251, rate-limit x4
           failed op 1234 key=customer-07 PaymentDeclinedError after 0.041 s
+          ... and 18 more failed or cancelled
         ```
     """
     if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
         raise ValueError(f"failures must be an int >= 0, got {failures!r}")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 20):
+        raise ValueError(f"width must be an int >= 20 or None, got {width!r}")
+    totals = signal_counts or {}
     lines: list[str] = []
     for coordinator in coordinators_of(_check_source(source)):
         s = coordinator.stats()
@@ -322,18 +341,53 @@ def summary(
             f"{s.total_failed} failed, {s.total_cancelled} cancelled, {s.pending_count} pending, "
             f"{s.worker_restarts} worker restarts"
         )
-        names = collections.Counter(e.signal for e in coordinator.get_signals())
-        if names:
-            counted = ", ".join(f"{name} x{count}" for name, count in names.most_common())
-            lines.append(f"  signals in window: {counted}")
+        counted = totals.get(coordinator.name)
+        label = "signals"
+        if counted is None:
+            counted = collections.Counter(e.signal for e in coordinator.get_signals())
+            label = "signals in window"
+        if any(counted.values()):
+            ordered = sorted(counted.items(), key=lambda item: (-item[1], item[0]))
+            listed = ", ".join(f"{name} x{count}" for name, count in ordered if count)
+            lines.append(f"  {label}: {listed}")
+        shown = _pick_failures(coordinator.get_failed(), failures)
         lines.extend(
-            f"  failed op {op.id}{'' if op.key is None else f' key={op.key}'} "
+            f"  failed op {_op_id(op.id, short=short_ids)}"
+            f"{'' if op.key is None else f' key={op.key}'} "
             f"{type(op.error).__name__} after {op.duration or 0.0:.3f} s"
-            for op in _pick_failures(coordinator.get_failed(), failures)
+            for op in shown
         )
+        # From the counters, not the window: the window may have trimmed failures.
+        more = s.total_failed + s.total_cancelled - len(shown)
+        if more > 0:
+            lines.append(f"  ... and {more} more failed or cancelled")
     if bus is not None:
         lines.append(f"bus: {_bus_text(bus.sense()[-_BUS_SIGNALS:])}")
+    if width is not None:
+        lines = [wrapped for line in lines for wrapped in _wrap_line(line, width)]
     return "\n".join(lines)
+
+
+def _wrap_line(line: str, width: int) -> list[str]:
+    """Wrap `line` to `width` columns between words, continuing 4 columns further in.
+
+    Words are never split (not at hyphens either: `rate-limit` stays whole); a
+    single word longer than `width` gets a line of its own.
+    """
+    indent = " " * (len(line) - len(line.lstrip(" ")) + 4)
+    return textwrap.wrap(
+        line,
+        width,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [line]
+
+
+def _op_id(op_id: int, *, short: bool) -> str:
+    # Ids are 63-bit hashes, up to 19 digits; the tail is as good as the whole for a
+    # reader matching a summary line to a log line, and a sixth of the width.
+    return f"...{op_id % 1_000_000:06d}" if short else str(op_id)
 
 
 def _pick_failures(

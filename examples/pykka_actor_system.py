@@ -42,7 +42,7 @@ class Level:
 
 def apply(message: Move | Audit) -> None:
     if isinstance(message, Audit):  # a body that needs the Warehouse actor to answer
-        AUDITED[message.sku] = message.warehouse.ask(Level(message.sku), timeout=5)
+        AUDITED[message.sku] = message.warehouse.ask(Level(message.sku), block=True, timeout=5)
     else:
         STOCK[message.sku] = STOCK.get(message.sku, 0) + message.delta
 
@@ -80,7 +80,7 @@ def main() -> None:
     warehouse = Warehouse.start()
     for n in range(60):
         warehouse.tell(Move(f"sku-{n % 3}", delta=5 if n % 2 else -2))
-    stats = warehouse.ask("stats")  # mailbox order: every Enqueue was handled first
+    stats = warehouse.ask("stats", block=True)  # mailbox order: every Enqueue was handled first
     print(f"accepted through tell(Enqueue): {stats.total_enqueued}")
     print("blocking audit:", warehouse.ask(Audit("blocking", warehouse)))
     warehouse.ask(Audit("sku-1", warehouse)).get(timeout=5)  # get() outside any actor

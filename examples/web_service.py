@@ -1,21 +1,27 @@
 """A small web service whose background work is visible: the seed's example, in Python.
 
-    pip install "ephemeral-actors[web]"
+    pip install -e '.[web]'                 # from a checkout of this repository
     python examples/web_service.py          # serves on http://127.0.0.1:8000
+
+(Once published, the package would be `pip install 'ephemeral-actors[web]'`.)
 
 Endpoints:
 
 * `POST /api/translate` `{"text": ...}` — queued on the work coordinator "fast";
   answers `{"pending": n}` at once. A translation backend answering "429" makes the
-  body emit `rate-limit`, which defers the command queue until `rate-limit.cleared`.
+  body emit `rate-limit`, which defers new commands; the next translation that
+  succeeds emits `rate-limit.cleared`, which releases them at once (without one,
+  deferred commands run anyway after `max_defer_attempts` re-checks, about 1 s).
 * `POST /api/command` `{"user": ..., "command": ...}` — queued per user on the keyed
   coordinator "commands" (each user's commands run in order); with fair scheduling a
   user with too many pending commands gets `429 Too many pending commands for this
   user`, and other users are not held up.
 * `GET /api/status` — pending/active/completed/failed per coordinator,
-  `hasRateLimit`, and the number of error signals in the windows.
+  `hasRateLimit` (a `rate-limit` newer than any `rate-limit.cleared`), and the
+  number of error signals in the windows.
 
-The coordinators come from a `CoordinatorRegistry` and are closed, with the shared
+A body that is not a JSON object is answered `400` with `{"error": ...}`. The
+coordinators come from a `CoordinatorRegistry` and are closed, with the shared
 signal bus, when the application shuts down.
 """
 
@@ -35,9 +41,7 @@ from starlette.routing import Route
 from ephemeral_actors import (
     CoordinatorOptions,
     CoordinatorRegistry,
-    KeyedWorkCoordinator,
     SignalBus,
-    WorkCoordinator,
     current_operation,
 )
 
@@ -54,6 +58,29 @@ async def translate(text: str) -> str:
     return text[::-1]
 
 
+def rate_limited(bus: SignalBus) -> bool:
+    """True while the newest `rate-limit*` signal on the bus is a hit, not a clearance."""
+    news = bus.sense(lambda event: event.signal in ("rate-limit", "rate-limit.cleared"))
+    return bool(news) and news[-1].signal == "rate-limit"
+
+
+async def json_object(request: Request) -> dict[str, Any] | None:
+    """The request body as a JSON object, or None if it is not one (a client error)."""
+    try:
+        payload = await request.json()
+    except ValueError:  # invalid JSON, or a body that is not UTF-8
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+NOT_A_JSON_OBJECT = {"error": "the request body must be a JSON object"}
+
+
+def user_of(command: dict[str, Any]) -> str:
+    """The key of a command: its user (validated as a str before it is queued)."""
+    return str(command["user"])
+
+
 def create_app(*, command_gate: threading.Event | None = None) -> Starlette:
     """Build the application; `command_gate`, if given, holds every command until set."""
     bus = SignalBus(name="web")
@@ -66,10 +93,21 @@ def create_app(*, command_gate: threading.Event | None = None) -> Starlette:
             current_operation().signal("error.command")
             raise RuntimeError(f"command failed for {command['user']}")
 
-    registry.register_work("fast", translate, CoordinatorOptions(max_concurrency=16, signals=bus))
-    registry.register_keyed(
+    # register_*() return typed keys: registry.get(FAST) is a WorkCoordinator[str].
+    async def translate_then_clear(text: str) -> str:
+        translated = await translate(text)
+        # The API answers again: if the bus still shows a rate limit, say it is over,
+        # which releases the deferred commands at once.
+        if rate_limited(bus):
+            current_operation().signal("rate-limit.cleared")
+        return translated
+
+    fast_key = registry.register_work(
+        "fast", translate_then_clear, CoordinatorOptions(max_concurrency=16, signals=bus)
+    )
+    commands_key = registry.register_keyed(
         "commands",
-        lambda command: command["user"],
+        user_of,
         run_command,
         CoordinatorOptions(
             max_concurrency=4,
@@ -81,26 +119,26 @@ def create_app(*, command_gate: threading.Event | None = None) -> Starlette:
         ),
     )
 
-    def fast() -> WorkCoordinator[str]:
-        return registry.get("fast")  # type: ignore[return-value]
-
-    def commands() -> KeyedWorkCoordinator[dict[str, Any], str]:
-        return registry.get("commands")  # type: ignore[return-value]
-
     async def post_translate(request: Request) -> JSONResponse:
-        payload = await request.json()
-        await fast().enqueue_async(str(payload.get("text", "")))
-        return JSONResponse({"pending": fast().pending_count})
+        payload = await json_object(request)
+        if payload is None:
+            return JSONResponse(NOT_A_JSON_OBJECT, status_code=400)
+        fast = registry.get(fast_key)
+        await fast.enqueue_async(str(payload.get("text", "")))
+        return JSONResponse({"pending": fast.pending_count})
 
     async def post_command(request: Request) -> JSONResponse:
-        payload = await request.json()
+        payload = await json_object(request)
+        if payload is None:
+            return JSONResponse(NOT_A_JSON_OBJECT, status_code=400)
         if not isinstance(payload.get("user"), str):
             return JSONResponse({"error": "user must be a string"}, status_code=400)
-        if not commands().try_enqueue(payload):
+        commands = registry.get(commands_key)
+        if not commands.try_enqueue(payload):
             return JSONResponse(
                 {"error": "Too many pending commands for this user"}, status_code=429
             )
-        pending = commands().get_pending_count_for_key(payload["user"])
+        pending = commands.get_pending_count_for_key(payload["user"])
         return JSONResponse({"accepted": True, "pending": pending}, status_code=202)
 
     async def get_status(_request: Request) -> JSONResponse:
@@ -116,7 +154,7 @@ def create_app(*, command_gate: threading.Event | None = None) -> Starlette:
                     }
                     for name, c in coordinators.items()
                 },
-                "hasRateLimit": bus.detect("rate-limit"),
+                "hasRateLimit": rate_limited(bus),
                 "errorSignals": sum(
                     c.count_signals_matching("error.*") for c in coordinators.values()
                 ),

@@ -308,3 +308,46 @@ def test_throughput_is_the_rate_over_recent_readings():
     # The base is the newest reading at least 2 s old: the rate follows the recent pace.
     assert rates.update("c", 31, 104.0) == pytest.approx((31 - 30) / 2)
     assert rates.update("c", 41, 105.0) == pytest.approx((41 - 30) / 3)
+
+
+def test_summary_says_how_many_more_failures_from_the_counters(make):
+    """Failures beyond the listed ones (or trimmed from the window) are counted: "and N more"."""
+    work = make(body_with_failures, name="small", max_tracked_operations=4, max_concurrency=1)
+    run_all(work, list(range(30)))
+    total = work.total_failed
+    assert total > len(work.get_failed())  # the window kept only some of them
+    text = summary(work, failures=2)
+    listed = [line for line in text.splitlines() if line.startswith("  failed op ")]
+    assert len(listed) <= 2
+    assert f"  ... and {total - len(listed)} more failed or cancelled" in text.splitlines()
+
+
+def test_summary_shows_signal_totals_when_given(make):
+    """With signal_counts, a coordinator shows those totals rather than its trimmed window."""
+    work = make(body_with_failures, name="small", max_tracked_operations=4, max_concurrency=1)
+    run_all(work, list(range(30)))
+    window = summary(work)
+    assert "  signals in window: " in window
+    totals = summary(work, signal_counts={"small": {"item.done": 18, "item.rejected": 8}})
+    assert "  signals: item.done x18, item.rejected x8" in totals.splitlines()
+    assert "in window" not in totals
+
+
+def test_summary_short_ids_and_width(make):
+    """short_ids keeps the last 6 digits; width wraps between words, never inside one."""
+    work = make(body_with_failures, name="coordinator-with-a-long-name-for-wrapping")
+    run_all(work, list(range(5)))
+    failed = work.get_failed()
+    text = summary(work, failures=5, short_ids=True, width=40)
+    for op in failed:
+        assert f"...{op.id % 1_000_000:06d}" in text
+        assert str(op.id) not in text or len(str(op.id)) <= 6
+    lines = text.splitlines()
+    assert all(len(line) <= 40 for line in lines if " " in line.strip())
+    words = " ".join(lines).split()
+    assert "coordinator-with-a-long-name-for-wrapping:" in words
+    assert "restarts" in words
+    # Continuation lines are indented further than the line they continue.
+    assert any(line.startswith("    ") for line in lines)
+    with pytest.raises(ValueError, match="width"):
+        summary(work, width=5)

@@ -23,8 +23,16 @@ SUMMARY = re.compile(
 )
 
 
+def unwrap(output: str) -> str:
+    """Undo the summary's wrapping: continuation lines are indented 4 columns further."""
+    return re.sub(r"\n {4,6}(?=\S)", " ", output)
+
+
 def check_summary(output: str, items: int) -> None:
-    """The summary accounts for every item, per coordinator and in total."""
+    """The summary accounts for every item, per coordinator and in total, within 80 columns."""
+    tail = output[output.index("\nsummary: ") + 1 :]
+    assert max(len(line) for line in tail.splitlines()) <= 80, tail
+    output = unwrap(output)
     match = SUMMARY.search(output)
     assert match is not None, output
     accepted, completed, failed = (int(g) for g in match.groups()[:3])
@@ -39,16 +47,46 @@ def check_summary(output: str, items: int) -> None:
     )
     assert [name for name, *_ in per_coordinator] == ["orders", "emails"]
     assert sum(int(a) for _, a, _, _ in per_coordinator) == items
+    # Short ids: the last 6 digits, not all 19.
     assert re.search(
-        r"^  failed op \d+ key=customer-\d+ \w+Error after \d+\.\d{3} s$", output, re.MULTILINE
+        r"^  failed op \.\.\.\d{6} key=customer-\d+ \w+Error after \d+\.\d{3} s$",
+        output,
+        re.MULTILINE,
     )
     assert re.search(
-        r"^  failed op \d+ MailboxUnavailableError after \d+\.\d{3} s$", output, re.MULTILINE
+        r"^  failed op \.\.\.\d{6} MailboxUnavailableError after \d+\.\d{3} s$",
+        output,
+        re.MULTILINE,
     )
+    failed = {name: int(f) for name, _, _, f in per_coordinator}
+    check_failure_lists(output, failed)
+    # Each failed order emitted exactly one of these, and every emission is counted.
+    orders_failed = failed["orders"]
+    signals = re.search(r"^orders: .*\n  signals: (.*)$", output, re.MULTILINE)
+    assert signals is not None, output
+    counts = {name: int(n) for name, n in re.findall(r"([\w.-]+) x(\d+)", signals.group(1))}
+    assert counts.get("payment.declined", 0) + counts.get("rate-limit", 0) == orders_failed
     assert "per-customer order: ok" in output
     assert re.search(
         r"^structured log records: operation\.failed x\d+ \(fields: ", output, re.MULTILINE
     )
+
+
+def check_failure_lists(output: str, failed: dict[str, int]) -> None:
+    """Each coordinator lists up to 3 failures and says how many more there are."""
+    for name, total in failed.items():
+        block = re.search(rf"^{name}: .*?(?=^\S|\Z)", output, re.MULTILINE | re.DOTALL)
+        assert block is not None
+        shown = len(re.findall(r"^  failed op ", block.group(0), re.MULTILINE))
+        assert shown == min(3, total)
+        more = re.search(
+            r"^  \.\.\. and (\d+) more failed or cancelled$", block.group(0), re.MULTILINE
+        )
+        if total > shown:
+            assert more is not None, block.group(0)
+            assert int(more.group(1)) == total - shown
+        else:
+            assert more is None
 
 
 def test_demo_in_process_plain():
@@ -76,7 +114,7 @@ def test_demo_defers_orders_until_the_rate_limit_clears():
     assert match is not None, output
     # The API's cooldown at 60 items is 0.5 + 60/270 s; the watchdog clears it right after.
     assert 0.6 <= float(match.group(1)) <= 5.0
-    assert re.search(r"^  signals in window: .*rate-limit x\d", output, re.MULTILINE)
+    assert re.search(r"^  signals: .*rate-limit x\d", unwrap(output), re.MULTILINE)
     assert "rate-limit.cleared" in output
 
 

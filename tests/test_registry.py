@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ephemeral_actors import (
+    CoordinatorKey,
     CoordinatorOptions,
     RegistryClosedError,
     ResultCoordinator,
@@ -505,3 +506,27 @@ def test_close_rejects_bad_timeout(registry):
     with pytest.raises(ValueError, match="timeout"):
         registry.close(-1)
     assert not registry.is_closed
+
+
+def test_register_returns_a_typed_key_that_is_the_name(registry):
+    """register*() return a CoordinatorKey: the name itself, usable with get()."""
+    work = registry.register_work("work", lambda _item: None)
+    result = registry.register_result("result", len)
+    keyed = registry.register_keyed("keyed", str, lambda _item: None)
+    custom = registry.register("custom", lambda _r: WorkCoordinator(lambda _item: None))
+    for key, name in ((work, "work"), (result, "result"), (keyed, "keyed"), (custom, "custom")):
+        assert isinstance(key, CoordinatorKey)
+        assert isinstance(key, str)
+        assert key == name
+        assert registry.get(key) is registry.get(name)
+        assert repr(key) == f"CoordinatorKey({name!r})"
+    assert isinstance(registry.get(result), ResultCoordinator)
+    assert registry.created == ("work", "result", "keyed", "custom")
+    assert all(type(name) is str for name in (*registry.names, *registry.created))
+
+
+def test_a_key_reports_as_its_plain_name_in_errors(registry):
+    """Errors show the name, not the key's repr."""
+    key = CoordinatorKey("missing")
+    with pytest.raises(UnknownCoordinatorError, match="no coordinator named 'missing'"):
+        registry.get(key)

@@ -114,3 +114,34 @@ def test_shutdown_leaves_no_library_threads():
     for thread in set(library_threads()) - before:
         thread.join(WAIT)
     assert not (set(library_threads()) - before)
+
+
+def test_invalid_json_is_a_400_not_a_500():
+    """A body that is not JSON, or not a JSON object, is answered 400 with an error message."""
+    app = load_example().create_app()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for path in ("/api/translate", "/api/command"):
+            for body in (b"{not json", b"\xff\xfe", b"[1, 2]", b'"text"'):
+                response = client.post(
+                    path, content=body, headers={"content-type": "application/json"}
+                )
+                assert response.status_code == 400, (path, body, response.text)
+                assert response.json() == {"error": "the request body must be a JSON object"}
+
+
+def test_a_successful_translation_clears_the_rate_limit():
+    """The docstring's promise holds: after a 429, the next success emits rate-limit.cleared."""
+    module = load_example()
+    assert "rate-limit.cleared" in (module.__doc__ or "")
+    app = module.create_app()
+    with TestClient(app) as client:
+        client.post("/api/translate", json={"text": "please 429"})
+        wait_for(lambda s: s["hasRateLimit"], client)
+        client.post("/api/translate", json={"text": "hello"})
+        status = wait_for(lambda s: not s["hasRateLimit"], client)
+        assert status["coordinators"]["fast"]["completed"] == 1
+
+
+def test_the_example_needs_no_type_ignore():
+    """registry.get() is typed through the keys register_*() return: no `type: ignore` left."""
+    assert "type: ignore" not in EXAMPLE.read_text()

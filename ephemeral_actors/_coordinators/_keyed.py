@@ -18,17 +18,19 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
+from ephemeral_actors._coordinators._arguments import split_keyed_arguments
 from ephemeral_actors._coordinators._base import CoordinatorBase
 from ephemeral_actors._coordinators._core import Core
 from ephemeral_actors._dispatch import DISPATCHER, PoolActor, Timer
+from ephemeral_actors._options import merge_options
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 
     from ephemeral_actors._operation import Operation
-    from ephemeral_actors._options import CoordinatorOptions
+    from ephemeral_actors._options import CoordinatorOptions, OptionsKwargs
     from ephemeral_actors._records import OperationSnapshot
 
 __all__ = ["KeyChild", "KeyedWorkCoordinator"]
@@ -236,6 +238,11 @@ class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):
     `max_concurrency_per_key` at a time; different keys run in parallel up to
     `max_concurrency`. A busy key never blocks the others.
 
+    Build it as `KeyedWorkCoordinator(key_selector, body, options=None, **option_fields)`
+    or, in the order `for_each` uses, `KeyedWorkCoordinator(body, options=None,
+    key=key_selector, **option_fields)`. Passing both forms, or a key selector that
+    is a coroutine function, raises `TypeError`.
+
     Example:
         ```python
         def apply(event):
@@ -249,18 +256,40 @@ class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):
 
     _kind = "keyed"
 
+    @overload
     def __init__(
         self,
         key_selector: Callable[[T], K],
         body: Callable[[T], Any] | Callable[[T], Awaitable[Any]],
         options: CoordinatorOptions | None = None,
-    ) -> None:
+        **option_fields: Unpack[OptionsKwargs],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        body: Callable[[T], Any] | Callable[[T], Awaitable[Any]],
+        options: CoordinatorOptions | None = None,
+        *,
+        key: Callable[[T], K],
+        **option_fields: Unpack[OptionsKwargs],
+    ) -> None: ...
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Build from `(key_selector, body, options=None, **option_fields)` or `(body, key=...)`.
+
+        Raises:
+            TypeError: Both forms at once, a coroutine-function key selector, or an
+                unknown option keyword.
+        """
+        key_selector, body, options, option_fields = split_keyed_arguments(
+            args, kwargs, where="KeyedWorkCoordinator"
+        )
         self._key_selector = key_selector
-        super().__init__(body, options)
+        super().__init__(body, merge_options(options, option_fields, where="KeyedWorkCoordinator"))
 
     def _make_core(self, body: Callable[[T], Any], options: CoordinatorOptions) -> Core:
         return KeyedCore(self._key_selector, body, options)
 
+    @overload
     @classmethod
     def from_iterable(
         cls,
@@ -268,9 +297,29 @@ class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):
         key_selector: Callable[[T], K],
         body: Callable[[T], Any] | Callable[[T], Awaitable[Any]],
         options: CoordinatorOptions | None = None,
-    ) -> KeyedWorkCoordinator[T, K]:
-        """Build a keyed coordinator fed from `source` (see `WorkCoordinator.from_iterable`)."""
-        coordinator = cls(key_selector, body, options)
+        **option_fields: Unpack[OptionsKwargs],
+    ) -> KeyedWorkCoordinator[T, K]: ...
+    @overload
+    @classmethod
+    def from_iterable(
+        cls,
+        source: Iterable[T] | AsyncIterable[T],
+        body: Callable[[T], Any] | Callable[[T], Awaitable[Any]],
+        options: CoordinatorOptions | None = None,
+        *,
+        key: Callable[[T], K],
+        **option_fields: Unpack[OptionsKwargs],
+    ) -> KeyedWorkCoordinator[T, K]: ...
+    @classmethod
+    def from_iterable(
+        cls, source: Iterable[Any] | AsyncIterable[Any], *args: Any, **kwargs: Any
+    ) -> KeyedWorkCoordinator[Any, Any]:
+        """Build a keyed coordinator fed from `source` (see `WorkCoordinator.from_iterable`).
+
+        Takes the same two forms as the constructor: `(source, key_selector, body, ...)`
+        or `(source, body, key=key_selector, ...)`.
+        """
+        coordinator = cls(*args, **kwargs)
         coordinator._start_source(source)
         return coordinator
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
 from ephemeral_actors._coordinators._base import CoordinatorBase
+from ephemeral_actors._options import merge_options
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable
 
-    from ephemeral_actors._options import CoordinatorOptions
+    # The future submit() answers. When the coordinator's future class changes, swap
+    # this one line and ResultCoordinator.submit() stays typed by the result.
+    from pykka import Future as ResultFuture
+
+    from ephemeral_actors._options import CoordinatorOptions, OptionsKwargs
     from ephemeral_actors._records import OperationSnapshot, ResultSnapshot
 
 __all__ = ["ResultCoordinator", "WorkCoordinator"]
@@ -23,6 +28,10 @@ class WorkCoordinator(CoordinatorBase[T]):
 
     `body(item)` is a plain function or a coroutine function; coroutine bodies run on
     an event loop owned by the library. Processing starts at construction.
+
+    Options come as `options=` (a `CoordinatorOptions`), as keyword arguments
+    (`WorkCoordinator(body, max_concurrency=8)`), or both: keywords override
+    `options` field by field. An unknown keyword is a `TypeError` naming it.
 
     Example:
         ```python
@@ -39,8 +48,9 @@ class WorkCoordinator(CoordinatorBase[T]):
         self,
         body: Callable[[T], Any] | Callable[[T], Awaitable[Any]],
         options: CoordinatorOptions | None = None,
+        **option_fields: Unpack[OptionsKwargs],
     ) -> None:
-        super().__init__(body, options)
+        super().__init__(body, merge_options(options, option_fields, where=type(self).__name__))
 
     @classmethod
     def from_iterable(
@@ -48,6 +58,7 @@ class WorkCoordinator(CoordinatorBase[T]):
         source: Iterable[T] | AsyncIterable[T],
         body: Callable[[T], Any] | Callable[[T], Awaitable[Any]],
         options: CoordinatorOptions | None = None,
+        **option_fields: Unpack[OptionsKwargs],
     ) -> WorkCoordinator[T]:
         """Build a coordinator that takes its items from `source` until it ends.
 
@@ -55,7 +66,7 @@ class WorkCoordinator(CoordinatorBase[T]):
         the shared event loop; both wait for backlog space. `drain()` waits for the
         source to end and re-raises its exception if it raised.
         """
-        coordinator = cls(body, options)
+        coordinator = cls(body, options, **option_fields)
         coordinator._start_source(source)
         return coordinator
 
@@ -75,15 +86,22 @@ class ResultCoordinator(CoordinatorBase[T], Generic[T, R]):
         self: ResultCoordinator[T, R],
         body: Callable[[T], Coroutine[Any, Any, R]],
         options: CoordinatorOptions | None = None,
+        **option_fields: Unpack[OptionsKwargs],
     ) -> None: ...
     @overload
     def __init__(
         self: ResultCoordinator[T, R],
         body: Callable[[T], R],
         options: CoordinatorOptions | None = None,
+        **option_fields: Unpack[OptionsKwargs],
     ) -> None: ...
-    def __init__(self, body: Callable[[T], Any], options: CoordinatorOptions | None = None) -> None:
-        super().__init__(body, options)
+    def __init__(
+        self,
+        body: Callable[[T], Any],
+        options: CoordinatorOptions | None = None,
+        **option_fields: Unpack[OptionsKwargs],
+    ) -> None:
+        super().__init__(body, merge_options(options, option_fields, where=type(self).__name__))
 
     @classmethod
     def from_iterable(
@@ -91,11 +109,25 @@ class ResultCoordinator(CoordinatorBase[T], Generic[T, R]):
         source: Iterable[T] | AsyncIterable[T],
         body: Callable[[T], R] | Callable[[T], Awaitable[R]],
         options: CoordinatorOptions | None = None,
+        **option_fields: Unpack[OptionsKwargs],
     ) -> ResultCoordinator[T, R]:
         """Build a result coordinator fed from `source` (see `WorkCoordinator.from_iterable`)."""
-        coordinator: ResultCoordinator[T, R] = cls(body, options)  # type: ignore[arg-type]
+        coordinator: ResultCoordinator[T, R] = cls(body, options, **option_fields)  # type: ignore[arg-type]
         coordinator._start_source(source)
         return coordinator
+
+    if TYPE_CHECKING:
+        # Typing only: at run time these are CoordinatorBase's own methods, whose
+        # outcome here is the body's result. Declaring them keeps submit() free of a
+        # wrapper on the hot path while mypy sees `ResultCoordinator[T, R]` results.
+
+        def submit(self, item: T) -> ResultFuture[R]:
+            """Accept `item` and return a future of the body's result."""
+            ...
+
+        async def submit_async(self, item: T) -> R:
+            """Accept `item` and await the body's result without blocking the loop."""
+            ...
 
     def get_snapshot(self) -> tuple[ResultSnapshot, ...]:
         """Every operation in the window with its result, oldest first."""

@@ -52,6 +52,7 @@ from ray import cloudpickle
 
 from ephemeral_actors._errors import OperationCancelledError, WorkerCrashError
 from ephemeral_actors._operation import Operation, _current
+from ephemeral_actors._public import publish
 from ephemeral_actors._signals import matches
 from ephemeral_actors._signals._event import check_signal_name
 from ephemeral_actors._validate import check_int
@@ -884,3 +885,8 @@ def _remote(target: Any, options: Mapping[str, Any]) -> Any:
 
 def _op_id(op: Operation | None) -> int:
     return op.id if op is not None else 0
+
+
+# Users import it as `ephemeral_actors.backends.RayBackend` (loaded lazily there); that is
+# the path tracebacks and pickles should name, not this private module.
+publish("ephemeral_actors.backends", globals(), __all__)
