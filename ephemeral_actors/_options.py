@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ephemeral_actors._signals._pattern import pattern_tokens
 from ephemeral_actors._validate import check_int, check_seconds, check_seconds_or_none
 
 if TYPE_CHECKING:
@@ -155,6 +156,7 @@ def _pattern_set(name: str, value: object) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
+        pattern_tokens(name, value)
         return (value,)
     if isinstance(value, Iterable) and not isinstance(value, bytes | bytearray):
         items = tuple(value)
@@ -163,6 +165,9 @@ def _pattern_set(name: str, value: object) -> tuple[str, ...] | None:
                 raise TypeError(
                     f"{name} must hold str patterns, got {type(item).__name__} {item!r}"
                 )
+        # Refuse an over-long pattern here, naming the field, rather than when the
+        # coordinator first compiles the set.
+        pattern_tokens(name, items)
         return items
     raise TypeError(
         f"{name} must be a str, an iterable of str or None, got {type(value).__name__} {value!r}"
