@@ -32,9 +32,11 @@ class CoordinatorOptions:
 
     Every field is validated when the record is built; a bad value raises
     `TypeError` or `ValueError` naming the field and the value. Durations accept
-    seconds (int or float) or a `datetime.timedelta` and are stored as float seconds.
-    Pattern sets (`cancel_on_signals`, ...) accept a string (which may be a comma
-    list) or an iterable of strings and are stored as a tuple.
+    seconds (int or float) or a `datetime.timedelta` of at most
+    `threading.TIMEOUT_MAX` (about 292 years on Linux) and are stored as float
+    seconds. Pattern sets (`cancel_on_signals`, ...) accept a string (which may be a
+    comma list) or an iterable of strings, each pattern at most 1,024 characters, and
+    are stored as a tuple.
 
     Example:
         ```python
