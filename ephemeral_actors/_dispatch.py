@@ -8,10 +8,12 @@ its mailbox is drained by the threads of a `SharedDispatcher` in slices.
 
 It is built on Pykka's documented runtime extension points (`_create_actor_inbox`,
 `_create_future`, `_start_actor_loop`) and reuses Pykka's own loop pieces
-(`_actor_loop_setup`, `_actor_loop_running`, `_actor_loop_teardown`). The one detail
-it leans on: `_actor_loop_running` calls `actor_inbox.get()` outside its per-message
-`try`, so the inbox can end a slice by raising `_Yield`.
-`tests/test_dispatch.py` pins that behaviour for the Pykka versions we support.
+(`_actor_loop_setup`, `_handle_receive`, `_handle_failure`, `_actor_loop_teardown`).
+Its running loop mirrors Pykka's `_actor_loop_running` message by message, but the
+inbox ends a slice by raising `_Yield` from `get()`, and after a BaseException the
+blocking `ActorRegistry.stop_all()` runs off the pool (see `_actor_loop_running`).
+`tests/test_dispatch.py` pins the pieces we reuse for the Pykka versions we support,
+and `tests/pykka_suite` runs Pykka's own test suite against `PoolActor`.
 
 The dispatcher also runs timers (`call_later`), so the library's shared threads stay
 within the budget of SPEC section 2: the loop thread plus these two.
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = ["DISPATCHER", "PoolActor", "SharedDispatcher", "Timer"]
 
 logger = logging.getLogger("ephemeral_actors")
+_pykka_logger = logging.getLogger("pykka")
+"""Messages Pykka's own actor loop logs keep Pykka's logger, as before the loop was ours."""
 
 _SLICE = 64
 """Messages one actor may handle before others get a turn (fairness across actors)."""
@@ -161,25 +165,55 @@ DISPATCHER = SharedDispatcher()
 
 
 class _StopFlag:
-    """`actor_stopped` for pool actors: a flag, not a `threading.Event`.
+    """`actor_stopped` for pool actors: a flag that makes its `threading.Event` on demand.
 
     An Event is a Condition, a lock and a deque (about a kilobyte); per-key children
-    exist by the hundred thousand and nobody waits on their flag.
+    exist by the hundred thousand and almost nobody waits on their flag. Code written
+    for `ThreadingActor` does wait on it (`ref.actor_stopped.wait(5)`, as Pykka's own
+    tests do), so `wait()` creates the Event the first time someone waits.
     """
 
-    __slots__ = ("_set",)
+    __slots__ = ("_event", "_set")
 
     def __init__(self) -> None:
         self._set = False
+        self._event: threading.Event | None = None
 
     def is_set(self) -> bool:
         return self._set
 
     def set(self) -> None:
+        # Store the flag before reading `_event`; `wait` stores `_event` before reading
+        # the flag. Whichever runs second sees the other's store, so a waiter is never
+        # left behind an Event nobody sets.
         self._set = True
+        event = self._event
+        if event is not None:
+            event.set()
 
     def clear(self) -> None:
         self._set = False
+        event = self._event
+        if event is not None:
+            event.clear()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the flag is set or `timeout` passes; return the flag, as Event does."""
+        if self._set:
+            return True
+        event = self._event
+        if event is None:
+            with _EVENT_LOCK:
+                event = self._event
+                if event is None:
+                    event = self._event = threading.Event()
+        if self.is_set():  # set() may have read `_event` before it existed
+            event.set()
+        return event.wait(timeout)
+
+
+_EVENT_LOCK = threading.Lock()
+"""Guards creating a `_StopFlag`'s Event, so two first waiters share one (rarely taken)."""
 
 
 class _PoolInbox:
@@ -257,6 +291,22 @@ class _PoolInbox:
             return False
 
 
+def _stop_all_elsewhere() -> None:
+    """Run Pykka's blocking `ActorRegistry.stop_all()` on a thread that is not a pool thread.
+
+    It keeps `stop_all`'s guarantee (registered actors stop one by one, last started
+    first) without holding a pool thread, which the stops themselves need.
+    """
+    threading.Thread(target=_stop_all, name="ephemeral-actors-stop-all", daemon=True).start()
+
+
+def _stop_all() -> None:
+    try:
+        pykka.ActorRegistry.stop_all()
+    except Exception:
+        logger.exception("stopping every registered actor after a BaseException failed")
+
+
 def _fail_dead(envelope: Any, actor: PoolActor) -> None:
     if envelope.reply_to is not None:
         error = pykka.ActorDeadError(f"{actor.actor_ref} stopped before handling the message")
@@ -273,8 +323,12 @@ class PoolActor(pykka.Actor):
 
     Differences: pool actors are not added to `pykka.ActorRegistry` unless started
     with `start()` (its list costs O(n) per removal, and per-key children come and go
-    by the thousand), and a handler must not block on another pool actor's future —
-    with every pool thread blocked that way the pool stalls.
+    by the thousand); their `actor_urn` is a counter-based URN, not a uuid4
+    (`urn:ephemeral-actors:<class>:<n>`, unique within the process); after a
+    BaseException the stop of every registered actor runs on a helper thread, so the
+    failing actor's thread is free before the others have stopped; and a handler must
+    not block on another pool actor's future — with every pool thread blocked that way
+    the pool stalls.
     """
 
     dispatcher: ClassVar[SharedDispatcher] = DISPATCHER
@@ -345,6 +399,40 @@ class PoolActor(pykka.Actor):
         inbox.close()
         inbox._budget = sys.maxsize
         self._actor_loop_teardown()
+
+    def _actor_loop_running(self) -> None:
+        # Pykka's loop (`pykka.Actor._actor_loop_running`), the same message by message,
+        # except after a BaseException. Pykka then stops this actor and calls the
+        # blocking `ActorRegistry.stop_all()`, which waits until every registered
+        # actor has handled a stop message. A pool actor's stop message is handled on
+        # a pool thread, so a pool thread blocked there waits for the other pool
+        # threads; when as many registered pool actors raise at once as there are
+        # pool threads, each waits for the others and the pool is deadlocked for good
+        # (issue 13, finding 24). So the same blocking stop_all runs on a thread of
+        # its own, and this pool thread goes back to work.
+        inbox = self.actor_inbox
+        while not self.actor_stopped.is_set():
+            envelope = inbox.get()  # raises _Yield (outside the try) to end the slice
+            try:
+                response = self._handle_receive(envelope.message)
+                if envelope.reply_to is not None:
+                    envelope.reply_to.set(response)
+            except Exception:
+                if envelope.reply_to is not None:
+                    _pykka_logger.info(
+                        f"Exception returned from {self} to caller:", exc_info=sys.exc_info()
+                    )
+                    envelope.reply_to.set_exception()
+                else:
+                    self._handle_failure(*sys.exc_info())
+                    try:
+                        self.on_failure(*sys.exc_info())
+                    except Exception:
+                        self._handle_failure(*sys.exc_info())
+            except BaseException:
+                _pykka_logger.debug(f"{sys.exc_info()[1]!r} in {self}. Stopping all actors.")
+                self._stop()
+                _stop_all_elsewhere()
 
     def _stop(self) -> None:
         # Pykka's _stop, but an unregistered (spawned) actor skips the registry's

@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from ephemeral_actors._signals._pattern import pattern_tokens
 from ephemeral_actors._validate import check_int, check_seconds, check_seconds_or_none
 
 if TYPE_CHECKING:
@@ -33,9 +34,11 @@ class CoordinatorOptions:
 
     Every field is validated when the record is built; a bad value raises
     `TypeError` or `ValueError` naming the field and the value. Durations accept
-    seconds (int or float) or a `datetime.timedelta` and are stored as float seconds.
-    Pattern sets (`cancel_on_signals`, ...) accept a string (which may be a comma
-    list) or an iterable of strings and are stored as a tuple.
+    seconds (int or float) or a `datetime.timedelta` of at most
+    `threading.TIMEOUT_MAX` (about 292 years on Linux) and are stored as float
+    seconds. Pattern sets (`cancel_on_signals`, ...) accept a string (which may be a
+    comma list) or an iterable of strings, each pattern at most 1,024 characters, and
+    are stored as a tuple.
 
     Example:
         ```python
@@ -163,6 +166,7 @@ def _pattern_set(name: str, value: object) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
+        pattern_tokens(name, value)
         return (value,)
     if isinstance(value, Iterable) and not isinstance(value, bytes | bytearray):
         items = tuple(value)
@@ -171,6 +175,9 @@ def _pattern_set(name: str, value: object) -> tuple[str, ...] | None:
                 raise TypeError(
                     f"{name} must hold str patterns, got {type(item).__name__} {item!r}"
                 )
+        # Refuse an over-long pattern here, naming the field, rather than when the
+        # coordinator first compiles the set.
+        pattern_tokens(name, items)
         return items
     raise TypeError(
         f"{name} must be a str, an iterable of str or None, got {type(value).__name__} {value!r}"

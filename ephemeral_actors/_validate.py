@@ -8,8 +8,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import threading
 
-__all__ = ["check_int", "check_seconds", "check_seconds_or_none"]
+__all__ = ["MAX_SECONDS", "check_int", "check_seconds", "check_seconds_or_none"]
+
+MAX_SECONDS = threading.TIMEOUT_MAX
+"""The longest duration or timeout accepted, in seconds (about 292 years on Linux).
+
+Every duration may end up in a blocking wait (`Event.wait`, `Lock.acquire`,
+`Queue.get`), and those raise `OverflowError` above `threading.TIMEOUT_MAX`; by then
+a `close()` may have half happened (issue 13, finding 20). So a larger value is
+refused up front, where the message can name the argument. `None` is the way to
+say "no limit" wherever a timeout allows it.
+"""
 
 
 def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
@@ -17,7 +28,8 @@ def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> floa
 
     Raises:
         TypeError: `value` is a bool or not a number/timedelta.
-        ValueError: `value` is negative, NaN, infinite, or zero when zero is not allowed.
+        ValueError: `value` is negative, NaN, infinite, zero when zero is not allowed,
+            or above `MAX_SECONDS` (`threading.TIMEOUT_MAX`).
     """
     if isinstance(value, _dt.timedelta):
         seconds = value.total_seconds()
@@ -33,6 +45,11 @@ def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> floa
     if seconds < 0 or (seconds == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
+    if seconds > MAX_SECONDS:
+        raise ValueError(
+            f"{name} must be at most threading.TIMEOUT_MAX ({MAX_SECONDS!r}) seconds, "
+            f"got {value!r}; use None for no limit where the call allows it"
+        )
     return seconds
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from ephemeral_actors._dispatch import DISPATCHER, PoolActor, SharedDispatcher
 from tests.conftest import WAIT
+from tests.isolated import run_isolated
 
 
 @pytest.fixture(autouse=True)
@@ -215,11 +216,114 @@ def test_pykka_internals_we_rely_on():
     """Fails loudly if Pykka changes the loop pieces PoolActor reuses."""
     version = tuple(int(p) for p in importlib.metadata.version("pykka").split(".")[:2])
     assert (4, 5) <= version < (5, 0)
+    # PoolActor's running loop mirrors Pykka's: if Pykka's loop stops doing one of
+    # these things, ours must be revisited (tests/pykka_suite checks the behaviour).
     source = inspect.getsource(pykka.Actor._actor_loop_running)
-    # inbox.get() must stay outside the per-message try, so _Yield can end a slice.
-    assert source.index("self.actor_inbox.get()") < source.index("try:")
-    for name in ("_actor_loop_setup", "_actor_loop_teardown", "_handle_receive", "_stop"):
+    for landmark in (
+        "self._handle_receive(envelope.message)",
+        "envelope.reply_to.set(response)",
+        "envelope.reply_to.set_exception()",
+        "self._handle_failure(*sys.exc_info())",
+        "self.on_failure(*sys.exc_info())",
+        "ActorRegistry.stop_all()",
+    ):
+        assert landmark in source, landmark
+    for name in (
+        "_actor_loop_setup",
+        "_actor_loop_teardown",
+        "_handle_receive",
+        "_handle_failure",
+        "_stop",
+    ):
         assert callable(getattr(pykka.Actor, name))
     init = inspect.getsource(pykka.Actor.__init__)
     for field in ("actor_urn", "actor_inbox", "actor_stopped", "_actor_ref"):
         assert f"self.{field} =" in init
+
+
+def test_actor_stopped_can_be_waited_on(actor_class):
+    """Issue 13 #23: `actor_stopped.wait()` works as on ThreadingActor's threading.Event."""
+    ref = actor_class.start()
+    assert ref.actor_stopped.wait(0) is False
+    waiting = threading.Barrier(2)
+    woke: list[bool] = []
+
+    def waiter() -> None:
+        waiting.wait(WAIT)
+        woke.append(ref.actor_stopped.wait(WAIT))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    waiting.wait(WAIT)
+    assert ref.stop(timeout=WAIT) is True
+    thread.join(WAIT)
+    assert woke == [True]
+    assert ref.actor_stopped.wait(0) is True
+    assert ref.actor_stopped.wait() is True
+
+
+def test_stop_flag_wakes_a_waiter_that_raced_with_set():
+    """A waiter whose Event is made while set() runs still wakes (no lost wake-up)."""
+    for _ in range(200):
+        actor = PoolRecorder.spawn()
+        flag = actor.actor_stopped
+        barrier = threading.Barrier(2)
+        woke: list[bool] = []
+
+        def waiter(
+            flag: Any = flag, barrier: threading.Barrier = barrier, woke: list[bool] = woke
+        ) -> None:
+            barrier.wait(WAIT)
+            woke.append(flag.wait(WAIT))
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        barrier.wait(WAIT)
+        flag.set()
+        thread.join(WAIT)
+        assert woke == [True]
+        actor.actor_ref.stop(timeout=WAIT)
+
+
+def test_simultaneous_base_exceptions_do_not_deadlock_the_pool():
+    """Issue 13 #24: two registered pool actors raising BaseException at once.
+
+    Each failing actor runs Pykka's blocking `ActorRegistry.stop_all()`; on the pool
+    threads themselves, both waited for a third registered actor's stop, which only a
+    pool thread could handle. Run in a child process, since the failure is a hang.
+    """
+    out = run_isolated(
+        """
+        import threading
+        from typing import Any
+
+        import pykka
+        from ephemeral_actors._dispatch import DISPATCHER, PoolActor
+
+        DISPATCHER.acquire()
+        both_running = threading.Barrier(2)
+        bystander_stopped = threading.Event()
+
+        class Failing(PoolActor):
+            def on_receive(self, message: Any) -> Any:
+                both_running.wait(30)  # both pool threads are inside a handler
+                raise BaseException("at once")
+
+        class Bystander(PoolActor):
+            def on_stop(self) -> None:
+                bystander_stopped.set()
+
+        first, second = Failing.start(), Failing.start()
+        bystander = Bystander.start()
+        first.tell("boom")
+        second.tell("boom")
+        assert bystander_stopped.wait(30), "the pool deadlocked in stop_all"
+        assert first.actor_stopped.wait(30) and second.actor_stopped.wait(30)
+        assert not bystander.is_alive()
+        # The pool still serves new actors.
+        fresh = PoolActor.spawn()
+        assert fresh.actor_ref.ask("hello", timeout=30) is None
+        print("ok")
+        """
+    )
+    assert out.strip() == "ok"

@@ -49,6 +49,8 @@ from ephemeral_actors._errors import (
     SignalCancelledError,
     WorkerCrashError,
 )
+from ephemeral_actors._exc import copy_error as _copy_error
+from ephemeral_actors._exc import detach as _detach
 from ephemeral_actors._ids import next_operation_id
 from ephemeral_actors._mailbox import CHECK_OWNERSHIP, Mailbox, Reply, check_owner
 from ephemeral_actors._operation import Operation, _current
@@ -179,28 +181,6 @@ def _resolve(reply: Any, ok: bool, value: Any) -> None:
         reply.set(value)
     else:
         reply.set_exception((type(value), value, value.__traceback__))
-
-
-def _detach(error: BaseException) -> BaseException:
-    """Clear tracebacks along the exception chain: frames hold payloads."""
-    seen: set[int] = set()
-    exc: BaseException | None = error
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        exc.__traceback__ = None
-        exc = exc.__cause__ or exc.__context__
-    return error
-
-
-def _copy_error(error: BaseException) -> BaseException:
-    """A traceback-free twin of `error` for the window when a caller gets the original."""
-    try:
-        twin = error.__class__.__new__(error.__class__, *error.args)
-        twin.__dict__.update(getattr(error, "__dict__", {}))
-        twin.args = error.args
-    except Exception:
-        return error
-    return twin
 
 
 def _utc(ts: float) -> datetime:

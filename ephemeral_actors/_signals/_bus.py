@@ -30,7 +30,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pykka
 
-from ephemeral_actors._signals._event import SignalEvent, SignalPropagation, check_signal_name
+from ephemeral_actors._signals._event import (
+    SignalEvent,
+    SignalPropagation,
+    check_length,
+    check_signal_name,
+)
 from ephemeral_actors._signals._pattern import compile_patterns, matches
 from ephemeral_actors._validate import check_int, check_seconds
 
@@ -288,7 +293,7 @@ class SignalBus:
 
         Raises:
             TypeError: An argument has the wrong type.
-            ValueError: `name` is empty.
+            ValueError: `name` is empty or longer than 1,024 characters.
             RuntimeError: The bus is closed.
         """
         timestamp = dt.datetime.fromtimestamp(self._clock(), tz=dt.UTC)
@@ -332,12 +337,13 @@ class SignalBus:
         Raises:
             TypeError: `pattern` is not a str or a sequence of str, or `callback` is
                 not callable.
-            ValueError: `pattern` holds no pattern at all.
+            ValueError: `pattern` holds no pattern at all, or one longer than 1,024
+                characters.
             RuntimeError: The bus is closed.
         """
         if not isinstance(pattern, str) and isinstance(pattern, Iterable):
             pattern = tuple(pattern)  # a one-shot iterator would be spent by compiling
-        matcher = compile_patterns(pattern)
+        matcher = compile_patterns(pattern, argument="pattern")
         if matcher is None:
             raise ValueError(f"pattern must name at least one signal pattern, got {pattern!r}")
         if not callable(callback):
@@ -364,10 +370,12 @@ class SignalBus:
 
         Raises:
             TypeError: `pattern` is not a str.
+            ValueError: `pattern` is longer than 1,024 characters.
             RuntimeError: The bus is closed.
         """
         if not isinstance(pattern, str):
             raise TypeError(f"pattern must be a str, got {type(pattern).__name__} {pattern!r}")
+        check_length("pattern", pattern)
         return self._clear(lambda event: matches(event.signal, pattern))
 
     def clear_operation(self, operation_id: int) -> int:
@@ -422,9 +430,10 @@ class SignalBus:
 
         Raises:
             TypeError: The argument is neither a str nor callable.
+            ValueError: The pattern is longer than 1,024 characters.
         """
         if isinstance(name_or_predicate, str):
-            pattern = name_or_predicate
+            pattern = check_length("name_or_predicate", name_or_predicate)
             return any(matches(event.signal, pattern) for event in self._live())
         if callable(name_or_predicate):
             return any(map(name_or_predicate, self._live()))

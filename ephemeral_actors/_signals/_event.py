@@ -9,21 +9,49 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-__all__ = ["SignalEvent", "SignalPropagation", "check_signal_name"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "SignalEvent",
+    "SignalPropagation",
+    "check_length",
+    "check_signal_name",
+]
+
+MAX_NAME_LENGTH = 1024
+"""The longest signal name or pattern the library accepts, in characters.
+
+Names are often built from request data (a URL, a user name): the bound keeps one
+hostile name from making every match, window and bus entry arbitrarily expensive.
+"""
+
+
+def check_length(argument: str, value: str) -> str:
+    """Return `value` if it is at most `MAX_NAME_LENGTH` characters long.
+
+    Raises:
+        ValueError: `value` is longer; the message names `argument` and the bound,
+            and shows only the start of `value`.
+    """
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(
+            f"{argument} must be at most {MAX_NAME_LENGTH} characters, "
+            f"got {len(value)} characters: {value[:40]!r}..."
+        )
+    return value
 
 
 def check_signal_name(argument: str, value: object) -> str:
-    """Return `value` if it is a non-empty str.
+    """Return `value` if it is a non-empty str of at most `MAX_NAME_LENGTH` characters.
 
     Raises:
         TypeError: `value` is not a str.
-        ValueError: `value` is empty.
+        ValueError: `value` is empty or longer than `MAX_NAME_LENGTH`.
     """
     if not isinstance(value, str):
         raise TypeError(f"{argument} must be a str, got {type(value).__name__} {value!r}")
     if not value:
         raise ValueError(f"{argument} must be a non-empty signal name, got {value!r}")
-    return value
+    return check_length(argument, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +80,7 @@ class SignalPropagation:
 
         Raises:
             TypeError: `signal` is not a str.
-            ValueError: `signal` is empty.
+            ValueError: `signal` is empty or longer than `MAX_NAME_LENGTH`.
         """
         return cls((check_signal_name("signal", signal),))
 
@@ -61,7 +89,7 @@ class SignalPropagation:
 
         Raises:
             TypeError: `signal` is not a str.
-            ValueError: `signal` is empty.
+            ValueError: `signal` is empty or longer than `MAX_NAME_LENGTH`.
         """
         return SignalPropagation((*self.path, check_signal_name("signal", signal)))
 

@@ -3,6 +3,13 @@
 `fnmatch` would also treat `[...]` as a character class, so a signal such as
 `queue[0].full` could never be matched literally; here `*` and `?` are the only
 special characters and everything else is escaped before it reaches `re`.
+
+Matching costs at most O(len(value) * len(pattern)) steps, whatever the input.
+Translating each `*` to a plain `.*` does not: on a name that almost matches, the
+regex engine retries every way of splitting the name between the stars, so
+`matches("a" * 30, "*a" * 10 + "b")` took a second and twenty stars never finished.
+Signal names are often built from request data, so that was a denial of service on
+the bus actor (issue 13, finding 22). See `_translate` for how the bound is kept.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ import functools
 import re
 from collections.abc import Callable, Iterable
 
-__all__ = ["compile_patterns", "matches", "matches_any"]
+from ephemeral_actors._signals._event import check_length
+
+__all__ = ["compile_patterns", "matches", "matches_any", "pattern_tokens"]
 
 _WILDCARDS = frozenset("*?")
 
@@ -22,7 +31,8 @@ def matches(value: str, pattern: str) -> bool:
     A pattern without `*` or `?` must equal `value`. Otherwise it is an anchored,
     case-sensitive glob: `?` matches exactly one character and `*` any run of
     characters, dots included. No other character is special, and a comma is a
-    literal comma (use `matches_any` for comma lists).
+    literal comma (use `matches_any` for comma lists). The cost is at most
+    proportional to `len(value) * len(pattern)`.
 
     Args:
         value: The signal name to test.
@@ -33,9 +43,12 @@ def matches(value: str, pattern: str) -> bool:
 
     Raises:
         TypeError: `value` or `pattern` is not a str.
+        ValueError: `value` or `pattern` is longer than 1,024 characters.
     """
     _check_str("value", value)
     _check_str("pattern", pattern)
+    check_length("value", value)
+    check_length("pattern", pattern)
     regex = _glob(pattern)
     return value == pattern if regex is None else regex.fullmatch(value) is not None
 
@@ -56,19 +69,25 @@ def matches_any(value: str, patterns: str | Iterable[str] | None) -> bool:
     Raises:
         TypeError: `value` is not a str, or `patterns` is not None, a str or an
             iterable of str.
+        ValueError: `value` or a pattern token is longer than 1,024 characters.
     """
     _check_str("value", value)
+    check_length("value", value)
     matcher = compile_patterns(patterns)
     return matcher is not None and matcher(value)
 
 
-def compile_patterns(patterns: str | Iterable[str] | None) -> Callable[[str], bool] | None:
+def compile_patterns(
+    patterns: str | Iterable[str] | None, *, argument: str = "patterns"
+) -> Callable[[str], bool] | None:
     """Build a matcher for an option set once, so each signal check is cheap.
 
     The returned callable skips argument checks; pass it only signal names.
 
     Args:
         patterns: As for `matches_any`.
+        argument: The name error messages give `patterns` (the caller's own
+            argument name, such as `pattern` for `SignalBus.subscribe`).
 
     Returns:
         A callable answering `matches_any(value, patterns)`, or None when
@@ -76,11 +95,28 @@ def compile_patterns(patterns: str | Iterable[str] | None) -> Callable[[str], bo
 
     Raises:
         TypeError: `patterns` is not None, a str or an iterable of str.
+        ValueError: A token is longer than 1,024 characters.
     """
-    return _compile_tokens(_tokens(patterns))
+    return _compile_tokens(pattern_tokens(argument, patterns))
 
 
-def _tokens(patterns: object) -> frozenset[str]:
+def pattern_tokens(argument: str, patterns: object) -> frozenset[str]:
+    """Return the trimmed, non-empty tokens of a pattern set, checked.
+
+    Option validation calls this with the field name, so a bad set is refused when
+    the options are built rather than when the first signal arrives.
+
+    Args:
+        argument: The argument or field name to put in error messages.
+        patterns: As for `matches_any`.
+
+    Returns:
+        The tokens (possibly none).
+
+    Raises:
+        TypeError: `patterns` is not None, a str or an iterable of str.
+        ValueError: A token is longer than 1,024 characters.
+    """
     if patterns is None:
         return frozenset()
     if isinstance(patterns, str):
@@ -90,16 +126,19 @@ def _tokens(patterns: object) -> frozenset[str]:
         for entry in entries:
             if not isinstance(entry, str):
                 raise TypeError(
-                    f"patterns must hold only str, got {type(entry).__name__} {entry!r} "
+                    f"{argument} must hold only str, got {type(entry).__name__} {entry!r} "
                     f"in {patterns!r}"
                 )
     else:
         raise TypeError(
-            "patterns must be None, a str or an iterable of str, "
+            f"{argument} must be None, a str or an iterable of str, "
             f"got {type(patterns).__name__} {patterns!r}"
         )
     stripped = (token.strip() for entry in entries for token in entry.split(","))
-    return frozenset(token for token in stripped if token)
+    tokens = frozenset(token for token in stripped if token)
+    for token in tokens:
+        check_length(f"each pattern in {argument}", token)
+    return tokens
 
 
 @functools.lru_cache(maxsize=1024)
@@ -108,6 +147,8 @@ def _compile_tokens(tokens: frozenset[str]) -> Callable[[str], bool] | None:
         return None
     exact = frozenset(token for token in tokens if not _WILDCARDS.intersection(token))
     globs = sorted(tokens - exact)
+    # One alternation of bounded globs stays bounded: `fullmatch` tries each
+    # alternative once from position 0, so the cost is the sum of theirs.
     regex = (
         re.compile("|".join(f"(?:{_translate(glob)})" for glob in globs), re.DOTALL)
         if globs
@@ -128,18 +169,32 @@ def _glob(pattern: str) -> re.Pattern[str] | None:
 
 
 def _translate(glob: str) -> str:
-    parts: list[str] = []
-    for char in glob:
-        if char == "*":
-            # A run of stars means the same as one; collapsing it keeps the regex
-            # from backtracking polynomially on names that almost match.
-            if not parts or parts[-1] != ".*":
-                parts.append(".*")
-        elif char == "?":
-            parts.append(".")
-        else:
-            parts.append(re.escape(char))
+    """Translate `glob` to a regex that `fullmatch` runs in O(len(value) * len(glob)).
+
+    Split at the stars, the glob is `head * s1 * s2 * ... * tail`, where every
+    segment has a fixed width (`?` is one character). `head` must sit at the start
+    and `tail` at the end. Each middle segment can be placed at its *leftmost*
+    occurrence after the previous one: any later placement leaves less room for the
+    segments after it and gains nothing, because a fixed-width segment consumes the
+    same amount wherever it lands. So `(?>.*?s)` finds that leftmost occurrence and
+    the atomic group `(?>...)` forbids the engine from ever coming back to try a later
+    one. That retrying, nested across every star, is what made `.*a.*a.*b`
+    exponential. Each segment is now searched once, forward, costing
+    O(len(value) * len(segment)); the final `.*tail` backs off at most len(value)
+    times. (This is the technique `fnmatch.translate` uses since Python 3.11.)
+    """
+    head, *rest = glob.split("*")
+    parts = [_fixed(head)]
+    if rest:
+        *middle, tail = rest
+        # Empty segments come from runs of stars, which mean the same as one star.
+        parts.extend(f"(?>.*?{_fixed(segment)})" for segment in middle if segment)
+        parts.append(f".*{_fixed(tail)}")
     return "".join(parts)
+
+
+def _fixed(segment: str) -> str:
+    return "".join("." if char == "?" else re.escape(char) for char in segment)
 
 
 def _check_str(argument: str, value: object) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -146,6 +147,18 @@ def row(
     return pytest.param(Row(call, error, names), id=ident)
 
 
+def bound(ident: str, call: Callable[[Env], Any], name: str, shown: str) -> Any:
+    """A value past a documented bound: `ValueError` naming `name` and saying `shown`."""
+    return pytest.param(Row(call, ValueError, (name,), shown), id=ident)
+
+
+HUGE = 1e10
+"""Seconds above `threading.TIMEOUT_MAX` (issue 13 #20: these used to overflow later)."""
+LONG = "x" * 1025
+"""One character past the signal name and pattern bound (issue 13 #22)."""
+TOO_LONG = "at most 1024 characters, got 1025 characters"
+TOO_MANY_SECONDS = "at most threading.TIMEOUT_MAX"
+
 OPTIONS = [
     *(
         option(field, value, error)
@@ -185,6 +198,13 @@ OPTIONS = [
     option("key_idle_timeout", 0, ValueError),
     option("key_idle_timeout", -1.0, ValueError),
     option("key_idle_timeout", [], TypeError),
+    option("max_operation_lifetime", HUGE, ValueError),
+    option("defer_check_interval", HUGE, ValueError),
+    option("key_idle_timeout", HUGE, ValueError),
+    option("key_idle_timeout", dt.timedelta.max, ValueError),
+    option("cancel_on_signals", LONG, ValueError, shown=TOO_LONG),
+    option("defer_on_signals", ["a", f"b, {LONG}"], ValueError, shown=TOO_LONG),
+    option("resume_on_signals", ("*" * 1025,), ValueError, shown=TOO_LONG),
     option("cancel_on_signals", 5, TypeError),
     option("cancel_on_signals", [1], TypeError, shown="int 1"),
     option("defer_on_signals", 3.5, TypeError),
@@ -261,6 +281,11 @@ COORDINATORS = [
     row("drain(timeout=-1)", lambda e: e.work.drain(timeout=-1), ValueError, "timeout"),
     row("close(timeout='x')", lambda e: e.work.close(timeout="x"), TypeError, "timeout"),
     row("close(timeout=-0.5)", lambda e: e.work.close(timeout=-0.5), ValueError, "timeout"),
+    bound(
+        "enqueue(timeout=1e10)", lambda e: e.work.enqueue(1, timeout=HUGE), "timeout", repr(HUGE)
+    ),
+    bound("drain(timeout=1e10)", lambda e: e.work.drain(timeout=HUGE), "timeout", repr(HUGE)),
+    bound("close(timeout=1e10)", lambda e: e.work.close(timeout=HUGE), "timeout", repr(HUGE)),
     row(
         "set_max_concurrency('2')",
         lambda e: e.work.set_max_concurrency("2"),
@@ -362,6 +387,19 @@ WINDOW_AND_QUERIES = [
         "name",
     ),
     row("has_signal(5)", lambda e: e.work.has_signal(5), TypeError, "name"),
+    bound("has_signal(long)", lambda e: e.work.has_signal(LONG), "name", TOO_LONG),
+    bound(
+        "get_signals_by_pattern(long)",
+        lambda e: e.work.get_signals_by_pattern(LONG),
+        "pattern",
+        TOO_LONG,
+    ),
+    bound(
+        "count_signals_matching(long)",
+        lambda e: e.work.count_signals_matching("*" * 1025),
+        "pattern",
+        TOO_LONG,
+    ),
     row("count_signals(5)", lambda e: e.work.count_signals(5), TypeError, "name"),
 ]
 
@@ -389,6 +427,16 @@ BUS = [
     row("SignalBus(max_age=-1)", lambda _e: SignalBus(max_age=-1), ValueError, "max_age"),
     row("SignalBus(max_age='60')", lambda _e: SignalBus(max_age="60"), TypeError, "max_age"),
     row("SignalBus(max_age=nan)", lambda _e: SignalBus(max_age=math.nan), ValueError, "max_age"),
+    bound(
+        "SignalBus(max_age=1e10)", lambda _e: SignalBus(max_age=HUGE), "max_age", TOO_MANY_SECONDS
+    ),
+    bound("emit(long)", lambda e: e.bus.emit(LONG), "name", TOO_LONG),
+    bound("subscribe(long, f)", lambda e: e.bus.subscribe(["a", LONG], noop), "pattern", TOO_LONG),
+    bound("clear_pattern(long)", lambda e: e.bus.clear_pattern(LONG), "pattern", TOO_LONG),
+    bound("detect(long)", lambda e: e.bus.detect(LONG), "name_or_predicate", TOO_LONG),
+    bound("matches(long, 'a')", lambda _e: matches(LONG, "a"), "value", TOO_LONG),
+    bound("matches('a', long)", lambda _e: matches("a", LONG), "pattern", TOO_LONG),
+    bound("matches_any('a', long)", lambda _e: matches_any("a", [LONG]), "patterns", TOO_LONG),
     row("SignalBus(name=5)", lambda _e: SignalBus(name=5), TypeError, "name"),
     row("emit(5)", lambda e: e.bus.emit(5), TypeError, "name"),
     row("emit('')", lambda e: e.bus.emit(""), ValueError, "name"),
@@ -544,6 +592,15 @@ SIGNAL_RECORDS = [
     row("SignalPropagation(('a', 1))", lambda _e: SignalPropagation(("a", 1)), TypeError, "path"),
     row("SignalPropagation.root(5)", lambda _e: SignalPropagation.root(5), TypeError, "signal"),
     row("SignalPropagation.root('')", lambda _e: SignalPropagation.root(""), ValueError, "signal"),
+    bound(
+        "SignalPropagation.root(long)", lambda _e: SignalPropagation.root(LONG), "signal", TOO_LONG
+    ),
+    bound(
+        "SignalEvent(signal=long)",
+        lambda _e: SignalEvent(LONG, None, None, NOW),
+        "signal",
+        TOO_LONG,
+    ),
     row("extend(None)", lambda _e: SignalPropagation.root("a").extend(None), TypeError, "signal"),
 ]
 
@@ -555,6 +612,15 @@ OPERATION = [
         "name",
     ),
     row("Operation.signal('')", lambda e: e.in_body(lambda op: op.signal("")), ValueError, "name"),
+    bound(
+        "Operation.signal(long)", lambda e: e.in_body(lambda op: op.signal(LONG)), "name", TOO_LONG
+    ),
+    bound(
+        "Operation.retract_matching(long)",
+        lambda e: e.in_body(lambda op: op.retract_matching(LONG)),
+        "pattern",
+        TOO_LONG,
+    ),
     row(
         "Operation.emit_caused('a', 'b')",
         lambda e: e.in_body(lambda op: op.emit_caused("a", "b")),
@@ -616,6 +682,12 @@ REGISTRY_AND_FOR_EACH = [
     row(
         "registry.close(timeout='x')", lambda e: e.registry.close(timeout="x"), TypeError, "timeout"
     ),
+    bound(
+        "registry.close(timeout=1e10)",
+        lambda e: e.registry.close(timeout=HUGE),
+        "timeout",
+        TOO_MANY_SECONDS,
+    ),
     row("closed registry.get", lambda e: e.closed_registry.get("x"), RegistryClosedError, "closed"),
     row(
         "closed registry.register",
@@ -672,3 +744,47 @@ def test_every_error_is_a_builtin_or_ephemeral_error() -> None:
         errors = case.error if isinstance(case.error, tuple) else (case.error,)
         for error in errors:
             assert issubclass(error, TypeError | ValueError | EphemeralError), error
+
+
+def test_the_largest_accepted_duration_never_overflows() -> None:
+    """Issue 13 #20: `threading.TIMEOUT_MAX` itself is accepted, and no wait overflows.
+
+    A body is running and the backlog is full while `enqueue`, `drain` and `close`
+    wait with the largest timeout the library accepts; options and the bus take it too.
+    """
+    most = threading.TIMEOUT_MAX
+    started, release = threading.Event(), threading.Event()
+
+    def body(item: int) -> None:
+        if item == 0:
+            started.set()
+            release.wait(WAIT)
+
+    with SignalBus(max_age=most) as bus:
+        options = CoordinatorOptions(
+            max_concurrency=1,
+            max_tracked_operations=1,
+            max_operation_lifetime=most,
+            defer_check_interval=most,
+            key_idle_timeout=most,
+            signals=bus,
+        )
+        c: WorkCoordinator[int] = WorkCoordinator(body, options)
+        try:
+            c.enqueue(0, timeout=most)
+            assert started.wait(WAIT)
+            c.enqueue(1, timeout=most)  # the backlog is now full: the next one waits
+            releaser = threading.Thread(target=release.set)
+            releaser.start()
+            c.enqueue(2, timeout=most)
+            releaser.join(WAIT)
+            c.complete()
+            c.drain(most)
+            assert c.total_completed == 3
+        finally:
+            release.set()
+            c.close(most)
+    registry = CoordinatorRegistry()
+    registry.register_work("w", body)
+    registry.get("w")
+    registry.close(most)

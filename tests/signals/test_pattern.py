@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ephemeral_actors._signals import compile_patterns, matches, matches_any
+from ephemeral_actors._signals._event import MAX_NAME_LENGTH
+from tests.isolated import run_isolated
 
 # (function, value, pattern(s), expected)
 CASES = [
@@ -110,3 +116,109 @@ def test_bad_argument_types_raise_type_error_naming_the_argument(call, argument)
     """A non-str value or pattern raises TypeError naming the argument."""
     with pytest.raises(TypeError, match=argument):
         call()
+
+
+# -- finding 22: matching is bounded (no ReDoS) --------------------------------------
+
+
+def reference(value: str, pattern: str) -> bool:
+    """SPEC 10.2 spelled as directly as possible: each `*` is `.*`, each `?` is `.`.
+
+    Correct but exponential on hostile input; used only on small inputs.
+    """
+    if "*" not in pattern and "?" not in pattern:
+        return value == pattern
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.DOTALL) is not None
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    value=st.text(alphabet="ab.", max_size=10),
+    pattern=st.text(alphabet="ab.*?", max_size=8),
+)
+def test_matches_agrees_with_the_reference_regex(value, pattern):
+    """The bounded matcher answers exactly what the naive `.*` translation answers."""
+    assert matches(value, pattern) is reference(value, pattern)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.text(alphabet="ab.", max_size=10),
+    patterns=st.lists(st.text(alphabet="ab.*?", min_size=1, max_size=6), max_size=4),
+)
+def test_compiled_sets_agree_with_the_reference_regex(value, patterns):
+    """A compiled option set matches when any of its globs does, by the reference."""
+    matcher = compile_patterns(patterns)
+    expected = any(reference(value, p.strip()) for p in patterns if p.strip())
+    assert (matcher is not None and matcher(value)) is expected
+    assert matches_any(value, patterns) is expected
+
+
+def test_hostile_patterns_match_in_bounded_time():
+    """Issue 13 #22: star-heavy globs against near-miss names finish (in a child process).
+
+    With one `.*` per star, the 10-star case took about a second and the 20-star
+    case did not finish within a minute; every entry point that matches is covered:
+    `matches`, `matches_any`, a compiled option set, a bus subscription, `detect`,
+    `clear_pattern`, and a coordinator's window query.
+    """
+    out = run_isolated(
+        """
+        from ephemeral_actors import (
+            CoordinatorOptions, ResultCoordinator, SignalBus, current_operation, matches,
+            matches_any,
+        )
+        from ephemeral_actors._signals import compile_patterns
+
+        ten, twenty = "*a" * 10 + "b", "*a" * 20 + "b"
+        assert not matches("a" * 30, ten)
+        assert not matches("a" * 60, twenty)
+        assert matches("a" * 60 + "b", twenty)
+        longest = "*a" * 511 + "b"
+        assert not matches("a" * 1024, longest)
+        assert not matches_any("a" * 60, [twenty, "x"])
+        assert not compile_patterns([twenty, ten])("a" * 200)
+
+        seen = []
+        with SignalBus() as bus:
+            bus.subscribe(twenty, seen.append)
+            bus.emit("a" * 60)
+            assert not bus.detect(twenty)
+            assert bus.clear_pattern(twenty) == 0
+        assert seen == []
+
+        options = CoordinatorOptions(cancel_on_signals=twenty, defer_on_signals=ten)
+        with ResultCoordinator(lambda _: current_operation().signal("a" * 60), options) as c:
+            c.submit(0).get(timeout=30)
+            assert c.get_signals_by_pattern(twenty) == ()
+            assert not c.has_signal_matching(twenty)
+        print("ok")
+        """
+    )
+    assert out.strip() == "ok"
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda: matches("a" * 1025, "a"), "value"),
+        (lambda: matches("a", "*" * 1025), "pattern"),
+        (lambda: matches_any("a" * 1025, "a"), "value"),
+        (lambda: matches_any("a", ["b", "a" * 1025]), "patterns"),
+        (lambda: compile_patterns("b, " + "?" * 1025), "patterns"),
+    ],
+)
+def test_overlong_names_and_patterns_raise_value_error_naming_the_bound(call, argument):
+    """Names and patterns longer than 1,024 characters are refused, saying so."""
+    with pytest.raises(ValueError, match=rf"{argument}.*at most 1024 characters"):
+        call()
+
+
+def test_names_and_patterns_of_exactly_the_bound_are_accepted():
+    """The bound is inclusive: 1,024 characters still match."""
+    assert MAX_NAME_LENGTH == 1024
+    name = "a" * MAX_NAME_LENGTH
+    assert matches(name, name)
+    assert matches(name, "*" * MAX_NAME_LENGTH)
+    assert matches_any(name, ["a" * (MAX_NAME_LENGTH - 1) + "?"])
