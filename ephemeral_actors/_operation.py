@@ -14,7 +14,7 @@ from ephemeral_actors._errors import NoCurrentOperationError, OperationCancelled
 from ephemeral_actors._signals._event import check_signal_name
 
 if TYPE_CHECKING:
-    from ephemeral_actors._coordinators._core import Core
+    from ephemeral_actors._coordinators._supervisor import Core
     from ephemeral_actors._signals import SignalEvent, SignalPropagation
 
 __all__ = ["Operation", "current_operation"]

@@ -22,8 +22,8 @@ from __future__ import annotations
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
-from ephemeral_actors._coordinators._core import Supervisor
 from ephemeral_actors._coordinators._keyed import KeyChild
+from ephemeral_actors._coordinators._supervisor import Supervisor
 from ephemeral_actors._dispatch import PoolActor
 from ephemeral_actors._public import publish
 

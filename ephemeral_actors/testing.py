@@ -10,12 +10,18 @@ def body(item):
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from ephemeral_actors._coordinators._core import _InjectedWorkerCrash
+from ephemeral_actors._coordinators._window import CLOCK
+from ephemeral_actors._coordinators._workers import InjectedWorkerCrash
+from ephemeral_actors._mailbox import CHECK_OWNERSHIP
 
-__all__ = ["crash_worker", "library_threads"]
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+__all__ = ["crash_worker", "library_threads", "ownership_checks_enabled", "use_clock"]
 
 
 def crash_worker() -> NoReturn:
@@ -25,9 +31,42 @@ def crash_worker() -> NoReturn:
     `WorkerCrashError`, counts a worker restart and replaces the worker. Use it to
     test that your code copes with supervision events.
     """
-    raise _InjectedWorkerCrash
+    raise InjectedWorkerCrash
 
 
 def library_threads() -> list[threading.Thread]:
     """Every live thread this library started (their names start with `ephemeral-actors-`)."""
     return [t for t in threading.enumerate() if t.name.startswith("ephemeral-actors-")]
+
+
+@contextlib.contextmanager
+def use_clock(clock: Callable[[], float]) -> Iterator[None]:
+    """Coordinators built inside this block stamp their records with `clock`.
+
+    `clock()` returns seconds since the epoch, like `time.time`. Use it to move time
+    in tests of window ageing without sleeping:
+
+    ```python
+    now = [1_000_000.0]
+    with use_clock(lambda: now[0]):
+        c = WorkCoordinator(body, max_operation_lifetime=10)
+    ...
+    now[0] += 11   # c's finished operations are now too old
+    ```
+    """
+    if not callable(clock):
+        raise TypeError(f"clock must be callable, got {type(clock).__name__} {clock!r}")
+    token = CLOCK.set(clock)
+    try:
+        yield
+    finally:
+        CLOCK.reset(token)
+
+
+def ownership_checks_enabled() -> bool:
+    """True if `EPHEMERAL_ACTORS_CHECK_OWNERSHIP=1` was set before the library was imported.
+
+    In that mode every write to actor-owned state checks that it happens in its
+    owner's turn and raises `AssertionError` naming the actor and the state if not.
+    """
+    return CHECK_OWNERSHIP

@@ -7,7 +7,6 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from unittest.mock import patch
 
 import pykka
 import pytest
@@ -21,7 +20,7 @@ from ephemeral_actors import (
     WorkCoordinator,
     current_operation,
 )
-from ephemeral_actors._coordinators import _core
+from ephemeral_actors.testing import use_clock
 from tests.conftest import WAIT
 
 KINDS = st.sampled_from(["ok", "fail", "gate", "gate"])
@@ -293,7 +292,7 @@ class Run:
 def test_generated_programs_keep_the_invariants(keyed, config, program, ending):
     """Counters add up, limits hold, the window stays bounded and every submit resolves, at every step."""
     clock = LogicalClock()
-    with patch.object(_core, "_now", clock):
+    with use_clock(clock):
         run = Run(keyed, config, clock=clock)
         try:
             run.check()

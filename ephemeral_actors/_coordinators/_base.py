@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
 from ephemeral_actors import messages as m
-from ephemeral_actors._coordinators._core import BLOCK, TRY, CoordinatorState, Core
 from ephemeral_actors._coordinators._future import OutcomeFuture
+from ephemeral_actors._coordinators._requests import BLOCK, TRY
+from ephemeral_actors._coordinators._supervisor import CoordinatorState, Core
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
     CoordinatorFaultedError,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
     import pykka
 
-    from ephemeral_actors._coordinators._core import Supervisor
+    from ephemeral_actors._coordinators._supervisor import Supervisor
     from ephemeral_actors._records import ActorStats, CoordinatorStats, OperationSnapshot
     from ephemeral_actors._signals import SignalEvent
     from ephemeral_actors.actors import SupervisorProxy
@@ -176,10 +177,10 @@ class CoordinatorBase(Generic[T]):
         Raises:
             BaseException: Whatever the body raised.
         """
-        from ephemeral_actors._coordinators._core import _AsyncReply  # noqa: PLC0415
+        from ephemeral_actors._coordinators._requests import AsyncReply  # noqa: PLC0415
 
         loop = asyncio.get_running_loop()
-        reply = _AsyncReply(loop, loop.create_future())
+        reply = AsyncReply(loop, loop.create_future())
         await self._core.accept_async(item, reply)
         return await reply.fut
 

@@ -1,42 +1,57 @@
 """`KeyedWorkCoordinator`: per-key ordered work on per-key child actors (SPEC section 5).
 
-Each key with pending or running work has a child actor (`KeyChild`, a `PoolActor`
-on the shared dispatcher, so children cost no thread). The child holds its key's
-FIFO queue and running count. When it may start one more item (fewer than
-`max_concurrency_per_key` running and an item waiting) it stands in the core's
-*ready queue*, which is how it asks the supervisor for a global slot; workers
-pull from the ready queue. A busy key is simply not in the ready queue, so it
-never holds a global slot while waiting and never blocks other keys — no
-head-of-line blocking.
+Each key with pending or running work has a child actor (`KeyChild`). The child owns
+its key's items: they are the messages in its mailbox, in arrival order, and it
+alone takes them out. When it may start one more (fewer than
+`max_concurrency_per_key` running and an item waiting) it stands in the supervisor's
+*ready queue*, which is how it asks for a global slot; the supervisor gives slots to
+ready keys in turn. A busy key is not in the ready queue, so it never holds a global
+slot while waiting and never blocks other keys — no head-of-line blocking.
 
-A child whose key has been idle for `key_idle_timeout` is reaped: stopped and
-forgotten, so memory follows active keys. A key seen again gets a new child.
+Children run on a calling-thread dispatcher (Akka's `CallingThreadDispatcher`): the
+supervisor delivers a message to a child, and the child handles it, inside the
+supervisor's own turn. A child therefore costs no thread and no wake-up, and a
+control call that returns has seen every consequence in the children too.
+
+A child whose key has been idle for `key_idle_timeout` is passivated (Akka's
+`ReceiveTimeout`, Orleans deactivation): stopped and forgotten, so memory follows
+active keys. A key seen again gets a new child. A child stopped from outside is
+restarted by its supervisor with its mailbox intact, as Akka restarts an actor.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
+import pykka
+
 from ephemeral_actors._coordinators._arguments import split_keyed_arguments
 from ephemeral_actors._coordinators._base import CoordinatorBase
-from ephemeral_actors._coordinators._core import Core
-from ephemeral_actors._dispatch import DISPATCHER, PoolActor, Timer
+from ephemeral_actors._coordinators._supervisor import Core
+from ephemeral_actors._dispatch import DISPATCHER, Timer, _StopFlag
 from ephemeral_actors._options import merge_options
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 
     from ephemeral_actors._operation import Operation
     from ephemeral_actors._options import CoordinatorOptions, OptionsKwargs
     from ephemeral_actors._records import OperationSnapshot
 
-__all__ = ["KeyChild", "KeyedWorkCoordinator"]
+__all__ = ["KeyChild", "KeyedBacklog", "KeyedWorkCoordinator"]
+
+logger = logging.getLogger("ephemeral_actors")
 
 T = TypeVar("T")
 K = TypeVar("K")
+
+Entry = tuple["Operation", Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,50 +59,125 @@ class GetKeyState:
     """Ask a `KeyChild` for `(pending, running)` of its key."""
 
 
-class KeyChild(PoolActor):
-    """The child actor of one key: its FIFO queue and running count.
+class _ChildInbox:
+    """Pykka's view of a child's mailbox: envelopes go through its supervisor's turn."""
 
-    The queue and count are still written in the supervisor's turn (the supervisor
-    owns its children's registry and, for now, their queues); the child answers state
-    queries and holds the key's identity and lifecycle.
+    __slots__ = ("child",)
+
+    def __init__(self, child: KeyChild) -> None:
+        self.child = child
+
+    def put(self, envelope: Any, /) -> None:
+        child = self.child
+        backlog = child.backlog
+        backlog.core.mailbox.post((backlog._on_child_envelope, (child, envelope)))
+
+    def empty(self) -> bool:
+        return True
+
+
+class KeyChild(pykka.Actor):
+    """The child actor of one key: its mailbox holds the key's items, in order.
+
+    Its handlers (`receive_item`, `take`, `ended`, `drop_all`) run in its supervisor's
+    turn; nothing else touches `mailbox` or `running`. Other actors may `ask` it
+    `GetKeyState()` or `stop()` it through its `actor_ref`.
     """
 
-    __slots__ = ("core", "idle_since", "in_ready", "key", "queue", "running")
+    _urns = itertools.count(1)
 
-    def __init__(self, core: KeyedCore, key: Any) -> None:
-        super().__init__()
-        self.core = core
+    def __init__(self, backlog: KeyedBacklog, key: Any) -> None:
+        # pykka.Actor.__init__ minus the uuid4 and the threading.Event, which cost
+        # microseconds and a kilobyte per actor; a key's child is made per key.
+        self.actor_urn = f"urn:ephemeral-actors:KeyChild:{next(self._urns)}"
+        self.actor_inbox = _ChildInbox(self)  # type: ignore[assignment]
+        self.actor_stopped = _StopFlag()  # type: ignore[assignment]
+        self._actor_ref = pykka.ActorRef(self)
+        self.backlog = backlog
         self.key = key
-        self.queue: collections.deque[tuple[Operation, Any]] | None = None
+        self.mailbox: collections.deque[Entry] = collections.deque()
         self.running = 0
         self.in_ready = False
         self.idle_since = 0.0
-
-    def on_receive(self, message: Any) -> Any:
-        if type(message) is GetKeyState:
-            queue = self.queue
-            return (len(queue) if queue else 0, self.running)
-        return super().on_receive(message)
+        self.processed = 0
 
     def __repr__(self) -> str:
-        pending = len(self.queue) if self.queue else 0
-        return f"<KeyChild key={self.key!r} pending={pending} running={self.running}>"
+        return f"<KeyChild key={self.key!r} pending={len(self.mailbox)} running={self.running}>"
+
+    # Pykka's runtime extension points: the inbox is built in __init__, asks are
+    # answered with Pykka's own future, and there is no loop to start.
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        msg = "KeyChild builds its inbox in __init__"  # pragma: no cover
+        raise NotImplementedError(msg)  # pragma: no cover
+
+    @staticmethod
+    def _create_future() -> pykka.Future[Any]:
+        return pykka.ThreadingFuture()
+
+    def _start_actor_loop(self) -> None:
+        return
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting and nothing running."""
+        return not self.mailbox and self.running == 0
+
+    # Handlers (in the supervisor's turn).
+
+    def receive_item(self, op: Operation, item: Any) -> None:
+        """An item of this key was accepted: it waits in this mailbox."""
+        self.processed += 1
+        self.mailbox.append((op, item))
+        self._ask_for_slot()
+
+    def take(self) -> Entry | None:
+        """A global slot was granted: hand over the oldest item (None if none may start)."""
+        self.processed += 1
+        self.in_ready = False
+        mailbox = self.mailbox
+        if not mailbox or self.running >= self.backlog.per_key:
+            return None
+        entry = mailbox.popleft()
+        self.running += 1
+        self._ask_for_slot()  # to the back of the ready queue: keys take turns
+        return entry
+
+    def ended(self) -> None:
+        """One of this key's operations ended."""
+        self.processed += 1
+        self.running -= 1
+        if self.mailbox:
+            self._ask_for_slot()
+        elif self.running == 0:
+            self.backlog.went_idle(self)
+
+    def drop_all(self) -> list[Entry]:
+        """Give up every waiting item (cancel, fault)."""
+        self.processed += 1
+        dropped = list(self.mailbox)
+        self.mailbox.clear()
+        self.in_ready = False
+        return dropped
+
+    def _ask_for_slot(self) -> None:
+        if not self.in_ready and self.mailbox and self.running < self.backlog.per_key:
+            self.in_ready = True
+            self.backlog.ready.append(self)
+
+    def stop_now(self) -> None:
+        """Stop this actor (passivation or close): later asks get `ActorDeadError`."""
+        self.actor_stopped.set()
 
 
-class KeyedCore(Core):
-    """The core with per-key children, a ready queue and idle-key reaping."""
+class KeyedBacklog:
+    """The supervisor's view of its children: the registry, the ready queue, passivation.
 
-    def __init__(
-        self,
-        key_selector: Callable[[Any], Any],
-        body: Callable[[Any], Any],
-        options: CoordinatorOptions,
-    ) -> None:
-        if not callable(key_selector):
-            raise TypeError(
-                f"key_selector must be callable, got {type(key_selector).__name__} {key_selector!r}"
-            )
-        self.key_of = key_selector
+    Owned by the supervisor: every method runs in its turn.
+    """
+
+    def __init__(self, options: CoordinatorOptions) -> None:
         self.per_key = options.max_concurrency_per_key
         self.fair_threshold = (
             options.fair_scheduling_threshold if options.enable_fair_scheduling else 0
@@ -97,138 +187,164 @@ class KeyedCore(Core):
         self.ready: collections.deque[KeyChild] = collections.deque()
         self.idle_keys: dict[Any, KeyChild] = {}
         self.reap_timer: Timer | None = None
-        super().__init__(body, options, kind="keyed")
-        DISPATCHER.acquire()
+        self.uses_dispatcher = False
+        self.closed = False
+        self.retired_processed = 0
+        self.core: Core
 
-    def key_pending(self, raw_key: Any) -> int:
-        child = self.children.get(raw_key)
-        return len(child.queue) if child is not None and child.queue else 0
-
-    def _push(self, op: Operation, item: Any) -> None:
+    def push(self, op: Operation, item: Any) -> None:
         key = op._raw_key
         child = self.children.get(key)
         if child is None:
-            child = self.children[key] = KeyChild.spawn(self, key)
-        elif child.running == 0 and not child.queue:
+            child = self.children[key] = KeyChild(self, key)
+        elif child.idle:
             self.idle_keys.pop(key, None)
-        queue = child.queue
-        if queue is None:
-            queue = child.queue = collections.deque()
-        queue.append((op, item))
-        self.npending += 1
-        if not child.in_ready and child.running < self.per_key:
-            child.in_ready = True
-            self.ready.append(child)
+        child.receive_item(op, item)
 
-    def _pop(self) -> tuple[Operation, Any] | None:
+    def pop(self) -> Entry | None:
         ready = self.ready
         while ready:
-            child = ready.popleft()
-            child.in_ready = False
-            queue = child.queue
-            if not queue or child.running >= self.per_key:
-                continue
-            entry = queue.popleft()
-            child.running += 1
-            self.npending -= 1
-            if queue:
-                if child.running < self.per_key:
-                    child.in_ready = True
-                    ready.append(child)  # to the back: keys take turns
-            else:
-                child.queue = None
-            return entry
+            entry = ready.popleft().take()
+            if entry is not None:
+                return entry
         return None
 
-    def _take_all(self) -> list[tuple[Operation, Any]]:
-        dropped: list[tuple[Operation, Any]] = []
+    def take_all(self) -> list[Entry]:
+        dropped: list[Entry] = []
         now = time.monotonic()
         for child in self.children.values():
-            if child.queue:
-                dropped.extend(child.queue)
-                child.queue = None
+            if child.mailbox:
+                dropped.extend(child.drop_all())
                 if child.running == 0:
                     self._went_idle(child, now)
-            child.in_ready = False
         self.ready.clear()
-        self.npending = 0
         return dropped
 
-    def _op_ended(self, op: Operation) -> None:
+    def ended(self, op: Operation) -> None:
         child = self.children.get(op._raw_key)
-        if child is None:  # pragma: no cover - a running key is never reaped
-            return
-        child.running -= 1
-        if child.queue:
-            if not child.in_ready:
-                child.in_ready = True
-                self.ready.append(child)
-        elif child.running == 0:
-            self._went_idle(child, time.monotonic())
+        if child is not None:  # a running key is never passivated
+            child.ended()
+
+    def key_pending(self, raw_key: Any) -> int:
+        child = self.children.get(raw_key)
+        return len(child.mailbox) if child is not None else 0
+
+    def went_idle(self, child: KeyChild) -> None:
+        self._went_idle(child, time.monotonic())
 
     def _went_idle(self, child: KeyChild, now: float) -> None:
         child.idle_since = now
         self.idle_keys[child.key] = child
-        if self.reap_timer is None and not self.closing:
-            self.reap_timer = DISPATCHER.call_later(self.idle_timeout, self._reap_due)
+        if self.reap_timer is None and not self.closed:
+            self._arm(self.idle_timeout)
 
-    # -- reaping ---------------------------------------------------------------------------
+    def _arm(self, delay: float) -> None:
+        if not self.uses_dispatcher:
+            # Timers need the shared dispatcher's threads: taken with the first idle key,
+            # not at construction (building a coordinator starts no thread).
+            self.uses_dispatcher = True
+            DISPATCHER.acquire()
+        self.reap_timer = DISPATCHER.call_later(delay, self._reap_due)
 
     def _reap_due(self) -> None:
         """Timer callback (a dispatcher thread): timers are messages to the owner."""
-        self.mailbox.post((self._on_reap, None))
+        self.core.mailbox.post((self.on_reap, None))
 
-    def _on_reap(self, _: object) -> int:
-        """Stop the children of keys idle for `key_idle_timeout`; return how many."""
-        reaped: list[KeyChild] = []
+    def on_reap(self, _: object) -> int:
+        """Passivate the children of keys idle for `key_idle_timeout`; return how many."""
         self.reap_timer = None
         cutoff = time.monotonic() - self.idle_timeout
         idle = self.idle_keys
+        reaped = 0
         while idle:
             key, child = next(iter(idle.items()))
             if child.idle_since > cutoff:
-                delay = child.idle_since - cutoff
-                if not self.closing:
-                    self.reap_timer = DISPATCHER.call_later(delay, self._reap_due)
+                if not self.closed:
+                    self._arm(child.idle_since - cutoff)
                 break
             del idle[key]
-            del self.children[key]
-            reaped.append(child)
-        for child in reaped:
-            if not child.stop_if_idle():
-                child.actor_ref.stop(block=False)
-        return len(reaped)
+            if self.children.get(key) is child:
+                del self.children[key]
+            self.retired_processed += child.processed
+            child.stop_now()
+            reaped += 1
+        return reaped
 
-    def reap_idle(self) -> int:
-        """Stop the children of keys idle for `key_idle_timeout`; return how many."""
-        return int(self.call(self._on_reap, None))
+    def _on_child_envelope(self, message: tuple[KeyChild, Any]) -> None:
+        """A Pykka `tell`/`ask` to a child, handled in the supervisor's turn."""
+        child, envelope = message
+        reply_to = envelope.reply_to
+        if child.actor_stopped.is_set():
+            if reply_to is not None:
+                error = pykka.ActorDeadError(f"{child.actor_ref} stopped")
+                reply_to.set_exception((pykka.ActorDeadError, error, None))
+            return
+        body = envelope.message
+        answer: Any = None
+        if type(body) is GetKeyState:
+            answer = (len(child.mailbox), child.running)
+        elif isinstance(body, pykka.messages._ActorStop):
+            self._restart(child)
+            answer = None
+        else:
+            logger.warning(f"{child!r} ignored an unexpected message {type(body).__name__}")
+        if reply_to is not None:
+            reply_to.set(answer)
 
-    def _on_release_children(self, _: object) -> list[KeyChild]:
+    def _restart(self, child: KeyChild) -> None:
+        """A child was stopped from outside: a new one takes over its mailbox."""
+        child.stop_now()
+        if self.children.get(child.key) is not child or self.closed:
+            return
+        heir = KeyChild(self, child.key)
+        heir.mailbox, child.mailbox = child.mailbox, collections.deque()
+        heir.running = child.running
+        heir.in_ready = child.in_ready
+        heir.idle_since = child.idle_since
+        self.children[child.key] = heir
+        if child.in_ready:
+            self.ready = collections.deque(heir if c is child else c for c in self.ready)
+        if self.idle_keys.get(child.key) is child:
+            self.idle_keys[child.key] = heir
+        self.retired_processed += child.processed
+        logger.warning(
+            f"coordinator {self.core.name!r}: the child actor of a key was stopped; "
+            "restarted it with its mailbox",
+            extra={
+                "coordinator": self.core.name,
+                "operation_id": None,
+                "key": str(child.key),
+                "error_type": None,
+                "event": "key.restarted",
+            },
+        )
+
+    def actor_stats(self) -> tuple[str, int, int, int]:
+        children = self.children.values()
+        return (
+            "key",
+            len(self.children),
+            sum(len(c.mailbox) for c in children),
+            sum(c.processed for c in children) + self.retired_processed,
+        )
+
+    def active_keys(self, _: object = None) -> int:
+        return len(self.children)
+
+    def close(self) -> list[threading.Thread]:
+        self.closed = True
         if self.reap_timer is not None:
             self.reap_timer.cancel()
             self.reap_timer = None
-        children = list(self.children.values())
+        for child in self.children.values():
+            child.stop_now()
         self.children.clear()
         self.idle_keys.clear()
         self.ready.clear()
-        return children
-
-    def actor_stats_in_turn(self) -> list[tuple[str, int, int, int]]:
-        rows = super().actor_stats_in_turn()
-        rows.insert(2, ("key", len(self.children), 0, self.key_messages))
-        return rows
-
-    key_messages = 0
-
-    def _release_runtime(self, deadline: float | None) -> None:
-        children: list[KeyChild] = self.call(self._on_release_children, None)
-        for child in children:
-            if not child.stop_if_idle():
-                child.actor_ref.stop(block=False)
-        for thread in DISPATCHER.release():
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(remaining)
-        super()._release_runtime(deadline)
+        if self.uses_dispatcher:
+            self.uses_dispatcher = False
+            return DISPATCHER.release()
+        return []
 
 
 class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):
@@ -287,7 +403,15 @@ class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):
         super().__init__(body, merge_options(options, option_fields, where="KeyedWorkCoordinator"))
 
     def _make_core(self, body: Callable[[T], Any], options: CoordinatorOptions) -> Core:
-        return KeyedCore(self._key_selector, body, options)
+        key_selector = self._key_selector
+        if not callable(key_selector):
+            raise TypeError(
+                f"key_selector must be callable, got {type(key_selector).__name__} {key_selector!r}"
+            )
+        backlog = KeyedBacklog(options)
+        core = Core(body, options, kind="keyed", backlog=backlog, key_selector=key_selector)
+        backlog.core = core
+        return core
 
     @overload
     @classmethod
@@ -335,14 +459,13 @@ class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):
     @property
     def active_keys(self) -> int:
         """Keys that currently have a child actor (pending, running or recently idle)."""
-        core = self._keyed
-        return int(core.call(lambda: len(core.children)))
+        return int(self._core.call(self._backlog.active_keys, None))
 
     @property
-    def _keyed(self) -> KeyedCore:
-        core = self._core
-        assert isinstance(core, KeyedCore)
-        return core
+    def _backlog(self) -> KeyedBacklog:
+        backlog = self._core.backlog
+        assert isinstance(backlog, KeyedBacklog)
+        return backlog
 
     def get_pending_count_for_key(self, key: K) -> int:
         """Items of `key` accepted and not yet started (0 for unknown keys).
@@ -350,8 +473,7 @@ class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):
         `key` is compared as the key selector returns it (`7`, not `"7"`); snapshot
         and signal queries per key compare `str(key)`, as snapshots hold it.
         """
-        core = self._keyed
-        return int(core.call(core.key_pending, key))
+        return int(self._core.call(self._core.key_pending, key))
 
     def has_signal_for_key(self, key: K, name: str) -> bool:
         """True if an operation of `key` in the window emitted `name`."""

@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ephemeral_actors._dispatch import DISPATCHER, Timer
 from ephemeral_actors._operation import _current
@@ -33,9 +33,8 @@ from ephemeral_actors._signals._event import check_signal_name
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable
 
-    from ephemeral_actors._coordinators._core import Core
+    from ephemeral_actors._coordinators._supervisor import Core
     from ephemeral_actors._operation import Operation
     from ephemeral_actors._options import CoordinatorOptions
     from ephemeral_actors._signals import SignalBus, SignalPropagation, Subscription
@@ -85,7 +84,7 @@ class SignalRouter:
         self.resumed_at: datetime | None = None
         self.defer_timer: Timer | None = None
         self.defer_attempts = 0
-        self.uses_dispatcher = self.defer is not None
+        self.uses_dispatcher = False
         self.subscription: Subscription | None = None
         # on_signal_async: a bounded queue drained on the shared loop.
         self.async_limit = options.max_concurrent_signal_handlers
@@ -93,8 +92,6 @@ class SignalRouter:
         self.async_queue: collections.deque[SignalEvent] = collections.deque()
         self.async_running = 0
         self.async_closed = False
-        if self.uses_dispatcher:
-            DISPATCHER.acquire()
         if self.on_signal_async is not None:
             core.uses_shared_loop()
 
@@ -199,6 +196,11 @@ class SignalRouter:
     def _arm(self) -> None:
         if self.core.closing:
             return
+        if not self.uses_dispatcher:
+            # Timers need the shared dispatcher's threads: taken with the first deferral,
+            # not at construction (building a coordinator starts no thread).
+            self.uses_dispatcher = True
+            DISPATCHER.acquire()
         self.defer_timer = DISPATCHER.call_later(self.interval, self._recheck_due)
 
     def _recheck_due(self) -> None:
@@ -273,14 +275,15 @@ class SignalRouter:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def _on_close(self, _: object) -> int:
+    def _on_close(self, _: object) -> tuple[int, bool]:
         if self.defer_timer is not None:
             self.defer_timer.cancel()
             self.defer_timer = None
         self.async_closed = True
         self.core.signals_dropped += len(self.async_queue)
         self.async_queue.clear()
-        return self.async_running
+        release, self.uses_dispatcher = self.uses_dispatcher, False
+        return self.async_running, release
 
     def close(self, deadline: float | None) -> list[threading.Thread]:
         """Unsubscribe, stop timers, count still-queued async events as dropped.
@@ -293,26 +296,12 @@ class SignalRouter:
             Shared threads that are now ending (for the caller to join).
         """
         core = self.core
-        if core.call(self._on_close, None):
+        running, release = core.call(self._on_close, None)
+        if running:
             core.wait_for(lambda: self.async_running == 0, deadline)
         if self.subscription is not None:
             # Without waiting: a bus whose subscriber blocks, or whose actor died, must
             # not hold up close(); late deliveries are ignored.
             self.subscription.unsubscribe(wait=False)
             self.subscription = None
-        if self.uses_dispatcher:
-            self.uses_dispatcher = False
-            return DISPATCHER.release()
-        return []
-
-
-def signals_in_window(
-    ops: Any, predicate: Callable[[SignalEvent], bool] | None = None
-) -> tuple[SignalEvent, ...]:
-    """Every signal of the operations `ops`, in operation (start) order then emit order."""
-    found: list[SignalEvent] = []
-    for op in ops:
-        signals = op._signals
-        if signals:
-            found.extend(e for e in signals if predicate is None or predicate(e))
-    return tuple(found)
+        return DISPATCHER.release() if release else []

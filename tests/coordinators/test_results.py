@@ -16,7 +16,7 @@ from ephemeral_actors import (
     ResultSnapshot,
     WorkCoordinator,
 )
-from ephemeral_actors._coordinators import _core
+from ephemeral_actors.testing import use_clock
 from tests.conftest import WAIT
 from tests.coordinators.test_work import Tracker, gated
 
@@ -194,8 +194,8 @@ def test_pinned_result_survives_the_size_trim(make):
 def test_results_evaporate_with_age(make, monkeypatch):
     """Results of operations older than max_operation_lifetime vanish on read."""
     clock = [2_000_000.0]
-    monkeypatch.setattr(_core, "_now", lambda: clock[0])
-    c = make(lambda x: x, max_operation_lifetime=5)
+    with use_clock(lambda: clock[0]):
+        c = make(lambda x: x, max_operation_lifetime=5)
     assert c.submit("old").get(timeout=WAIT) == "old"
     clock[0] += 3
     assert c.submit("new").get(timeout=WAIT) == "new"

@@ -23,8 +23,7 @@ from ephemeral_actors import (
     WorkerCrashError,
     current_operation,
 )
-from ephemeral_actors._coordinators import _core
-from ephemeral_actors.testing import crash_worker, library_threads
+from ephemeral_actors.testing import crash_worker, library_threads, use_clock
 from tests.conftest import WAIT
 
 
@@ -306,8 +305,8 @@ def test_running_operations_are_never_trimmed(make):
 def test_age_trim_applies_on_read(make, monkeypatch):
     """Finished, unpinned operations older than the lifetime vanish, even with no activity."""
     clock = [1_000_000.0]
-    monkeypatch.setattr(_core, "_now", lambda: clock[0])
-    c = make(lambda _: None, max_operation_lifetime=10)
+    with use_clock(lambda: clock[0]):
+        c = make(lambda _: None, max_operation_lifetime=10)
     pinned = c.submit("a")
     pinned.get(timeout=WAIT)
     keep = c.get_snapshot()[0].id

@@ -40,8 +40,8 @@ from ephemeral_actors import (
     current_operation,
     for_each,
 )
-from ephemeral_actors._coordinators._core import _ThreadWorker
 from ephemeral_actors._coordinators._keyed import GetKeyState
+from ephemeral_actors._coordinators._workers import ThreadWorker
 from ephemeral_actors._dispatch import DISPATCHER
 from ephemeral_actors.testing import crash_worker, library_threads
 from tests.conftest import WAIT
@@ -188,9 +188,9 @@ def test_worker_death_keeps_per_key_order(bystander, quiet_logs):
 
 
 def test_per_key_child_death_loses_nothing(bystander):
-    """Stopping a key's child actor mid-item loses nothing: the key's queue lives in the
-    coordinator's core, so its items (and new ones) still run in order, other keys are
-    untouched, and the key is reaped and re-created later as usual."""
+    """Stopping a key's child actor mid-item loses nothing: its supervisor restarts it with
+    its mailbox (the key's items), so its items (and new ones) still run in order, other
+    keys are untouched, and the key is reaped and re-created later as usual."""
     gate = threading.Event()
     seen: list[tuple[str, int]] = []
 
@@ -207,11 +207,11 @@ def test_per_key_child_death_loses_nothing(bystander):
     c.enqueue(("a", 0))
     c.enqueue(("a", 1))
     c.enqueue(("b", 0))
-    core = c._core
+    children = c._core.backlog.children
     deadline = time.monotonic() + WAIT
     while c.active_count < 1 and time.monotonic() < deadline:
         time.sleep(0.001)
-    child = core.children["a"]
+    child = children["a"]
     assert child.actor_ref.stop(timeout=WAIT) is True
     assert not child.actor_ref.is_alive()
     # The dead child no longer answers state queries ...
@@ -227,9 +227,9 @@ def test_per_key_child_death_loses_nothing(bystander):
     assert [n for key, n in seen if key == "a"] == [0, 1, 2]
     assert [n for key, n in seen if key == "b"] == [0, 1]
     # The idle key is reaped (stopping a dead actor is harmless) and comes back on demand.
-    while "a" in core.children and time.monotonic() < deadline:
+    while "a" in children and time.monotonic() < deadline:
         time.sleep(0.005)
-    assert "a" not in core.children
+    assert "a" not in children
     c.enqueue(("a", 3))
     c.complete()
     c.drain(WAIT)
@@ -693,9 +693,11 @@ def _pause_worker_after_take(took: threading.Event, go: threading.Event) -> Call
     before the body is called: the item is active, and a cancel() from another thread
     can slip in exactly there.
     """
-    code = _ThreadWorker.run.__code__
-    lines, first = inspect.getsourcelines(_ThreadWorker.run)
-    target = first + next(i for i, line in enumerate(lines) if "run_one(op, item)" in line)
+    code = ThreadWorker.run.__code__
+    lines, first = inspect.getsourcelines(ThreadWorker.run)
+    target = first + next(
+        i for i, line in enumerate(lines) if "run_plain(body, capture, op, item)" in line
+    )
     fired = False
 
     def local(frame: Any, event: str, _arg: Any) -> Any:

@@ -39,6 +39,7 @@ pytest command line or `EA_SLOW=1` in the environment, `SLOW_EXAMPLES` of `SLOW_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import threading
@@ -77,8 +78,8 @@ from ephemeral_actors import (
     current_operation,
 )
 from ephemeral_actors import messages as m
-from ephemeral_actors._coordinators import _core
-from ephemeral_actors.testing import crash_worker, library_threads
+from ephemeral_actors._coordinators._supervisor import CoordinatorState
+from ephemeral_actors.testing import crash_worker, library_threads, use_clock
 from tests.conftest import WAIT
 
 SLOW = os.environ.get("EA_SLOW", "") not in ("", "0") or "--slow" in sys.argv
@@ -218,8 +219,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
         self.teardown_mode = "drain"
         self.threads_before = set(threading.enumerate())
         self.actors_before = len(pykka.ActorRegistry.get_all())
-        self.saved_now = _core._now
-        _core._now = StrictClock()
+        self.clock = contextlib.ExitStack()
+        self.clock.enter_context(use_clock(StrictClock()))
 
     # -- construction ---------------------------------------------------------------------
 
@@ -821,7 +822,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
                 self.coord.close(WAIT)
             if self.bus is not None:
                 self.bus.close()
-            _core._now = self.saved_now
+            self.clock.close()
         self.tally()
         self.check_nothing_left()
 
@@ -878,7 +879,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
     def release_after_cancel(self) -> None:
         deadline = time.monotonic() + WAIT
         # is_completed is already True after complete(); wait for close()'s cancel().
-        cancelled = (_core.CoordinatorState.CANCELLED, _core.CoordinatorState.CLOSED)
+        cancelled = (CoordinatorState.CANCELLED, CoordinatorState.CLOSED)
         while self.coord._core.state not in cancelled and time.monotonic() < deadline:
             time.sleep(0.0005)
         for rec in self.records.values():

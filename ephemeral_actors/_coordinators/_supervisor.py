@@ -29,16 +29,37 @@ import enum
 import logging
 import threading
 import time
-import types
 from collections import deque
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pykka
 from pykka._envelope import Envelope
 
 from ephemeral_actors import messages as m
+from ephemeral_actors._coordinators._backlog import Backlog, FifoBacklog
+from ephemeral_actors._coordinators._callbacks import Callbacks
 from ephemeral_actors._coordinators._future import OutcomeFuture
+from ephemeral_actors._coordinators._requests import (
+    BLOCK,
+    FORCE,
+    TRY,
+    TRY_OWN,
+    Call,
+    Intake,
+    Wait,
+    remaining,
+    resolve,
+)
+from ephemeral_actors._coordinators._window import CLOCK, Window, snapshot_of
+from ephemeral_actors._coordinators._workers import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    AsyncWorker,
+    ThreadWorker,
+    WorkerBase,
+)
 from ephemeral_actors._dispatch import DISPATCHER
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
@@ -58,7 +79,6 @@ from ephemeral_actors._records import (
     ActorStats,
     CoordinatorStats,
     OperationSnapshot,
-    ResultSnapshot,
 )
 from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._validate import check_int
@@ -69,23 +89,9 @@ if TYPE_CHECKING:
     from ephemeral_actors._options import CoordinatorOptions
     from ephemeral_actors._signals import SignalEvent, SignalPropagation
 
-__all__ = ["BLOCK", "FORCE", "TRY", "CoordinatorState", "Core", "WorkerCrashError"]
+__all__ = ["BLOCK", "FORCE", "TRY", "CoordinatorState", "Core", "Supervisor"]
 
 logger = logging.getLogger("ephemeral_actors")
-
-BLOCK: Final = 0
-FORCE: Final = 1
-TRY: Final = 2
-_TRY_OWN: Final = 3
-"""`TRY` from a body of the same coordinator: never refused for space (SPEC 15)."""
-
-_now = time.time
-"""Wall clock for operation timestamps; tests replace it to move time without sleeping."""
-
-_RUNNING: Final = 0
-_COMPLETED: Final = 1
-_FAILED: Final = 2
-_CANCELLED: Final = 3
 
 
 class CoordinatorState(enum.Enum):
@@ -107,90 +113,6 @@ _ORDER = {s: i for i, s in enumerate(CoordinatorState)}
 _PROCESSING = frozenset({CoordinatorState.RUNNING, CoordinatorState.COMPLETING})
 
 
-class _InjectedWorkerCrash(BaseException):
-    """Raised by `ephemeral_actors.testing.crash_worker()` inside a body."""
-
-
-# -- requests: messages whose sender waits for the answer -----------------------------
-
-
-class _Intake(Reply):
-    """One `enqueue`/`try_enqueue`/`submit`: the item travels to the supervisor in it."""
-
-    __slots__ = ("future", "item", "key", "mode", "raw_key")
-
-    def __init__(self, item: Any, future: Any, mode: int, key: str | None, raw_key: Any) -> None:
-        super().__init__()
-        self.item = item
-        self.future = future
-        self.mode = mode
-        self.key = key
-        self.raw_key = raw_key
-
-
-class _Call(Reply):
-    """A control call or state query: `fn(*args)` in the supervisor's turn."""
-
-    __slots__ = ("args", "fn")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        super().__init__()
-        self.fn = fn
-        self.args = args
-
-
-class _Wait(Reply):
-    """A `drain()` (idle=-1), wait-until-at-most-`idle`-running, or `until()` request."""
-
-    __slots__ = ("idle", "until")
-
-    def __init__(self, idle: int, until: Callable[[], bool] | None = None) -> None:
-        super().__init__()
-        self.idle = idle
-        self.until = until
-
-
-# -- replies (submit futures) ---------------------------------------------------------
-
-
-class _AsyncReply:
-    """Resolves an asyncio future on its own loop from any thread."""
-
-    __slots__ = ("fut", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
-        self.loop = loop
-        self.fut = fut
-
-
-def _set_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if fut.done():
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
-
-
-def _resolve(reply: Any, ok: bool, value: Any) -> None:
-    if isinstance(reply, _AsyncReply):
-        # A closed loop raises RuntimeError: its caller is gone and nobody is left to tell.
-        with contextlib.suppress(RuntimeError):
-            reply.loop.call_soon_threadsafe(_set_future, reply.fut, ok, value)
-    elif ok:
-        reply.set(value)
-    else:
-        reply.set_exception((type(value), value, value.__traceback__))
-
-
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
 def _is_coroutine_function(fn: Any) -> bool:
     import inspect  # noqa: PLC0415
 
@@ -198,207 +120,6 @@ def _is_coroutine_function(fn: Any) -> bool:
         return True
     call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
     return call is not None and inspect.iscoroutinefunction(call)
-
-
-# -- workers ---------------------------------------------------------------------------
-
-
-class _WorkerBase:
-    """A worker actor: a mailbox of `(operation, item)` pairs and something that runs it.
-
-    Only the supervisor posts to a worker (in its turn), so a post needs no lock;
-    `current` is the operation it was last given, for cancel requests and for
-    failing the item if the worker dies.
-    """
-
-    number = 0
-    current: Operation | None = None
-    processed = 0
-    retired = False
-
-    def post(self, entry: tuple[Operation, Any] | None) -> None:
-        raise NotImplementedError
-
-    def depth(self) -> int:
-        return 0
-
-    def join(self, timeout: float | None) -> bool:  # noqa: ARG002
-        """Wait for the worker's thread; True if it is gone."""
-        return True
-
-
-class _ThreadWorker(_WorkerBase):
-    """A worker actor for plain bodies: a thread that parks while its mailbox is empty."""
-
-    def __init__(self, core: Core, number: int) -> None:
-        self.core = core
-        self.number = number
-        self.current = None
-        self.inbox: deque[tuple[Operation, Any] | None] = deque()
-        self.parked = False
-        self.wakeup = threading.Lock()
-        self.wakeup.acquire()
-        self.thread = threading.Thread(
-            target=self.run,
-            name=f"ephemeral-actors-{core.name}-worker-{number}",
-            daemon=True,
-        )
-        self.thread.start()
-
-    def __repr__(self) -> str:
-        return f"<worker {self.core.name}#{self.number} queued={len(self.inbox)}>"
-
-    def post(self, entry: tuple[Operation, Any] | None) -> None:
-        self.inbox.append(entry)
-        # Wake only on the edge: a worker that is running finds the entry itself.
-        if self.parked:
-            self.parked = False
-            # Released twice (the worker saw the entry before parking): a wake-up is
-            # already pending, and the worker re-checks its mailbox after any wake-up.
-            with contextlib.suppress(RuntimeError):
-                self.wakeup.release()
-
-    def depth(self) -> int:
-        return len(self.inbox)
-
-    def run(self) -> None:
-        inbox = self.inbox
-        core = self.core
-        run_one = core.run_one
-        post = core.mailbox.post
-        done = core._on_done
-        while True:
-            if not inbox:
-                self.parked = True
-                if not inbox:
-                    self.wakeup.acquire()
-                self.parked = False
-                continue
-            entry = inbox.popleft()
-            if entry is None:
-                return
-            op, item = entry
-            try:
-                outcome, error = run_one(op, item)
-            except WorkerCrashError as crash:
-                post((core._on_worker_died, (self, crash)))
-                return
-            self.processed += 1
-            post((done, (self, op, outcome, error)))
-
-    def join(self, timeout: float | None) -> bool:
-        thread = self.thread
-        if thread is threading.current_thread():
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
-
-
-class _AsyncWorker(_WorkerBase):
-    """A worker actor for coroutine bodies: a task on the loop while it has mail."""
-
-    def __init__(self, core: Core, number: int) -> None:
-        self.core = core
-        self.number = number
-        self.current = None
-        self.inbox: deque[tuple[Operation, Any] | None] = deque()
-        self.scheduled = threading.Lock()  # test-and-set flag, as in _mailbox.Mailbox
-
-    def __repr__(self) -> str:
-        return f"<async worker {self.core.name}#{self.number} queued={len(self.inbox)}>"
-
-    def post(self, entry: tuple[Operation, Any] | None) -> None:
-        if entry is None:
-            return  # a task ends when its mailbox is empty; nothing to stop
-        self.inbox.append(entry)
-        if self.scheduled.acquire(blocking=False):
-            SHARED_LOOP.spawn(self.run())
-
-    def depth(self) -> int:
-        return len(self.inbox)
-
-    async def run(self) -> None:
-        inbox = self.inbox
-        core = self.core
-        body = core.body
-        post = core.mailbox.post
-        done = core._on_done
-        capture = core.capture_results
-        while True:
-            while inbox:
-                entry = inbox.popleft()
-                assert entry is not None
-                op, item = entry
-                _current.set(op)
-                error: BaseException | None
-                try:
-                    result = await body(item)
-                except _InjectedWorkerCrash:
-                    _current.set(None)
-                    crash = WorkerCrashError("worker crash injected by testing.crash_worker()")
-                    self.scheduled.release()
-                    post((core._on_worker_died, (self, crash)))
-                    return
-                except BaseException as exc:
-                    outcome, error = core.failure(op, exc)
-                else:
-                    outcome, error = _COMPLETED, None
-                    if capture:
-                        op._result = result
-                        op._has_result = True
-                _current.set(None)
-                self.processed += 1
-                post((done, (self, op, outcome, error)))
-            self.scheduled.release()
-            if not inbox or not self.scheduled.acquire(blocking=False):
-                return
-
-
-# -- the callbacks actor ----------------------------------------------------------------
-
-
-class _Callbacks:
-    """Runs user callbacks (observers, `on_sample`) off the supervisor's turn.
-
-    A thread of its own, started with the first callback: a slow `on_sample` delays
-    only the next callback and `drain()`, never a control call, a read or dispatch.
-    """
-
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.inbox: deque[Operation | None] = deque()
-        self.parked = False
-        self.wakeup = threading.Lock()
-        self.wakeup.acquire()
-        self.processed = 0
-        self.thread = threading.Thread(
-            target=self.run, name=f"ephemeral-actors-{core.name}-callbacks", daemon=True
-        )
-        self.thread.start()
-
-    def post(self, op: Operation | None) -> None:
-        self.inbox.append(op)
-        if self.parked:
-            self.parked = False
-            with contextlib.suppress(RuntimeError):
-                self.wakeup.release()
-
-    def run(self) -> None:
-        inbox = self.inbox
-        core = self.core
-        while True:
-            if not inbox:
-                self.parked = True
-                if not inbox:
-                    self.wakeup.acquire()
-                self.parked = False
-                continue
-            op = inbox.popleft()
-            if op is None:
-                return
-            core.deliver_callbacks(op)
-            self.processed += 1
-            core.mailbox.post((core._on_settled, 1))
 
 
 # -- the supervisor actor -------------------------------------------------------------
@@ -529,6 +250,8 @@ class Core:
         *,
         kind: str,
         capture_results: bool = False,
+        backlog: Backlog | None = None,
+        key_selector: Callable[[Any], Any] | None = None,
     ) -> None:
         if not callable(body):
             raise TypeError(f"body must be callable, got {type(body).__name__} {body!r}")
@@ -558,9 +281,12 @@ class Core:
         self.closing = False
         self.fault_error: CoordinatorFaultedError | None = None
 
-        self.pending: deque[tuple[Operation, Any]] = deque()
         self.npending = 0
-        self.window: dict[int, Operation] = {}
+        self.window = Window(options.max_tracked_operations, options.max_operation_lifetime)
+        self.backlog: Backlog = FifoBacklog() if backlog is None else backlog
+        self.fair_threshold = self.backlog.fair_threshold
+        self.key_of = key_selector
+        self.now = CLOCK.get()
         self.running = 0
         self.limit = options.max_concurrency
         self.paused = False
@@ -575,14 +301,14 @@ class Core:
         self.worker_restarts = 0
         self.crashes: deque[float] = deque()
 
-        self.workers: list[_WorkerBase] = []
-        self.idle: list[_WorkerBase] = []
+        self.workers: list[WorkerBase] = []
+        self.idle: list[WorkerBase] = []
         self.worker_numbers = 0
-        self.space_waiters: deque[_Intake] = deque()
-        self.waiters: list[_Wait] = []
+        self.space_waiters: deque[Intake] = deque()
+        self.waiters: list[Wait] = []
         self.replies: list[Reply] = []
         self.outcomes: list[tuple[Any, bool, Any]] = []
-        self.callbacks: _Callbacks | None = None
+        self.callbacks: Callbacks | None = None
         self.observers: tuple[Callable[[OperationSnapshot], None], ...] = ()
         self.uses_dispatcher = False
 
@@ -688,7 +414,7 @@ class Core:
         if outcomes:
             self.outcomes = []
             for future, ok, value in outcomes:
-                _resolve(future, ok, value)
+                resolve(future, ok, value)
 
     def _publish(self) -> None:
         # One tuple per turn, not per item: counters read from it are mutually consistent.
@@ -716,13 +442,13 @@ class Core:
         """Run `fn(*args)` in the supervisor's turn and return its answer (an ask)."""
         if self.mailbox.in_turn():
             return fn(*args)
-        request = _Call(fn, args)
+        request = Call(fn, args)
         self.mailbox.post((self._on_call, request))
         if not request.done:
             request.wait(None)
         return request.result()
 
-    def _on_call(self, request: _Call) -> None:
+    def _on_call(self, request: Call) -> None:
         try:
             request.value = request.fn(*request.args)
         except Exception as exc:
@@ -752,7 +478,7 @@ class Core:
 
     def stats_in_turn(self) -> CoordinatorStats:
         if self.window:
-            self._trim(_now())
+            self.window.trim(self.now())
         return CoordinatorStats(
             name=self.name,
             pending_count=self.npending,
@@ -789,9 +515,6 @@ class Core:
 
     # -- intake ------------------------------------------------------------------------
 
-    key_of: Callable[[Any], Any] | None = None
-    """Keyed coordinators set this to their key selector."""
-
     def accept(self, item: Any, future: Any, timeout: float | None, mode: int) -> Operation | None:
         """Accept `item` (the hot path of `enqueue`): one message to the supervisor.
 
@@ -800,7 +523,7 @@ class Core:
         instead of waiting or raising; fair scheduling applies). A body of this
         coordinator never waits for, nor is refused, backlog space it would free itself.
         """
-        request = _Intake(item, future, mode, None, None)
+        request = Intake(item, future, mode)
         if self.key_of is not None:
             try:
                 self._keyed_intake(request)
@@ -809,13 +532,13 @@ class Core:
                     return None
                 raise
         if (op := _current.get()) is not None and op._core is self:
-            request.mode = FORCE if mode == BLOCK else _TRY_OWN if mode == TRY else mode
+            request.mode = FORCE if mode == BLOCK else TRY_OWN if mode == TRY else mode
         self.mailbox.post((self._on_accept, request))
         if not request.done and not request.wait(timeout):
             self._withdraw(request)
         return cast("Operation | None", request.result())
 
-    def _keyed_intake(self, request: _Intake) -> None:
+    def _keyed_intake(self, request: Intake) -> None:
         """Compute the key of the request's item (in the sender's thread: user code)."""
         keyer = self.key_of
         if keyer is None:
@@ -832,7 +555,7 @@ class Core:
         request.key = str(raw_key)
 
     async def accept_async(self, item: Any, future: Any) -> Operation:
-        request = _Intake(item, future, BLOCK, None, None)
+        request = Intake(item, future, BLOCK)
         self._keyed_intake(request)
         if (op := _current.get()) is not None and op._core is self:
             request.mode = FORCE
@@ -846,11 +569,11 @@ class Core:
             raise
         return cast("Operation", request.result())
 
-    def _withdraw(self, request: _Intake) -> None:
+    def _withdraw(self, request: Intake) -> None:
         """The sender stopped waiting: take its request back unless it was answered."""
         self.call(self._on_withdraw, request)
 
-    def _on_withdraw(self, request: _Intake) -> None:
+    def _on_withdraw(self, request: Intake) -> None:
         if request in self.space_waiters:
             self.space_waiters.remove(request)
             request.error = CoordinatorFullError(
@@ -858,7 +581,7 @@ class Core:
             )
             request.done = True
 
-    def _on_accept(self, request: _Intake) -> None:
+    def _on_accept(self, request: Intake) -> None:
         mode = request.mode
         self.replies.append(request)
         if self.state is not CoordinatorState.RUNNING:
@@ -879,12 +602,13 @@ class Core:
             return
         self._admit(request)
 
-    def _admit(self, request: _Intake) -> None:
+    def _admit(self, request: Intake) -> None:
         op = Operation(self, next_operation_id(), request.key, request.raw_key)
         future = request.future
         if future is not None:
             op._reply = future
-        self._push(op, request.item)
+        self.backlog.push(op, request.item)
+        self.npending += 1
         request.item = None  # the request outlives the turn; the item must not
         self.enqueued += 1
         self.unsettled += 1
@@ -931,73 +655,47 @@ class Core:
         if self.deferring and not self._cancel_present():
             return
         while self.running < self.limit:
-            entry = self._pop()
+            entry = self.backlog.pop()
             if entry is None:
                 return
+            self.npending -= 1
             op = entry[0]
-            op._started = _now()
-            op._in_window = True
-            window = self.window
-            window[op.id] = op
+            op._started = self.now()
+            self.window.add(op)
             self.running += 1
-            if len(window) > self.bound:
-                self._trim(op._started)
             if self.space_waiters and self.npending <= self.low_water:
                 self._admit_waiting()
             if self.router.cancel_marks:
                 signal = self.router.cancelling_signal()
                 if signal is not None:
-                    self._finish(op, _CANCELLED, SignalCancelledError(signal))
+                    self._finish(op, CANCELLED, SignalCancelledError(signal))
                     op._ended = op._started
                     continue
             worker = self.idle.pop() if self.idle else self._new_worker()
             worker.current = op
             worker.post(entry)
 
-    def _new_worker(self) -> _WorkerBase:
+    def _new_worker(self) -> WorkerBase:
         self.worker_numbers += 1
-        worker: _WorkerBase
+        worker: WorkerBase
         if self.is_async:
-            worker = _AsyncWorker(self, self.worker_numbers)
+            worker = AsyncWorker(self, self.worker_numbers)
         else:
-            worker = _ThreadWorker(self, self.worker_numbers)
+            worker = ThreadWorker(self, self.worker_numbers)
         self.workers.append(worker)
         return worker
 
-    # The backlog: a FIFO here; KeyedCore keeps per-key queues and a ready queue.
-
-    fair_threshold = 0
-    """Keyed coordinators with fair scheduling: per-key pending bound for `try_enqueue`."""
-
-    def key_pending(self, raw_key: Any) -> int:  # noqa: ARG002
-        return 0
-
-    def _push(self, op: Operation, item: Any) -> None:
-        self.pending.append((op, item))
-        self.npending += 1
-
-    def _pop(self) -> tuple[Operation, Any] | None:
-        if self.npending:
-            self.npending -= 1
-            return self.pending.popleft()
-        return None
-
-    def _take_all(self) -> list[tuple[Operation, Any]]:
-        dropped = list(self.pending)
-        self.pending.clear()
-        self.npending = 0
-        return dropped
-
-    def _op_ended(self, op: Operation) -> None:
-        """Bookkeeping after an operation ended (per-key state in KeyedCore)."""
+    def key_pending(self, raw_key: Any) -> int:
+        """Items of `raw_key` waiting (a state query for keyed coordinators)."""
+        return self.backlog.key_pending(raw_key)
 
     # -- outcomes ----------------------------------------------------------------------
 
-    def _on_done(self, report: tuple[_WorkerBase, Operation, int, BaseException | None]) -> None:
+    def _on_done(self, report: tuple[WorkerBase, Operation, int, BaseException | None]) -> None:
         worker, op, outcome, error = report
         if worker.current is op:
             worker.current = None
-        if op._outcome == _RUNNING:
+        if op._outcome == RUNNING:
             self._finish(op, outcome, error)
         if not worker.retired:
             self.idle.append(worker)
@@ -1007,32 +705,32 @@ class Core:
         """Record how `op` ended; callbacks then settle it (or it settles now)."""
         reply = op._reply
         if error is None:
-            op._finish(outcome, None, _now())
+            op._finish(outcome, None, self.now())
         elif reply is None:
-            op._finish(outcome, _detach(error), _now())
+            op._finish(outcome, _detach(error), self.now())
         else:
             # The caller's future gets the original with its traceback; the window keeps
             # a traceback-free twin, so no frame (and no payload) is retained by us. An
             # exception that cannot be copied is shared, without its traceback.
             twin = _copy_error(error)
-            op._finish(outcome, _detach(twin) if twin is error else twin, _now())
+            op._finish(outcome, _detach(twin) if twin is error else twin, self.now())
         self.running -= 1
-        self._op_ended(op)
-        if outcome == _COMPLETED:
+        self.backlog.ended(op)
+        if outcome == COMPLETED:
             self.completed += 1
-        elif outcome == _FAILED:
+        elif outcome == FAILED:
             self.failed += 1
             if logger.isEnabledFor(logging.WARNING):
                 self._log_failure(op)
         else:
             self.cancelled += 1
         if op._in_window:
-            self._trim(op._ended or 0.0)
+            self.window.trim(op._ended or 0.0)
         if reply is not None:
             # Resolved at the end of the turn, after the counters are published: whoever
             # the future wakes reads counters that already include this operation.
             op._reply = None
-            if outcome == _COMPLETED:
+            if outcome == COMPLETED:
                 self.outcomes.append((reply, True, op._result if self.capture_results else None))
             else:
                 assert error is not None
@@ -1040,7 +738,7 @@ class Core:
         if self.observers or self.on_sample is not None:
             callbacks = self.callbacks
             if callbacks is None and not self.closed_event.is_set():
-                callbacks = self.callbacks = _Callbacks(self)
+                callbacks = self.callbacks = Callbacks(self)
             if callbacks is not None:
                 callbacks.post(op)
                 return
@@ -1067,34 +765,6 @@ class Core:
     def _on_settled(self, count: int) -> None:
         self.unsettled -= count
 
-    def run_one(self, op: Operation, item: Any) -> tuple[int, BaseException | None]:
-        """Run a plain body with `op` current (on a worker thread); (outcome, error)."""
-        token = _current.set(op)
-        try:
-            result = self.body(item)
-            if type(result) is types.CoroutineType:
-                result.close()
-                raise TypeError(  # noqa: TRY301 - recorded like any body failure
-                    "the body returned a coroutine; declare it with 'async def' so the "
-                    "coordinator runs it on its event loop"
-                )
-        except _InjectedWorkerCrash:
-            raise WorkerCrashError("worker crash injected by testing.crash_worker()") from None
-        except BaseException as exc:
-            return self.failure(op, exc)
-        finally:
-            _current.reset(token)
-        if self.capture_results:
-            op._result = result
-            op._has_result = True
-        return _COMPLETED, None
-
-    @staticmethod
-    def failure(op: Operation, exc: BaseException) -> tuple[int, BaseException]:
-        if op._cancel and isinstance(exc, OperationCancelledError):
-            return _CANCELLED, exc
-        return _FAILED, exc
-
     # -- callbacks (on the callbacks actor's thread) -------------------------------------
 
     def add_observer(self, callback: Callable[[OperationSnapshot], None]) -> None:
@@ -1115,7 +785,7 @@ class Core:
         """Call the observers with `op`, then `on_sample` with the window."""
         observers = self.observers
         if observers:
-            snapshot = self.call(self._snapshot_of, op, False)
+            snapshot = self.call(snapshot_of, op, False)
             for observer in observers:
                 try:
                     observer(snapshot)
@@ -1131,59 +801,11 @@ class Core:
 
     # -- window ------------------------------------------------------------------------
 
-    def _trim(self, now: float) -> None:
-        window = self.window
-        excess = len(window) - self.bound
-        lifetime = self.lifetime
-        cutoff = now - lifetime if lifetime is not None else None
-        if excess <= 0 and (cutoff is None or not window):
-            return
-        victims: list[int] = []
-        for op_id, op in window.items():
-            old = cutoff is not None and op._started < cutoff
-            if excess <= 0 and not old:
-                break
-            if op._outcome != _RUNNING and not op._pinned:
-                victims.append(op_id)
-                excess -= 1
-        for op_id in victims:
-            window.pop(op_id)._in_window = False
-
     def snapshot(self, *, with_results: bool) -> tuple[OperationSnapshot, ...]:
         return cast("tuple[OperationSnapshot, ...]", self.call(self.snapshot_in_turn, with_results))
 
     def snapshot_in_turn(self, with_results: bool) -> tuple[OperationSnapshot, ...]:
-        if self.window:
-            self._trim(_now())
-        return tuple(self._snapshot_of(op, with_results) for op in self.window.values())
-
-    def _snapshot_of(self, op: Operation, with_results: bool) -> OperationSnapshot:
-        cached = op._snapshot
-        if cached is not None and (type(cached) is ResultSnapshot) == with_results:
-            return cached  # type: ignore[no-any-return]
-        started = _utc(op._started)
-        ended = op._ended
-        signals = tuple(e.signal for e in op._signals) if op._signals else ()
-        error = op._error
-        fields = (
-            op.id,
-            started,
-            None if ended is None else _utc(ended),
-            op.key,
-            error is not None,
-            error,
-            None if ended is None else ended - op._started,
-            signals,
-            op._pinned,
-        )
-        snap: OperationSnapshot
-        if with_results:
-            snap = ResultSnapshot(*fields, op._result, op._has_result)
-        else:
-            snap = OperationSnapshot(*fields)
-        if ended is not None:
-            op._snapshot = snap
-        return snap
+        return self.window.snapshot(self.now(), with_results)
 
     def signals(
         self, predicate: Callable[[SignalEvent], bool] | None = None
@@ -1193,11 +815,7 @@ class Core:
     def _signals_in_turn(
         self, predicate: Callable[[SignalEvent], bool] | None
     ) -> tuple[SignalEvent, ...]:
-        from ephemeral_actors._coordinators._signaling import signals_in_window  # noqa: PLC0415
-
-        if self.window:
-            self._trim(_now())
-        return signals_in_window(self.window.values(), predicate)
+        return self.window.signals(self.now(), predicate)
 
     # -- control (the supervisor's message handlers) ------------------------------------
 
@@ -1281,9 +899,10 @@ class Core:
         self.processing = new in _PROCESSING
 
     def _drop_backlog(self, make_error: Callable[[], BaseException]) -> None:
-        dropped = self._take_all()
+        dropped = self.backlog.take_all()
+        self.npending = 0
         for op, _item in dropped:
-            op._outcome = _CANCELLED
+            op._outcome = CANCELLED
             if op._reply is not None:
                 self.outcomes.append((op._reply, False, make_error()))
                 op._reply = None
@@ -1304,7 +923,7 @@ class Core:
         op._pinned = pinned
         op._snapshot = None
         if not pinned:
-            self._trim(_now())
+            self.window.trim(self.now())
         return True
 
     def evict(self, op_id: int) -> bool:
@@ -1312,17 +931,13 @@ class Core:
         return cast("bool", self.call(self._on_evict, op_id))
 
     def _on_evict(self, op_id: int) -> bool:
-        op = self.window.pop(op_id, None)
-        if op is None:
-            return False
-        op._in_window = False
-        return True
+        return self.window.evict(op_id)
 
     # -- waiting -----------------------------------------------------------------------
 
     def _check_waiters(self) -> None:
         settled = self.is_drained_now() and self.unsettled == 0
-        kept: list[_Wait] = []
+        kept: list[Wait] = []
         for waiter in self.waiters:
             if waiter.until is not None:
                 if not waiter.until():
@@ -1336,10 +951,10 @@ class Core:
             self.replies.append(waiter)
         self.waiters = kept
 
-    def _on_wait(self, waiter: _Wait) -> None:
+    def _on_wait(self, waiter: Wait) -> None:
         self.waiters.append(waiter)  # answered at the end of this turn if already true
 
-    def _on_forget_wait(self, waiter: _Wait) -> None:
+    def _on_forget_wait(self, waiter: Wait) -> None:
         if waiter in self.waiters:
             self.waiters.remove(waiter)
 
@@ -1352,7 +967,7 @@ class Core:
 
     def wait_settled(self, timeout: float | None) -> None:
         self._check_self_wait("drain()")
-        waiter = _Wait(-1)
+        waiter = Wait(-1)
         self.mailbox.post((self._on_wait, waiter))
         if not waiter.wait(timeout):
             self.call(self._on_forget_wait, waiter)
@@ -1366,7 +981,7 @@ class Core:
 
     async def wait_settled_async(self) -> None:
         self._check_self_wait("drain_async()")
-        waiter = _Wait(-1)
+        waiter = Wait(-1)
         self.mailbox.post((self._on_wait, waiter))
         try:
             await waiter.wait_async()
@@ -1377,25 +992,25 @@ class Core:
 
     def wait_idle(self, deadline: float | None, own: int) -> bool:
         """Wait until at most `own` operations run (the caller's own); True if reached."""
-        waiter = _Wait(own)
+        waiter = Wait(own)
         self.mailbox.post((self._on_wait, waiter))
-        if waiter.wait(_remaining(deadline)):
+        if waiter.wait(remaining(deadline)):
             return True
         self.call(self._on_forget_wait, waiter)
         return waiter.done
 
     def wait_for(self, until: Callable[[], bool], deadline: float | None) -> bool:
         """Wait until `until()` (evaluated in the turn) is true; False at `deadline`."""
-        waiter = _Wait(0, until)
+        waiter = Wait(0, until)
         self.mailbox.post((self._on_wait, waiter))
-        if waiter.wait(_remaining(deadline)):
+        if waiter.wait(remaining(deadline)):
             return True
         self.call(self._on_forget_wait, waiter)
         return waiter.done
 
     # -- supervision -------------------------------------------------------------------
 
-    def _on_worker_died(self, report: tuple[_WorkerBase, BaseException]) -> None:
+    def _on_worker_died(self, report: tuple[WorkerBase, BaseException]) -> None:
         """Forget a dead worker, fail its in-flight item, and start work again."""
         worker, error = report
         op = worker.current
@@ -1422,11 +1037,11 @@ class Core:
         inbox = getattr(worker, "inbox", None)
         if inbox:
             for entry in reversed(inbox):
-                if entry is not None and entry[0]._outcome == _RUNNING:
-                    self._finish(entry[0], _FAILED, _detach(WorkerCrashError("worker died")))
+                if entry is not None and entry[0]._outcome == RUNNING:
+                    self._finish(entry[0], FAILED, _detach(WorkerCrashError("worker died")))
             inbox.clear()
-        if op is not None and op._outcome == _RUNNING:
-            self._finish(op, _FAILED, _detach(error))
+        if op is not None and op._outcome == RUNNING:
+            self._finish(op, FAILED, _detach(error))
         self.worker_restarts += 1
         now = time.monotonic()
         crashes = self.crashes
@@ -1489,7 +1104,7 @@ class Core:
         first = self.call(self._on_begin_close, None)
         if not first:
             if not self.in_own_body():
-                self.closed_event.wait(_remaining(deadline))
+                self.closed_event.wait(remaining(deadline))
             return False
         if self.in_own_body():
             # Waiting here would wait for ourselves: cancel now, finish on a thread of
@@ -1527,13 +1142,18 @@ class Core:
 
     def _release_runtime(self, deadline: float | None) -> None:
         """Return this coordinator's references on the process-wide runtime (once)."""
+        for thread in self.call(self._on_close_backlog, None):
+            thread.join(remaining(deadline))
         for _ in range(self.loop_refs):
             loop_thread = SHARED_LOOP.release(deadline)
             if loop_thread is not None and loop_thread is not threading.current_thread():
-                loop_thread.join(_remaining(deadline))
+                loop_thread.join(remaining(deadline))
         self.loop_refs = 0
 
-    def _on_stop_workers(self, _: object) -> list[_WorkerBase]:
+    def _on_close_backlog(self, _: object) -> list[threading.Thread]:
+        return self.backlog.close()
+
+    def _on_stop_workers(self, _: object) -> list[WorkerBase]:
         workers = list(self.workers)
         for worker in workers:
             worker.post(None)
@@ -1554,19 +1174,19 @@ class Core:
                 f"coordinator {self.name!r}: close() abandoned {self.view[1] - own} running "
                 "operation(s) that did not return in time; their threads end when they return"
             )
-        workers: list[_WorkerBase] = self.call(self._on_stop_workers, None)
+        workers: list[WorkerBase] = self.call(self._on_stop_workers, None)
         actor = self.supervisor
         if not actor.actor_stopped.is_set():
             with contextlib.suppress(pykka.ActorDeadError):
-                self.supervisor_ref.stop(block=True, timeout=_remaining(deadline))
+                self.supervisor_ref.stop(block=True, timeout=remaining(deadline))
         for worker in workers:
-            worker.join(_remaining(deadline))
+            worker.join(remaining(deadline))
         callbacks = self.callbacks
         if callbacks is not None and callbacks.thread is not threading.current_thread():
-            callbacks.thread.join(_remaining(deadline))
+            callbacks.thread.join(remaining(deadline))
         feeder = self.feeder
         if feeder is not None and feeder is not threading.current_thread():
-            feeder.join(_remaining(deadline))
+            feeder.join(remaining(deadline))
             if feeder.is_alive():
                 logger.warning(
                     f"coordinator {self.name!r}: close() abandoned its source, which did not "
@@ -1580,10 +1200,10 @@ class Core:
             except Exception:
                 logger.exception(f"coordinator {self.name!r}: closing its backend failed")
         for ending in self.router.close(deadline):
-            ending.join(_remaining(deadline))
+            ending.join(remaining(deadline))
         if self.uses_dispatcher:
             for thread in self.call(self._on_release_dispatcher, None):
-                thread.join(_remaining(deadline))
+                thread.join(remaining(deadline))
 
     def _on_release_dispatcher(self, _: object) -> list[threading.Thread]:
         if not self.uses_dispatcher:
@@ -1634,6 +1254,9 @@ class Core:
                 sum(w.processed for w in workers) + self.retired_processed,
             ),
         ]
+        key_stats = getattr(self.backlog, "actor_stats", None)
+        if key_stats is not None:
+            rows.append(key_stats())
         callbacks = self.callbacks
         rows.append(
             (
@@ -1650,7 +1273,7 @@ class Core:
 
 def _handle_enqueue(core: Core, msg: m.Enqueue, from_actor: bool) -> int:
     if core.mailbox.in_turn():
-        request = _Intake(msg.item, None, FORCE, None, None)
+        request = Intake(msg.item, None, FORCE)
         core._keyed_intake(request)
         core._on_accept(request)
         core.replies.remove(request)
@@ -1663,7 +1286,7 @@ def _handle_enqueue(core: Core, msg: m.Enqueue, from_actor: bool) -> int:
 def _handle_submit(core: Core, msg: m.Submit, from_actor: bool) -> pykka.Future[Any]:
     future: pykka.Future[Any] = OutcomeFuture()
     if core.mailbox.in_turn():
-        request = _Intake(msg.item, future, FORCE, None, None)
+        request = Intake(msg.item, future, FORCE)
         core._keyed_intake(request)
         core._on_accept(request)
         core.replies.remove(request)

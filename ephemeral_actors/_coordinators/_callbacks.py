@@ -1,0 +1,64 @@
+"""The callbacks actor: user callbacks run here, never in a library actor's turn.
+
+`on_sample` and observers run on a thread of their own, started with the first
+callback: a slow `on_sample` delays only the next callback and `drain()` (which
+waits until every ended operation's callbacks returned), never a control call, a
+read or dispatch. When it has delivered an operation, it tells the supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ephemeral_actors._coordinators._supervisor import Core
+    from ephemeral_actors._operation import Operation
+
+__all__ = ["Callbacks"]
+
+
+class Callbacks:
+    """Runs user callbacks (observers, `on_sample`) off the supervisor's turn.
+
+    A thread of its own, started with the first callback: a slow `on_sample` delays
+    only the next callback and `drain()`, never a control call, a read or dispatch.
+    """
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.inbox: deque[Operation | None] = deque()
+        self.parked = False
+        self.wakeup = threading.Lock()
+        self.wakeup.acquire()
+        self.processed = 0
+        self.thread = threading.Thread(
+            target=self.run, name=f"ephemeral-actors-{core.name}-callbacks", daemon=True
+        )
+        self.thread.start()
+
+    def post(self, op: Operation | None) -> None:
+        self.inbox.append(op)
+        if self.parked:
+            self.parked = False
+            with contextlib.suppress(RuntimeError):
+                self.wakeup.release()
+
+    def run(self) -> None:
+        inbox = self.inbox
+        core = self.core
+        while True:
+            if not inbox:
+                self.parked = True
+                if not inbox:
+                    self.wakeup.acquire()
+                self.parked = False
+                continue
+            op = inbox.popleft()
+            if op is None:
+                return
+            core.deliver_callbacks(op)
+            self.processed += 1
+            core.mailbox.post((core._on_settled, 1))

@@ -1,0 +1,116 @@
+"""Requests: messages to the supervisor whose sender waits for the answer.
+
+A request is a `Reply` (see `ephemeral_actors._mailbox`) carrying its arguments. The
+supervisor answers it in its turn; the answer is released at the end of that turn,
+after the counters are published, so the sender reads state that includes its call.
+Every wait with a deadline in the library goes through `Reply.wait`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from ephemeral_actors._mailbox import Reply
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable
+
+__all__ = [
+    "BLOCK",
+    "FORCE",
+    "TRY",
+    "TRY_OWN",
+    "AsyncReply",
+    "Call",
+    "Intake",
+    "Wait",
+    "remaining",
+    "resolve",
+]
+
+BLOCK: Final = 0
+"""Wait for backlog space (up to a timeout)."""
+FORCE: Final = 1
+"""Accept past the backlog bound: actor messages and bodies of the same coordinator."""
+TRY: Final = 2
+"""Answer None instead of waiting or raising; fair scheduling applies."""
+TRY_OWN: Final = 3
+"""`TRY` from a body of the same coordinator: never refused for space (SPEC 15)."""
+
+
+class Intake(Reply):
+    """One `enqueue`/`try_enqueue`/`submit`: the item travels to the supervisor in it."""
+
+    __slots__ = ("future", "item", "key", "mode", "raw_key")
+
+    def __init__(self, item: Any, future: Any, mode: int) -> None:
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.waiter: Any = None
+        self.item = item
+        self.future = future
+        self.mode = mode
+        self.key: str | None = None
+        self.raw_key: Any = None
+
+
+class Call(Reply):
+    """A control call or state query: `fn(*args)` in the supervisor's turn."""
+
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        super().__init__()
+        self.fn = fn
+        self.args = args
+
+
+class Wait(Reply):
+    """Wait until drained (`idle` = -1), until at most `idle` run, or until `until()`."""
+
+    __slots__ = ("idle", "until")
+
+    def __init__(self, idle: int, until: Callable[[], bool] | None = None) -> None:
+        super().__init__()
+        self.idle = idle
+        self.until = until
+
+
+class AsyncReply:
+    """Resolves an asyncio future on its own loop from any thread."""
+
+    __slots__ = ("fut", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
+        self.loop = loop
+        self.fut = fut
+
+
+def _set_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def resolve(reply: Any, ok: bool, value: Any) -> None:
+    """Settle a submit future (a Pykka future or an `AsyncReply`) from any thread."""
+    if isinstance(reply, AsyncReply):
+        # A closed loop raises RuntimeError: its caller is gone and nobody is left to tell.
+        with contextlib.suppress(RuntimeError):
+            reply.loop.call_soon_threadsafe(_set_future, reply.fut, ok, value)
+    elif ok:
+        reply.set(value)
+    else:
+        reply.set_exception((type(value), value, value.__traceback__))
+
+
+def remaining(deadline: float | None) -> float | None:
+    """Seconds left until `deadline` (a `time.monotonic()` value); None: no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -1,0 +1,145 @@
+"""The operation window: records of recent operations, owned by the supervisor.
+
+FIFO in start order. After every change, a size trim drops the oldest finished,
+unpinned records while the window is larger than its bound, and an age trim drops
+finished, unpinned records older than `max_operation_lifetime`. Running records are
+never trimmed; `evict` removes any record. Only the supervisor's turn calls these
+methods; snapshots it hands out are frozen records.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from ephemeral_actors._records import OperationSnapshot, ResultSnapshot
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from ephemeral_actors._operation import Operation
+    from ephemeral_actors._signals import SignalEvent
+
+__all__ = ["CLOCK", "Window", "utc"]
+
+CLOCK: contextvars.ContextVar[Callable[[], float]] = contextvars.ContextVar(
+    "ephemeral_actors_clock", default=time.time
+)
+"""The wall clock a coordinator built in this context stamps its records with.
+
+`ephemeral_actors.testing.use_clock()` sets it, so tests move time without sleeping
+and without patching module globals: the clock is injected at construction.
+"""
+
+_RUNNING = 0
+
+
+def utc(ts: float) -> datetime:
+    """A timezone-aware UTC datetime for a `time.time()`-style timestamp."""
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class Window:
+    """Operation records by id, oldest start first."""
+
+    __slots__ = ("bound", "lifetime", "ops")
+
+    def __init__(self, bound: int, lifetime: float | None) -> None:
+        self.ops: dict[int, Operation] = {}
+        self.bound = bound
+        self.lifetime = lifetime
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def __iter__(self) -> Iterator[Operation]:
+        return iter(self.ops.values())
+
+    def add(self, op: Operation) -> None:
+        """Record a started operation (trimming the oldest finished ones past the bound)."""
+        op._in_window = True
+        ops = self.ops
+        ops[op.id] = op
+        if len(ops) > self.bound:
+            self.trim(op._started)
+
+    def get(self, op_id: int) -> Operation | None:
+        return self.ops.get(op_id)
+
+    def evict(self, op_id: int) -> bool:
+        """Drop a record now, even pinned or running; True if it was there."""
+        op = self.ops.pop(op_id, None)
+        if op is None:
+            return False
+        op._in_window = False
+        return True
+
+    def trim(self, now: float) -> None:
+        """Apply the size and age bounds."""
+        ops = self.ops
+        excess = len(ops) - self.bound
+        lifetime = self.lifetime
+        cutoff = now - lifetime if lifetime is not None else None
+        if excess <= 0 and (cutoff is None or not ops):
+            return
+        victims: list[int] = []
+        for op_id, op in ops.items():
+            old = cutoff is not None and op._started < cutoff
+            if excess <= 0 and not old:
+                break
+            if op._outcome != _RUNNING and not op._pinned:
+                victims.append(op_id)
+                excess -= 1
+        for op_id in victims:
+            ops.pop(op_id)._in_window = False
+
+    def snapshot(self, now: float, with_results: bool) -> tuple[OperationSnapshot, ...]:
+        """Every record as a frozen snapshot (age-trimmed first)."""
+        if self.ops:
+            self.trim(now)
+        return tuple(snapshot_of(op, with_results) for op in self.ops.values())
+
+    def signals(
+        self, now: float, predicate: Callable[[SignalEvent], bool] | None
+    ) -> tuple[SignalEvent, ...]:
+        """Signals of the records, in start order then emit order (age-trimmed first)."""
+        if self.ops:
+            self.trim(now)
+        found: list[SignalEvent] = []
+        for op in self.ops.values():
+            signals = op._signals
+            if signals:
+                found.extend(e for e in signals if predicate is None or predicate(e))
+        return tuple(found)
+
+
+def snapshot_of(op: Operation, with_results: bool) -> OperationSnapshot:
+    """A frozen snapshot of one record; a finished record caches its snapshot."""
+    cached = op._snapshot
+    if cached is not None and (type(cached) is ResultSnapshot) == with_results:
+        return cached  # type: ignore[no-any-return]
+    started = utc(op._started)
+    ended = op._ended
+    signals = tuple(e.signal for e in op._signals) if op._signals else ()
+    error = op._error
+    fields = (
+        op.id,
+        started,
+        None if ended is None else utc(ended),
+        op.key,
+        error is not None,
+        error,
+        None if ended is None else ended - op._started,
+        signals,
+        op._pinned,
+    )
+    snap: OperationSnapshot
+    if with_results:
+        snap = ResultSnapshot(*fields, op._result, op._has_result)
+    else:
+        snap = OperationSnapshot(*fields)
+    if ended is not None:
+        op._snapshot = snap
+    return snap

@@ -1,0 +1,239 @@
+"""Worker actors: they run bodies, one item at a time, and report each outcome.
+
+A worker's mailbox holds `(operation, item)` pairs. Only the supervisor posts to it
+(in its turn), so a post needs no lock, and a worker is woken only on the
+empty->non-empty edge. The worker that reports an outcome is idle again and, being
+awake, is the first one the supervisor hands the next item to: a busy coordinator
+wakes no thread.
+
+A worker owns the operation it runs (its signals, its result) until it reports the
+outcome; ownership then passes to the supervisor with the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import types
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final
+
+from ephemeral_actors._errors import OperationCancelledError, WorkerCrashError
+from ephemeral_actors._operation import _current
+from ephemeral_actors._runtime import SHARED_LOOP
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ephemeral_actors._coordinators._supervisor import Core
+    from ephemeral_actors._operation import Operation
+
+__all__ = [
+    "CANCELLED",
+    "COMPLETED",
+    "FAILED",
+    "RUNNING",
+    "AsyncWorker",
+    "InjectedWorkerCrash",
+    "ThreadWorker",
+    "WorkerBase",
+    "failure",
+    "run_plain",
+]
+
+RUNNING: Final = 0
+COMPLETED: Final = 1
+FAILED: Final = 2
+CANCELLED: Final = 3
+
+
+class InjectedWorkerCrash(BaseException):
+    """Raised by `ephemeral_actors.testing.crash_worker()` inside a body."""
+
+
+def run_plain(
+    body: Callable[[Any], Any], capture: bool, op: Operation, item: Any
+) -> tuple[int, BaseException | None]:
+    """Run a plain body with `op` current (on a worker thread); (outcome, error).
+
+    Raises:
+        WorkerCrashError: The body asked for a crash (`testing.crash_worker()`).
+    """
+    token = _current.set(op)
+    try:
+        result = body(item)
+        if type(result) is types.CoroutineType:
+            result.close()
+            raise TypeError(  # noqa: TRY301 - recorded like any body failure
+                "the body returned a coroutine; declare it with 'async def' so the "
+                "coordinator runs it on its event loop"
+            )
+    except InjectedWorkerCrash:
+        raise WorkerCrashError("worker crash injected by testing.crash_worker()") from None
+    except BaseException as exc:
+        return failure(op, exc)
+    finally:
+        _current.reset(token)
+    if capture:
+        op._result = result
+        op._has_result = True
+    return COMPLETED, None
+
+
+def failure(op: Operation, exc: BaseException) -> tuple[int, BaseException]:
+    """How a body's exception counts: cancelled if it honoured a cancel request."""
+    if op._cancel and isinstance(exc, OperationCancelledError):
+        return CANCELLED, exc
+    return FAILED, exc
+
+
+class WorkerBase:
+    """A worker actor: a mailbox of `(operation, item)` pairs and something that runs it.
+
+    Only the supervisor posts to a worker (in its turn), so a post needs no lock;
+    `current` is the operation it was last given, for cancel requests and for
+    failing the item if the worker dies.
+    """
+
+    number = 0
+    current: Operation | None = None
+    processed = 0
+    retired = False
+
+    def post(self, entry: tuple[Operation, Any] | None) -> None:
+        raise NotImplementedError
+
+    def depth(self) -> int:
+        return 0
+
+    def join(self, timeout: float | None) -> bool:  # noqa: ARG002
+        """Wait for the worker's thread; True if it is gone."""
+        return True
+
+
+class ThreadWorker(WorkerBase):
+    """A worker actor for plain bodies: a thread that parks while its mailbox is empty."""
+
+    def __init__(self, core: Core, number: int) -> None:
+        self.core = core
+        self.number = number
+        self.current = None
+        self.inbox: deque[tuple[Operation, Any] | None] = deque()
+        self.parked = False
+        self.wakeup = threading.Lock()
+        self.wakeup.acquire()
+        self.thread = threading.Thread(
+            target=self.run,
+            name=f"ephemeral-actors-{core.name}-worker-{number}",
+            daemon=True,
+        )
+        self.thread.start()
+
+    def __repr__(self) -> str:
+        return f"<worker {self.core.name}#{self.number} queued={len(self.inbox)}>"
+
+    def post(self, entry: tuple[Operation, Any] | None) -> None:
+        self.inbox.append(entry)
+        # Wake only on the edge: a worker that is running finds the entry itself.
+        if self.parked:
+            self.parked = False
+            # Released twice (the worker saw the entry before parking): a wake-up is
+            # already pending, and the worker re-checks its mailbox after any wake-up.
+            with contextlib.suppress(RuntimeError):
+                self.wakeup.release()
+
+    def depth(self) -> int:
+        return len(self.inbox)
+
+    def run(self) -> None:
+        inbox = self.inbox
+        core = self.core
+        body = core.body
+        capture = core.capture_results
+        post = core.mailbox.post
+        done = core._on_done
+        while True:
+            if not inbox:
+                self.parked = True
+                if not inbox:
+                    self.wakeup.acquire()
+                self.parked = False
+                continue
+            entry = inbox.popleft()
+            if entry is None:
+                return
+            op, item = entry
+            try:
+                outcome, error = run_plain(body, capture, op, item)
+            except WorkerCrashError as crash:
+                post((core._on_worker_died, (self, crash)))
+                return
+            self.processed += 1
+            post((done, (self, op, outcome, error)))
+
+    def join(self, timeout: float | None) -> bool:
+        thread = self.thread
+        if thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+
+class AsyncWorker(WorkerBase):
+    """A worker actor for coroutine bodies: a task on the loop while it has mail."""
+
+    def __init__(self, core: Core, number: int) -> None:
+        self.core = core
+        self.number = number
+        self.current = None
+        self.inbox: deque[tuple[Operation, Any] | None] = deque()
+        self.scheduled = threading.Lock()  # test-and-set flag, as in _mailbox.Mailbox
+
+    def __repr__(self) -> str:
+        return f"<async worker {self.core.name}#{self.number} queued={len(self.inbox)}>"
+
+    def post(self, entry: tuple[Operation, Any] | None) -> None:
+        if entry is None:
+            return  # a task ends when its mailbox is empty; nothing to stop
+        self.inbox.append(entry)
+        if self.scheduled.acquire(blocking=False):
+            SHARED_LOOP.spawn(self.run())
+
+    def depth(self) -> int:
+        return len(self.inbox)
+
+    async def run(self) -> None:
+        inbox = self.inbox
+        core = self.core
+        body = core.body
+        post = core.mailbox.post
+        done = core._on_done
+        capture = core.capture_results
+        while True:
+            while inbox:
+                entry = inbox.popleft()
+                assert entry is not None
+                op, item = entry
+                _current.set(op)
+                error: BaseException | None
+                try:
+                    result = await body(item)
+                except InjectedWorkerCrash:
+                    _current.set(None)
+                    crash = WorkerCrashError("worker crash injected by testing.crash_worker()")
+                    self.scheduled.release()
+                    post((core._on_worker_died, (self, crash)))
+                    return
+                except BaseException as exc:
+                    outcome, error = failure(op, exc)
+                else:
+                    outcome, error = COMPLETED, None
+                    if capture:
+                        op._result = result
+                        op._has_result = True
+                _current.set(None)
+                self.processed += 1
+                post((done, (self, op, outcome, error)))
+            self.scheduled.release()
+            if not inbox or not self.scheduled.acquire(blocking=False):
+                return
