@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
 from ephemeral_actors import messages as m
 from ephemeral_actors._coordinators._core import BLOCK, TRY, CoordinatorState, Core
-from ephemeral_actors._coordinators._future import OutcomeFuture
+from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
     CoordinatorFaultedError,
@@ -153,14 +153,22 @@ class CoordinatorBase(Generic[T]):
                 raise
         return count
 
-    def submit(self, item: T) -> pykka.Future[Any]:
+    def submit(self, item: T) -> OperationFuture[Any]:
         """Accept `item` and return a future of its outcome (the *ask* form).
 
-        The future resolves when the operation ends: to `None` (or the body's result
-        in a `ResultCoordinator`), or it raises the body's exception.
+        Blocks while the backlog is full, like `enqueue`.
+
+        Returns:
+            An `OperationFuture`: a `concurrent.futures.Future` and a `pykka.Future`
+            that resolves when the operation ends, to `None` (or the body's result in
+            a `ResultCoordinator`), or raises the body's exception. `await` it,
+            `result()`/`get()` it, pass it to `concurrent.futures.wait`, or
+            `cancel()` the item while it is pending.
         """
-        future: pykka.Future[Any] = OutcomeFuture()
-        self._core.accept(item, future, None, BLOCK)
+        future: OperationFuture[Any] = OperationFuture()
+        op = self._core.accept(item, future, None, BLOCK)
+        assert op is not None  # BLOCK waits or raises, never refuses
+        future.operation_id = op.id
         return future
 
     async def enqueue_async(self, item: T) -> int:
