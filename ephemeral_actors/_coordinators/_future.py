@@ -118,9 +118,8 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
     answers True and `cancel()` returns False without asking the core.
 
     Attributes:
-        operation_id: The id of the operation (as in `get_snapshot()` and
-            `cancel_operation`); set by the coordinator when it accepts the item, 0
-            for a future it did not make.
+        operation_id: The id of the operation, as in `get_snapshot()`; set by the
+            coordinator when it accepts the item, 0 for a future it did not make.
     """
 
     # Only what every future reads on its hot paths is set per instance (attributes
