@@ -330,12 +330,6 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
                     extra={"event": "future.callback_failed", "operation_id": self.operation_id},
                 )
 
-    def _invoke_callbacks(self) -> None:
-        # concurrent.futures' hook name, kept for code that calls it on any Future.
-        callbacks, self._callbacks = self._callbacks, None
-        if callbacks:
-            self._invoke(callbacks)
-
     # -- resolution ----------------------------------------------------------------------
 
     def set_result(self, result: T) -> None:
@@ -384,10 +378,10 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
             self._resolve(FINISHED, None, exception, defer=False)
             return
         exc_info = sys.exc_info() if exception is None else exception
-        assert len(exc_info) == 3
         exc_type, exc_value, exc_traceback = exc_info
         if exc_value is None:
-            assert exc_type is not None
+            if exc_type is None:
+                raise TypeError("set_exception() without an exception, outside an except block")
             exc_value = exc_type()
         if exc_traceback is not None and exc_value.__traceback__ is not exc_traceback:
             exc_value = exc_value.with_traceback(exc_traceback)
@@ -548,7 +542,16 @@ class _CallbackRunner:
                     self._active = False
                     return
                 future, callbacks = self._queue.popleft()
-            future._invoke(callbacks)
+            try:
+                future._invoke(callbacks)
+            except BaseException:
+                # _invoke logs Exceptions; a SystemExit or KeyboardInterrupt from a
+                # callback must not end this thread with callbacks still queued.
+                logger.exception(
+                    "exception calling callback for %r",
+                    future,
+                    extra={"event": "future.callback_failed", "operation_id": future.operation_id},
+                )
 
 
 _RUNNER = _CallbackRunner()

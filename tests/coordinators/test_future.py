@@ -511,6 +511,32 @@ def test_pykka_set_defers_callbacks_to_the_callback_thread():
         assert threads == [CALLBACK_THREAD]
 
 
+def test_a_callback_raising_system_exit_does_not_stop_the_callback_thread(caplog):
+    """Callbacks queued after one that raised SystemExit on the callback thread still run."""
+    first: OperationFuture[int] = OperationFuture()
+    second: OperationFuture[int] = OperationFuture()
+    ran = threading.Event()
+
+    def exits(_fut: Any) -> None:
+        raise SystemExit(3)
+
+    first.add_done_callback(exits)
+    second.add_done_callback(lambda _fut: ran.set())
+    with caplog.at_level(logging.ERROR, logger="ephemeral_actors"):
+        first.set(1)
+        second.set(2)
+        assert ran.wait(WAIT)
+    assert any(r.exc_info and r.exc_info[0] is SystemExit for r in caplog.records)
+
+
+def test_set_exception_outside_an_except_block_needs_an_exception():
+    """Pykka's set_exception() with nothing to take from sys.exc_info() is a TypeError."""
+    f: OperationFuture[int] = OperationFuture()
+    with pytest.raises(TypeError):
+        f.set_exception()
+    assert not f.done()
+
+
 def test_a_deferred_callback_still_runs_when_the_program_exits_at_once():
     """The callback thread is not a daemon: exiting right after a resolution loses nothing."""
     script = textwrap.dedent(
