@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from ephemeral_actors._admission import Admission
+from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._coordinators._keyed import KeyedWorkCoordinator
 from ephemeral_actors._coordinators._work import ResultCoordinator, WorkCoordinator
 from ephemeral_actors._errors import (
@@ -63,6 +64,7 @@ __all__ = (
     "NoCurrentOperationError",
     "Operation",
     "OperationCancelledError",
+    "OperationFuture",
     "OperationSnapshot",
     "RegistryClosedError",
     "ResultCoordinator",

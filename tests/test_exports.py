@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import enum
 import importlib
 import importlib.resources
 import inspect
 
+import pykka
 import pytest
 
 import ephemeral_actors
@@ -131,6 +133,14 @@ def test_every_section_12_error_is_exported_with_its_builtin(name, builtin):
             raise instance
     with pytest.raises(ephemeral_actors.EphemeralError):
         raise instance
+
+
+def test_operation_future_is_exported_as_both_kinds_of_future():
+    """SPEC 15: OperationFuture is exported and is a concurrent.futures and a Pykka future."""
+    assert "OperationFuture" in ephemeral_actors.__all__
+    future_type = ephemeral_actors.OperationFuture
+    assert issubclass(future_type, concurrent.futures.Future)
+    assert issubclass(future_type, pykka.Future)
 
 
 def test_ephemeral_error_is_the_exception_root():

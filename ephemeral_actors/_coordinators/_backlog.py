@@ -36,6 +36,9 @@ class Backlog(Protocol):
     def take_all(self) -> list[Entry]:
         """Remove and return every waiting item (cancel, fault)."""
 
+    def remove(self, op_id: int) -> Operation | None:
+        """Remove one waiting item by operation id; its operation, or None."""
+
     def ended(self, op: Operation) -> None:
         """An operation that came from this backlog ended."""
 
@@ -67,6 +70,14 @@ class FifoBacklog:
         dropped = list(self.items)
         self.items.clear()
         return dropped
+
+    def remove(self, op_id: int) -> Operation | None:
+        items = self.items
+        for index, entry in enumerate(items):
+            if entry[0].id == op_id:
+                del items[index]
+                return entry[0]
+        return None
 
     def ended(self, op: Operation) -> None:
         pass

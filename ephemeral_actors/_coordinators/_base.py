@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
 from ephemeral_actors import messages as m
-from ephemeral_actors._coordinators._future import OutcomeFuture
+from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._coordinators._requests import BLOCK, TRY
 from ephemeral_actors._coordinators._supervisor import CoordinatorState, Core
 from ephemeral_actors._errors import (
@@ -153,13 +153,19 @@ class CoordinatorBase(Generic[T]):
                 raise
         return count
 
-    def submit(self, item: T) -> pykka.Future[Any]:
+    def submit(self, item: T) -> OperationFuture[Any]:
         """Accept `item` and return a future of its outcome (the *ask* form).
 
-        The future resolves when the operation ends: to `None` (or the body's result
-        in a `ResultCoordinator`), or it raises the body's exception.
+        Blocks while the backlog is full, like `enqueue`.
+
+        Returns:
+            An `OperationFuture`: a `concurrent.futures.Future` and a `pykka.Future`
+            that resolves when the operation ends, to `None` (or the body's result in
+            a `ResultCoordinator`), or raises the body's exception. `await` it,
+            `result()`/`get()` it, pass it to `concurrent.futures.wait`, or
+            `cancel()` the item while it is pending.
         """
-        future: pykka.Future[Any] = OutcomeFuture()
+        future: OperationFuture[Any] = OperationFuture()
         self._core.accept(item, future, None, BLOCK)
         return future
 
@@ -292,6 +298,19 @@ class CoordinatorBase(Generic[T]):
         answering after `close()`.
         """
         return self._core.actor_stats()
+
+    def cancel_operation(self, op_id: int) -> bool:
+        """Cancel one item by id (SPEC 16).
+
+        A pending item is dropped: it counts in `total_cancelled` and its `submit`
+        future is cancelled. A running one is asked to cancel (cooperatively, see
+        `Operation.raise_if_cancelled`). Synchronous control: it has taken effect
+        when it returns.
+
+        Returns:
+            False if no such item is pending or running (unknown, or already ended).
+        """
+        return self._core.cancel_operation(op_id)
 
     def stats(self) -> CoordinatorStats:
         """Every counter and state flag, read at one instant."""

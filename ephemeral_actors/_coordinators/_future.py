@@ -1,107 +1,560 @@
-"""`OutcomeFuture`: the `pykka.Future` that `submit()` returns.
+"""`OperationFuture`: the future `submit()` returns (SPEC section 15).
 
-`pykka.ThreadingFuture` builds a `threading.Condition` (a lock, a deque and bound
-methods) per future. A coordinator resolves one future per submitted item, usually
-before anyone waits for it, so that cost dominated the `submit()` path. This future
-keeps its outcome in plain attributes and makes a `threading.Event` only when a
-caller actually has to wait; one module lock orders the rare races between a
-waiter arriving and the outcome being set.
+It is both a `concurrent.futures.Future` and a `pykka.Future`, so it works with
+`concurrent.futures.wait`/`as_completed`, `asyncio.wrap_future`, `await`, and Pykka's
+`get`/`map`/`join`/`filter`/`reduce`/`get_all`.
 
-It honours Pykka's future contract: `get(timeout=)` raising `pykka.Timeout`,
-exceptions re-raised with their traceback, a second `set`/`set_exception`/
-`set_get_hook` raising `queue.Full`, and `map`/`join`/`filter`/`reduce` through
-get hooks.
+Why it does not simply call `concurrent.futures.Future.__init__`: that builds a
+`threading.Condition` (an `RLock`, a deque, bound methods) per future, about 7 µs
+and a heap of GC-tracked objects per `submit()`. A coordinator resolves most
+outcomes before anyone waits for them, so this future keeps its state in plain
+attributes and creates the Condition only when something has to wait on it: a
+blocking `result()`/`get()`, or `wait()`/`as_completed()`, which use
+`future._condition` and `future._waiters` directly. `set()` on a future nobody
+waits for or watches is one module-lock hold and two stores.
+
+Locking protocol (why resolving stays cheap and still never loses a wake-up):
+
+* While `_cond` is None nobody can be waiting, so the state is guarded by the
+  module lock `_LOCK` alone. `_condition` creates the Condition under `_LOCK` too,
+  so a resolution either happens wholly before the Condition exists (and a waiter
+  then sees the outcome) or sees the Condition and resolves under it, notifying.
+* Once `_cond` exists it guards the state, as in CPython. `_LOCK` is never held
+  while taking a Condition, so the order is always Condition -> `_LOCK`.
+
+Callbacks: the core resolves futures through Pykka's `set()`/`set_exception(exc_info)`
+and `_set_cancelled()` while holding its own (non-reentrant) lock, so a done-callback
+run there could deadlock by calling back into the coordinator, and would stall a
+worker. Callbacks of such a resolution run on a short-lived library thread
+(`ephemeral-actors-callbacks`) instead; resolutions through the
+`concurrent.futures` API (`set_result`, `set_exception(exception)`) run them inline
+like CPython. `await` does not use callbacks: it wakes its loop directly with
+`call_soon_threadsafe`, which is safe under any lock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
 import queue
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections import deque
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+)
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pykka
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
     from pykka._types import OptExcInfo
 
-__all__ = ["OutcomeFuture"]
+__all__ = ["OperationFuture", "OutcomeFuture"]
 
 T = TypeVar("T")
 
+logger = logging.getLogger("ephemeral_actors")
+
 _LOCK = threading.Lock()
-_PENDING, _VALUE, _ERROR = 0, 1, 2
+_DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
+_CANCELLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
+_OPEN = frozenset((PENDING, RUNNING))
+_DESCRIPTION = {
+    PENDING: "pending",
+    RUNNING: "running",
+    CANCELLED: "cancelled",
+    CANCELLED_AND_NOTIFIED: "cancelled",
+    FINISHED: "finished",
+}
 
 
-class OutcomeFuture(pykka.Future[T]):
-    """A `pykka.Future` without a lock of its own, for operation outcomes."""
+class _FutureTimeoutError(TimeoutError, pykka.Timeout):
+    """No outcome in time: a builtin `TimeoutError` that Pykka code still catches."""
+
+
+class _AlreadyResolvedError(concurrent.futures.InvalidStateError, queue.Full):
+    """A second resolution: `InvalidStateError` for CPython code, `queue.Full` for Pykka's."""
+
+
+class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
+    """The outcome of one submitted item: a `concurrent.futures.Future` and a `pykka.Future`.
+
+    It resolves when the operation ends: to its result (`None` for a
+    `WorkCoordinator`), or to the exception the body raised (with its traceback).
+    Every wait that runs out of time (`result`, `exception`, `get`,
+    `concurrent.futures.wait`/`as_completed`) raises a builtin `TimeoutError`; the
+    one from `get` is also a `pykka.Timeout`. `await future` waits without blocking
+    the event loop; cancelling the awaiting task cancels the item if it is still
+    pending, as with `asyncio.wrap_future`.
+
+    Done-callbacks are called once, in the order added, with the future; one added
+    after the future ended is called at once in the adding thread. When the
+    coordinator resolves the future they run on the library's callback thread, never
+    in a worker and never under the coordinator's lock, so they may call the
+    coordinator. An exception a callback raises is logged, as CPython does.
+
+    Futures made by `map`/`join`/`filter`/`reduce` are Pykka's lazy futures: their
+    value is computed by the first `get()`/`result()`/`await`, so use them with those
+    rather than with `wait`/`as_completed`.
+
+    Cancellation contract (between this future and the coordinator core):
+    the core sets `_canceller`, a callable taking no arguments that removes the
+    still-pending item and returns True, or returns False when the item has
+    already started or ended. When it removes the item the core counts it in
+    `total_cancelled` and calls `_set_cancelled()` (with or without its lock held;
+    it must not hold this future's Condition). `cancel()` calls the canceller only
+    while the future is pending and returns True exactly when the future ends up
+    cancelled; without a canceller it returns False. The core may call
+    `set_running_or_notify_cancel()` when a worker takes the item, so `running()`
+    answers True and `cancel()` returns False without asking the core.
+
+    Attributes:
+        operation_id: The id of the operation, as in `get_snapshot()`; set by the
+            coordinator when it accepts the item, 0 for a future it did not make.
+    """
+
+    # Only what every future reads on its hot paths is set per instance (attributes
+    # found in the instance dict are read fastest); the rest are class-level defaults.
+    operation_id: int = 0
+    _canceller: Callable[[], bool] | None = None
+    _waiter_list: list[Any]
+    _state: str
+    _result: T | None
+    _exception: BaseException | None
+    _cond: threading.Condition | None
+    _callbacks: list[Callable[[concurrent.futures.Future[T]], object]] | None
+    _loop_wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None
+    _get_hook: Callable[[float | None], T] | None
 
     def __init__(self) -> None:
-        super().__init__()
-        self._state = _PENDING
-        self._value: Any = None
-        self._exc_info: Any = None
-        self._waiter: threading.Event | None = None
+        """Create a pending future (no lock, no list: see the module docstring)."""
+        # Neither base __init__ runs: concurrent.futures' would build the Condition this
+        # class exists to avoid, and Pykka's allocates a sentinel we do not use.
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._cond = None
+        self._callbacks = None
+        self._loop_wakers = None
+        self._get_hook = None
 
     def __repr__(self) -> str:
-        state = ("pending", "value", "exception")[self._state]
-        return f"<OutcomeFuture {state}>"
+        state = self._state
+        op = f" operation={self.operation_id}" if self.operation_id else ""
+        head = f"<{type(self).__name__} at {id(self):#x}{op} state={_DESCRIPTION[state]}"
+        if state == FINISHED:
+            if self._exception is not None:
+                return f"{head} raised {type(self._exception).__name__}>"
+            return f"{head} returned {type(self._result).__name__}>"
+        return f"{head}>"
 
-    def get(self, *, timeout: float | None = None) -> T:
-        """Return the outcome, waiting up to `timeout` seconds (None: forever).
+    # -- the Condition and waiter list concurrent.futures.wait/as_completed use -------
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        """This future's Condition, created on first use (see the module docstring)."""
+        cond = self._cond
+        if cond is None:
+            with _LOCK:
+                cond = self._cond
+                if cond is None:
+                    self._waiter_list = []
+                    cond = self._cond = threading.Condition()
+        return cond
+
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        """The waiters `wait`/`as_completed` install; only touched under `_condition`."""
+        self._condition  # noqa: B018 - creates the list with the Condition
+        return self._waiter_list
+
+    # -- state ---------------------------------------------------------------------------
+
+    def done(self) -> bool:
+        """Return True once the future has a result, an exception, or was cancelled."""
+        return self._state in _DONE
+
+    def running(self) -> bool:
+        """Return True while the operation runs (once the coordinator reports its start)."""
+        return self._state == RUNNING
+
+    def cancelled(self) -> bool:
+        """Return True if `cancel()` cancelled the item before it started."""
+        return self._state in _CANCELLED
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def result(self, timeout: float | None = None) -> T:
+        """Return the operation's result, waiting up to `timeout` seconds (None: forever).
 
         Raises:
-            pykka.Timeout: Nothing arrived within `timeout`.
+            TimeoutError: No outcome within `timeout`.
+            concurrent.futures.CancelledError: The item was cancelled by `cancel()`.
             BaseException: The exception the operation ended with.
         """
-        if self._state == _PENDING and self._get_hook is None:
-            with _LOCK:
-                waiter = None
-                if self._state == _PENDING and self._get_hook is None:
-                    waiter = self._waiter
-                    if waiter is None:
-                        waiter = self._waiter = threading.Event()
-            if waiter is not None and not waiter.wait(timeout):
-                raise pykka.Timeout(f"{timeout} seconds")
-        if self._get_hook is not None:
-            return super().get(timeout=timeout)
-        if self._state == _ERROR:
-            exc_type, exc_value, exc_traceback = self._exc_info
-            if exc_value is None:
-                exc_value = exc_type()
-            if exc_value.__traceback__ is not exc_traceback:
-                raise exc_value.with_traceback(exc_traceback)
-            raise exc_value
-        return self._value  # type: ignore[no-any-return]
+        if self._state == FINISHED and self._exception is None:
+            return cast("T", self._result)  # the common case, without a call
+        self._wait(timeout)
+        return self._outcome()
 
-    def set(self, value: Any | None = None) -> None:
-        """Resolve the future to `value`."""
-        self._resolve(_VALUE, value)
+    def get(self, *, timeout: float | None = None) -> T:
+        """Pykka's form of `result()`: the same value, exception and waiting.
 
-    def set_exception(self, exc_info: OptExcInfo | None = None) -> None:
-        """Resolve the future to an exception (`sys.exc_info()` when not given)."""
-        assert exc_info is None or len(exc_info) == 3
-        self._resolve(_ERROR, sys.exc_info() if exc_info is None else exc_info)
+        Raises:
+            TimeoutError: No outcome within `timeout` (also a `pykka.Timeout`).
+            concurrent.futures.CancelledError: The item was cancelled by `cancel()`.
+            BaseException: The exception the operation ended with.
+        """
+        if self._state == FINISHED and self._exception is None:
+            return cast("T", self._result)  # the common case, without a call
+        self._wait(timeout)
+        return self._outcome()
 
-    def set_get_hook(self, func: Any) -> None:
-        """Compute the value lazily with `func(timeout)` on the first `get()`."""
-        with _LOCK:
-            if self._state != _PENDING:
-                raise queue.Full
-            super().set_get_hook(func)
-            waiter = self._waiter
-        if waiter is not None:
-            waiter.set()
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Return the exception the operation ended with (None if it succeeded).
 
-    def _resolve(self, state: int, payload: Any) -> None:
-        with _LOCK:
-            if self._state != _PENDING or self._get_hook is not None:
-                raise queue.Full
-            if state == _VALUE:
-                self._value = payload
+        Raises:
+            TimeoutError: No outcome within `timeout`.
+            concurrent.futures.CancelledError: The item was cancelled by `cancel()`.
+        """
+        self._wait(timeout)
+        if self._state in _CANCELLED:
+            raise concurrent.futures.CancelledError
+        return self._exception
+
+    def _wait(self, timeout: float | None) -> None:
+        if self._state in _DONE:
+            return
+        if self._get_hook is None:
+            cond = self._condition
+            with cond:
+                # set_get_hook() also wakes us: the hook then computes the value here.
+                if not cond.wait_for(self._ready, timeout):
+                    raise _FutureTimeoutError(f"no outcome within {timeout} s")
+        if self._state not in _DONE:
+            self._run_get_hook(timeout)
+
+    def _ready(self) -> bool:
+        return self._state in _DONE or self._get_hook is not None
+
+    def _run_get_hook(self, timeout: float | None) -> None:
+        hook = self._get_hook
+        assert hook is not None
+        try:
+            value = hook(timeout)
+        except pykka.Timeout as error:
+            # A joined plain Pykka future times out with pykka.Timeout alone; our
+            # contract is a builtin TimeoutError from every wait. The future stays pending.
+            if isinstance(error, TimeoutError):
+                raise
+            raise _FutureTimeoutError(*error.args) from error
+        except Exception as error:  # becomes the outcome, raised by _outcome
+            self._finish(FINISHED, None, error, defer=False, from_hook=True)
+        else:
+            self._finish(FINISHED, value, None, defer=False, from_hook=True)
+
+    def _outcome(self) -> T:
+        if self._state in _CANCELLED:
+            raise concurrent.futures.CancelledError
+        error = self._exception
+        if error is not None:
+            raise error
+        return cast("T", self._result)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        """Wait for the outcome without blocking the running event loop."""
+        if self._state not in _DONE:
+            loop = asyncio.get_running_loop()
+            if self._get_hook is not None:
+                # A lazy Pykka future only gets its value by computing it: do so on a
+                # thread, so the loop keeps running.
+                yield from loop.run_in_executor(None, self._wait, None).__await__()
             else:
-                self._exc_info = payload
+                waker: asyncio.Future[None] = loop.create_future()
+                if self._add_waker(loop, waker):
+                    try:
+                        yield from waker.__await__()
+                    except asyncio.CancelledError:
+                        # As with asyncio.wrap_future: a cancelled awaiter cancels the item
+                        # if it has not started yet.
+                        self.cancel()
+                        raise
+        return self._outcome()
+
+    __iter__ = __await__  # Pykka futures also support `yield from future`
+
+    def _add_waker(self, loop: asyncio.AbstractEventLoop, waker: asyncio.Future[None]) -> bool:
+        lock, _cond = self._acquire()
+        try:
+            if self._state in _DONE:
+                return False
+            if self._loop_wakers is None:
+                self._loop_wakers = []
+            self._loop_wakers.append((loop, waker))
+            return True
+        finally:
+            lock.release()
+
+    # -- callbacks -----------------------------------------------------------------------
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
+        """Call `fn(future)` once the future is done (at once if it already is)."""
+        lock, _cond = self._acquire()
+        try:
+            if self._state not in _DONE:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        finally:
+            lock.release()
+        self._invoke((fn,))
+
+    def _invoke(self, callbacks: Any) -> None:
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                logger.exception(
+                    "exception calling callback for %r",
+                    self,
+                    extra={"event": "future.callback_failed", "operation_id": self.operation_id},
+                )
+
+    # -- resolution ----------------------------------------------------------------------
+
+    def set_result(self, result: T) -> None:
+        """Resolve the future to `result`; callbacks run in this thread.
+
+        Raises:
+            concurrent.futures.InvalidStateError: The future was already resolved
+                (also a `queue.Full`, as Pykka raises).
+        """
+        self._resolve(FINISHED, result, None, defer=False)
+
+    def set(self, value: T | None = None) -> None:
+        """Pykka's `set`: resolve to `value` (the core's path: callbacks are deferred).
+
+        Raises:
+            queue.Full: The future was already resolved or has a get hook (also a
+                `concurrent.futures.InvalidStateError`).
+        """
+        # The per-submit path: nobody waits and nothing is attached, so settle it here
+        # without the general machinery of _finish (about 3x cheaper).
+        with _LOCK:
+            if (
+                self._cond is None
+                and self._callbacks is None
+                and self._loop_wakers is None
+                and self._get_hook is None
+                and self._state in _OPEN
+            ):
+                self._result = value
+                self._state = FINISHED
+                return
+        self._resolve(FINISHED, value, None, defer=True)
+
+    def set_exception(self, exception: BaseException | OptExcInfo | None = None) -> None:
+        """Resolve the future to an exception.
+
+        Accepts both signatures: `concurrent.futures`' exception instance (callbacks
+        run in this thread), or Pykka's `exc_info` triple, `sys.exc_info()` when
+        omitted (the core's path: callbacks are deferred).
+
+        Raises:
+            concurrent.futures.InvalidStateError: The future was already resolved
+                (also a `queue.Full`, as Pykka raises).
+        """
+        if isinstance(exception, BaseException):
+            self._resolve(FINISHED, None, exception, defer=False)
+            return
+        exc_info = sys.exc_info() if exception is None else exception
+        exc_type, exc_value, exc_traceback = exc_info
+        if exc_value is None:
+            if exc_type is None:
+                raise TypeError("set_exception() without an exception, outside an except block")
+            exc_value = exc_type()
+        if exc_traceback is not None and exc_value.__traceback__ is not exc_traceback:
+            exc_value = exc_value.with_traceback(exc_traceback)
+        self._resolve(FINISHED, None, exc_value, defer=True)
+
+    def set_get_hook(self, func: Callable[[float | None], T]) -> None:
+        """Compute the value lazily with `func(timeout)` on the first wait for it.
+
+        Raises:
+            queue.Full: The future was already resolved or has a get hook.
+        """
+        lock, cond = self._acquire()
+        try:
+            if self._state in _DONE or self._get_hook is not None:
+                raise _AlreadyResolvedError(f"{self._state}: {self!r}")
+            self._get_hook = func
+            if cond is not None:
+                cond.notify_all()  # waiters blocked in get() compute the value now
+        finally:
+            lock.release()
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """Mark the operation as started; False if it was cancelled (do not run it).
+
+        Raises:
+            RuntimeError: The future was already running or resolved.
+        """
+        lock, _cond = self._acquire()
+        try:
+            if self._state in _CANCELLED:
+                return False
+            if self._state != PENDING:
+                raise RuntimeError(f"future in unexpected state: {self._state}")
+            self._state = RUNNING
+            return True
+        finally:
+            lock.release()
+
+    def cancel(self) -> bool:
+        """Cancel the item if it has not started; True if the future is now cancelled.
+
+        Returns False once the item runs or ended, and for a future with no
+        coordinator behind it. See the class docstring for the contract with the core.
+        """
+        state = self._state
+        if state in _CANCELLED:
+            return True
+        canceller = self._canceller
+        if state != PENDING or canceller is None:
+            return False
+        # Called without any lock of ours: the canceller takes the coordinator's lock,
+        # which is held while it resolves futures (lock order: core -> future).
+        if canceller():
+            self._set_cancelled()
+        return self._state in _CANCELLED
+
+    def _set_cancelled(self) -> bool:
+        """Resolve as cancelled (the core's hook); False if the future already ended."""
+        return self._finish(CANCELLED_AND_NOTIFIED, None, None, defer=True)
+
+    def _resolve(
+        self, state: str, result: Any, exception: BaseException | None, *, defer: bool
+    ) -> None:
+        if not self._finish(state, result, exception, defer=defer):
+            raise _AlreadyResolvedError(f"{self._state}: {self!r}")
+
+    def _finish(
+        self,
+        state: str,
+        result: Any,
+        exception: BaseException | None,
+        *,
+        defer: bool,
+        from_hook: bool = False,
+    ) -> bool:
+        lock, cond = self._acquire()
+        try:
+            if self._state in _DONE or (self._get_hook is not None and not from_hook):
+                return False
+            self._result = result
+            self._exception = exception
             self._state = state
-            waiter = self._waiter
-        if waiter is not None:
-            waiter.set()
+            if cond is not None:
+                for waiter in self._waiter_list:
+                    if state != FINISHED:
+                        waiter.add_cancelled(self)
+                    elif exception is not None:
+                        waiter.add_exception(self)
+                    else:
+                        waiter.add_result(self)
+                cond.notify_all()
+            wakers, self._loop_wakers = self._loop_wakers, None
+            callbacks, self._callbacks = self._callbacks, None
+        finally:
+            lock.release()
+        if wakers:
+            for loop, waker in wakers:
+                # A closed loop: its awaiter is gone and nobody is left to tell.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_wake, waker)
+        if callbacks:
+            if defer:
+                _RUNNER.run(self, callbacks)
+            else:
+                self._invoke(callbacks)
+        return True
+
+    def _acquire(self) -> tuple[Any, threading.Condition | None]:
+        """Take whichever lock guards the state now: (the lock held, the Condition or None)."""
+        # A Condition once made is permanent, so after seeing it we may drop _LOCK
+        # before taking it (and must: the lock order is Condition -> _LOCK). Plain
+        # acquire/release rather than a context manager: this is the per-submit path.
+        cond = self._cond
+        if cond is None:
+            _LOCK.acquire()
+            cond = self._cond
+            if cond is None:
+                return _LOCK, None
+            _LOCK.release()
+        cond.acquire()
+        return cond, cond
+
+
+def _wake(waker: asyncio.Future[None]) -> None:
+    if not waker.done():
+        waker.set_result(None)
+
+
+class _CallbackRunner:
+    """Runs deferred done-callbacks in order on one thread that exits when idle.
+
+    Short-lived and non-daemon: a program ends with no thread of ours left, and a
+    callback queued before interpreter exit still runs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[OperationFuture[Any], list[Any]]] = deque()
+        self._active = False
+
+    def run(self, future: OperationFuture[Any], callbacks: list[Any]) -> None:
+        with self._lock:
+            self._queue.append((future, callbacks))
+            if self._active:
+                return
+            self._active = True
+        thread = threading.Thread(target=self._drain, name="ephemeral-actors-callbacks")
+        try:
+            thread.start()
+        except RuntimeError:
+            # Interpreter finalization forbids new threads: run them here, late but run.
+            self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._active = False
+                    return
+                future, callbacks = self._queue.popleft()
+            try:
+                future._invoke(callbacks)
+            except BaseException:
+                # _invoke logs Exceptions; a SystemExit or KeyboardInterrupt from a
+                # callback must not end this thread with callbacks still queued.
+                logger.exception(
+                    "exception calling callback for %r",
+                    future,
+                    extra={"event": "future.callback_failed", "operation_id": future.operation_id},
+                )
+
+
+_RUNNER = _CallbackRunner()
+
+OutcomeFuture = OperationFuture
+"""The former name, still imported by the coordinator core until it is rewired."""

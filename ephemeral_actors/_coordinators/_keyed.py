@@ -161,6 +161,18 @@ class KeyChild(pykka.Actor):
         self.in_ready = False
         return dropped
 
+    def remove(self, op_id: int) -> Operation | None:
+        """Take back one waiting item (cancelled by id); its operation, or None."""
+        mailbox = self.mailbox
+        for index, entry in enumerate(mailbox):
+            if entry[0].id == op_id:
+                self.processed += 1
+                del mailbox[index]
+                if self.idle:
+                    self.backlog.went_idle(self)
+                return entry[0]
+        return None
+
     def _ask_for_slot(self) -> None:
         if not self.in_ready and self.mailbox and self.running < self.backlog.per_key:
             self.in_ready = True
@@ -219,6 +231,13 @@ class KeyedBacklog:
                     self._went_idle(child, now)
         self.ready.clear()
         return dropped
+
+    def remove(self, op_id: int) -> Operation | None:
+        for child in self.children.values():
+            op = child.remove(op_id)
+            if op is not None:
+                return op
+        return None
 
     def ended(self, op: Operation) -> None:
         child = self.children.get(op._raw_key)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import threading
 import time
@@ -38,7 +39,7 @@ from pykka._envelope import Envelope
 from ephemeral_actors import messages as m
 from ephemeral_actors._coordinators._backlog import Backlog, FifoBacklog
 from ephemeral_actors._coordinators._callbacks import Callbacks
-from ephemeral_actors._coordinators._future import OutcomeFuture
+from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._coordinators._requests import (
     BLOCK,
     FORCE,
@@ -159,7 +160,7 @@ class Supervisor(pykka.Actor):
 
     @staticmethod
     def _create_future() -> pykka.Future[Any]:
-        return OutcomeFuture()
+        return OperationFuture()
 
     def _start_actor_loop(self) -> None:
         # Turns run on the threads that post (and on the shared dispatcher when a turn
@@ -307,7 +308,8 @@ class Core:
         self.space_waiters: deque[Intake] = deque()
         self.waiters: list[Wait] = []
         self.replies: list[Reply] = []
-        self.outcomes: list[tuple[Any, bool, Any]] = []
+        # (future, True: result / False: error / None: cancelled, value)
+        self.outcomes: list[tuple[Any, bool | None, Any]] = []
         self.callbacks: Callbacks | None = None
         self.observers: tuple[Callable[[OperationSnapshot], None], ...] = ()
         self.uses_dispatcher = False
@@ -414,7 +416,10 @@ class Core:
         if outcomes:
             self.outcomes = []
             for future, ok, value in outcomes:
-                resolve(future, ok, value)
+                if ok is None:
+                    future._set_cancelled()
+                else:
+                    resolve(future, ok, value)
 
     def _publish(self) -> None:
         # One tuple per turn, not per item: counters read from it are mutually consistent.
@@ -607,6 +612,9 @@ class Core:
         future = request.future
         if future is not None:
             op._reply = future
+            if type(future) is OperationFuture:
+                future.operation_id = op.id
+                future._canceller = functools.partial(self.cancel_pending, op)
         self.backlog.push(op, request.item)
         self.npending += 1
         request.item = None  # the request outlives the turn; the item must not
@@ -688,6 +696,53 @@ class Core:
     def key_pending(self, raw_key: Any) -> int:
         """Items of `raw_key` waiting (a state query for keyed coordinators)."""
         return self.backlog.key_pending(raw_key)
+
+    def cancel_pending(self, op: Operation) -> bool:
+        """Drop `op` if it has not started (its future's `cancel()`); True if dropped."""
+        return bool(self.call(self._on_cancel_pending, op))
+
+    def _on_cancel_pending(self, op: Operation) -> bool:
+        if op._in_window or op._outcome != RUNNING or self.backlog.remove(op.id) is None:
+            return False
+        self._dropped(op)
+        op._reply = None  # the future resolves itself as cancelled
+        return True
+
+    def _dropped(self, op: Operation) -> None:
+        self.npending -= 1
+        op._outcome = CANCELLED
+        self.cancelled += 1
+        self.unsettled -= 1
+        if self.space_waiters and self.npending <= self.low_water:
+            self._admit_waiting()
+
+    def cancel_operation(self, op_id: int) -> bool:
+        check_int("op_id", op_id, minimum=1)
+        return bool(self.call(self._on_cancel_operation, op_id))
+
+    def _on_cancel_operation(self, op_id: int) -> bool:
+        """SPEC 16: drop a pending item, or ask a running one to cancel."""
+        op = self.window.get(op_id)
+        if op is None:
+            op = next(
+                (w.current for w in self.workers if w.current and w.current.id == op_id), None
+            )
+        if op is not None:
+            if op._outcome != RUNNING:
+                return False
+            op._cancel = True
+            return True
+        op = self.backlog.remove(op_id)
+        if op is None:
+            return False
+        self._dropped(op)
+        reply, op._reply = op._reply, None
+        if type(reply) is OperationFuture:
+            self.outcomes.append((reply, None, None))
+        elif reply is not None:
+            error = OperationCancelledError(f"operation {op_id} was cancelled before it started")
+            self.outcomes.append((reply, False, error))
+        return True
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -1284,7 +1339,7 @@ def _handle_enqueue(core: Core, msg: m.Enqueue, from_actor: bool) -> int:
 
 
 def _handle_submit(core: Core, msg: m.Submit, from_actor: bool) -> pykka.Future[Any]:
-    future: pykka.Future[Any] = OutcomeFuture()
+    future: OperationFuture[Any] = OperationFuture()
     if core.mailbox.in_turn():
         request = Intake(msg.item, future, FORCE)
         core._keyed_intake(request)

@@ -12,8 +12,7 @@ if TYPE_CHECKING:
 
     # The future submit() answers. When the coordinator's future class changes, swap
     # this one line and ResultCoordinator.submit() stays typed by the result.
-    from pykka import Future as ResultFuture
-
+    from ephemeral_actors._coordinators._future import OperationFuture as ResultFuture
     from ephemeral_actors._options import CoordinatorOptions, OptionsKwargs
     from ephemeral_actors._records import OperationSnapshot, ResultSnapshot
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any, assert_type
 
-import pykka
-
 from ephemeral_actors import (
     CoordinatorKey,
     CoordinatorOptions,
     CoordinatorRegistry,
     KeyedWorkCoordinator,
+    OperationFuture,
     ResultCoordinator,
     WorkCoordinator,
     for_each,
@@ -41,8 +40,9 @@ async def async_show(text: str) -> None:
 def submit_is_typed_by_the_result() -> None:
     with ResultCoordinator(length) as results:
         future = results.submit("abc")
-        assert_type(future, pykka.Future[int])
+        assert_type(future, OperationFuture[int])
         assert_type(future.get(), int)
+        assert_type(future.result(), int)
 
 
 async def submit_async_is_typed_by_the_result() -> None:
