@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import itertools
 import logging
 import math
 import threading
@@ -471,7 +472,7 @@ class _BusState:
         self.mailbox.post(_Request(handler, arg))
 
 
-_subscription_ids = iter(range(1, 1 << 62))  # next() is atomic under the GIL
+_subscription_ids = itertools.count(1)  # next() is atomic under the GIL
 
 
 class SignalBus:
