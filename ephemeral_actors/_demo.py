@@ -161,7 +161,7 @@ class _Watchdog:
         self.subscription = bus.subscribe("rate-limit", self._on_rate_limit)
 
     def _on_rate_limit(self, _event: SignalEvent) -> None:
-        # Runs on the bus thread inside emit(): record and wake, never block here.
+        # Runs on the emitting thread inside emit(): record and wake, never block here.
         if self.first_hit is None:
             self.first_hit = time.monotonic()
         self.hit.set()

@@ -1,35 +1,76 @@
-"""The signal bus: a bounded, time-limited window of events behind one actor.
+"""The signal bus: a bounded, time-limited window of events owned by one actor.
 
-Message flow: while the bus runs, every public call becomes one `ask` to the actor,
-which owns the window and the subscriptions, so writes, reads and deliveries are
-serialised on the bus thread. Subscriber callbacks run on that thread, inside the
-ask of the `emit`/`publish` that triggered them, which is what makes `emit`
-synchronous: when it returns, the event is in the window and every matching
-callback has returned.
+**The actor.** `_BusState` owns the window (the events and their index) and the
+subscriptions; only its turn writes them, and no lock guards them. It runs on a
+`_mailbox.Mailbox`: every public call (`emit`/`publish`, `subscribe`, `unsubscribe`,
+the `clear*` family, `sense`/`detect`/`count`, `close`) is one message, a request
+answered at the end of the turn that handled it. The turn runs on whichever thread
+finds the bus idle (usually the caller's), so building a bus starts no thread and
+closing one has none to stop. A Pykka face (`_BusActor`, `SignalBus._ref`) posts
+Pykka envelopes into the same mailbox; stopping it closes the bus.
 
-Deadlock rule: a callback that calls back into the same bus (emit, subscribe,
-sense, ...) is already on the bus thread, so an `ask` would wait for itself. Such
-calls are detected by thread identity and applied directly instead. A callback
-that blocks on *another* bus whose callbacks call back into this one can still
-deadlock; don't build such cycles.
+**Reads.** `sense`, `detect` and `count` ask the actor for the live events (the turn
+never runs the caller's predicate; the caller filters). `holds(event)` is the one
+read that sends no message: coordinators call it from their own turn, so it reads
+an immutable `_View` the bus publishes at the end of every turn that changed the
+window. The view maps `id(event)` to the event's window entry in two dicts, a
+large `old` one rebuilt every `compact_every` publishes (or on a clear) and a small
+`young` one copied at the end of each turn, so a publish costs O(sqrt(capacity))
+amortised, never a copy of the whole window; the published `lo` (the oldest
+sequence number still in the window) withdraws evicted events, and every entry
+carries its receive time so age counts exactly. Both dicts hold at most the window
+plus one compaction interval of evicted entries: nothing grows per emit beyond
+`max_capacity`.
+
+**Subscribers are actors too, run by the emitter.** User code never runs in the
+bus's turn. The turn that handles a publish appends the event, with a `Reply`, to
+the mailbox of every matching subscription (a `_Route`), in window order, and
+answers with those deliveries; the emitting thread then runs each route's turn
+itself: it calls the callback for everything in that route's queue, its own event
+and any other emitter's queued behind, one at a time, in window order. A thread
+that finds a route busy on another thread waits for that thread to deliver its
+event. So when `emit()` returns every matching callback has returned, each
+subscription sees events one at a time in window order, and a slow callback delays
+only the emitters whose events it must see, never the bus's turn, other emits or
+reads. Replay on `subscribe` is the same: the turn queues the window's matching
+events ahead of any live event, and the subscribing thread delivers them.
+
+**Calling back in.** A callback may call the same bus (emit, subscribe,
+unsubscribe, clear, sense, close): the bus's turn is never held by a callback, so
+there is nothing to deadlock on. A callback's emit that matches a route this very
+thread is delivering (its own, or one further up the stack) is delivered nested,
+at once and in order. A thread inside a subscriber callback never *waits* for a
+route another thread is delivering (two callbacks on two threads waiting for each
+other would deadlock): that event is delivered by the thread already delivering,
+right after its current callback, and the nested `emit` returns without waiting.
+
+**Unsubscribe.** When `unsubscribe()` returns: no event emitted afterwards is
+queued for the subscription; no queued event is delivered to it any more; and no
+callback of it is running on another thread. Two exceptions, where waiting could
+deadlock: a callback unsubscribing its own subscription is itself still running
+(it returns normally); and an `unsubscribe()` called from inside any subscriber
+callback does not wait for a callback of that subscription running on another
+thread at that moment, which finishes its current event and is then called no
+more. `unsubscribe(wait=False)` only sends the request.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import datetime as dt
-import enum
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pykka
+from pykka._envelope import Envelope
 
+from ephemeral_actors._mailbox import CHECK_OWNERSHIP, Mailbox, Reply, check_owner
+from ephemeral_actors._records import ActorStats
 from ephemeral_actors._signals._event import (
     SignalEvent,
     SignalPropagation,
@@ -47,185 +88,408 @@ __all__ = ["SignalBus", "Subscription"]
 
 logger = logging.getLogger("ephemeral_actors")
 
-_thread_counter = itertools.count(1)
-_subscription_ids = itertools.count(1)
-
 Callback = Callable[[SignalEvent], None]
-# (received_at on the bus clock, event). Age is measured from when the bus received
-# the event, so events published with another clock's timestamps age correctly.
-_Entry = tuple[float, SignalEvent]
+
+# (sequence number, received_at on the bus clock, event). Age is measured from when the
+# bus received the event, so events published with another clock's timestamps age
+# correctly; the sequence number orders the window for `holds`.
+_Entry = tuple[int, float, SignalEvent]
+
+_EMPTY: dict[int, _Entry] = {}
 
 
-class _State(enum.Enum):
-    RUNNING = "running"
-    CLOSED = "closed"
+class _View(NamedTuple):
+    """What the bus publishes at the end of a turn; immutable, read from any thread."""
+
+    lo: int
+    """Sequence number of the oldest event in the window (the next one if empty)."""
+    old: dict[int, _Entry]
+    """id(event) -> entry; never mutated once published."""
+    young: dict[int, _Entry]
+    """Entries added since `old` was built, newer than any in `old`; a private copy."""
+    size: int
+    """Events in the window, expired ones not yet pruned included (for `repr`)."""
+    closed: bool
 
 
-# Messages to the bus actor. Each is answered through `ask`; none is ever told.
-@dataclass(frozen=True, slots=True)
-class _Publish:
-    event: SignalEvent
+# -- subscriptions: the bus's routes and their delivery mailboxes ---------------------------
+
+_delivering = threading.local()
+"""`depth`: how many subscriber callbacks (of any bus) this thread is inside."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Subscribe:
-    subscription_id: int
-    matcher: Callable[[str], bool]
-    callback: Callback
-    replay: bool
+def _in_callback() -> bool:
+    return getattr(_delivering, "depth", 0) > 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Unsubscribe:
-    subscription_id: int
+class _Delivery(Reply):
+    """One event for one subscription; answered once its callback returned (or was skipped)."""
 
+    __slots__ = ("event",)
 
-@dataclass(frozen=True, slots=True)
-class _Live:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _Clear:
-    predicate: Callable[[SignalEvent], bool]
-
-
-_Message = _Publish | _Subscribe | _Unsubscribe | _Live | _Clear
-
-
-class _Window:
-    """The state the bus actor owns; only ever touched on the bus thread."""
-
-    def __init__(self, capacity: int, max_age: float, clock: Callable[[], float]) -> None:
-        self.entries: collections.deque[_Entry] = collections.deque(maxlen=capacity)
-        self.capacity = capacity
-        # Which events are in the window, readable from any thread (SignalBus.holds):
-        # coordinators holding a cancel or defer mark ask it without messaging the
-        # actor, so a cleared or evicted signal stops counting at once.
-        self.present: collections.Counter[SignalEvent] = collections.Counter()
-        self.lock = threading.Lock()
-        self.max_age = max_age
-        self.clock = clock
-        self.subscribers: dict[int, tuple[Callable[[str], bool], Callback]] = {}
-        self.thread: threading.Thread | None = None
-
-    def handle(self, message: _Message) -> Any:
-        match message:
-            case _Publish(event):
-                return self.publish(event)
-            case _Subscribe(subscription_id, matcher, callback, replay):
-                self.subscribers[subscription_id] = (matcher, callback)
-                if replay:
-                    for event in self.live():
-                        if matcher(event.signal):
-                            _deliver(callback, event)
-                return None
-            case _Unsubscribe(subscription_id):
-                self.subscribers.pop(subscription_id, None)
-                return None
-            case _Live():
-                return self.live()
-            case _Clear(predicate):
-                return self.clear(predicate)
-
-    def publish(self, event: SignalEvent) -> None:
-        self.prune()
-        with self.lock:
-            if len(self.entries) == self.capacity:
-                self._forget(self.entries[0][1])
-            # deque(maxlen=capacity) drops the oldest entry when full.
-            self.entries.append((self.clock(), event))
-            self.present[event] += 1
-        for subscription_id, (matcher, callback) in tuple(self.subscribers.items()):
-            # An earlier callback may have unsubscribed this one; unsubscribe is
-            # synchronous, so it must not see this event.
-            if subscription_id in self.subscribers and matcher(event.signal):
-                _deliver(callback, event)
-
-    def live(self) -> tuple[SignalEvent, ...]:
-        self.prune()
-        return tuple(event for _, event in self.entries)
-
-    def clear(self, predicate: Callable[[SignalEvent], bool]) -> int:
-        self.prune()
-        kept = [entry for entry in self.entries if not predicate(entry[1])]
-        removed = len(self.entries) - len(kept)
-        with self.lock:
-            for _received, event in self.entries:
-                if predicate(event):
-                    self._forget(event)
-            self.entries.clear()
-            self.entries.extend(kept)
-        return removed
-
-    def prune(self) -> None:
-        cutoff = self.clock() - self.max_age
-        entries = self.entries
-        if entries and entries[0][0] < cutoff:
-            with self.lock:
-                while entries and entries[0][0] < cutoff:
-                    self._forget(entries.popleft()[1])
-
-    def _forget(self, event: SignalEvent) -> None:
-        count = self.present[event] - 1
-        if count > 0:
-            self.present[event] = count
-        else:
-            del self.present[event]
-
-    def holds(self, event: SignalEvent) -> bool:
-        with self.lock:
-            return event in self.present
-
-
-def _deliver(callback: Callback, event: SignalEvent) -> None:
-    try:
-        callback(event)
-    except BaseException:
-        # BaseException too: one escaping the actor's handler would make Pykka stop
-        # every actor in the process (ActorRegistry.stop_all).
-        logger.exception(f"Signal subscriber {callback!r} raised for {event.signal!r}; ignored")
-
-
-class _BusActor(pykka.ThreadingActor):
-    use_daemon_thread: ClassVar[bool] = True
-
-    def __init__(self, window: _Window, label: str) -> None:
+    def __init__(self, event: SignalEvent) -> None:
         super().__init__()
-        self._window = window
-        self._label = label
+        self.event = event
+
+
+class _Route:
+    """A subscription as the bus routes to it: a matcher, and a mailbox of deliveries.
+
+    The bus's turn appends to `queue` and writes `active`; the thread holding `flag`
+    (a test-and-set, as in `Mailbox`) pops and calls the callback, outside every
+    library actor's turn.
+    """
+
+    __slots__ = ("active", "callback", "deliverer", "flag", "matcher", "queue", "sid")
+
+    def __init__(self, sid: int, matcher: Callable[[str], bool], callback: Callback) -> None:
+        self.sid = sid
+        self.matcher = matcher
+        self.callback = callback
+        self.queue: collections.deque[_Delivery] = collections.deque()
+        self.flag = threading.Lock()
+        self.deliverer: int | None = None  # thread ident holding `flag`
+        self.active = True
+
+    def step(self) -> None:
+        """Deliver the oldest queued event (caller holds `flag`)."""
+        delivery = self.queue.popleft()
+        try:
+            if self.active:
+                _delivering.depth = getattr(_delivering, "depth", 0) + 1
+                try:
+                    self.callback(delivery.event)
+                finally:
+                    _delivering.depth -= 1
+        except BaseException:
+            # BaseException too: the emitter must never see a subscriber's failure.
+            logger.exception(
+                f"Signal subscriber {self.callback!r} raised for {delivery.event.signal!r}; ignored"
+            )
+        finally:
+            delivery.set(None)
+
+    def run(self, *, blocking: bool) -> bool:
+        """Take `flag` and deliver everything queued; False if another thread holds it."""
+        me = threading.get_ident()
+        while True:
+            if not self.flag.acquire(blocking=blocking):
+                return False
+            self.deliverer = me
+            try:
+                while self.queue:
+                    self.step()
+            finally:
+                self.deliverer = None
+                self.flag.release()
+            # A delivery queued after the last check found the flag taken and left it to
+            # us; whoever takes the flag now delivers it.
+            if not self.queue:
+                return True
+            blocking = False
+
+    def deliver(self, mine: _Delivery) -> None:
+        """Return once `mine` is delivered (or, from inside a callback, handed on)."""
+        if self.deliverer == threading.get_ident():
+            # This thread is inside this route's callback: deliver nested, in order.
+            while not mine.done and self.queue:
+                self.step()
+            return
+        while not mine.done:
+            if self.run(blocking=False):
+                continue
+            # Another thread is delivering this route; it delivers `mine` too.
+            if _in_callback():
+                return  # waiting for another thread from a callback could deadlock
+            mine.wait(None)
+
+    def settle(self) -> None:
+        """After unsubscribe: wait out a callback running elsewhere, drop what is queued."""
+        if self.deliverer == threading.get_ident() or _in_callback():
+            return
+        self.run(blocking=True)
+
+
+# -- the bus actor -------------------------------------------------------------------------
+
+
+class _Request(Reply):
+    """A call to the bus: `handler(arg)` in its turn; answered at the end of the turn."""
+
+    __slots__ = ("arg", "handler")
+
+    def __init__(self, handler: Callable[[Any], Any], arg: Any) -> None:
+        super().__init__()
+        self.handler = handler
+        self.arg = arg
+
+
+class _Inbox:
+    """Pykka's view of the bus's mailbox: `tell`/`ask` envelopes become messages."""
+
+    __slots__ = ("mailbox",)
+
+    def __init__(self, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
+
+    def put(self, envelope: Any, /) -> None:
+        self.mailbox.post(envelope)
+
+    def empty(self) -> bool:
+        return not len(self.mailbox)
+
+
+class _BusActor(pykka.Actor):
+    """The bus's Pykka face: no thread; its envelopes are messages in the bus's mailbox."""
+
+    def __init__(self, state: _BusState) -> None:
+        self._state = state  # before Actor.__init__, which builds the inbox
+        super().__init__()
+
+    def _create_actor_inbox(self) -> Any:  # type: ignore[override]
+        return _Inbox(self._state.mailbox)
+
+    @staticmethod
+    def _create_future() -> pykka.Future[Any]:
+        return pykka.ThreadingFuture()
 
     def _start_actor_loop(self) -> None:
-        # Pykka names threads after the class; a recognisable name helps anyone
-        # reading a thread dump or checking that close() left nothing behind.
-        thread = threading.Thread(
-            target=self._actor_loop,
-            name=f"ephemeral-actors-bus-{next(_thread_counter)}{self._label}",
-            daemon=self.use_daemon_thread,
-        )
-        self._window.thread = thread
-        thread.start()
+        return  # turns run on the threads that post: nothing to start
 
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, _Message):
-            return self._window.handle(message)
-        return super().on_receive(message)
+    def __repr__(self) -> str:
+        return f"<_BusActor {self._state.label}>"
+
+    def on_stop(self) -> None:
+        # Stopped through Pykka (its ref, or ActorRegistry.stop_all()): the bus is closed.
+        self._state.close(": its actor was stopped")
+
+
+class _BusState:
+    """The bus actor: owns the window and the subscriptions; `_on_*` run in its turn."""
+
+    _built = False
+
+    def __init__(
+        self, capacity: int, max_age: float, clock: Callable[[], float], label: str
+    ) -> None:
+        self.label = label
+        self.max_age = max_age
+        self.clock = clock
+        self.entries: collections.deque[_Entry] = collections.deque(maxlen=capacity)
+        self.next_seq = 0
+        # Rebuilding `old` costs O(capacity), copying `young` O(compact_every): sqrt
+        # balances them.
+        self.compact_every = max(16, math.isqrt(capacity))
+        self.old: dict[int, _Entry] = _EMPTY
+        self.young: dict[int, _Entry] = {}
+        self.changed = False
+        self.routes: dict[int, _Route] = {}
+        self.closed: str | None = None  # once closed, the note its errors carry
+        self.replies: list[_Request] = []
+        self.mailbox = Mailbox(self, self._receive, self._end_turn)
+        self.view = _View(0, _EMPTY, _EMPTY, 0, False)
+        # The state holds the actor: an ActorRef keeps only a weak reference to it, and
+        # this actor has no thread to keep it alive.
+        self.actor = _BusActor(self)
+        self._built = True
+
+    if CHECK_OWNERSHIP:
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if self._built:
+                check_owner(self, f"SignalBus.{name}")
+            object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        return f"<bus actor {self.label}>"
+
+    # -- the turn ----------------------------------------------------------------------------
+
+    def _receive(self, message: Any) -> None:
+        """Handle one message (the mailbox calls this in the turn; it never raises)."""
+        if type(message) is _Request:
+            try:
+                message.value = message.handler(message.arg)
+            except BaseException as exc:
+                message.error = exc
+            self.replies.append(message)
+        elif type(message) is Envelope:
+            self._receive_envelope(message)
+        else:
+            logger.error(f"{self.label}: unexpected message {message!r}")
+
+    def _receive_envelope(self, envelope: Envelope[Any]) -> None:
+        actor = self.actor
+        reply_to = envelope.reply_to
+        if actor.actor_stopped.is_set():
+            if reply_to is not None:
+                if isinstance(envelope.message, pykka.messages._ActorStop):
+                    reply_to.set(None)
+                    return
+                error = pykka.ActorDeadError(f"{actor.actor_ref} stopped")
+                reply_to.set_exception((pykka.ActorDeadError, error, None))
+            return
+        try:
+            response = actor._handle_receive(envelope.message)
+        except BaseException as exc:
+            if reply_to is not None:
+                reply_to.set_exception((type(exc), exc, exc.__traceback__))
+            else:
+                # A tell has nobody to raise to; raising would end this turn's thread.
+                logger.exception(f"{self.label} rejected {type(envelope.message).__name__}")
+            return
+        if reply_to is not None:
+            reply_to.set(response)
+
+    def _end_turn(self) -> None:
+        if self.changed:
+            self.changed = False
+            self._publish()
+        replies = self.replies
+        if replies:
+            self.replies = []
+            for reply in replies:
+                reply._finish()
+
+    def _publish(self) -> None:
+        entries = self.entries
+        young = self.young
+        if len(young) >= self.compact_every:
+            # Rebuilt, not merged: evicted entries fall out of the index here.
+            self.old = {id(entry[2]): entry for entry in entries}
+            self.young = young = {}
+        self.view = _View(
+            entries[0][0] if entries else self.next_seq,
+            self.old,
+            dict(young) if young else _EMPTY,
+            len(entries),
+            self.closed is not None,
+        )
+
+    def _prune(self, cutoff: float) -> None:
+        entries = self.entries
+        if entries and entries[0][1] < cutoff:
+            while entries and entries[0][1] < cutoff:
+                entries.popleft()
+            self.changed = True
+
+    def _live(self, now: float) -> list[_Entry]:
+        cutoff = now - self.max_age
+        self._prune(cutoff)
+        # The clock may step back, so an entry behind a fresh one can still be old.
+        return [entry for entry in self.entries if entry[1] >= cutoff]
+
+    def _refuse_if_closed(self) -> None:
+        if self.closed is not None:
+            raise RuntimeError(f"{self.label} is closed{self.closed}")
+
+    def close(self, note: str) -> None:
+        """Close the bus (in its turn); `note` is added to the error writes raise."""
+        if self.closed is not None:
+            return
+        self.closed = note
+        self.changed = True
+        # Nothing is published after close: drop the callbacks (and what they hold).
+        # Deliveries already queued are still made by their emitters.
+        self.routes.clear()
+
+    # -- handlers (in the turn) --------------------------------------------------------------
+
+    def _on_publish(self, event: SignalEvent) -> tuple[tuple[_Route, _Delivery], ...]:
+        self._refuse_if_closed()
+        now = self.clock()
+        self._prune(now - self.max_age)
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        entry = (seq, now, event)
+        self.entries.append(entry)  # deque(maxlen=capacity) drops the oldest when full
+        self.young[id(event)] = entry
+        self.changed = True
+        deliveries = []
+        signal = event.signal
+        for route in self.routes.values():
+            if route.matcher(signal):
+                delivery = _Delivery(event)
+                route.queue.append(delivery)
+                deliveries.append((route, delivery))
+        return tuple(deliveries)
+
+    def _on_subscribe(self, args: tuple[_Route, bool]) -> _Delivery | None:
+        self._refuse_if_closed()
+        route, replay = args
+        self.routes[route.sid] = route
+        last = None
+        if replay:
+            # Queued in this turn, so ahead of every later publish: nothing is missed
+            # or delivered twice between the replay and live delivery.
+            matcher = route.matcher
+            for _seq, _received, event in self._live(self.clock()):
+                if matcher(event.signal):
+                    last = _Delivery(event)
+                    route.queue.append(last)
+        return last
+
+    def _on_unsubscribe(self, sid: int) -> None:
+        route = self.routes.pop(sid, None)
+        if route is not None:
+            route.active = False
+
+    def _on_live(self, _: object) -> tuple[SignalEvent, ...]:
+        return tuple(entry[2] for entry in self._live(self.clock()))
+
+    def _on_clear(self, predicate: Callable[[SignalEvent], bool]) -> int:
+        self._refuse_if_closed()
+        live = self._live(self.clock())
+        kept = [entry for entry in live if not predicate(entry[2])]
+        removed = len(live) - len(kept)
+        if len(kept) != len(self.entries):
+            self.entries.clear()
+            self.entries.extend(kept)
+            self.old = {id(entry[2]): entry for entry in kept}
+            self.young = {}
+            self.changed = True
+        return removed
+
+    def _on_close(self, _: object) -> None:
+        self.close("")
+        actor = self.actor
+        if not actor.actor_stopped.is_set():
+            pykka.ActorRegistry.unregister(actor.actor_ref)
+            actor.actor_stopped.set()
+
+    # -- asking, from any thread -------------------------------------------------------------
+
+    def ask(self, handler: Callable[[Any], Any], arg: Any) -> Any:
+        """Run `handler(arg)` in the bus's turn and return its answer."""
+        request = _Request(handler, arg)
+        self.mailbox.post(request)
+        if not request.done:
+            request.wait(None)
+        return request.result()
+
+    def tell(self, handler: Callable[[Any], Any], arg: Any) -> None:
+        """Send `handler(arg)` to the bus's turn without waiting for it."""
+        self.mailbox.post(_Request(handler, arg))
+
+
+_subscription_ids = itertools.count(1)  # next() is atomic under the GIL
 
 
 class SignalBus:
-    """A shared, bounded, time-limited window of signal events, run by an actor.
+    """A shared, bounded, time-limited window of signal events, owned by an actor.
 
     The window never holds more than `max_capacity` events (when full, the oldest
     is dropped) and no read returns an event older than `max_age` seconds, counted
-    from when the bus received it. Every method is thread-safe.
-
-    Calls from inside a subscriber callback of the same bus are applied directly
-    on the bus thread instead of waiting on it (see the module docstring).
+    from when the bus received it. Every method is thread-safe. The bus has no
+    thread of its own: its turns run on the threads that call it, and subscriber
+    callbacks run on the emitting (or subscribing) thread, outside the bus's turn.
+    See the module docstring for delivery order, callbacks that call back in, and
+    exactly what `unsubscribe()` guarantees.
 
     Args:
         max_capacity: Most events kept; >= 1.
         max_age: Seconds an event stays readable; > 0 (int, float or timedelta).
-        name: Used in the thread name, logs and `repr`.
+        name: Used in logs, errors and `repr`.
         _clock: Seconds since the epoch, for tests; defaults to `time.time`.
 
     Raises:
@@ -247,11 +511,9 @@ class SignalBus:
             raise TypeError(f"name must be a str or None, got {type(name).__name__} {name!r}")
         self._name = name
         self._clock = time.time if _clock is None else _clock
-        self._window = _Window(self._max_capacity, self._max_age, self._clock)
-        self._lock = threading.Lock()
-        self._state = _State.RUNNING
-        self._stopped: pykka.Future[Any] | None = None
-        self._ref = _BusActor.start(self._window, f"-{name}" if name else "")
+        self._state = _BusState(self._max_capacity, self._max_age, self._clock, self._describe())
+        self._ref: pykka.ActorRef[_BusActor] = self._state.actor.actor_ref
+        pykka.ActorRegistry.register(self._ref)
 
     @property
     def name(self) -> str | None:
@@ -270,8 +532,8 @@ class SignalBus:
 
     @property
     def is_closed(self) -> bool:
-        """True once `close()` has been called."""
-        return self._state is _State.CLOSED
+        """True once `close()` has returned (or the bus actor was stopped)."""
+        return self._state.view.closed
 
     # Writes
 
@@ -286,7 +548,8 @@ class SignalBus:
         """Emit signal `name`, timestamped now on the bus clock.
 
         When this returns the event is in the window and every matching subscriber
-        callback has returned.
+        callback has returned (called from inside a callback, see the module
+        docstring for the one exception).
 
         Returns:
             The event that was published.
@@ -313,7 +576,12 @@ class SignalBus:
         """
         if not isinstance(event, SignalEvent):
             raise TypeError(f"event must be a SignalEvent, got {type(event).__name__} {event!r}")
-        self._call(_Publish(event))
+        state = self._state
+        deliveries: tuple[tuple[_Route, _Delivery], ...] = state.ask(state._on_publish, event)
+        # After the bus's turn, on this thread: a slow callback holds up this emit
+        # only, never the bus.
+        for route, delivery in deliveries:
+            route.deliver(delivery)
 
     def subscribe(
         self, pattern: str | Iterable[str], callback: Callback, *, replay: bool = False
@@ -321,15 +589,16 @@ class SignalBus:
         """Call `callback(event)` for every later event whose signal matches `pattern`.
 
         `pattern` follows `matches_any`: comma lists and several entries are allowed.
-        Callbacks run on the bus thread; what they raise is logged, never passed to
-        the emitter.
+        Callbacks run on the emitting thread after the bus has recorded the event,
+        one event at a time per subscription, in window order; what they raise is
+        logged, never passed to the emitter.
 
         Args:
             pattern: One or more patterns.
             callback: Called with each matching event.
             replay: Also deliver the matching events already in the window, oldest
-                first, before this returns. No event is missed or delivered twice
-                between the replay and live delivery.
+                first, on this thread before this returns. No event is missed or
+                delivered twice between the replay and live delivery.
 
         Returns:
             A `Subscription`; its `unsubscribe()` stops delivery.
@@ -350,9 +619,12 @@ class SignalBus:
             raise TypeError(
                 f"callback must be callable, got {type(callback).__name__} {callback!r}"
             )
-        subscription = Subscription(self, next(_subscription_ids), pattern)
-        self._call(_Subscribe(subscription._id, matcher, callback, replay))
-        return subscription
+        route = _Route(next(_subscription_ids), matcher, callback)
+        state = self._state
+        last: _Delivery | None = state.ask(state._on_subscribe, (route, replay))
+        if last is not None:
+            route.deliver(last)
+        return Subscription(self, route, pattern)
 
     def clear(self) -> int:
         """Remove every event; return how many were removed.
@@ -402,14 +674,14 @@ class SignalBus:
             raise TypeError(f"key must be a str, got {type(key).__name__} {key!r}")
         return self._clear(lambda event: event.key == key)
 
-    # Reads: answered by the actor while running, from the final state after close.
+    # Reads: answered by the actor, before and after close.
 
     def sense(
         self, predicate: Callable[[SignalEvent], bool] | None = None
     ) -> tuple[SignalEvent, ...]:
         """Return the events in the window, oldest first, optionally filtered.
 
-        `predicate` runs in the caller's thread, never on the bus thread.
+        `predicate` runs in the caller's thread, never in the bus's turn.
 
         Raises:
             TypeError: `predicate` is neither None nor callable.
@@ -447,29 +719,42 @@ class SignalBus:
         """The number of events in the window."""
         return len(self._live())
 
+    def holds(self, event: SignalEvent) -> bool:
+        """True if this very `event` object is in the window now; sends no message.
+
+        Cleared, evicted and aged-out events are not held. Reads the view the bus
+        published at the end of its last turn, so it is cheap, exact as of every
+        call that has returned, and safe to call from another actor's turn.
+        `event` is compared by identity: pass the object the bus delivered,
+        published or returned from `sense`.
+        """
+        view = self._state.view
+        key = id(event)
+        entry = view.young.get(key) or view.old.get(key)
+        return (
+            entry is not None
+            and entry[2] is event
+            and entry[0] >= view.lo
+            and entry[1] >= self._clock() - self._max_age
+        )
+
+    def actor_stats(self) -> ActorStats:
+        """The bus actor's statistics (SPEC 14): role "bus"; answers after close too."""
+        mailbox = self._state.mailbox
+        return ActorStats("bus", 0 if self.is_closed else 1, len(mailbox), mailbox.processed)
+
     # Lifecycle
 
     def close(self) -> None:
-        """Stop the bus actor and its thread. Idempotent.
+        """Close the bus. Idempotent; there is no thread to stop.
 
         Reads keep answering with the final window (still subject to `max_age`);
-        writes and `subscribe` raise `RuntimeError`. Called from a subscriber
-        callback, the thread ends once the current delivery has finished.
+        writes and `subscribe` raise `RuntimeError`. Callbacks already running on
+        other threads are not waited for (their emitters wait for them). Safe to
+        call from a subscriber callback.
         """
-        on_bus_thread = self._on_bus_thread()
-        with self._lock:
-            if self._state is _State.RUNNING:
-                # Queued under the lock, behind every ask already sent, so nothing
-                # accepted before close() is missing from the final state.
-                self._stopped = self._ref.stop(block=False)
-                self._transition(_State.CLOSED)
-            stopped = self._stopped
-        if on_bus_thread:
-            return
-        assert stopped is not None
-        assert self._window.thread is not None
-        stopped.get()
-        self._window.thread.join()
+        state = self._state
+        state.ask(state._on_close, None)
 
     def __enter__(self) -> Self:
         return self
@@ -483,87 +768,39 @@ class SignalBus:
         self.close()
 
     def __repr__(self) -> str:
-        # Never asks the actor: repr appears in logs written from any thread,
-        # including the bus thread itself. The count may include expired events
-        # that the next read will prune.
-        held = len(self._window.entries)
+        # Never asks the actor: repr appears in logs written from any thread. The
+        # count may include expired events that the next read will prune.
+        view = self._state.view
+        state = "closed" if view.closed else "running"
         return (
-            f"<{self._describe()} {self._state.value} count={held} "
+            f"<{self._describe()} {state} count={view.size} "
             f"max_capacity={self._max_capacity} max_age={self._max_age}>"
         )
 
     # Internals
 
-    def _transition(self, to: _State) -> None:
-        allowed = {_State.RUNNING: {_State.CLOSED}, _State.CLOSED: set[_State]()}
-        if to not in allowed[self._state]:
-            raise RuntimeError(f"SignalBus cannot go from {self._state.value} to {to.value}")
-        self._state = to
-
     def _describe(self) -> str:
         return "SignalBus" if self._name is None else f"SignalBus {self._name!r}"
 
-    def _on_bus_thread(self) -> bool:
-        return threading.current_thread() is self._window.thread
-
-    def _call(self, message: _Message, *, closed: Callable[[], Any] | None = None) -> Any:
-        """Apply `message` on the bus thread; when closed, return `closed()` or raise."""
-        on_bus_thread = self._on_bus_thread()
-        future: pykka.Future[Any] | None = None
-        with self._lock:
-            running = self._state is _State.RUNNING
-            if running and not on_bus_thread:
-                # Sent under the lock so close() cannot queue its stop in front of it.
-                future = self._ref.ask(message, block=False)
-        if not running:
-            if closed is None:
-                raise RuntimeError(f"{self._describe()} is closed")
-            return closed()
-        if future is None:
-            return self._window.handle(message)
-        try:
-            return future.get()
-        except pykka.ActorDeadError as exc:
-            # Only someone else's ActorRegistry.stop_all() can stop the actor early.
-            raise RuntimeError(f"{self._describe()} is closed: its actor was stopped") from exc
-
-    def holds(self, event: SignalEvent) -> bool:
-        """True if `event` is in the window (not cleared or evicted); thread-safe.
-
-        Answers without messaging the bus actor, so it is safe to call under other
-        locks. Age is pruned when the bus next handles a message; callers that care
-        about `max_age` check it themselves.
-        """
-        return self._window.holds(event)
-
     def _clear(self, predicate: Callable[[SignalEvent], bool]) -> int:
-        removed: int = self._call(_Clear(predicate))
+        state = self._state
+        removed: int = state.ask(state._on_clear, predicate)
         return removed
 
     def _live(self) -> tuple[SignalEvent, ...]:
-        events: tuple[SignalEvent, ...] = self._call(_Live(), closed=self._final_live)
+        state = self._state
+        events: tuple[SignalEvent, ...] = state.ask(state._on_live, None)
         return events
-
-    def _final_live(self) -> tuple[SignalEvent, ...]:
-        # The window is the final state once the actor has handled its last
-        # message. Off the bus thread, wait for that; on it (close() called from a
-        # callback) we are that last message. Reads never prune it, so concurrent
-        # readers need no lock.
-        if not self._on_bus_thread():
-            assert self._stopped is not None
-            self._stopped.get()
-        cutoff = self._clock() - self._max_age
-        return tuple(event for received, event in self._window.entries if received >= cutoff)
 
 
 class Subscription:
     """A live subscription to a `SignalBus`, returned by `SignalBus.subscribe`."""
 
-    __slots__ = ("_active", "_bus", "_id", "pattern")
+    __slots__ = ("_active", "_bus", "_route", "pattern")
 
-    def __init__(self, bus: SignalBus, subscription_id: int, pattern: str | Iterable[str]) -> None:
+    def __init__(self, bus: SignalBus, route: _Route, pattern: str | Iterable[str]) -> None:
         self._bus = bus
-        self._id = subscription_id
+        self._route = route
         self._active = True
         self.pattern = pattern
         """The pattern given to `subscribe`."""
@@ -574,22 +811,25 @@ class Subscription:
         return self._active and not self._bus.is_closed
 
     def unsubscribe(self, *, wait: bool = True) -> None:
-        """Stop delivery. Idempotent; no callback runs for this subscription afterwards.
+        """Stop delivery. Idempotent.
 
-        On a closed bus this does nothing: nothing is delivered there anyway.
+        When this returns no event is delivered to this subscription any more and
+        none of its callbacks is running on another thread, except where waiting
+        could deadlock: see "Unsubscribe" in the module docstring.
 
         Args:
             wait: With False, only send the request to the bus actor: a callback that
                 is running, or already queued, may still run. Use it where waiting on
-                the bus could block (the subscriber must then ignore late events).
+                a callback could block (the subscriber must then ignore late events).
         """
-        if not wait:
-            self._active = False
-            with contextlib.suppress(pykka.ActorDeadError):  # a dead bus delivers nothing
-                self._bus._ref.tell(_Unsubscribe(self._id))
-            return
-        self._bus._call(_Unsubscribe(self._id), closed=lambda: None)
+        state = self._bus._state
+        route = self._route
         self._active = False
+        if not wait:
+            state.tell(state._on_unsubscribe, route.sid)
+            return
+        state.ask(state._on_unsubscribe, route.sid)
+        route.settle()
 
     def __repr__(self) -> str:
         state = "active" if self.active else "inactive"

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ephemeral_actors._signals import SignalBus, SignalEvent, SignalPropagation
+from ephemeral_actors.testing import library_threads
 
 
 class FakeClock:
@@ -50,10 +51,6 @@ def names(events):
     return [event.signal for event in events]
 
 
-def bus_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("ephemeral-actors-bus")]
-
-
 # Construction
 
 
@@ -83,16 +80,17 @@ def test_max_age_accepts_a_timedelta(make_bus):
     assert make_bus(max_age=dt.timedelta(minutes=2)).max_age == 120.0
 
 
-def test_bus_thread_is_named_and_daemonic(make_bus):
-    """The actor's thread is recognisable by name and never keeps the process alive."""
+def test_callbacks_run_on_the_emitting_thread(make_bus):
+    """SPEC 14: the bus has no thread; a callback runs on the thread that emitted,
+    after the bus's turn (it used to run on the bus's own thread)."""
     seen = []
     bus = make_bus(name="orders")
     bus.subscribe("*", lambda event: seen.append(threading.current_thread()))
     bus.emit("a")
-    (thread,) = seen
-    assert thread.name.startswith("ephemeral-actors-bus")
-    assert thread.name.endswith("-orders")
-    assert thread.daemon
+    emitter = threading.Thread(target=bus.emit, args=("b",))
+    emitter.start()
+    emitter.join()
+    assert seen == [threading.current_thread(), emitter]
 
 
 # Emit, publish and reads
@@ -373,16 +371,18 @@ def test_callbacks_may_call_back_into_the_same_bus(make_bus):
 # Lifecycle
 
 
-def test_close_stops_the_thread():
-    """After close() returns the bus thread is gone and the thread count is back."""
-    before = threading.active_count()
-    bus_threads_before = bus_threads()
-    bus = SignalBus()
-    assert threading.active_count() == before + 1
+def test_no_thread_at_construction_use_or_close():
+    """SPEC 14: building, using and closing a bus starts no thread (it used to start one)."""
+    before = set(threading.enumerate())
+    bus = SignalBus(name="quiet")
+    assert set(threading.enumerate()) == before
+    bus.subscribe("*", lambda event: None, replay=True)
     bus.emit("a")
+    assert bus.sense() == bus.sense()
+    assert set(threading.enumerate()) == before
     bus.close()
-    assert threading.active_count() == before
-    assert bus_threads() == bus_threads_before
+    assert set(threading.enumerate()) == before
+    assert library_threads() == [t for t in before if t in library_threads()]
 
 
 def test_close_is_idempotent_and_reads_keep_answering(make_bus, clock):
@@ -421,13 +421,13 @@ def test_context_manager_closes(clock):
 
 
 def test_close_from_a_callback_does_not_deadlock():
-    """A callback may close its own bus; the thread ends after that delivery."""
+    """A callback may close its own bus; no thread is left behind."""
     before = threading.active_count()
     bus = SignalBus()
     bus.subscribe("stop", lambda event: bus.close())
     bus.emit("stop")
     assert bus.is_closed
-    bus.close()  # from outside, this waits for the thread to end
+    bus.close()  # idempotent from outside too
     assert threading.active_count() == before
     assert names(bus.sense()) == ["stop"]
 
