@@ -34,6 +34,7 @@ from ephemeral_actors._coordinators._arguments import split_keyed_arguments
 from ephemeral_actors._coordinators._base import CoordinatorBase
 from ephemeral_actors._coordinators._supervisor import Core
 from ephemeral_actors._dispatch import DISPATCHER, Timer, _StopFlag
+from ephemeral_actors._mailbox import CHECK_OWNERSHIP, check_owner
 from ephemeral_actors._options import merge_options
 
 if TYPE_CHECKING:
@@ -76,6 +77,9 @@ class _ChildInbox:
         return True
 
 
+_CHILD_STATE = frozenset({"mailbox", "running", "in_ready", "idle_since", "processed"})
+
+
 class KeyChild(pykka.Actor):
     """The child actor of one key: its mailbox holds the key's items, in order.
 
@@ -103,6 +107,16 @@ class KeyChild(pykka.Actor):
 
     def __repr__(self) -> str:
         return f"<KeyChild key={self.key!r} pending={len(self.mailbox)} running={self.running}>"
+
+    if CHECK_OWNERSHIP:
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            # A child's turns run inside its supervisor's (calling-thread dispatcher).
+            if name in _CHILD_STATE:
+                backlog = self.__dict__.get("backlog")
+                if backlog is not None:
+                    check_owner(backlog.core, f"KeyChild.{name}")
+            object.__setattr__(self, name, value)
 
     # Pykka's runtime extension points: the inbox is built in __init__, asks are
     # answered with Pykka's own future, and there is no loop to start.

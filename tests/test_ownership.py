@@ -1,0 +1,75 @@
+"""Ownership check mode (SPEC 14): writes to actor state outside the owner's turn fail."""
+
+from __future__ import annotations
+
+import os
+
+from ephemeral_actors.testing import ownership_checks_enabled
+from tests.isolated import run_isolated
+
+
+def test_the_mode_follows_the_environment_variable():
+    """ownership_checks_enabled() says whether EPHEMERAL_ACTORS_CHECK_OWNERSHIP=1 was set."""
+    assert ownership_checks_enabled() == (
+        os.environ.get("EPHEMERAL_ACTORS_CHECK_OWNERSHIP", "") not in ("", "0")
+    )
+
+
+def test_a_write_from_outside_the_supervisor_turn_is_caught():
+    """In check mode normal traffic passes, and writing supervisor or key-child state from
+    a caller's thread raises AssertionError naming the actor's state."""
+    out = run_isolated(
+        """
+        import os
+        os.environ["EPHEMERAL_ACTORS_CHECK_OWNERSHIP"] = "1"
+        from ephemeral_actors import KeyedWorkCoordinator, WorkCoordinator
+        from ephemeral_actors.testing import ownership_checks_enabled
+        assert ownership_checks_enabled()
+
+        with WorkCoordinator(lambda item: None, max_concurrency=2) as work:
+            for item in range(50):
+                work.enqueue(item)
+            work.pause()
+            work.resume()
+        assert work.total_completed == 50
+
+        keyed = KeyedWorkCoordinator(lambda item: item % 3, lambda item: None)
+        for item in range(30):
+            keyed.enqueue(item)
+        keyed.complete()
+        keyed.drain(30)
+        try:
+            keyed._core.paused = True
+        except AssertionError as exc:
+            print("supervisor:", exc)
+        keyed.pause()  # a message: still allowed
+        child = keyed._core.backlog.children[0]
+        try:
+            child.running = 5
+        except AssertionError as exc:
+            print("child:", exc)
+        keyed.close(30)
+        """
+    )
+    lines = out.splitlines()
+    assert lines[0].startswith("supervisor: Core.paused of <keyed")
+    assert "outside its owner's turn" in lines[0]
+    assert lines[1].startswith("child: KeyChild.running of <keyed")
+
+
+def test_without_the_mode_nothing_is_checked():
+    """Without the variable the check costs nothing and does not fire."""
+    out = run_isolated(
+        """
+        import os
+        os.environ.pop("EPHEMERAL_ACTORS_CHECK_OWNERSHIP", None)
+        from ephemeral_actors import WorkCoordinator
+        from ephemeral_actors.testing import ownership_checks_enabled
+        assert not ownership_checks_enabled()
+        c = WorkCoordinator(lambda item: None)
+        c._core.paused = True  # wrong, but unchecked
+        print("unchecked")
+        c.close(30)
+        """
+    )
+    assert out == "unchecked\n"
