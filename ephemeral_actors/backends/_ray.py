@@ -35,15 +35,12 @@ import enum
 import inspect
 import itertools
 import logging
-import os
-import pickle
 import threading
 import time
-import traceback
 import types
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import ray
@@ -52,15 +49,14 @@ from ray import cloudpickle
 
 from ephemeral_actors._errors import OperationCancelledError, WorkerCrashError
 from ephemeral_actors._operation import Operation, _current
-from ephemeral_actors._signals import matches
-from ephemeral_actors._signals._event import check_signal_name
 from ephemeral_actors._validate import check_int
+from ephemeral_actors.backends._relay import Call, RecordingOperation, portable_error
+from ephemeral_actors.backends._relay import Event as _Event
 
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Self
 
-    from ephemeral_actors._signals import SignalEvent, SignalPropagation
 
 __all__ = ["RayBackend"]
 
@@ -77,9 +73,6 @@ _RELAY_CAPACITY: Final = 10_000
 _OK: Final = 0
 _RAISED: Final = 1
 _CANCELLED: Final = 2
-
-_Event = tuple[int, str, str, Any]
-"""(sequence number, kind, name or pattern, cause) of one thing a remote body did."""
 
 _LOST_WORKER: Final = (
     ray.exceptions.WorkerCrashedError,
@@ -98,7 +91,7 @@ _LOST_WORKER: Final = (
 # `ephemeral_actors` has to be installed in the cluster's Python environment.
 
 
-class _RemoteOperation:
+class _RemoteOperation(RecordingOperation):
     """`current_operation()` for a body running on Ray.
 
     It records what the body does to its operation — signals, caused signals,
@@ -107,65 +100,23 @@ class _RemoteOperation:
     flag for the running task.
     """
 
-    __slots__ = ("_names", "_relay_name", "events", "id", "key")
+    __slots__ = ("_relay_name",)
+
+    where = "on Ray"
 
     def __init__(self, op_id: int, key: str | None, relay_name: str) -> None:
-        self.id = op_id
-        self.key = key
+        super().__init__(op_id, key)
         self._relay_name = relay_name
-        self._names: list[str] = []
-        self.events: list[_Event] = []
-
-    def __repr__(self) -> str:
-        return f"<Operation id={self.id} key={self.key!r} running on Ray>"
 
     @property
     def cancelled(self) -> bool:
         """True once Ray was asked to cancel this task (`ray.cancel`)."""
         return _cancel_requested()
 
-    def raise_if_cancelled(self) -> None:
-        """Raise `OperationCancelledError` if cancellation was requested."""
-        if _cancel_requested():
-            raise OperationCancelledError(f"operation {self.id} was cancelled")
-
-    def signal(self, name: str) -> bool:
-        """Emit `name`; always True here (constraints are applied when it is replayed)."""
-        self._record("signal", check_signal_name("name", name), None)
-        self._names.append(name)
-        return True
-
-    def emit_caused(self, name: str, cause: SignalPropagation | SignalEvent) -> bool:
-        """Emit `name` caused by `cause`; True here, the local replay applies constraints."""
-        self._record("caused", check_signal_name("name", name), cause)
-        self._names.append(name)
-        return True
-
-    def retract(self, name: str) -> bool:
-        """Retract this body's signals called `name`; True if it had emitted one."""
-        self._record("retract", check_signal_name("name", name), None)
-        found = name in self._names
-        self._names = [n for n in self._names if n != name]
-        return found
-
-    def retract_matching(self, pattern: str) -> int:
-        """Retract this body's signals matching `pattern`; how many it had emitted."""
-        self._record("retract_matching", pattern, None)
-        kept = [n for n in self._names if not matches(n, pattern)]
-        removed = len(self._names) - len(kept)
-        self._names = kept
-        return removed
-
-    def has_signal(self, name: str) -> bool:
-        """True if this body emitted `name` and has not retracted it."""
-        return name in self._names
-
-    def _record(self, kind: str, name: str, cause: Any) -> None:
-        event: _Event = (len(self.events), kind, name, cause)
-        self.events.append(event)
+    def push(self, event: _Event) -> None:
+        """Push `event` to the relay actor (fire and forget: the task's return has it too)."""
         relay = _relay_handle(self._relay_name)
         if relay is not None:
-            # Fire and forget: a lost push is replayed from the task's return value.
             with contextlib.suppress(Exception):
                 relay.push.remote(self.id, event)
 
@@ -233,24 +184,8 @@ def _execute(
 
 def _portable(exc: BaseException) -> BaseException:
     """`exc` with its remote traceback as a note, or a stand-in if it cannot be pickled."""
-    with contextlib.suppress(Exception):
-        trace = "".join(traceback.format_tb(exc.__traceback__))
-        exc.add_note(f"Raised on a Ray worker (pid {os.getpid()}):\n{trace.rstrip()}")
-    try:
-        # A round trip, because some exceptions pickle but fail to unpickle (a custom
-        # __init__ signature); the bytes are our own. ray.cloudpickle has no type hints.
-        pickle.loads(cloudpickle.dumps(exc))  # type: ignore[no-untyped-call]  # noqa: S301
-    except Exception as why:
-        try:
-            text = str(exc)
-        except Exception:
-            text = "<unprintable>"
-        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-        return RuntimeError(
-            f"the body raised {name}: {text} (the exception could not be sent back from "
-            f"the Ray worker: {type(why).__name__}: {why})"
-        )
-    return exc
+    # ray.cloudpickle has no type hints.
+    return portable_error(exc, "a Ray worker", cloudpickle.dumps)
 
 
 def _make_task_runner(
@@ -325,50 +260,6 @@ class _State(enum.Enum):
     """Ray is initialised and the relay actor exists."""
     SHUT_DOWN = "shut down"
     """`shutdown()` ran; bodies are refused."""
-
-
-class _Call:
-    """One body in flight: applies its events to the local operation once each, in order."""
-
-    __slots__ = ("closed", "held", "lock", "next", "op")
-
-    def __init__(self, op: Operation) -> None:
-        self.op = op
-        self.lock = threading.Lock()
-        self.next = 0
-        self.held: dict[int, _Event] = {}
-        self.closed = False
-
-    def offer(self, events: Iterable[_Event], *, final: bool = False) -> None:
-        """Apply every event not applied yet; `final` ends the call (later offers no-op)."""
-        with self.lock:
-            if self.closed:
-                return
-            for event in events:
-                seq = event[0]
-                if seq >= self.next:
-                    self.held[seq] = event
-            while self.next in self.held:
-                self._apply(self.held.pop(self.next))
-                self.next += 1
-            if final:
-                self.closed = True
-                self.held.clear()
-
-    def _apply(self, event: _Event) -> None:
-        _seq, kind, name, cause = event
-        op = self.op
-        try:
-            if kind == "signal":
-                op.signal(name)
-            elif kind == "caused":
-                op.emit_caused(name, cause)
-            elif kind == "retract":
-                op.retract(name)
-            elif kind == "retract_matching":
-                op.retract_matching(name)
-        except Exception:
-            logger.exception(f"could not replay {kind} {name!r} of remote operation {op.id}")
 
 
 class _RayOwner:
@@ -614,7 +505,7 @@ class RayBackend:
         self._relay_name = f"ephemeral-actors-signal-relay-{uuid.uuid4().hex[:12]}"
         self._relay: Any = None
         self._relay_thread: threading.Thread | None = None
-        self._calls: dict[int, _Call] = {}
+        self._calls: dict[int, Call] = {}
         # Weak: a coordinator that is gone takes its wrapped body (and the pool, whose
         # actors Ray ends when their last handle goes) with it.
         self._wrapped: weakref.WeakSet[_Wrapped] = weakref.WeakSet()
@@ -746,7 +637,7 @@ class RayBackend:
             self.start()
         op = _current.get()
         ref, slot = wrapped.submit(item, op)
-        call = None if op is None else _Call(op)
+        call = None if op is None else Call(op)
         with self._lock:
             self._submitted += 1
             self._in_flight += 1
