@@ -5,10 +5,14 @@ this process. A backend only decides where the *body* executes. Choose one per
 coordinator with `CoordinatorOptions(backend=...)`; the default (`None`) runs bodies
 in-process.
 
-A backend is any object with `wrap(body, *, is_async) -> Callable[[item], result]`:
-the returned callable runs on a worker thread, blocks until the body's outcome is
-back, returns its result or raises its exception, and should watch
-`current_operation().cancelled` to cancel remote work.
+A backend is any object with `wrap(body, *, is_async) -> Callable[[item], result]`.
+The returned callable is either a plain callable, which the coordinator runs on a
+worker thread and which blocks until the body's outcome is back, or a coroutine
+function (an `async def` function, or an object whose `__call__` is one), which the
+coordinator runs as a task on its event loop — a body in flight then costs a
+suspended task, not a thread. Either way it returns the body's result or raises its
+exception, and should watch `current_operation().cancelled` to cancel remote work.
+A wrapped callable with a `close()` method is closed when its coordinator closes.
 
 Backends that need an optional dependency are imported on first use, by name:
 `from ephemeral_actors.backends import RayBackend` needs the `ray` extra

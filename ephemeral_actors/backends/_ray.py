@@ -1,18 +1,19 @@
 """`RayBackend`: run a coordinator's bodies on a Ray cluster (SPEC section 13).
 
-Only the body leaves this process. The coordinator calls the wrapped body on one of
-its worker threads, exactly as it calls an in-process body, so per-key order,
-limits, the window, pause/resume, deferral and every counter stay local and need no
-Ray-specific code. One item flows like this:
+Only the body leaves this process. The wrapped body is a coroutine function, which
+the coordinator runs as a task on its event loop exactly as it runs an in-process
+coroutine body, so per-key order, limits, the window, pause/resume, deferral and
+every counter stay local and need no Ray-specific code — and a body in flight on
+Ray holds no coordinator thread, only a suspended task. One item flows like this:
 
 ```
-coordinator worker thread (here)            Ray worker (task or pool actor)
+coordinator event loop (here)               Ray worker (task or pool actor)
 --------------------------------            -------------------------------
-wrapped(item)
+await wrapped(item)
   submit runner(item, op id, key)  ───────▶ _execute(): current_operation() is a
-  wait on the ref in 0.1 s slices;           _RemoteOperation; body(item) runs;
-    op.cancelled → ray.cancel(ref)           op.signal(name) records (seq, name)
-                                             and pushes it to the relay actor ──┐
+  await the ref's future, waking             _RemoteOperation; body(item) runs;
+  every 0.1 s to check op.cancelled          op.signal(name) records (seq, name)
+    (→ ray.cancel(ref))                      and pushes it to the relay actor ──┐
   relay thread: pull from the relay  ◀──────────────────────────────────────────┘
     and replay on the local Operation
   ◀──── (outcome, value, events) ──────────
@@ -309,7 +310,7 @@ class _Slot:
 
 
 class _Wrapped:
-    """What `RayBackend.wrap` returns: a blocking callable that runs the body on Ray."""
+    """What `RayBackend.wrap` returns: a coroutine function that runs the body on Ray."""
 
     def __init__(
         self, backend: RayBackend, body: Callable[[Any], Any], is_async: bool, actors: int | None
@@ -328,8 +329,8 @@ class _Wrapped:
         where = f"{self.actors} actors" if self.actors else "tasks"
         return f"<RayBackend body {self.name} on {where}>"
 
-    def __call__(self, item: Any) -> Any:
-        return self.backend._run(self, item)
+    async def __call__(self, item: Any) -> Any:
+        return await self.backend._run(self, item)
 
     def reset(self) -> None:
         """Forget the pool: Ray was restarted, its actors are gone.
@@ -539,7 +540,10 @@ class RayBackend:
         return self._owns_ray
 
     def wrap(self, body: Callable[[Any], Any], *, is_async: bool) -> Callable[[Any], Any]:
-        """Return a blocking callable that runs `body(item)` on Ray (the `Backend` protocol).
+        """Return a coroutine function that runs `body(item)` on Ray (the `Backend` protocol).
+
+        The coordinator runs it as a task on its event loop, so a body in flight on
+        Ray costs a suspended task here, not a thread.
 
         Nothing touches Ray yet: the first call starts it (and the actor pool).
 
@@ -582,7 +586,7 @@ class RayBackend:
         elif self._owns_ray and ray.is_initialized():
             ray.shutdown()
 
-    # -- running one item (on a coordinator worker thread) ----------------------------------
+    # -- running one item (a task on the coordinator's event loop) ---------------------------
 
     def start(self) -> None:
         """Initialise Ray (unless it already is) and the relay actor now, not at the first item.
@@ -612,9 +616,10 @@ class RayBackend:
             ray.init(**options)
         else:
             # On Linux, Ray's head processes die when the *thread* that started them
-            # exits (PR_SET_PDEATHSIG), and the first item arrives on a coordinator
-            # worker thread that may end any time: start Ray on a thread of our own
-            # that lives until shutdown().
+            # exits (PR_SET_PDEATHSIG), and the first item starts Ray from a helper
+            # thread of the coordinator's event loop, or from a coordinator worker
+            # thread, either of which may end any time: start Ray on a thread of our
+            # own that lives until shutdown().
             owner = _RayOwner(options)
             owner.start_ray()
             self._owner = owner
@@ -632,9 +637,10 @@ class RayBackend:
             options["num_cpus"] = self.num_cpus
         return options
 
-    def _run(self, wrapped: _Wrapped, item: Any) -> Any:
+    async def _run(self, wrapped: _Wrapped, item: Any) -> Any:
         if self._state is not _State.STARTED or not ray.is_initialized():
-            self.start()
+            # Starting a local Ray takes seconds: not on the coordinator's event loop.
+            await asyncio.to_thread(self.start)
         op = _current.get()
         ref, slot = wrapped.submit(item, op)
         call = None if op is None else Call(op)
@@ -645,7 +651,7 @@ class RayBackend:
                 self._calls[call.op.id] = call
                 self._start_relay_thread_locked()
         try:
-            outcome, value, events = self._await(wrapped, ref, op, slot)
+            outcome, value, events = await self._await(wrapped, ref, op, slot)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -690,23 +696,26 @@ class RayBackend:
             )
             self._relay_thread.start()
 
-    def _await(
+    async def _await(
         self, wrapped: _Wrapped, ref: Any, op: Operation | None, slot: _Slot | None
     ) -> tuple[int, Any, list[_Event]]:
-        """Wait for the outcome, cancelling the remote work once `op` is cancelled."""
-        cancel_sent = False
+        """Await the outcome, cancelling the remote work once `op` is cancelled."""
+        outcome = asyncio.wrap_future(ref.future())
         try:
-            while True:
-                try:
-                    return cast(
-                        "tuple[int, Any, list[_Event]]", ray.get(ref, timeout=_POLL_INTERVAL)
-                    )
-                except ray.exceptions.GetTimeoutError:
-                    pass
-                if op is not None and op.cancelled and not cancel_sent:
-                    cancel_sent = True
+            if op is not None:
+                while not op.cancelled:
+                    done, _ = await asyncio.wait((outcome,), timeout=_POLL_INTERVAL)
+                    if done:
+                        break
+                else:
                     with contextlib.suppress(Exception):
                         ray.cancel(ref)
+            return cast("tuple[int, Any, list[_Event]]", await outcome)
+        except asyncio.CancelledError:
+            # This task was cancelled (its event loop is closing): so is the remote work.
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+            raise
         except ray.exceptions.TaskCancelledError as exc:
             raise OperationCancelledError(
                 f"operation {_op_id(op)} was cancelled on Ray before it returned"
