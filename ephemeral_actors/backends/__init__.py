@@ -14,6 +14,7 @@ suspended task, not a thread. Either way it returns the body's result or raises 
 exception, and should watch `current_operation().cancelled` to cancel remote work.
 A wrapped callable with a `close()` method is closed when its coordinator closes.
 
+`ProcessBackend` (worker processes, standard library only) needs no extra.
 Backends that need an optional dependency are imported on first use, by name:
 `from ephemeral_actors.backends import RayBackend` needs the `ray` extra
 (`pip install 'ephemeral_actors[ray]'`) and raises `ImportError` saying so without it.
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ephemeral_actors.backends._process import ProcessBackend
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     from ephemeral_actors.backends._ray import RayBackend as RayBackend
 
 # RayBackend is left out of __all__: a star import must not need the optional extra.
-__all__ = ["Backend", "InProcessBackend"]
+__all__ = ["Backend", "InProcessBackend", "ProcessBackend"]
 
 _OPTIONAL = {"RayBackend": ("ephemeral_actors.backends._ray", "ray")}
 """Backends behind an extra: name -> (module, extra = the distribution it needs)."""
