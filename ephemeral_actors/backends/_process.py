@@ -539,14 +539,9 @@ class ProcessBackend:
     async def _await(self, future: Future[bytes], op: Operation | None) -> bytes:
         """Await the outcome; withdraw the item if `op` is cancelled before it starts."""
         waiter = asyncio.wrap_future(future)
+        if op is not None:
+            _CancelWatch(op, future, waiter)
         try:
-            if op is not None:
-                while not op.cancelled:
-                    done, _ = await asyncio.wait((waiter,), timeout=_POLL_INTERVAL)
-                    if done:
-                        break
-                else:
-                    future.cancel()  # False once a process has it: the body then finishes
             return await waiter
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -622,6 +617,32 @@ class ProcessBackend:
                 if self._unfinished == 0 or self._state is _State.SHUT_DOWN:
                     self._relay_thread = None
                     return
+
+
+class _CancelWatch:
+    """A timer on the coordinator's loop: withdraws the item once `op` is cancelled.
+
+    It checks `op.cancelled` every `_POLL_INTERVAL` until the item ends.
+    `future.cancel()` is False once a process has the item, which then finishes (a
+    body in a worker process is never interrupted).
+    """
+
+    __slots__ = ("future", "handle", "op")
+
+    def __init__(self, op: Operation, future: Future[bytes], waiter: asyncio.Future[bytes]) -> None:
+        self.op = op
+        self.future = future
+        self.handle = waiter.get_loop().call_later(_POLL_INTERVAL, self.check)
+        waiter.add_done_callback(self.stop)
+
+    def check(self) -> None:
+        if self.op.cancelled:
+            self.future.cancel()
+        else:
+            self.handle = asyncio.get_running_loop().call_later(_POLL_INTERVAL, self.check)
+
+    def stop(self, _waiter: asyncio.Future[bytes]) -> None:
+        self.handle.cancel()
 
 
 def _dump_item(item: Any) -> bytes:
