@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import resource
 import statistics
 import sys
 import time
@@ -105,15 +106,31 @@ def run_raw(items: list[int], workers: int, chunksize: int) -> float:
     return wall
 
 
-def run_rotating(rows: list[Row], repeat: int, warmup: int) -> None:
-    """Warm each row up once, then run all rows `repeat` times, rotating their order."""
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by this process, and by its ended children."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def run_rotating(rows: list[Row], repeat: int, warmup: int) -> dict[str, list[tuple[float, float]]]:
+    """Warm each row up once, then run all rows `repeat` times, rotating their order.
+
+    Returns, per row, the CPU seconds of each timed run: (this process, worker processes).
+    Worker processes are counted once they have exited, which every run waits for.
+    """
+    cpu: dict[str, list[tuple[float, float]]] = {row.label: [] for row in rows}
     for row in rows:
         row.run(warmup)
     for r in range(repeat):
         k = r % len(rows)
         for row in rows[k:] + rows[:k]:
             print(f"  repeat {r + 1}/{repeat}: {row.label} ...", file=sys.stderr)
+            before = cpu_seconds()
             row.walls.append(row.run(row.items))
+            after = cpu_seconds()
+            cpu[row.label].append((after[0] - before[0], after[1] - before[1]))
+    return cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda k: run_raw(items[:k], workers, chunk),
         ),
     ]
-    run_rotating(rows, repeat, warmup=min(n, 100))
+    cpu = run_rotating(rows, repeat, warmup=min(n, 100))
     load_after = os.getloadavg()
     ideal = n * ms / 1000 / workers
     print(
@@ -175,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     process, threads, raw1, raw_chunked = rows
     print(
         table(
-            ["runner", "wall s", "min-max", "items/s", "vs threads"],
+            ["runner", "wall s", "min-max", "items/s", "vs threads", "CPU here", "CPU workers"],
             [
                 [
                     r.label,
@@ -183,10 +200,16 @@ def main(argv: list[str] | None = None) -> int:
                     fmt_range(r.walls),
                     f"{r.rate:,.0f}",
                     f"{r.ratio(threads):.2f}x",
+                    f"{statistics.median(c[0] for c in cpu[r.label]):.2f} s",
+                    f"{statistics.median(c[1] for c in cpu[r.label]):.2f} s",
                 ]
                 for r in rows
             ],
         )
+    )
+    print(
+        "  CPU here / CPU workers: medians of user + system CPU seconds per run, of this "
+        "process and of its worker processes"
     )
     print(f"  ideal wall with {workers} busy cores and no overhead: {ideal:.3f} s")
     best_raw = min((raw1, raw_chunked), key=lambda r: r.wall)
