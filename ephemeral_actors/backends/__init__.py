@@ -70,7 +70,11 @@ class Backend(Protocol):
     """Runs bodies somewhere; the coordinator keeps everything else."""
 
     def wrap(self, body: Callable[[Any], Any], *, is_async: bool) -> Callable[[Any], Any]:
-        """Return a blocking callable that runs `body(item)` on this backend."""
+        """Return a callable that runs `body(item)` on this backend.
+
+        Either a blocking callable (run on a coordinator worker thread) or a
+        coroutine function (run as a task on the coordinator's event loop).
+        """
         ...
 
 
