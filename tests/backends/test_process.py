@@ -189,6 +189,19 @@ class Scaler:
         return x * self.factor
 
 
+class CountsUnpickling:
+    """A body that says how often its class was unpickled in this process."""
+
+    unpickled = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        type(self).unpickled += 1
+        self.__dict__.update(state)
+
+    def __call__(self, _: Any) -> int:
+        return type(self).unpickled
+
+
 class AsyncCallable:
     async def __call__(self, x: int) -> int:
         return x
@@ -223,6 +236,17 @@ def test_a_callable_object_is_a_body(make, backend):
     c = make(ResultCoordinator, Scaler(3), backend=backend)
     run_all(c, [1, 2])
     assert sorted(c.get_results()) == [3, 6]
+
+
+def test_a_body_is_unpickled_once_per_worker_process(make):
+    """Each worker keeps the body it unpickled; items do not unpickle it again."""
+    with ProcessBackend(max_workers=1) as solo:
+        body = CountsUnpickling()
+        body.tag = "state"  # type: ignore[attr-defined]
+        c = make(ResultCoordinator, body, max_concurrency=1, backend=solo)
+        run_all(c, range(5))
+        assert c.get_results() == (1, 1, 1, 1, 1)
+        c.close(WAIT)
 
 
 def test_bodies_in_flight_hold_no_coordinator_thread(make, backend, manager):
@@ -411,6 +435,18 @@ def test_a_broken_pool_loses_and_hangs_nothing(make):
         after.close(WAIT)
 
 
+def test_a_pool_found_broken_at_submit_is_replaced_and_the_item_runs(make):
+    """A pool that broke before an item went in: the item runs on a fresh pool, no error."""
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(ResultCoordinator, square, max_concurrency=1, backend=solo)
+        results = [c.submit(2).get(timeout=WAIT)]
+        solo._pool._broken = "broken for the test"  # what the pool sets when a worker dies
+        results.append(c.submit(3).get(timeout=WAIT))
+        assert results == [4, 9]
+        assert solo.pool_restarts == 1
+        c.close(WAIT)
+
+
 # -- signals ------------------------------------------------------------------------------------
 
 
@@ -554,6 +590,30 @@ def test_shutdown_leaves_no_process_and_no_thread(make):
     left = [t.name for t in set(threading.enumerate()) - threads_before - library]
     assert left == []
     assert not any(t.name.startswith("ephemeral-actors-process-relay") for t in library)
+
+
+def test_shutdown_fails_queued_items_and_lets_running_ones_finish(make, manager):
+    """shutdown() with items waiting for a process: those fail (RuntimeError), A finishes."""
+    ran = manager.list()
+    release = manager.Event()
+    solo = ProcessBackend(max_workers=1)
+    c = make(WorkCoordinator, gate, max_concurrency=4, backend=solo)
+    ids = [c.enqueue((name, ran, release)) for name in "ABCD"]
+    wait_until(lambda: c.has_signal("A.started") and solo.in_flight == 4)
+    closer = threading.Thread(target=solo.shutdown)
+    closer.start()
+    wait_until(lambda: c.total_failed >= 1)  # D, still queued, failed at once
+    release.set()
+    closer.join(WAIT)
+    assert not closer.is_alive()
+    c.complete()
+    c.drain(WAIT)
+    assert "D" not in ran
+    (d,) = [s for s in c.get_snapshot() if s.id == ids[3]]
+    assert isinstance(d.error, RuntimeError)
+    assert "shut down before a worker process started" in str(d.error)
+    (a,) = [s for s in c.get_snapshot() if s.id == ids[0]]
+    assert a.error is None
 
 
 def test_a_shut_down_backend_refuses_work(make):
