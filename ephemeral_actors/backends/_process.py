@@ -264,7 +264,8 @@ class ProcessBackend:
     Example:
         ```python
         with ProcessBackend() as backend:
-            with ResultCoordinator(crunch, max_concurrency=8, backend=backend) as c:
+            options = CoordinatorOptions(max_concurrency=8, backend=backend)
+            with ResultCoordinator(crunch, options) as c:
                 c.enqueue_many(chunks)
             results = c.get_results()
         ```
