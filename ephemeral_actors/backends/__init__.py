@@ -5,11 +5,16 @@ this process. A backend only decides where the *body* executes. Choose one per
 coordinator with `CoordinatorOptions(backend=...)`; the default (`None`) runs bodies
 in-process.
 
-A backend is any object with `wrap(body, *, is_async) -> Callable[[item], result]`:
-the returned callable runs on a worker thread, blocks until the body's outcome is
-back, returns its result or raises its exception, and should watch
-`current_operation().cancelled` to cancel remote work.
+A backend is any object with `wrap(body, *, is_async) -> Callable[[item], result]`.
+The returned callable is either a plain callable, which the coordinator runs on a
+worker thread and which blocks until the body's outcome is back, or a coroutine
+function (an `async def` function, or an object whose `__call__` is one), which the
+coordinator runs as a task on its event loop — a body in flight then costs a
+suspended task, not a thread. Either way it returns the body's result or raises its
+exception, and should watch `current_operation().cancelled` to cancel remote work.
+A wrapped callable with a `close()` method is closed when its coordinator closes.
 
+`ProcessBackend` (worker processes, standard library only) needs no extra.
 Backends that need an optional dependency are imported on first use, by name:
 `from ephemeral_actors.backends import RayBackend` needs the `ray` extra
 (`pip install 'ephemeral_actors[ray]'`) and raises `ImportError` saying so without it.
@@ -19,6 +24,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ephemeral_actors._public import publish
+from ephemeral_actors.backends._process import ProcessBackend
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -26,7 +34,7 @@ if TYPE_CHECKING:
     from ephemeral_actors.backends._ray import RayBackend as RayBackend
 
 # RayBackend is left out of __all__: a star import must not need the optional extra.
-__all__ = ["Backend", "InProcessBackend"]
+__all__ = ["Backend", "InProcessBackend", "ProcessBackend"]
 
 _OPTIONAL = {"RayBackend": ("ephemeral_actors.backends._ray", "ray")}
 """Backends behind an extra: name -> (module, extra = the distribution it needs)."""
@@ -63,7 +71,11 @@ class Backend(Protocol):
     """Runs bodies somewhere; the coordinator keeps everything else."""
 
     def wrap(self, body: Callable[[Any], Any], *, is_async: bool) -> Callable[[Any], Any]:
-        """Return a blocking callable that runs `body(item)` on this backend."""
+        """Return a callable that runs `body(item)` on this backend.
+
+        Either a blocking callable (run on a coordinator worker thread) or a
+        coroutine function (run as a task on the coordinator's event loop).
+        """
         ...
 
 
@@ -76,3 +88,6 @@ class InProcessBackend:
 
     def __repr__(self) -> str:
         return "InProcessBackend()"
+
+
+publish(__name__, globals(), __all__)

@@ -1,18 +1,19 @@
 """`RayBackend`: run a coordinator's bodies on a Ray cluster (SPEC section 13).
 
-Only the body leaves this process. The coordinator calls the wrapped body on one of
-its worker threads, exactly as it calls an in-process body, so per-key order,
-limits, the window, pause/resume, deferral and every counter stay local and need no
-Ray-specific code. One item flows like this:
+Only the body leaves this process. The wrapped body is a coroutine function, which
+the coordinator runs as a task on its event loop exactly as it runs an in-process
+coroutine body, so per-key order, limits, the window, pause/resume, deferral and
+every counter stay local and need no Ray-specific code — and a body in flight on
+Ray holds no coordinator thread, only a suspended task. One item flows like this:
 
 ```
-coordinator worker thread (here)            Ray worker (task or pool actor)
+coordinator event loop (here)               Ray worker (task or pool actor)
 --------------------------------            -------------------------------
-wrapped(item)
+await wrapped(item)
   submit runner(item, op id, key)  ───────▶ _execute(): current_operation() is a
-  wait on the ref in 0.1 s slices;           _RemoteOperation; body(item) runs;
-    op.cancelled → ray.cancel(ref)           op.signal(name) records (seq, name)
-                                             and pushes it to the relay actor ──┐
+  await the ref's future, waking             _RemoteOperation; body(item) runs;
+  every 0.1 s to check op.cancelled          op.signal(name) records (seq, name)
+    (→ ray.cancel(ref))                      and pushes it to the relay actor ──┐
   relay thread: pull from the relay  ◀──────────────────────────────────────────┘
     and replay on the local Operation
   ◀──── (outcome, value, events) ──────────
@@ -35,15 +36,12 @@ import enum
 import inspect
 import itertools
 import logging
-import os
-import pickle
 import threading
 import time
-import traceback
 import types
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import ray
@@ -53,15 +51,14 @@ from ray import cloudpickle
 from ephemeral_actors._errors import OperationCancelledError, WorkerCrashError
 from ephemeral_actors._operation import Operation, _current
 from ephemeral_actors._public import publish
-from ephemeral_actors._signals import matches
-from ephemeral_actors._signals._event import check_signal_name
 from ephemeral_actors._validate import check_int
+from ephemeral_actors.backends._relay import Call, RecordingOperation, portable_error
+from ephemeral_actors.backends._relay import Event as _Event
 
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Self
 
-    from ephemeral_actors._signals import SignalEvent, SignalPropagation
 
 __all__ = ["RayBackend"]
 
@@ -78,9 +75,6 @@ _RELAY_CAPACITY: Final = 10_000
 _OK: Final = 0
 _RAISED: Final = 1
 _CANCELLED: Final = 2
-
-_Event = tuple[int, str, str, Any]
-"""(sequence number, kind, name or pattern, cause) of one thing a remote body did."""
 
 _LOST_WORKER: Final = (
     ray.exceptions.WorkerCrashedError,
@@ -99,7 +93,7 @@ _LOST_WORKER: Final = (
 # `ephemeral_actors` has to be installed in the cluster's Python environment.
 
 
-class _RemoteOperation:
+class _RemoteOperation(RecordingOperation):
     """`current_operation()` for a body running on Ray.
 
     It records what the body does to its operation — signals, caused signals,
@@ -108,65 +102,23 @@ class _RemoteOperation:
     flag for the running task.
     """
 
-    __slots__ = ("_names", "_relay_name", "events", "id", "key")
+    __slots__ = ("_relay_name",)
+
+    where = "on Ray"
 
     def __init__(self, op_id: int, key: str | None, relay_name: str) -> None:
-        self.id = op_id
-        self.key = key
+        super().__init__(op_id, key)
         self._relay_name = relay_name
-        self._names: list[str] = []
-        self.events: list[_Event] = []
-
-    def __repr__(self) -> str:
-        return f"<Operation id={self.id} key={self.key!r} running on Ray>"
 
     @property
     def cancelled(self) -> bool:
         """True once Ray was asked to cancel this task (`ray.cancel`)."""
         return _cancel_requested()
 
-    def raise_if_cancelled(self) -> None:
-        """Raise `OperationCancelledError` if cancellation was requested."""
-        if _cancel_requested():
-            raise OperationCancelledError(f"operation {self.id} was cancelled")
-
-    def signal(self, name: str) -> bool:
-        """Emit `name`; always True here (constraints are applied when it is replayed)."""
-        self._record("signal", check_signal_name("name", name), None)
-        self._names.append(name)
-        return True
-
-    def emit_caused(self, name: str, cause: SignalPropagation | SignalEvent) -> bool:
-        """Emit `name` caused by `cause`; True here, the local replay applies constraints."""
-        self._record("caused", check_signal_name("name", name), cause)
-        self._names.append(name)
-        return True
-
-    def retract(self, name: str) -> bool:
-        """Retract this body's signals called `name`; True if it had emitted one."""
-        self._record("retract", check_signal_name("name", name), None)
-        found = name in self._names
-        self._names = [n for n in self._names if n != name]
-        return found
-
-    def retract_matching(self, pattern: str) -> int:
-        """Retract this body's signals matching `pattern`; how many it had emitted."""
-        self._record("retract_matching", pattern, None)
-        kept = [n for n in self._names if not matches(n, pattern)]
-        removed = len(self._names) - len(kept)
-        self._names = kept
-        return removed
-
-    def has_signal(self, name: str) -> bool:
-        """True if this body emitted `name` and has not retracted it."""
-        return name in self._names
-
-    def _record(self, kind: str, name: str, cause: Any) -> None:
-        event: _Event = (len(self.events), kind, name, cause)
-        self.events.append(event)
+    def push(self, event: _Event) -> None:
+        """Push `event` to the relay actor (fire and forget: the task's return has it too)."""
         relay = _relay_handle(self._relay_name)
         if relay is not None:
-            # Fire and forget: a lost push is replayed from the task's return value.
             with contextlib.suppress(Exception):
                 relay.push.remote(self.id, event)
 
@@ -234,24 +186,8 @@ def _execute(
 
 def _portable(exc: BaseException) -> BaseException:
     """`exc` with its remote traceback as a note, or a stand-in if it cannot be pickled."""
-    with contextlib.suppress(Exception):
-        trace = "".join(traceback.format_tb(exc.__traceback__))
-        exc.add_note(f"Raised on a Ray worker (pid {os.getpid()}):\n{trace.rstrip()}")
-    try:
-        # A round trip, because some exceptions pickle but fail to unpickle (a custom
-        # __init__ signature); the bytes are our own. ray.cloudpickle has no type hints.
-        pickle.loads(cloudpickle.dumps(exc))  # type: ignore[no-untyped-call]  # noqa: S301
-    except Exception as why:
-        try:
-            text = str(exc)
-        except Exception:
-            text = "<unprintable>"
-        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-        return RuntimeError(
-            f"the body raised {name}: {text} (the exception could not be sent back from "
-            f"the Ray worker: {type(why).__name__}: {why})"
-        )
-    return exc
+    # ray.cloudpickle has no type hints.
+    return portable_error(exc, "a Ray worker", cloudpickle.dumps)
 
 
 def _make_task_runner(
@@ -328,50 +264,6 @@ class _State(enum.Enum):
     """`shutdown()` ran; bodies are refused."""
 
 
-class _Call:
-    """One body in flight: applies its events to the local operation once each, in order."""
-
-    __slots__ = ("closed", "held", "lock", "next", "op")
-
-    def __init__(self, op: Operation) -> None:
-        self.op = op
-        self.lock = threading.Lock()
-        self.next = 0
-        self.held: dict[int, _Event] = {}
-        self.closed = False
-
-    def offer(self, events: Iterable[_Event], *, final: bool = False) -> None:
-        """Apply every event not applied yet; `final` ends the call (later offers no-op)."""
-        with self.lock:
-            if self.closed:
-                return
-            for event in events:
-                seq = event[0]
-                if seq >= self.next:
-                    self.held[seq] = event
-            while self.next in self.held:
-                self._apply(self.held.pop(self.next))
-                self.next += 1
-            if final:
-                self.closed = True
-                self.held.clear()
-
-    def _apply(self, event: _Event) -> None:
-        _seq, kind, name, cause = event
-        op = self.op
-        try:
-            if kind == "signal":
-                op.signal(name)
-            elif kind == "caused":
-                op.emit_caused(name, cause)
-            elif kind == "retract":
-                op.retract(name)
-            elif kind == "retract_matching":
-                op.retract_matching(name)
-        except Exception:
-            logger.exception(f"could not replay {kind} {name!r} of remote operation {op.id}")
-
-
 class _RayOwner:
     """A thread that starts Ray, keeps its head processes alive, and shuts it down."""
 
@@ -419,7 +311,7 @@ class _Slot:
 
 
 class _Wrapped:
-    """What `RayBackend.wrap` returns: a blocking callable that runs the body on Ray."""
+    """What `RayBackend.wrap` returns: a coroutine function that runs the body on Ray."""
 
     def __init__(
         self, backend: RayBackend, body: Callable[[Any], Any], is_async: bool, actors: int | None
@@ -438,8 +330,8 @@ class _Wrapped:
         where = f"{self.actors} actors" if self.actors else "tasks"
         return f"<RayBackend body {self.name} on {where}>"
 
-    def __call__(self, item: Any) -> Any:
-        return self.backend._run(self, item)
+    async def __call__(self, item: Any) -> Any:
+        return await self.backend._run(self, item)
 
     def reset(self) -> None:
         """Forget the pool: Ray was restarted, its actors are gone.
@@ -615,7 +507,7 @@ class RayBackend:
         self._relay_name = f"ephemeral-actors-signal-relay-{uuid.uuid4().hex[:12]}"
         self._relay: Any = None
         self._relay_thread: threading.Thread | None = None
-        self._calls: dict[int, _Call] = {}
+        self._calls: dict[int, Call] = {}
         # Weak: a coordinator that is gone takes its wrapped body (and the pool, whose
         # actors Ray ends when their last handle goes) with it.
         self._wrapped: weakref.WeakSet[_Wrapped] = weakref.WeakSet()
@@ -649,7 +541,10 @@ class RayBackend:
         return self._owns_ray
 
     def wrap(self, body: Callable[[Any], Any], *, is_async: bool) -> Callable[[Any], Any]:
-        """Return a blocking callable that runs `body(item)` on Ray (the `Backend` protocol).
+        """Return a coroutine function that runs `body(item)` on Ray (the `Backend` protocol).
+
+        The coordinator runs it as a task on its event loop, so a body in flight on
+        Ray costs a suspended task here, not a thread.
 
         Nothing touches Ray yet: the first call starts it (and the actor pool).
 
@@ -692,7 +587,7 @@ class RayBackend:
         elif self._owns_ray and ray.is_initialized():
             ray.shutdown()
 
-    # -- running one item (on a coordinator worker thread) ----------------------------------
+    # -- running one item (a task on the coordinator's event loop) ---------------------------
 
     def start(self) -> None:
         """Initialise Ray (unless it already is) and the relay actor now, not at the first item.
@@ -722,9 +617,10 @@ class RayBackend:
             ray.init(**options)
         else:
             # On Linux, Ray's head processes die when the *thread* that started them
-            # exits (PR_SET_PDEATHSIG), and the first item arrives on a coordinator
-            # worker thread that may end any time: start Ray on a thread of our own
-            # that lives until shutdown().
+            # exits (PR_SET_PDEATHSIG), and the first item starts Ray from a helper
+            # thread of the coordinator's event loop, or from a coordinator worker
+            # thread, either of which may end any time: start Ray on a thread of our
+            # own that lives until shutdown().
             owner = _RayOwner(options)
             owner.start_ray()
             self._owner = owner
@@ -742,12 +638,13 @@ class RayBackend:
             options["num_cpus"] = self.num_cpus
         return options
 
-    def _run(self, wrapped: _Wrapped, item: Any) -> Any:
+    async def _run(self, wrapped: _Wrapped, item: Any) -> Any:
         if self._state is not _State.STARTED or not ray.is_initialized():
-            self.start()
+            # Starting a local Ray takes seconds: not on the coordinator's event loop.
+            await asyncio.to_thread(self.start)
         op = _current.get()
         ref, slot = wrapped.submit(item, op)
-        call = None if op is None else _Call(op)
+        call = None if op is None else Call(op)
         with self._lock:
             self._submitted += 1
             self._in_flight += 1
@@ -755,7 +652,7 @@ class RayBackend:
                 self._calls[call.op.id] = call
                 self._start_relay_thread_locked()
         try:
-            outcome, value, events = self._await(wrapped, ref, op, slot)
+            outcome, value, events = await self._await(wrapped, ref, op, slot)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -800,23 +697,26 @@ class RayBackend:
             )
             self._relay_thread.start()
 
-    def _await(
+    async def _await(
         self, wrapped: _Wrapped, ref: Any, op: Operation | None, slot: _Slot | None
     ) -> tuple[int, Any, list[_Event]]:
-        """Wait for the outcome, cancelling the remote work once `op` is cancelled."""
-        cancel_sent = False
+        """Await the outcome, cancelling the remote work once `op` is cancelled."""
+        outcome = asyncio.wrap_future(ref.future())
         try:
-            while True:
-                try:
-                    return cast(
-                        "tuple[int, Any, list[_Event]]", ray.get(ref, timeout=_POLL_INTERVAL)
-                    )
-                except ray.exceptions.GetTimeoutError:
-                    pass
-                if op is not None and op.cancelled and not cancel_sent:
-                    cancel_sent = True
+            if op is not None:
+                while not op.cancelled:
+                    done, _ = await asyncio.wait((outcome,), timeout=_POLL_INTERVAL)
+                    if done:
+                        break
+                else:
                     with contextlib.suppress(Exception):
                         ray.cancel(ref)
+            return cast("tuple[int, Any, list[_Event]]", await outcome)
+        except asyncio.CancelledError:
+            # This task was cancelled (its event loop is closing): so is the remote work.
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+            raise
         except ray.exceptions.TaskCancelledError as exc:
             raise OperationCancelledError(
                 f"operation {_op_id(op)} was cancelled on Ray before it returned"

@@ -468,6 +468,24 @@ def test_cancel_reaches_a_pool_actor_cooperatively(make, pool):
     assert isinstance(snap.error, OperationCancelledError)
 
 
+def test_bodies_in_flight_on_ray_hold_no_coordinator_thread(make, pool):
+    """The wrapped body is a coroutine function: items in flight are tasks, not threads."""
+    assert asyncio.iscoroutinefunction(type(pool.wrap(square, is_async=False)).__call__)
+    c = make(WorkCoordinator, cooperative, max_concurrency=2, backend=pool)
+    c.enqueue_many([1, 2])
+    wait_until(lambda: c.count_signals("coop.started") == 2)
+    assert c.active_count == 2
+    workers = [
+        t.name
+        for t in threading.enumerate()
+        if t.name.startswith(f"ephemeral-actors-{c.name}-worker")
+    ]
+    assert workers == []
+    c.cancel()
+    c.drain(REMOTE_WAIT)
+    assert c.total_cancelled == 2
+
+
 def test_a_dead_pool_actor_fails_its_item_and_is_replaced(make, ray_cluster):
     """An actor that dies fails its item with WorkerCrashError; a fresh actor takes its place."""
     with RayBackend(actors=1) as solo:

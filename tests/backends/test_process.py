@@ -1,0 +1,650 @@
+"""ProcessBackend: bodies in worker processes, pickling rules, crashes, signals, cancel, lifecycle.
+
+Bodies are module-level functions, so worker processes find them by name (with the
+default start method they are forked from this interpreter; one test spawns).
+Cross-process rendezvous uses a `multiprocessing.Manager`'s Event and Barrier,
+whose proxies travel inside items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ephemeral_actors import (
+    CoordinatorOptions,
+    KeyedWorkCoordinator,
+    NoCurrentOperationError,
+    OperationCancelledError,
+    ResultCoordinator,
+    SignalCancelledError,
+    WorkCoordinator,
+    WorkerCrashError,
+    current_operation,
+)
+from ephemeral_actors.backends import Backend, ProcessBackend
+from ephemeral_actors.testing import library_threads
+from tests.conftest import WAIT
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[ProcessBackend]:
+    b = ProcessBackend(max_workers=2)
+    yield b
+    b.shutdown()
+
+
+@pytest.fixture(scope="module")
+def manager() -> Iterator[Any]:
+    with multiprocessing.Manager() as m:
+        yield m
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., Any]]:
+    made: list[Any] = []
+
+    def factory(kind: type, *args: Any, **options: Any) -> Any:
+        c = kind(*args, CoordinatorOptions(**options))
+        made.append(c)
+        return c
+
+    yield factory
+    for c in made:
+        c.close(timeout=WAIT)
+
+
+def run_all(c: Any, items: Any) -> list[int]:
+    ids = [c.enqueue(i) for i in items]
+    c.complete()
+    c.drain(WAIT)
+    return ids
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+# -- bodies (module level: worker processes find them by name) ----------------------------------
+
+
+class LedgerError(ValueError):
+    """A user exception type that must survive the trip back."""
+
+
+class Unpicklable(Exception):
+    """An exception that cannot be pickled (it holds a lock)."""
+
+    def __init__(self) -> None:
+        super().__init__("holds a lock")
+        self.lock = threading.Lock()
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def pid_of(_: Any) -> int:
+    return os.getpid()
+
+
+def crunch(packed: tuple[Any, int]) -> int:
+    """Meet a partner in another process at the barrier, then burn CPU; return the pid."""
+    barrier, n = packed
+    barrier.wait(WAIT)
+    total = 0
+    for i in range(n):
+        total += i * i
+    return os.getpid()
+
+
+def odd_fails(x: int) -> int:
+    if x % 2:
+        raise LedgerError(f"odd item {x}")
+    return x
+
+
+def raise_unpicklable(_: Any) -> None:
+    raise Unpicklable
+
+
+def return_lock(x: int) -> Any:
+    return threading.Lock() if x == 1 else x
+
+
+def return_coroutine(_: Any) -> Any:
+    return asyncio.sleep(0)
+
+
+def die_on_zero(x: int) -> int:
+    if x == 0:
+        os._exit(1)
+    return x
+
+
+def describe_op(_: Any) -> tuple[int, str | None, bool, int]:
+    op = current_operation()
+    return op.id, op.key, op.cancelled, os.getpid()
+
+
+def no_op_outside(_: Any) -> str:
+    try:
+        current_operation()
+    except NoCurrentOperationError:
+        return "none"
+    return "some"
+
+
+def signalling(x: int) -> int:
+    op = current_operation()
+    op.signal("work.started")
+    op.signal("work.noise")
+    assert op.has_signal("work.noise")
+    assert op.retract("work.noise")
+    op.signal(f"work.item-{x}")
+    return op.id
+
+
+def signal_then_wait(packed: tuple[str, Any]) -> str:
+    """Signal, then block until the test releases the event: only a live relay shows it."""
+    name, release = packed
+    current_operation().signal(name)
+    if not release.wait(WAIT):
+        raise AssertionError("never released")
+    return name
+
+
+def gate(packed: tuple[str, Any, Any]) -> str:
+    """Record that this item ran; the item called "A" waits for the release event."""
+    name, ran, release = packed
+    ran.append(name)
+    if name == "A":
+        current_operation().signal("A.started")
+        if not release.wait(WAIT):
+            raise AssertionError("never released")
+    return name
+
+
+async def async_body(x: int) -> int:
+    return x
+
+
+class Scaler:
+    """A picklable callable object (an instance of a module-level class)."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __call__(self, x: int) -> int:
+        return x * self.factor
+
+
+class CountsUnpickling:
+    """A body that says how often its class was unpickled in this process."""
+
+    unpickled = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        type(self).unpickled += 1
+        self.__dict__.update(state)
+
+    def __call__(self, _: Any) -> int:
+        return type(self).unpickled
+
+
+class AsyncCallable:
+    async def __call__(self, x: int) -> int:
+        return x
+
+
+# -- where bodies run ---------------------------------------------------------------------------
+
+
+def test_bodies_run_in_worker_processes(make, backend):
+    """A picklable body runs in another process; its results come back to the coordinator."""
+    assert isinstance(backend, Backend)
+    c = make(ResultCoordinator, square, max_concurrency=4, backend=backend)
+    run_all(c, range(10))
+    assert sorted(c.get_results()) == [x * x for x in range(10)]
+    pids = make(ResultCoordinator, pid_of, max_concurrency=2, backend=backend)
+    run_all(pids, range(4))
+    assert os.getpid() not in pids.get_results()
+
+
+def test_cpu_bound_work_uses_both_processes(make, backend, manager):
+    """Two items meet at a barrier (only possible in two processes at once), eight times over."""
+    barrier = manager.Barrier(2)
+    c = make(ResultCoordinator, crunch, max_concurrency=2, backend=backend)
+    run_all(c, [(barrier, 20_000)] * 8)
+    assert c.total_completed == 8, [s.error for s in c.get_failed()]
+    assert len(set(c.get_results())) == 2
+    assert os.getpid() not in c.get_results()
+
+
+def test_a_callable_object_is_a_body(make, backend):
+    """An instance of a module-level class pickles, state included."""
+    c = make(ResultCoordinator, Scaler(3), backend=backend)
+    run_all(c, [1, 2])
+    assert sorted(c.get_results()) == [3, 6]
+
+
+def test_a_body_is_unpickled_once_per_worker_process(make):
+    """Each worker keeps the body it unpickled; items do not unpickle it again."""
+    with ProcessBackend(max_workers=1) as solo:
+        body = CountsUnpickling()
+        body.tag = "state"  # type: ignore[attr-defined]
+        c = make(ResultCoordinator, body, max_concurrency=1, backend=solo)
+        run_all(c, range(5))
+        assert c.get_results() == (1, 1, 1, 1, 1)
+        c.close(WAIT)
+
+
+def test_bodies_in_flight_hold_no_coordinator_thread(make, backend, manager):
+    """The wrapped body is a coroutine function: items in flight are tasks, not threads."""
+    assert asyncio.iscoroutinefunction(type(backend.wrap(square, is_async=False)).__call__)
+    release = manager.Event()
+    c = make(WorkCoordinator, signal_then_wait, max_concurrency=2, backend=backend)
+    c.enqueue_many([("one", release), ("two", release)])
+    wait_until(lambda: c.has_signal("one") and c.has_signal("two"))
+    assert c.active_count == 2
+    prefix = f"ephemeral-actors-{c.name}-worker"
+    assert [t.name for t in threading.enumerate() if t.name.startswith(prefix)] == []
+    release.set()
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 2
+
+
+def test_the_operation_in_the_worker_carries_its_id(make, backend):
+    """current_operation() there has the local id, no key, and is never cancelled."""
+    c = make(ResultCoordinator, describe_op, backend=backend)
+    (op_id,) = run_all(c, [0])
+    ((got_id, key, cancelled, pid),) = c.get_results()
+    assert (got_id, key, cancelled) == (op_id, None, False)
+    assert pid != os.getpid()
+
+
+def test_keyed_coordinators_pass_the_key(make, backend):
+    """In a keyed coordinator the worker's operation carries str(key)."""
+    c = make(KeyedWorkCoordinator, lambda x: x % 2, describe_op, backend=backend)
+    run_all(c, range(4))
+    keys = {s.key for s in c.get_snapshot()}
+    assert keys == {"0", "1"}
+
+
+def test_calling_the_wrapped_body_outside_a_coordinator(backend):
+    """Without an operation, the wrapped body still runs; current_operation() raises there."""
+    wrapped = backend.wrap(no_op_outside, is_async=False)
+    assert asyncio.run(wrapped(1)) == "none"
+
+
+# -- outcomes -----------------------------------------------------------------------------------
+
+
+def test_failures_are_recorded_with_their_exception(make, backend):
+    """A body's exception fails its operation with the same type and message."""
+    c = make(WorkCoordinator, odd_fails, max_concurrency=2, backend=backend)
+    run_all(c, range(4))
+    assert (c.total_completed, c.total_failed) == (2, 2)
+    errors = [s.error for s in c.get_failed()]
+    assert all(type(e) is LedgerError for e in errors)
+    assert sorted(str(e) for e in errors) == ["odd item 1", "odd item 3"]
+    assert all("Raised on a worker process" in "".join(e.__notes__) for e in errors)
+
+
+def test_submit_futures_carry_results_and_errors(make, backend):
+    """ResultCoordinator.submit: the future resolves with the value or the body's exception."""
+    c = make(ResultCoordinator, odd_fails, backend=backend)
+    ok, bad = c.submit(2), c.submit(3)
+    assert ok.get(timeout=WAIT) == 2
+    with pytest.raises(LedgerError, match="odd item 3"):
+        bad.get(timeout=WAIT)
+
+
+def test_an_exception_that_cannot_be_pickled_becomes_a_runtime_error(make, backend):
+    c = make(WorkCoordinator, raise_unpicklable, backend=backend)
+    run_all(c, [1])
+    (snap,) = c.get_failed()
+    assert type(snap.error) is RuntimeError
+    assert "Unpicklable" in str(snap.error)
+    assert "holds a lock" in str(snap.error)
+
+
+def test_a_result_that_cannot_be_pickled_fails_its_item(make, backend):
+    c = make(ResultCoordinator, return_lock, max_concurrency=2, backend=backend)
+    run_all(c, [0, 1, 2])
+    assert sorted(c.get_results()) == [0, 2]
+    (snap,) = c.get_failed()
+    assert isinstance(snap.error, TypeError)
+    assert "result" in str(snap.error)
+    assert "_thread.lock" in str(snap.error)
+
+
+def test_a_plain_body_returning_a_coroutine_fails(make, backend):
+    c = make(WorkCoordinator, return_coroutine, backend=backend)
+    run_all(c, [1])
+    (snap,) = c.get_failed()
+    assert isinstance(snap.error, TypeError)
+    assert "coroutine" in str(snap.error)
+
+
+# -- picklability -------------------------------------------------------------------------------
+
+
+def _lambda() -> Callable[[Any], Any]:
+    return lambda x: x
+
+
+def _closure() -> Callable[[Any], Any]:
+    factor = 2
+
+    def body(x: int) -> int:
+        return x * factor
+
+    return body
+
+
+def _local_class_instance() -> Callable[[Any], Any]:
+    class Local:
+        def __call__(self, x: int) -> int:
+            return x
+
+    return Local()
+
+
+@pytest.mark.parametrize("build", [_lambda, _closure, _local_class_instance])
+def test_an_unpicklable_body_raises_type_error_at_construction(backend, build):
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        WorkCoordinator(build(), CoordinatorOptions(backend=backend))
+
+
+@pytest.mark.parametrize("body", [async_body, AsyncCallable()], ids=["async-def", "async-call"])
+def test_a_coroutine_body_raises_type_error_at_construction(backend, body):
+    with pytest.raises(TypeError, match="plain"):
+        WorkCoordinator(body, CoordinatorOptions(backend=backend))
+    with pytest.raises(TypeError, match="plain"):
+        backend.wrap(body, is_async=False)
+
+
+def test_check_item_names_the_type_of_an_unpicklable_item(backend):
+    """check_item passes picklable items and raises TypeError naming the type otherwise."""
+    backend.check_item((1, "two", [3.0]))
+    with pytest.raises(TypeError, match=r"_thread\.lock") as info:
+        backend.check_item(threading.Lock())
+    assert "picklable" in str(info.value)
+
+    class Local:
+        pass
+
+    with pytest.raises(TypeError, match=r"test_check_item_names_the_type.*Local"):
+        backend.check_item(Local())
+
+
+def test_an_unpicklable_item_fails_only_its_operation(make, backend):
+    """Until the coordinator checks items at enqueue, a bad item fails with check_item's error."""
+    c = make(ResultCoordinator, square, max_concurrency=2, backend=backend)
+    ids = run_all(c, [2, threading.Lock(), 3])
+    assert sorted(c.get_results()) == [4, 9]
+    (snap,) = c.get_failed()
+    assert snap.id == ids[1]
+    assert isinstance(snap.error, TypeError)
+    assert "_thread.lock" in str(snap.error)
+
+
+# -- crashes ------------------------------------------------------------------------------------
+
+
+def test_a_dead_worker_process_fails_its_item_and_the_next_items_run(make):
+    """os._exit in a body: that item fails with WorkerCrashError, a fresh pool runs the rest."""
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(ResultCoordinator, die_on_zero, max_concurrency=1, backend=solo)
+        run_all(c, [1, 0, 2, 3])
+        assert c.get_results() == (1, 2, 3)
+        (failed,) = c.get_failed()
+        assert isinstance(failed.error, WorkerCrashError)
+        assert "worker process died" in str(failed.error)
+        assert solo.pool_restarts == 1
+        c.close(WAIT)
+
+
+def test_a_broken_pool_loses_and_hangs_nothing(make):
+    """Items in flight when a worker dies end too (WorkerCrashError); later ones run."""
+    with ProcessBackend(max_workers=2) as pair:
+        c = make(ResultCoordinator, die_on_zero, max_concurrency=4, backend=pair)
+        run_all(c, [5, 6, 0, 7, 8, 9, 10, 11])
+        assert c.total_completed + c.total_failed == 8
+        failed = c.get_failed()
+        assert failed
+        assert all(isinstance(s.error, WorkerCrashError) for s in failed)
+        assert 0 not in c.get_results()
+        assert pair.pool_restarts >= 1
+        after = make(ResultCoordinator, square, backend=pair)
+        run_all(after, [4])
+        assert after.get_results() == (16,)
+        c.close(WAIT)
+        after.close(WAIT)
+
+
+def test_a_pool_found_broken_at_submit_is_replaced_and_the_item_runs(make):
+    """A pool that broke before an item went in: the item runs on a fresh pool, no error."""
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(ResultCoordinator, square, max_concurrency=1, backend=solo)
+        results = [c.submit(2).get(timeout=WAIT)]
+        solo._pool._broken = "broken for the test"  # what the pool sets when a worker dies
+        results.append(c.submit(3).get(timeout=WAIT))
+        assert results == [4, 9]
+        assert solo.pool_restarts == 1
+        c.close(WAIT)
+
+
+# -- signals ------------------------------------------------------------------------------------
+
+
+def test_signals_from_a_worker_reach_the_coordinator(make, backend):
+    """signal() and retract() in the worker replay on the local operation, once each, in order."""
+    c = make(ResultCoordinator, signalling, max_concurrency=2, backend=backend)
+    ids = run_all(c, range(3))
+    assert sorted(c.get_results()) == sorted(ids)
+    assert c.count_signals("work.started") == 3
+    assert not c.has_signal("work.noise")
+    item_of = {op_id: x for x, op_id in enumerate(ids)}
+    for snap in c.get_snapshot():
+        assert snap.signals == ("work.started", f"work.item-{item_of[snap.id]}")
+
+
+def test_signals_are_relayed_while_the_body_runs(make, backend, manager):
+    """A signal reaches the coordinator before its body returns (the body waits for that)."""
+    release = manager.Event()
+    c = make(WorkCoordinator, signal_then_wait, backend=backend)
+    c.enqueue(("live.signal", release))
+    wait_until(lambda: c.has_signal("live.signal"))
+    assert c.active_count == 1
+    release.set()
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 1
+
+
+def test_a_relayed_cancel_signal_stops_new_work_at_once(make, backend, manager):
+    """cancel_on_signals acts on a signal from a body that is still running."""
+    release = manager.Event()
+    c = make(
+        WorkCoordinator,
+        signal_then_wait,
+        backend=backend,
+        max_concurrency=2,
+        cancel_on_signals="stop.*",
+    )
+    c.enqueue(("stop.now", release))
+    wait_until(lambda: c.has_signal("stop.now"))
+    c.enqueue(("after", release))
+    wait_until(lambda: c.total_cancelled == 1)
+    release.set()
+    c.complete()
+    c.drain(WAIT)
+    assert (c.total_completed, c.total_cancelled) == (1, 1)
+    (cancelled,) = [s for s in c.get_snapshot() if isinstance(s.error, SignalCancelledError)]
+    assert cancelled.error.signal == "stop.now"
+
+
+# -- cancellation -------------------------------------------------------------------------------
+
+
+def test_cancel_withdraws_items_no_process_started(make, manager):
+    """With one process busy, cancel() withdraws the queued items; started ones finish."""
+    ran = manager.list()
+    release = manager.Event()
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(WorkCoordinator, gate, max_concurrency=4, backend=solo)
+        c.enqueue_many([(name, ran, release) for name in "ABCD"])
+        wait_until(lambda: c.has_signal("A.started") and solo.in_flight == 4)
+        c.cancel()
+        wait_until(lambda: solo.in_flight < 4)  # D (at least) was withdrawn
+        release.set()
+        c.drain(WAIT)
+        assert "A" in ran
+        assert "D" not in ran
+        assert c.total_cancelled == 4 - len(ran)
+        assert c.total_completed == len(ran)
+        cancelled = [s for s in c.get_snapshot() if s.error is not None]
+        assert all(isinstance(s.error, OperationCancelledError) for s in cancelled)
+        c.close(WAIT)
+
+
+def test_the_cancel_hook_withdraws_one_queued_item(make, manager):
+    """backend.cancel(op_id): True for an item still queued for a process, False otherwise."""
+    ran = manager.list()
+    release = manager.Event()
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(WorkCoordinator, gate, max_concurrency=4, backend=solo)
+        ids = [c.enqueue((name, ran, release)) for name in "ABCD"]
+        wait_until(lambda: c.has_signal("A.started") and solo.in_flight == 4)
+        assert solo.cancel(ids[0]) is False  # running
+        assert solo.cancel(12345) is False  # unknown
+        assert solo.cancel(ids[3]) is True
+        release.set()
+        c.complete()
+        c.drain(WAIT)
+        assert "D" not in ran
+        (withdrawn,) = [s for s in c.get_snapshot() if s.id == ids[3]]
+        assert isinstance(withdrawn.error, OperationCancelledError)
+        c.close(WAIT)
+
+
+# -- sharing and lifecycle ----------------------------------------------------------------------
+
+
+def test_one_backend_serves_two_coordinators(make, backend):
+    """Two coordinators share the pool; closing them leaves the backend usable."""
+    first = make(ResultCoordinator, square, max_concurrency=2, backend=backend)
+    second = make(ResultCoordinator, odd_fails, max_concurrency=2, backend=backend)
+    before = backend.submitted
+    for i in range(6):
+        first.enqueue(i)
+        second.enqueue(2 * i)
+    for c in (first, second):
+        c.complete()
+    for c in (first, second):
+        c.drain(WAIT)
+    assert sorted(first.get_results()) == [0, 1, 4, 9, 16, 25]
+    assert sorted(second.get_results()) == [0, 2, 4, 6, 8, 10]
+    assert backend.submitted - before == 12
+    first.close(WAIT)
+    second.close(WAIT)
+    third = make(ResultCoordinator, square, backend=backend)
+    run_all(third, [7])
+    assert third.get_results() == (49,)
+
+
+def test_shutdown_leaves_no_process_and_no_thread(make):
+    """After shutdown() every worker process has exited and no thread of the pool remains."""
+    threads_before = set(threading.enumerate())
+    b = ProcessBackend(max_workers=2)
+    c = make(ResultCoordinator, pid_of, max_concurrency=4, backend=b)
+    c.enqueue(1)
+    c.enqueue(("meant", "to", "fail", threading.Lock()))
+    c.enqueue(2)
+    c.complete()
+    c.drain(WAIT)
+    pids = set(c.get_results())
+    assert pids
+    assert {p.pid for p in multiprocessing.active_children()} >= pids
+    c.close(WAIT)
+    b.shutdown()
+    b.shutdown()  # idempotent
+    assert not {p.pid for p in multiprocessing.active_children()} & pids
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    library = set(library_threads())
+    left = [t.name for t in set(threading.enumerate()) - threads_before - library]
+    assert left == []
+    assert not any(t.name.startswith("ephemeral-actors-process-relay") for t in library)
+
+
+def test_shutdown_fails_queued_items_and_lets_running_ones_finish(make, manager):
+    """shutdown() with items waiting for a process: those fail (RuntimeError), A finishes."""
+    ran = manager.list()
+    release = manager.Event()
+    solo = ProcessBackend(max_workers=1)
+    c = make(WorkCoordinator, gate, max_concurrency=4, backend=solo)
+    ids = [c.enqueue((name, ran, release)) for name in "ABCD"]
+    wait_until(lambda: c.has_signal("A.started") and solo.in_flight == 4)
+    closer = threading.Thread(target=solo.shutdown)
+    closer.start()
+    wait_until(lambda: c.total_failed >= 1)  # D, still queued, failed at once
+    release.set()
+    closer.join(WAIT)
+    assert not closer.is_alive()
+    c.complete()
+    c.drain(WAIT)
+    assert "D" not in ran
+    (d,) = [s for s in c.get_snapshot() if s.id == ids[3]]
+    assert isinstance(d.error, RuntimeError)
+    assert "shut down before a worker process started" in str(d.error)
+    (a,) = [s for s in c.get_snapshot() if s.id == ids[0]]
+    assert a.error is None
+
+
+def test_a_shut_down_backend_refuses_work(make):
+    b = ProcessBackend(max_workers=1)
+    c = make(WorkCoordinator, square, backend=b)
+    b.shutdown()
+    run_all(c, [1])
+    (snap,) = c.get_failed()
+    assert isinstance(snap.error, RuntimeError)
+    assert "shut down" in str(snap.error)
+    with pytest.raises(RuntimeError, match="shut down"):
+        b.wrap(square, is_async=False)
+
+
+def test_a_spawned_pool_runs_bodies_and_relays_signals(make):
+    """mp_context=spawn: fresh interpreters import the body by name; signals still relay."""
+    with ProcessBackend(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as b:
+        assert "start_method=spawn" in repr(b)
+        c = make(ResultCoordinator, signalling, backend=b)
+        (op_id,) = run_all(c, [1])
+        assert c.get_results() == (op_id,)
+        assert c.count_signals("work.item-1") == 1
+        c.close(WAIT)
+
+
+def test_constructor_validation():
+    with pytest.raises(ValueError, match="max_workers"):
+        ProcessBackend(max_workers=0)
+    with pytest.raises(TypeError, match="max_workers"):
+        ProcessBackend(max_workers=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="mp_context"):
+        ProcessBackend(mp_context="spawn")  # type: ignore[arg-type]
+    assert ProcessBackend().max_workers >= 1
+    assert "new" in repr(ProcessBackend(max_workers=3))
