@@ -267,6 +267,10 @@ class Core:
             body = self.backend.wrap(body, is_async=self.is_async)
             self.is_async = _is_coroutine_function(body)
         self.body = body
+        # Optional backend hooks (SPEC 17): check an item before it is accepted (in the
+        # sender's thread), and withdraw a running operation's remote work.
+        self.check_item: Callable[[Any], None] | None = getattr(self.backend, "check_item", None)
+        self.backend_cancel: Callable[[int], bool] | None = getattr(self.backend, "cancel", None)
         self.capture_results = capture_results
         self.bound = options.max_tracked_operations
         # Blocked producers are let in once the backlog is down to this, not at every
@@ -529,7 +533,7 @@ class Core:
         coordinator never waits for, nor is refused, backlog space it would free itself.
         """
         request = Intake(item, future, mode)
-        if self.key_of is not None:
+        if self.key_of is not None or self.check_item is not None:
             try:
                 self._keyed_intake(request)
             except Exception:
@@ -544,7 +548,9 @@ class Core:
         return cast("Operation | None", request.result())
 
     def _keyed_intake(self, request: Intake) -> None:
-        """Compute the key of the request's item (in the sender's thread: user code)."""
+        """Check the item and compute its key (in the sender's thread: user code)."""
+        if self.check_item is not None:
+            self.check_item(request.item)  # TypeError for an item the backend cannot ship
         keyer = self.key_of
         if keyer is None:
             return
@@ -647,11 +653,19 @@ class Core:
         for worker in self.workers:
             current = worker.current
             if current is not None:
-                current._cancel = True
+                self._ask_to_cancel(current)
             inbox = getattr(worker, "inbox", ())
             for entry in inbox:
                 if entry is not None:
-                    entry[0]._cancel = True
+                    self._ask_to_cancel(entry[0])
+
+    def _ask_to_cancel(self, op: Operation) -> None:
+        op._cancel = True
+        if self.backend_cancel is not None:
+            try:
+                self.backend_cancel(op.id)
+            except Exception:
+                logger.exception(f"coordinator {self.name!r}: the backend's cancel() raised")
 
     def _cancel_present(self) -> bool:
         return bool(self.router.cancel_marks) and self.router.cancelling_signal() is not None
@@ -730,7 +744,7 @@ class Core:
         if op is not None:
             if op._outcome != RUNNING:
                 return False
-            op._cancel = True
+            self._ask_to_cancel(op)
             return True
         op = self.backlog.remove(op_id)
         if op is None:
@@ -752,6 +766,13 @@ class Core:
             worker.current = None
         if op._outcome == RUNNING:
             self._finish(op, outcome, error)
+            if (
+                outcome == FAILED
+                and type(error) is WorkerCrashError
+                and self.backend is not None
+                and self._crashed_too_often()
+            ):
+                return  # a backend's worker died (a process): a crash, supervised as one
         if not worker.retired:
             self.idle.append(worker)
         self._dispatch()
@@ -1097,6 +1118,12 @@ class Core:
             inbox.clear()
         if op is not None and op._outcome == RUNNING:
             self._finish(op, FAILED, _detach(error))
+        if self._crashed_too_often():
+            return
+        self._dispatch()
+
+    def _crashed_too_often(self) -> bool:
+        """Count a crash; fault the coordinator past `max_restarts` (True if it did)."""
         self.worker_restarts += 1
         now = time.monotonic()
         crashes = self.crashes
@@ -1113,8 +1140,8 @@ class Core:
                 ),
                 escalated=True,
             )
-            return
-        self._dispatch()
+            return True
+        return False
 
     def fault(self, error: BaseException | None) -> None:
         """The supervisor died: release every waiter with `CoordinatorFaultedError`."""

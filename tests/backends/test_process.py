@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from ephemeral_actors import (
+    CoordinatorFaultedError,
     CoordinatorOptions,
     KeyedWorkCoordinator,
     NoCurrentOperationError,
@@ -390,15 +391,25 @@ def test_check_item_names_the_type_of_an_unpicklable_item(backend):
         backend.check_item(Local())
 
 
-def test_an_unpicklable_item_fails_only_its_operation(make, backend):
-    """Until the coordinator checks items at enqueue, a bad item fails with check_item's error."""
+def test_an_unpicklable_item_is_refused_at_intake(make, backend):
+    """SPEC 17: enqueue/submit raise TypeError naming the item, try_enqueue says False;
+    nothing is accepted for it."""
     c = make(ResultCoordinator, square, max_concurrency=2, backend=backend)
-    ids = run_all(c, [2, threading.Lock(), 3])
+    with pytest.raises(TypeError, match="_thread.lock"):
+        c.enqueue(threading.Lock())
+    with pytest.raises(TypeError, match="_thread.lock"):
+        c.submit(threading.Lock())
+    assert c.try_enqueue(threading.Lock()) is False
+    run_all(c, [2, 3])
     assert sorted(c.get_results()) == [4, 9]
-    (snap,) = c.get_failed()
-    assert snap.id == ids[1]
-    assert isinstance(snap.error, TypeError)
-    assert "_thread.lock" in str(snap.error)
+    assert c.total_enqueued == 2
+
+
+def test_the_wrapped_body_still_fails_an_unpicklable_item(backend):
+    """Called outside a coordinator, the wrapped body fails the item with check_item's error."""
+    run = backend.wrap(square, is_async=False)
+    with pytest.raises(TypeError, match="_thread.lock"):
+        asyncio.run(run(threading.Lock()))
 
 
 # -- crashes ------------------------------------------------------------------------------------
@@ -414,6 +425,21 @@ def test_a_dead_worker_process_fails_its_item_and_the_next_items_run(make):
         assert isinstance(failed.error, WorkerCrashError)
         assert "worker process died" in str(failed.error)
         assert solo.pool_restarts == 1
+        assert c.stats().worker_restarts == 1  # SPEC 14: a dead worker process is a crash
+        c.close(WAIT)
+
+
+def test_a_dead_worker_process_past_max_restarts_faults_the_coordinator(make):
+    """max_restarts=0: the first dead worker process faults the coordinator (SPEC 14)."""
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(ResultCoordinator, die_on_zero, max_concurrency=1, backend=solo, max_restarts=0)
+        first = c.submit(0)
+        with pytest.raises(WorkerCrashError):
+            first.result(timeout=WAIT)
+        wait_until(lambda: c.is_faulted)
+        with pytest.raises(CoordinatorFaultedError):
+            c.enqueue(1)
+        assert c.stats().worker_restarts == 1
         c.close(WAIT)
 
 
@@ -572,7 +598,7 @@ def test_shutdown_leaves_no_process_and_no_thread(make):
     b = ProcessBackend(max_workers=2)
     c = make(ResultCoordinator, pid_of, max_concurrency=4, backend=b)
     c.enqueue(1)
-    c.enqueue(("meant", "to", "fail", threading.Lock()))
+    assert not c.try_enqueue(("meant", "to", "fail", threading.Lock()))
     c.enqueue(2)
     c.complete()
     c.drain(WAIT)

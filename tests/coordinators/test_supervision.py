@@ -1,0 +1,150 @@
+"""Supervision with limits (SPEC 14): restarts, escalation to a faulted coordinator."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from ephemeral_actors import (
+    CoordinatorFaultedError,
+    CoordinatorOptions,
+    KeyedWorkCoordinator,
+    WorkCoordinator,
+    WorkerCrashError,
+)
+from ephemeral_actors._coordinators import _supervisor
+from ephemeral_actors.testing import crash_worker
+from tests.conftest import WAIT
+
+
+def crash_on_negative(item: int) -> int:
+    if item < 0:
+        crash_worker()
+    return item
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["work", "keyed"])
+def test_max_restarts_zero_faults_on_the_first_crash(keyed):
+    """The crashing item fails with WorkerCrashError; every other waiter gets
+    CoordinatorFaultedError; intake raises it; queries keep answering."""
+    gate = threading.Event()
+
+    def body(item: int) -> None:
+        if item == 0:
+            assert gate.wait(WAIT)
+        crash_on_negative(item)
+
+    if keyed:
+        c = KeyedWorkCoordinator(lambda item: item, body, max_concurrency=2, max_restarts=0)
+    else:
+        c = WorkCoordinator(body, max_concurrency=2, max_restarts=0)
+    try:
+        slow = c.submit(0)  # holds one slot until the gate opens
+        crashing = c.submit(-1)
+        with pytest.raises(WorkerCrashError):
+            crashing.result(timeout=WAIT)
+        assert c.is_faulted
+        # SPEC 14: a pending item's future is released with CoordinatorFaultedError.
+        with pytest.raises(CoordinatorFaultedError):
+            c.enqueue(5)
+        s = c.stats()
+        assert s.worker_restarts == 1
+        assert s.total_failed == 1
+        gate.set()
+        assert slow.result(timeout=WAIT) is None  # a running body still finishes and counts
+        with pytest.raises(CoordinatorFaultedError):
+            c.drain(WAIT)
+        s = c.stats()
+        assert s.total_enqueued == s.total_completed + s.total_failed + s.total_cancelled
+        assert len(c.get_snapshot()) == 2
+        assert {a.role for a in c.actor_stats()} >= {"supervisor", "worker", "callbacks"}
+    finally:
+        gate.set()
+        c.close(WAIT)
+
+
+def test_pending_futures_are_released_when_the_coordinator_faults():
+    """Items waiting in the backlog when the coordinator faults end with CoordinatorFaultedError
+    and count as cancelled."""
+    hold, crash = threading.Event(), threading.Event()
+
+    def body(item: str) -> None:
+        if item == "hold":
+            assert hold.wait(WAIT)
+        elif item == "crash":
+            assert crash.wait(WAIT)
+            crash_worker()
+
+    c = WorkCoordinator(body, max_concurrency=2, max_restarts=0)
+    try:
+        held = c.submit("hold")
+        crashing = c.submit("crash")
+        waiting = [c.submit("later") for _ in range(3)]
+        assert c.pending_count == 3
+        crash.set()
+        with pytest.raises(WorkerCrashError):
+            crashing.result(timeout=WAIT)
+        for future in waiting:
+            with pytest.raises(CoordinatorFaultedError):
+                future.result(timeout=WAIT)
+        hold.set()
+        assert held.result(timeout=WAIT) is None
+        s = c.stats()
+        assert (s.total_completed, s.total_failed, s.total_cancelled) == (1, 1, 3)
+    finally:
+        hold.set()
+        crash.set()
+        c.close(WAIT)
+
+
+def test_crashes_within_the_window_escalate_past_max_restarts():
+    """max_restarts=2: two crashes are restarted, the third faults the coordinator."""
+    c = WorkCoordinator(crash_on_negative, CoordinatorOptions(max_concurrency=1, max_restarts=2))
+    try:
+        for attempt in range(2):
+            with pytest.raises(WorkerCrashError):
+                c.submit(-1).result(timeout=WAIT)
+            assert not c.is_faulted, attempt
+            assert c.submit(attempt).result(timeout=WAIT) is None  # replaced: work goes on
+        with pytest.raises(WorkerCrashError):
+            c.submit(-1).result(timeout=WAIT)
+        assert c.is_faulted
+        assert c.stats().worker_restarts == 3
+    finally:
+        c.close(WAIT)
+
+
+def test_crashes_older_than_the_window_do_not_count(monkeypatch):
+    """Crashes leave the count once they are older than restart_window."""
+    now = [1000.0]
+    monkeypatch.setattr(_supervisor.time, "monotonic", lambda: now[0])
+    c = WorkCoordinator(crash_on_negative, max_concurrency=1, max_restarts=1, restart_window=10)
+    try:
+        with pytest.raises(WorkerCrashError):
+            c.submit(-1).result(timeout=WAIT)
+        now[0] += 11  # the first crash has left the window
+        with pytest.raises(WorkerCrashError):
+            c.submit(-1).result(timeout=WAIT)
+        assert not c.is_faulted
+        now[0] += 1
+        with pytest.raises(WorkerCrashError):
+            c.submit(-1).result(timeout=WAIT)
+        assert c.is_faulted  # two crashes within 10 s, max_restarts=1
+    finally:
+        c.close(WAIT)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("max_restarts", -1, ValueError),
+        ("max_restarts", 1.5, TypeError),
+        ("restart_window", 0, ValueError),
+        ("restart_window", "60", TypeError),
+    ],
+)
+def test_restart_options_are_validated(field, value, error):
+    """Bad supervision options name the field and the value."""
+    with pytest.raises(error, match=field):
+        CoordinatorOptions(**{field: value})
