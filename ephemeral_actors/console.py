@@ -76,6 +76,8 @@ class _Row:
     throughput: float | None
     signals: tuple[str, ...]
     active_keys: int | None
+    mailbox: int | None = None
+    """Messages waiting in every actor's mailbox (SPEC 14), if the coordinator says."""
 
 
 def _state_of(stats: CoordinatorStats) -> str:
@@ -94,6 +96,8 @@ def _row(coordinator: ObservableCoordinator, throughput: float | None) -> _Row:
     stats = coordinator.stats()
     signals = _recent_names(coordinator.get_signals(), _RECENT_SIGNALS)
     keys = getattr(coordinator, "active_keys", None)
+    actor_stats = getattr(coordinator, "actor_stats", None)
+    mailbox = sum(a.mailbox_depth for a in actor_stats()) if callable(actor_stats) else None
     return _Row(
         name=coordinator.name,
         state=_state_of(stats),
@@ -101,6 +105,7 @@ def _row(coordinator: ObservableCoordinator, throughput: float | None) -> _Row:
         throughput=throughput,
         signals=signals,
         active_keys=keys if isinstance(keys, int) else None,
+        mailbox=mailbox,
     )
 
 
@@ -184,12 +189,13 @@ def _bus_text(events: Sequence[SignalEvent]) -> str:
 def _plain_line(row: _Row, elapsed: float) -> str:
     s = row.stats
     keys = f" keys={row.active_keys}" if row.active_keys is not None else ""
+    mailbox = f" mailbox={row.mailbox}" if row.mailbox is not None else ""
     signals = ",".join(row.signals) or "-"
     return (
         f"[{elapsed:7.2f}s] {row.name} {row.state} pending={s.pending_count} "
         f"active={s.active_count}/{s.max_concurrency}{keys} completed={s.total_completed} "
         f"failed={s.total_failed} cancelled={s.total_cancelled} "
-        f"rate={_rate_text(row.throughput)}/s signals={signals}"
+        f"rate={_rate_text(row.throughput)}/s signals={signals}{mailbox}"
     )
 
 
@@ -212,8 +218,14 @@ def _table(rows: Sequence[_Row], bus_events: Sequence[SignalEvent] | None) -> Ta
     # markup: a coordinator called "[red]" must show as written.
     caption = Text()
     for row in rows:
-        if row.signals:
-            caption.append(f"{row.name}: ", style="bold").append(", ".join(row.signals) + "\n")
+        # Mailbox depth is the first thing an actor user looks at: shown once it is
+        # non-zero, so an idle screen stays quiet.
+        busy = f"mailbox {row.mailbox}" if row.mailbox else ""
+        if row.signals or busy:
+            parts = [", ".join(row.signals)] if row.signals else []
+            caption.append(f"{row.name}: ", style="bold").append(
+                "; ".join([*parts, *([busy] if busy else [])]) + "\n"
+            )
     if bus_events is not None:
         caption.append("bus: ", style="bold").append(_bus_text(bus_events) + "\n")
     caption.rstrip()

@@ -96,6 +96,26 @@ def test_render_table_shows_each_coordinator(make, bus):
     assert re.search(r"bus: .*item\.(done|rejected) \(\d+\.\ds ago\)", text)
 
 
+def test_mailbox_depth_shows_once_messages_wait(make):
+    """SPEC 14: the view shows how many messages wait in the coordinator's actors'
+    mailboxes; a paused keyed coordinator's items wait in its key children."""
+    keyed = make(lambda _n: None, key=lambda n: n % 2, name="held")
+    keyed.pause()
+    for n in range(5):
+        keyed.enqueue(n)
+    text = rendered(render_table([keyed]))
+    assert "held: mailbox 5" in text
+    stop, thread, out = live(keyed, plain=True, refresh=0.02)
+    deadline = time.monotonic() + WAIT
+    while "mailbox=5" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    finish(stop, thread)
+    assert "mailbox=5" in out.getvalue()
+    keyed.resume()
+    idle = make(lambda _n: None, name="idle")
+    assert "idle: mailbox" not in rendered(render_table([idle]))
+
+
 def test_render_table_states_follow_the_lifecycle(make):
     """A running, a paused and a completing coordinator each show their state."""
     gate = threading.Event()

@@ -22,6 +22,7 @@ from ephemeral_actors import (
     CoordinatorOptions,
     CoordinatorRegistry,
     CoordinatorStats,
+    KeyedWorkCoordinator,
     OperationCancelledError,
     OperationSnapshot,
     SignalCancelledError,
@@ -150,6 +151,32 @@ def test_worker_restarts_are_counted(make, metrics):
     labels = {"coordinator": "crashy"}
     assert metrics.get_sample_value("ephemeral_coordinator_worker_restarts_total", labels) == 1
     assert metrics.get_sample_value("ephemeral_coordinator_failed_total", labels) == 1
+
+
+def test_actor_statistics_are_exported_per_role(make, metrics):
+    """SPEC 14: actors alive, mailbox depth and messages processed, labelled by role."""
+    keyed = KeyedWorkCoordinator(lambda n: n % 3, lambda n: None, name="by-key")
+    try:
+        run_all(keyed, list(range(9)))
+        metrics.register(CoordinatorCollector([keyed]))
+        rows = {row.role: row for row in keyed.actor_stats()}
+        assert set(rows) == {"supervisor", "worker", "key", "callbacks"}
+        for role, row in rows.items():
+            labels = {"coordinator": "by-key", "role": role}
+            assert metrics.get_sample_value("ephemeral_coordinator_actors", labels) == row.actors
+            assert (
+                metrics.get_sample_value("ephemeral_coordinator_actor_mailbox_depth", labels)
+                == row.mailbox_depth
+            )
+            processed = metrics.get_sample_value(
+                "ephemeral_coordinator_actor_messages_processed_total", labels
+            )
+            assert processed is not None
+            assert processed >= row.messages_processed  # read at scrape time, later
+        assert rows["key"].actors == 3
+        assert rows["worker"].messages_processed == 9
+    finally:
+        keyed.close(WAIT)
 
 
 def test_dropped_signals_are_exported(make, metrics):

@@ -302,6 +302,18 @@ class CoordinatorCollector:
                     family = families[suffix]
                     assert isinstance(family, CounterMetricFamily)
                     family.add_metric(labels, float(value))
+            # Actor statistics (SPEC 14): optional, so adapters without actors still work.
+            actor_stats = getattr(coordinator, "actor_stats", None)
+            if callable(actor_stats):
+                for row in actor_stats():
+                    for suffix, value in (
+                        ("actors", row.actors),
+                        ("actor_mailbox_depth", row.mailbox_depth),
+                        ("actor_messages_processed", row.messages_processed),
+                    ):
+                        family = families[suffix]
+                        assert isinstance(family, GaugeMetricFamily | CounterMetricFamily)
+                        family.add_metric([coordinator.name, row.role], float(value))
             active_keys = getattr(coordinator, "active_keys", None)
             if isinstance(active_keys, int):
                 keys = families["active_keys"]
@@ -337,6 +349,21 @@ class CoordinatorCollector:
             base + "active_keys",
             "Keys with a child actor: pending, running or recently idle (keyed coordinators).",
             labels=["coordinator"],
+        )
+        families["actors"] = GaugeMetricFamily(
+            base + "actors",
+            "Actors of a role alive now (supervisor, worker, key, callbacks).",
+            labels=["coordinator", "role"],
+        )
+        families["actor_mailbox_depth"] = GaugeMetricFamily(
+            base + "actor_mailbox_depth",
+            "Messages waiting in the mailboxes of a role's actors now.",
+            labels=["coordinator", "role"],
+        )
+        families["actor_messages_processed"] = CounterMetricFamily(
+            base + "actor_messages_processed",
+            "Messages a role's actors have handled since the coordinator was built.",
+            labels=["coordinator", "role"],
         )
         counters = (*_COUNTERS, *(_OPTIONAL_COUNTERS if with_optional else ()))
         for suffix, _attribute, help_text in counters:
