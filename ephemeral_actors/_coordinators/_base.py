@@ -14,7 +14,6 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
-from ephemeral_actors import messages as m
 from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._coordinators._requests import BLOCK, TRY
 from ephemeral_actors._coordinators._supervisor import CoordinatorState, Core
@@ -341,11 +340,11 @@ class CoordinatorBase(Generic[T]):
         Returns:
             True if the operation was in the window.
         """
-        return bool(self._send(m.Pin(op_id)))
+        return self._core.set_pinned(op_id, True)
 
     def unpin(self, op_id: int) -> bool:
         """Let operation `op_id` be trimmed again; True if it was in the window."""
-        return bool(self._send(m.Unpin(op_id)))
+        return self._core.set_pinned(op_id, False)
 
     def evict(self, op_id: int) -> bool:
         """Remove operation `op_id` from the window now, even pinned or running.
@@ -355,7 +354,7 @@ class CoordinatorBase(Generic[T]):
         Returns:
             True if the operation was in the window.
         """
-        return bool(self._send(m.Evict(op_id)))
+        return self._core.evict(op_id)
 
     # -- signals (SPEC 10.7) --------------------------------------------------------------
 
@@ -417,24 +416,13 @@ class CoordinatorBase(Generic[T]):
 
     # -- control -----------------------------------------------------------------------
 
-    def _send(self, message: object) -> Any:
-        """Apply a control message the way the supervisor would, and return its answer.
-
-        The facade runs the supervisor's own handler under the core lock instead of an
-        `ask`: the effect is the same and synchronous, but a slow `on_sample` callback
-        (which runs on the supervisor) can never hold up `pause()` or `cancel()`, and
-        calling these from a callback cannot deadlock. Actors that send the same
-        message with `tell`/`ask` reach the same handler through the mailbox.
-        """
-        return self._core.handle(message)
-
     def pause(self) -> None:
         """Stop starting new operations; running ones go on and intake continues."""
-        self._send(m.Pause())
+        self._core.pause()
 
     def resume(self) -> None:
         """Start operations again after `pause()`."""
-        self._send(m.Resume())
+        self._core.resume()
 
     def set_max_concurrency(self, limit: int) -> None:
         """Change the global concurrency limit.
@@ -446,11 +434,11 @@ class CoordinatorBase(Generic[T]):
             DynamicConcurrencyDisabledError: The options did not enable it.
             ValueError: `limit` is below 1.
         """
-        self._send(m.SetMaxConcurrency(limit))
+        self._core.set_max_concurrency(limit)
 
     def complete(self) -> None:
         """Stop intake; queued items are still processed. Idempotent."""
-        self._send(m.Complete())
+        self._core.complete()
 
     def cancel(self) -> None:
         """Stop intake, drop the backlog and ask running operations to cancel. Idempotent.
@@ -458,7 +446,7 @@ class CoordinatorBase(Generic[T]):
         Dropped items count in `total_cancelled`; cancellation of running operations is
         cooperative (see `Operation.raise_if_cancelled`).
         """
-        self._send(m.Cancel())
+        self._core.cancel()
 
     def drain(self, timeout: float | None = None) -> None:
         """Wait until every accepted item has ended and `on_sample` has seen it.

@@ -173,17 +173,19 @@ class Supervisor(pykka.Actor):
         return f"<Supervisor {self._core.name}>"
 
     def on_receive(self, message: Any) -> Any:
-        return self._core.handle(message, from_actor=True)
+        return self._core.receive_public(message)
 
     # Proxy surface: one method per public message.
 
     def enqueue(self, item: Any) -> int:
         """Accept `item` (past the backlog bound: an actor cannot wait); its op id."""
-        return cast("int", self._core.handle(m.Enqueue(item), from_actor=True))
+        return self._core.enqueue_in_turn(item, None).id
 
     def submit(self, item: Any) -> pykka.Future[Any]:
         """Accept `item`; a future of its outcome."""
-        return cast("pykka.Future[Any]", self._core.handle(m.Submit(item), from_actor=True))
+        future: OperationFuture[Any] = OperationFuture()
+        self._core.enqueue_in_turn(item, future)
+        return future
 
     def stats(self) -> CoordinatorStats:
         """Every counter, read at one instant."""
@@ -195,35 +197,35 @@ class Supervisor(pykka.Actor):
 
     def pause(self) -> None:
         """Stop starting new operations."""
-        self._core.handle(m.Pause(), from_actor=True)
+        self._core.pause()
 
     def resume(self) -> None:
         """Start operations again."""
-        self._core.handle(m.Resume(), from_actor=True)
+        self._core.resume()
 
     def complete(self) -> None:
         """Close intake; the backlog is still processed."""
-        self._core.handle(m.Complete(), from_actor=True)
+        self._core.complete()
 
     def cancel(self) -> None:
         """Close intake, drop the backlog, ask running operations to cancel."""
-        self._core.handle(m.Cancel(), from_actor=True)
+        self._core.cancel()
 
     def set_max_concurrency(self, limit: int) -> None:
         """Change the global concurrency limit."""
-        self._core.handle(m.SetMaxConcurrency(limit), from_actor=True)
+        self._core.set_max_concurrency(limit)
 
     def pin(self, op_id: int) -> bool:
         """Protect an operation from window trims; True if found."""
-        return bool(self._core.handle(m.Pin(op_id), from_actor=True))
+        return self._core.set_pinned(op_id, True)
 
     def unpin(self, op_id: int) -> bool:
         """Let an operation be trimmed again; True if found."""
-        return bool(self._core.handle(m.Unpin(op_id), from_actor=True))
+        return self._core.set_pinned(op_id, False)
 
     def evict(self, op_id: int) -> bool:
         """Drop an operation from the window now; True if found."""
-        return bool(self._core.handle(m.Evict(op_id), from_actor=True))
+        return self._core.evict(op_id)
 
     def on_stop(self) -> None:
         if not self._core.closing:
@@ -900,19 +902,26 @@ class Core:
 
     # -- control (the supervisor's message handlers) ------------------------------------
 
-    def handle_private(self, message: Any) -> bool:  # noqa: ARG002
-        """Handle a message only this core kind knows; True if it was one."""
-        return False
-
-    def handle(self, message: Any, *, from_actor: bool = False) -> Any:
-        """Apply one public message (in the turn when it came through Pykka)."""
+    def receive_public(self, message: Any) -> Any:
+        """Apply one message of `ephemeral_actors.messages` (a Pykka tell/ask, in the turn)."""
         handler = _HANDLERS.get(type(message))
         if handler is None:
             raise TypeError(
                 f"coordinator {self.name!r} does not understand {type(message).__name__!r}; "
                 "see ephemeral_actors.messages"
             )
-        return handler(self, message, from_actor)
+        return handler(self, message)
+
+    def enqueue_in_turn(self, item: Any, future: OperationFuture[Any] | None) -> Operation:
+        """Accept `item` from an actor's message: in the turn, past the backlog bound.
+
+        An actor cannot wait for space, and by now the item sits in the mailbox anyway.
+        """
+        request = Intake(item, future, FORCE)
+        self._keyed_intake(request)
+        self._on_accept(request)
+        self.replies.remove(request)
+        return cast("Operation", request.result())
 
     def pause(self) -> None:
         self.call(self._on_pause, True)
@@ -1358,52 +1367,24 @@ class Core:
     retired_processed = 0
 
 
-def _handle_enqueue(core: Core, msg: m.Enqueue, from_actor: bool) -> int:
-    if core.mailbox.in_turn():
-        request = Intake(msg.item, None, FORCE)
-        core._keyed_intake(request)
-        core._on_accept(request)
-        core.replies.remove(request)
-        return cast("Operation", request.result()).id
-    op = core.accept(msg.item, None, None, FORCE if from_actor else BLOCK)
-    assert op is not None
-    return op.id
-
-
-def _handle_submit(core: Core, msg: m.Submit, from_actor: bool) -> pykka.Future[Any]:
+def _submit_in_turn(core: Core, msg: m.Submit) -> OperationFuture[Any]:
     future: OperationFuture[Any] = OperationFuture()
-    if core.mailbox.in_turn():
-        request = Intake(msg.item, future, FORCE)
-        core._keyed_intake(request)
-        core._on_accept(request)
-        core.replies.remove(request)
-        request.result()
-        return future
-    core.accept(msg.item, future, None, FORCE if from_actor else BLOCK)
+    core.enqueue_in_turn(msg.item, future)
     return future
 
 
-def _handle_stats(core: Core, _msg: m.GetStats, _from_actor: bool) -> CoordinatorStats:
-    return core.call(core.stats_in_turn)  # type: ignore[no-any-return]
-
-
-def _handle_snapshot(
-    core: Core, _msg: m.GetSnapshot, _from_actor: bool
-) -> tuple[OperationSnapshot, ...]:
-    return core.call(core.snapshot_in_turn, core.capture_results)  # type: ignore[no-any-return]
-
-
-_HANDLERS: dict[type, Callable[[Core, Any, bool], Any]] = {
-    m.Enqueue: _handle_enqueue,
-    m.Submit: _handle_submit,
-    m.GetStats: _handle_stats,
-    m.GetSnapshot: _handle_snapshot,
-    m.Pause: lambda core, _msg, _a: core.pause(),
-    m.Resume: lambda core, _msg, _a: core.resume(),
-    m.Complete: lambda core, _msg, _a: core.complete(),
-    m.Cancel: lambda core, _msg, _a: core.cancel(),
-    m.SetMaxConcurrency: lambda core, msg, _a: core.set_max_concurrency(msg.limit),
-    m.Pin: lambda core, msg, _a: core.set_pinned(msg.op_id, True),
-    m.Unpin: lambda core, msg, _a: core.set_pinned(msg.op_id, False),
-    m.Evict: lambda core, msg, _a: core.evict(msg.op_id),
+_HANDLERS: dict[type, Callable[[Core, Any], Any]] = {
+    m.Enqueue: lambda core, msg: core.enqueue_in_turn(msg.item, None).id,
+    m.Submit: _submit_in_turn,
+    m.GetStats: lambda core, _msg: core.stats_in_turn(),
+    m.GetSnapshot: lambda core, _msg: core.snapshot_in_turn(core.capture_results),
+    m.Pause: lambda core, _msg: core.pause(),
+    m.Resume: lambda core, _msg: core.resume(),
+    m.Complete: lambda core, _msg: core.complete(),
+    m.Cancel: lambda core, _msg: core.cancel(),
+    m.SetMaxConcurrency: lambda core, msg: core.set_max_concurrency(msg.limit),
+    m.Pin: lambda core, msg: core.set_pinned(msg.op_id, True),
+    m.Unpin: lambda core, msg: core.set_pinned(msg.op_id, False),
+    m.Evict: lambda core, msg: core.evict(msg.op_id),
 }
+"""The supervisor's behaviour for the public messages (Pykka tell/ask)."""
