@@ -37,6 +37,7 @@ import pykka
 from pykka._envelope import Envelope
 
 from ephemeral_actors import messages as m
+from ephemeral_actors._coordinators._attempts import Attempts
 from ephemeral_actors._coordinators._backlog import Backlog, FifoBacklog
 from ephemeral_actors._coordinators._callbacks import Callbacks
 from ephemeral_actors._coordinators._future import OperationFuture
@@ -301,6 +302,10 @@ class Core:
         self.signals_emitted = 0
         self.worker_restarts = 0
         self.crashes: deque[float] = deque()
+        # Deadlines and retries (SPEC 16); None keeps the dispatch path free of them.
+        self.attempts: Attempts | None = None
+        if options.item_timeout is not None or options.retry is not None:
+            self.attempts = Attempts(self, options.item_timeout, options.retry)
 
         self.workers: list[WorkerBase] = []
         self.idle: list[WorkerBase] = []
@@ -501,6 +506,7 @@ class Core:
             is_drained=self.is_drained_now(),
             is_paused=self.paused,
             is_deferred=self.deferring,
+            abandoned_threads=self.attempts.abandoned if self.attempts is not None else 0,
         )
 
     def closed_error(self) -> Exception:
@@ -681,6 +687,8 @@ class Core:
                     continue
             worker = self.idle.pop() if self.idle else self._new_worker()
             worker.current = op
+            if self.attempts is not None:
+                self.attempts.started(op, entry[1], worker)
             worker.post(entry)
 
     def _new_worker(self) -> WorkerBase:
@@ -695,6 +703,8 @@ class Core:
 
     def key_pending(self, raw_key: Any) -> int:
         """Items of `raw_key` waiting (a state query for keyed coordinators)."""
+        if self.attempts is not None:
+            return self.backlog.key_pending(raw_key) + self.attempts.key_waiting(raw_key)
         return self.backlog.key_pending(raw_key)
 
     def cancel_pending(self, op: Operation) -> bool:
@@ -702,7 +712,11 @@ class Core:
         return bool(self.call(self._on_cancel_pending, op))
 
     def _on_cancel_pending(self, op: Operation) -> bool:
-        if op._in_window or op._outcome != RUNNING or self.backlog.remove(op.id) is None:
+        if op._in_window or op._outcome != RUNNING:
+            return False
+        if self.backlog.remove(op.id) is None and (
+            self.attempts is None or self.attempts.forget(op.id) is None
+        ):
             return False
         self._dropped(op)
         op._reply = None  # the future resolves itself as cancelled
@@ -731,8 +745,11 @@ class Core:
             if op._outcome != RUNNING:
                 return False
             op._cancel = True
+            op._timed_out = False  # an explicit cancel counts as one, even past a deadline
             return True
         op = self.backlog.remove(op_id)
+        if op is None and self.attempts is not None:
+            op = self.attempts.forget(op_id)  # waiting out a retry backoff
         if op is None:
             return False
         self._dropped(op)
@@ -748,6 +765,8 @@ class Core:
 
     def _on_done(self, report: tuple[WorkerBase, Operation, int, BaseException | None]) -> None:
         worker, op, outcome, error = report
+        if worker.abandoned:
+            return  # a late outcome: the deadline already ended (or retried) this attempt
         if worker.current is op:
             worker.current = None
         if op._outcome == RUNNING:
@@ -758,6 +777,8 @@ class Core:
 
     def _finish(self, op: Operation, outcome: int, error: BaseException | None) -> None:
         """Record how `op` ended; callbacks then settle it (or it settles now)."""
+        if self.attempts is not None and self.attempts.ended(op, outcome, error):
+            return  # retried: pending again, counted once when it finally ends
         reply = op._reply
         if error is None:
             op._finish(outcome, None, self.now())
@@ -955,6 +976,8 @@ class Core:
 
     def _drop_backlog(self, make_error: Callable[[], BaseException]) -> None:
         dropped = self.backlog.take_all()
+        if self.attempts is not None:
+            dropped += self.attempts.forget_all()
         self.npending = 0
         for op, _item in dropped:
             op._outcome = CANCELLED
@@ -1206,7 +1229,10 @@ class Core:
         self.loop_refs = 0
 
     def _on_close_backlog(self, _: object) -> list[threading.Thread]:
-        return self.backlog.close()
+        threads = self.backlog.close()
+        if self.attempts is not None:
+            threads += self.attempts.close()
+        return threads
 
     def _on_stop_workers(self, _: object) -> list[WorkerBase]:
         workers = list(self.workers)
@@ -1269,9 +1295,13 @@ class Core:
     # -- signals (filled in by the signals layer) --------------------------------------
 
     def emit_signal(
-        self, op: Operation, name: str, cause: SignalPropagation | SignalEvent | None
+        self,
+        op: Operation,
+        name: str,
+        cause: SignalPropagation | SignalEvent | None,
+        defer_for: float | None = None,
     ) -> bool:
-        return self.router.emit(op, name, cause)
+        return self.router.emit(op, name, cause, defer_for)
 
     def retract_signals(self, op: Operation, predicate: Callable[[str], bool]) -> int:
         # The running operation's signals belong to its body (the worker's turn); the
