@@ -152,8 +152,9 @@ class Attempts:
         if timeout is not None:
             due = time.monotonic() + timeout
             self.deadlines[op.id] = (due, op, worker)
-            if self.alarm.timer is None:
-                self.alarm.want(due)
+            # Usually a no-op: the timer is already armed at an earlier deadline (or a
+            # retry due sooner). Only when it rings later, for a retry, is it re-armed.
+            self.alarm.want(due)
 
     def ended(self, op: Operation, outcome: int, error: BaseException | None) -> bool:
         """An attempt of `op` ended; True if it will be retried (then it is pending again)."""

@@ -461,3 +461,33 @@ def test_retries_never_exceed_attempts_and_count_once(
     assert s.total_failed == sum(1 for f in failures if f >= attempts)
     assert s.total_enqueued == s.total_completed + s.total_failed
     assert s.pending_count == s.active_count == s.total_cancelled == 0
+
+
+def test_a_long_retry_wait_does_not_delay_a_later_deadline():
+    """The one timer rings for the earliest due time: a deadline before a retry's due."""
+
+    async def body(item: int) -> None:
+        if item == 0:
+            raise Throttled(60.0)
+        await asyncio.sleep(WAIT * 10)
+
+    c = WorkCoordinator(
+        body, item_timeout=0.05, retry=RetryPolicy(max_backoff=60.0), max_concurrency=2
+    )
+    try:
+        c.enqueue(0)
+
+        def armed_for_the_retry_only(core: Any) -> bool:
+            timer = core.attempts.alarm.timer
+            return (
+                core.npending == 1
+                and not core.attempts.deadlines
+                and timer is not None
+                and timer.deadline > time.monotonic() + WAIT
+            )
+
+        wait_until(c, armed_for_the_retry_only)  # item 0's own deadline is gone
+        with pytest.raises(OperationTimeoutError):
+            c.submit(1).result(WAIT)  # due in 0.05 s; the retry of item 0 in 60 s
+    finally:
+        c.close(WAIT)
