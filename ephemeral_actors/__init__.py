@@ -21,6 +21,7 @@ from ephemeral_actors._errors import (
     EphemeralError,
     NoCurrentOperationError,
     OperationCancelledError,
+    OperationTimeoutError,
     RegistryClosedError,
     SignalCancelledError,
     UnknownCoordinatorError,
@@ -37,6 +38,7 @@ from ephemeral_actors._records import (
     ResultSnapshot,
 )
 from ephemeral_actors._registry import CoordinatorKey, CoordinatorRegistry
+from ephemeral_actors._retry import RetryPolicy
 from ephemeral_actors._signals import (
     SignalBlockReason,
     SignalBus,
@@ -66,9 +68,11 @@ __all__ = (
     "OperationCancelledError",
     "OperationFuture",
     "OperationSnapshot",
+    "OperationTimeoutError",
     "RegistryClosedError",
     "ResultCoordinator",
     "ResultSnapshot",
+    "RetryPolicy",
     "SignalBlockReason",
     "SignalBus",
     "SignalCancelledError",

@@ -11,6 +11,7 @@ EphemeralError(Exception)
 ├── RegistryClosedError(RuntimeError)
 ├── NoCurrentOperationError(RuntimeError)       current_operation() outside a body
 ├── WorkerCrashError(RuntimeError)              recorded on an item whose worker actor died
+├── OperationTimeoutError(TimeoutError)         an attempt outlived `item_timeout`
 └── OperationCancelledError                     a body noticed a cancellation request
     └── SignalCancelledError                    an item was cancelled by a signal
 ```
@@ -32,6 +33,7 @@ __all__ = [
     "EphemeralError",
     "NoCurrentOperationError",
     "OperationCancelledError",
+    "OperationTimeoutError",
     "RegistryClosedError",
     "SignalCancelledError",
     "UnknownCoordinatorError",
@@ -83,6 +85,18 @@ class WorkerCrashError(EphemeralError, RuntimeError):
     """Recorded on an operation whose worker actor died under it (not a body failure).
 
     The supervisor replaces the worker and counts it in `CoordinatorStats.worker_restarts`.
+    """
+
+
+class OperationTimeoutError(EphemeralError, TimeoutError):
+    """An attempt of an operation outlived `CoordinatorOptions.item_timeout`.
+
+    A coroutine body past its deadline is cancelled; a plain body is asked to cancel
+    and, if it has not returned after a further `item_timeout`, abandoned. Either way
+    the attempt fails with this error (counted in `total_failed`), and it is retried
+    when the coordinator's `RetryPolicy.retry_on` matches it.
+
+    Added in version 0.2.
     """
 
 

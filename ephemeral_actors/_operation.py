@@ -48,6 +48,7 @@ class Operation:
     """
 
     __slots__ = (
+        "_attempts",
         "_cancel",
         "_core",
         "_ended",
@@ -62,6 +63,7 @@ class Operation:
         "_signals",
         "_snapshot",
         "_started",
+        "_timed_out",
         "id",
         "key",
     )
@@ -83,6 +85,8 @@ class Operation:
         self._result: Any = None
         self._has_result = False
         self._snapshot: Any = None
+        self._attempts = 1  # runs so far (retries, SPEC 16)
+        self._timed_out = False  # this attempt passed its deadline (item_timeout)
 
     def __repr__(self) -> str:
         state = ("running", "completed", "failed", "cancelled")[self._outcome]
@@ -101,13 +105,19 @@ class Operation:
         if self._cancel:
             raise OperationCancelledError(f"operation {self.id} was cancelled")
 
-    def signal(self, name: str) -> bool:
+    def signal(self, name: str, *, defer_for: float | None = None) -> bool:
         """Emit the signal `name` from this operation.
+
+        Args:
+            name: The signal name.
+            defer_for: Seconds (> 0): where `defer_on_signals` matches `name`, new work
+                is deferred until now + `defer_for` (overriding `max_defer_attempts`)
+                unless a resume signal ends it sooner. Added in 0.2.
 
         Returns:
             False if the coordinator's signal constraints blocked it, else True.
         """
-        return self._core.emit_signal(self, name, None)
+        return self._core.emit_signal(self, name, None, defer_for)
 
     def emit_caused(self, name: str, cause: SignalPropagation | SignalEvent) -> bool:
         """Emit `name` as caused by `cause`, subject to `signal_constraints`.

@@ -15,6 +15,7 @@ from ephemeral_actors._validate import check_int, check_seconds, check_seconds_o
 
 if TYPE_CHECKING:
     from ephemeral_actors._records import OperationSnapshot
+    from ephemeral_actors._retry import RetryPolicy
     from ephemeral_actors._signals import SignalBus, SignalConstraints, SignalEvent
     from ephemeral_actors.backends import Backend
 
@@ -96,6 +97,12 @@ class CoordinatorOptions:
     """Worker crashes tolerated within `restart_window` (>= 0); one more faults the coordinator."""
     restart_window: float = 60.0
     """Seconds over which `max_restarts` counts crashes (> 0)."""
+    item_timeout: float | None = None
+    """Seconds an attempt may run (> 0); `None`: no deadline. A coroutine body past it
+    is cancelled, a plain body asked to cancel and abandoned after a further
+    `item_timeout`; the attempt fails with `OperationTimeoutError`. Added in 0.2."""
+    retry: RetryPolicy | None = None
+    """Re-run failed attempts (`RetryPolicy`); `None`: every failure is final. Added in 0.2."""
 
     def __post_init__(self) -> None:
         """Validate and normalise every field."""
@@ -126,6 +133,12 @@ class CoordinatorOptions:
         )
         set_(self, "key_idle_timeout", check_seconds("key_idle_timeout", self.key_idle_timeout))
         set_(self, "restart_window", check_seconds("restart_window", self.restart_window))
+        set_(
+            self,
+            "item_timeout",
+            check_seconds_or_none("item_timeout", self.item_timeout, allow_zero=False),
+        )
+        self._check_retry()
         for patterns in ("cancel_on_signals", "defer_on_signals", "resume_on_signals"):
             set_(self, patterns, _pattern_set(patterns, getattr(self, patterns)))
         for callback in ("on_signal", "on_signal_async", "on_sample"):
@@ -143,6 +156,15 @@ class CoordinatorOptions:
             raise TypeError(
                 "backend must implement ephemeral_actors.backends.Backend (a wrap() method), "
                 f"got {type(self.backend).__name__} {self.backend!r}"
+            )
+
+    def _check_retry(self) -> None:
+        from ephemeral_actors._retry import RetryPolicy  # noqa: PLC0415
+
+        if self.retry is not None and not isinstance(self.retry, RetryPolicy):
+            raise TypeError(
+                f"retry must be a RetryPolicy or None, got {type(self.retry).__name__} "
+                f"{self.retry!r}"
             )
 
     def _check_signal_types(self) -> None:
@@ -217,6 +239,8 @@ class OptionsKwargs(TypedDict, total=False):
     backend: Backend | None
     max_restarts: int
     restart_window: float
+    item_timeout: float | None
+    retry: RetryPolicy | None
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(CoordinatorOptions))

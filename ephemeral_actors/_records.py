@@ -6,7 +6,7 @@ immutable: frozen slotted dataclasses holding tuples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ class OperationSnapshot:
         duration: `completed - started` in seconds, or `None` while running.
         signals: Names of the signals it emitted, in emit order.
         is_pinned: True if pinned against window trimming.
+        attempts: Runs of its body so far, the first included (1 without retries).
+            Keyword-only, so positional construction keeps its nine fields. Added in 0.2.
     """
 
     id: int
@@ -40,6 +42,10 @@ class OperationSnapshot:
     duration: float | None
     signals: tuple[str, ...]
     is_pinned: bool
+    # Keyword-only: dataclasses put it after every positional field, subclasses' too,
+    # so `OperationSnapshot(*nine)` and `ResultSnapshot(*nine, result, has_result)` work.
+    _: KW_ONLY
+    attempts: int = 1
 
     @property
     def is_running(self) -> bool:
@@ -90,6 +96,8 @@ class CoordinatorStats:
     """Signals the coordinator's operations emitted (blocked emissions excluded)."""
     is_deferred: bool = False
     """True while a defer signal holds new work back."""
+    abandoned_threads: int = 0
+    """Bodies abandoned past their deadline (`item_timeout`); each ends when it returns."""
 
     @property
     def total_ended(self) -> int:

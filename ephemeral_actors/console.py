@@ -191,10 +191,12 @@ def _plain_line(row: _Row, elapsed: float) -> str:
     keys = f" keys={row.active_keys}" if row.active_keys is not None else ""
     mailbox = f" mailbox={row.mailbox}" if row.mailbox is not None else ""
     signals = ",".join(row.signals) or "-"
+    abandoned = getattr(s, "abandoned_threads", 0)
     return (
         f"[{elapsed:7.2f}s] {row.name} {row.state} pending={s.pending_count} "
         f"active={s.active_count}/{s.max_concurrency}{keys} completed={s.total_completed} "
         f"failed={s.total_failed} cancelled={s.total_cancelled} "
+        f"{f'abandoned={abandoned} ' if abandoned else ''}"
         f"rate={_rate_text(row.throughput)}/s signals={signals}{mailbox}"
     )
 
@@ -225,6 +227,13 @@ def _table(rows: Sequence[_Row], bus_events: Sequence[SignalEvent] | None) -> Ta
             parts = [", ".join(row.signals)] if row.signals else []
             caption.append(f"{row.name}: ", style="bold").append(
                 "; ".join([*parts, *([busy] if busy else [])]) + "\n"
+            )
+        abandoned = getattr(row.stats, "abandoned_threads", 0)
+        if abandoned:
+            # Rare and worth a look (bodies that outlived item_timeout twice): a line of
+            # its own rather than a column every coordinator would pay for.
+            caption.append(f"{row.name}: ", style="bold").append(
+                f"{abandoned} abandoned thread{'s' if abandoned > 1 else ''}\n", style="red"
             )
     if bus_events is not None:
         caption.append("bus: ", style="bold").append(_bus_text(bus_events) + "\n")
@@ -268,8 +277,9 @@ def render_table(
     One row per coordinator: name, state (running, completing, paused, drained),
     pending, active/limit, active keys (keyed coordinators), completed, failed,
     cancelled and throughput. The caption lists, per coordinator, the most recent
-    distinct signal names in its window and, with `bus`, the bus's most recent
-    events with their age. Names and signals are shown as text, never as markup.
+    distinct signal names in its window, how many bodies it abandoned past their
+    deadline (if any) and, with `bus`, the bus's most recent events with their age.
+    Names and signals are shown as text, never as markup.
 
     Args:
         source: A `CoordinatorRegistry`, one coordinator, or coordinators.
@@ -337,8 +347,13 @@ def summary(
         orders: 270 accepted, 251 completed, 19 failed, 0 cancelled, 0 pending, 0 worker restarts
           signals in window: order.paid x251, rate-limit x4
           failed op 1234 key=customer-07 PaymentDeclinedError after 0.041 s
-          ... and 18 more failed or cancelled
+          failed op 1240 key=customer-02 OperationTimeoutError after 5.002 s (attempt 3)
+          ... and 17 more failed or cancelled
         ```
+
+    A failure that had retries shows its last attempt's number; a coordinator that
+    abandoned bodies past their deadline ends its first line with ", N abandoned
+    threads".
     """
     if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
         raise ValueError(f"failures must be an int >= 0, got {failures!r}")
@@ -352,6 +367,7 @@ def summary(
             f"{coordinator.name}: {s.total_enqueued} accepted, {s.total_completed} completed, "
             f"{s.total_failed} failed, {s.total_cancelled} cancelled, {s.pending_count} pending, "
             f"{s.worker_restarts} worker restarts"
+            + (f", {n} abandoned threads" if (n := getattr(s, "abandoned_threads", 0)) else "")
         )
         counted = totals.get(coordinator.name)
         label = "signals"
@@ -367,6 +383,7 @@ def summary(
             f"  failed op {_op_id(op.id, short=short_ids)}"
             f"{'' if op.key is None else f' key={op.key}'} "
             f"{type(op.error).__name__} after {op.duration or 0.0:.3f} s"
+            f"{f' (attempt {n})' if (n := getattr(op, 'attempts', 1)) > 1 else ''}"
             for op in shown
         )
         # From the counters, not the window: the window may have trimmed failures.

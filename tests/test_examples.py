@@ -24,6 +24,7 @@ EXPECTED = {
     "asyncio_pipeline.py": r"^fetcher: 101 completed, 0 failed$",
     "pykka_actor_system.py": r"^per-SKU totals check: ok$",
     "registry_services.py": r"^audit-log: 12 entries, user-0's in upload order: True$",
+    "resilient_fetch.py": r"^fetched 12 of 13 pages; failed: /missing \(HTTP 404\)$",
 }
 
 # Examples that serve until stopped; they are not batch scripts and are tested elsewhere.
@@ -69,6 +70,15 @@ def test_signals_example_defers_until_cleared():
     match = re.search(r"queue deferred (\d+\.\d+) s", result.stdout)
     assert match is not None, result.stdout
     assert float(match.group(1)) >= 0.25
+
+
+def test_resilient_fetch_retries_after_429s_and_a_timeout():
+    """The 429s wait their Retry-After, the hung request is retried, and records count it."""
+    result = run(str(EXAMPLES / "resilient_fetch.py"))
+    # /news, /sports, /weather (429), /markets (503) and /archive (timeout): 2 attempts each.
+    assert_line(result, r"^operations retried: 5, attempts in all: 10$")
+    assert_line(result, r"^Retry-After honoured: True$")
+    assert_line(result, r"^timed-out request retried: True$")
 
 
 def test_demo_summary():

@@ -92,8 +92,12 @@ def test_rate_limit_signal_shows_in_status():
     app = load_example().create_app()
     with TestClient(app) as client:
         client.post("/api/translate", json={"text": "please 429"})
-        status = wait_for(lambda s: s["hasRateLimit"], client)
-        assert status["coordinators"]["fast"]["failed"] == 1
+        # The body emits the signal before it raises: wait for both, the failure is
+        # counted when the body has returned.
+        status = wait_for(
+            lambda s: s["hasRateLimit"] and s["coordinators"]["fast"]["failed"] == 1, client
+        )
+        assert status["hasRateLimit"]
 
 
 def test_bad_command_is_rejected_with_400():

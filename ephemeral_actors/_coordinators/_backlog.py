@@ -42,6 +42,14 @@ class Backlog(Protocol):
     def ended(self, op: Operation) -> None:
         """An operation that came from this backlog ended."""
 
+    def requeue(self, op: Operation, item: Any) -> None:
+        """Take back a started item to run again (a retry), ahead of every waiting one.
+
+        The item left this backlog when it started and `ended` was not called for it
+        (keyed backlogs: it still holds its key); it was accepted before anything
+        waiting now, so it goes to the head.
+        """
+
     def key_pending(self, raw_key: Any) -> int:
         """Items of `raw_key` waiting (0 without keys)."""
 
@@ -81,6 +89,9 @@ class FifoBacklog:
 
     def ended(self, op: Operation) -> None:
         pass
+
+    def requeue(self, op: Operation, item: Any) -> None:
+        self.items.appendleft((op, item))
 
     def key_pending(self, raw_key: Any) -> int:  # noqa: ARG002
         return 0

@@ -167,6 +167,17 @@ class KeyChild(pykka.Actor):
         elif self.running == 0:
             self.backlog.went_idle(self)
 
+    def requeue(self, op: Operation, item: Any) -> None:
+        """A started item of this key is to run again (a retry): back to the head.
+
+        It held one of the key's running slots while it waited, so no later item of
+        the key started in between (SPEC 5: equal keys start in enqueue order).
+        """
+        self.processed += 1
+        self.running -= 1
+        self.mailbox.appendleft((op, item))
+        self._ask_for_slot()
+
     def drop_all(self) -> list[Entry]:
         """Give up every waiting item (cancel, fault)."""
         self.processed += 1
@@ -257,6 +268,10 @@ class KeyedBacklog:
         child = self.children.get(op._raw_key)
         if child is not None:  # a running key is never passivated
             child.ended()
+
+    def requeue(self, op: Operation, item: Any) -> None:
+        # A key holding a retrying item counts it as running, so it is never passivated.
+        self.children[op._raw_key].requeue(op, item)
 
     def key_pending(self, raw_key: Any) -> int:
         child = self.children.get(raw_key)

@@ -13,6 +13,12 @@ reaches; a defer mark holds dispatch (like a pause) and arms a re-check timer. A
 mark counts while its signal is present: an operation's signal while that operation
 is in the window and has not retracted it, a bus event for the bus's `max_age`.
 The dispatch path only tests whether the mark lists are empty.
+
+A defer signal carrying `defer_for` (SPEC 16) leaves a *timed* mark: it defers until
+its emit time + `defer_for` whatever `max_defer_attempts` says, and only a resume
+signal ends it sooner; after that it no longer defers. While only timed marks hold
+the deferral, the re-check timer is armed at the earliest end, not every
+`defer_check_interval`: nothing polls.
 """
 
 from __future__ import annotations
@@ -52,8 +58,13 @@ class _Mark:
     op: Operation | None
     expires: float
     bus: SignalBus | None = None
+    until: float | None = None
+    """Timed defer marks: the `time.monotonic()` at which the deferral ends."""
 
     def present(self, now: float) -> bool:
+        if self.until is not None:
+            # Only time (or a resume signal, which drops the mark) ends a timed deferral.
+            return now < self.until
         op = self.op
         if op is None:
             # A bus event counts while the bus still holds it: clearing or evicting it
@@ -115,7 +126,13 @@ class SignalRouter:
 
     # -- emission -------------------------------------------------------------------------
 
-    def emit(self, op: Operation, name: str, cause: SignalPropagation | SignalEvent | None) -> bool:
+    def emit(
+        self,
+        op: Operation,
+        name: str,
+        cause: SignalPropagation | SignalEvent | None,
+        defer_for: float | None = None,
+    ) -> bool:
         """Record `name` on `op`, route it, and hand it to callbacks and the bus."""
         check_signal_name("name", name)
         constraints = self.constraints
@@ -125,7 +142,9 @@ class SignalRouter:
             if reason is not None:
                 constraints.notify_blocked(SignalEvent(name, op.id, op.key, now), reason)
                 return False
-        event = SignalEvent(name, op.id, op.key, now, constraints.propagation_for(name, cause))
+        event = SignalEvent(
+            name, op.id, op.key, now, constraints.propagation_for(name, cause), defer_for
+        )
         core = self.core
         # The running operation's signals belong to its body; the tuple is replaced
         # whole so the supervisor (snapshots, marks) always reads a consistent one.
@@ -180,11 +199,33 @@ class SignalRouter:
                 self._end_deferral()
         newer = self.resumed_at is None or event.timestamp > self.resumed_at
         if self.defer is not None and self.defer(signal) and newer:
-            self.defer_marks.append(_Mark(event, op, expires, source))
+            until = self._defer_until(event, bus if op is None else None)
+            if until is not None and until <= time.monotonic():
+                return  # a timed deferral that is already over (a replayed bus event)
+            self.defer_marks.append(_Mark(event, op, expires, source, until))
             if not core.deferring:
                 core.deferring = True
                 self.defer_attempts = 0
-                self._arm()
+                self._arm(self.interval if until is None else until - time.monotonic())
+            elif until is None:
+                # An untimed mark needs its re-checks (max_defer_attempts) on time.
+                timer = self.defer_timer
+                if timer is None or timer.deadline > time.monotonic() + self.interval:
+                    self._arm(self.interval)
+
+    @staticmethod
+    def _defer_until(event: SignalEvent, bus: SignalBus | None) -> float | None:
+        """When a timed defer mark for `event` ends (monotonic), or None if untimed."""
+        defer_for = event.defer_for
+        if defer_for is None:
+            return None
+        # Until its *emit* time + defer_for. An operation's signal is observed as it is
+        # emitted; a bus event replayed at subscription may be older: the bus's own
+        # clock (which stamped it) says how much of its time is gone.
+        elapsed = 0.0
+        if bus is not None:
+            elapsed = max(0.0, bus._clock() - event.timestamp.timestamp())
+        return time.monotonic() + defer_for - elapsed
 
     def cancelling_signal(self) -> str | None:
         """The name of a present cancel signal, forgetting marks that are gone."""
@@ -193,7 +234,10 @@ class SignalRouter:
         self.cancel_marks = marks
         return marks[-1].event.signal if marks else None
 
-    def _arm(self) -> None:
+    def _arm(self, delay: float) -> None:
+        if self.defer_timer is not None:
+            self.defer_timer.cancel()
+            self.defer_timer = None
         if self.core.closing:
             return
         if not self.uses_dispatcher:
@@ -201,7 +245,7 @@ class SignalRouter:
             # not at construction (building a coordinator starts no thread).
             self.uses_dispatcher = True
             DISPATCHER.acquire()
-        self.defer_timer = DISPATCHER.call_later(self.interval, self._recheck_due)
+        self.defer_timer = DISPATCHER.call_later(max(0.0, delay), self._recheck_due)
 
     def _recheck_due(self) -> None:
         """Timer callback (a dispatcher thread): timers are messages to the owner."""
@@ -214,15 +258,22 @@ class SignalRouter:
         if not core.deferring:
             return
         now = time.monotonic()
-        self.defer_marks = [m for m in self.defer_marks if m.present(now)]
+        marks = [m for m in self.defer_marks if m.present(now)]
         self.defer_attempts += 1
-        if not self.defer_marks or self.defer_attempts >= self.max_attempts:
+        untimed = any(m.until is None for m in marks)
+        if untimed and self.defer_attempts >= self.max_attempts:
             # Out of attempts the work runs anyway; only a newer defer signal defers again.
+            # Timed marks are not counted in attempts: they hold until their end.
             self.resumed_at = datetime.now(UTC)
-            self.defer_marks.clear()
+            marks = [m for m in marks if m.until is not None]
+            untimed = False
+        self.defer_marks = marks
+        if not marks:
             self._end_deferral()
+        elif untimed:
+            self._arm(self.interval)
         else:
-            self._arm()
+            self._arm(min(m.until for m in marks if m.until is not None) - now)
 
     def _end_deferral(self) -> None:
         core = self.core

@@ -37,6 +37,7 @@ import pykka
 from pykka._envelope import Envelope
 
 from ephemeral_actors import messages as m
+from ephemeral_actors._coordinators._attempts import Attempts
 from ephemeral_actors._coordinators._backlog import Backlog, FifoBacklog
 from ephemeral_actors._coordinators._callbacks import Callbacks
 from ephemeral_actors._coordinators._future import OperationFuture
@@ -309,6 +310,10 @@ class Core:
         self.signals_emitted = 0
         self.worker_restarts = 0
         self.crashes: deque[float] = deque()
+        # Deadlines and retries (SPEC 16); None keeps the dispatch path free of them.
+        self.attempts: Attempts | None = None
+        if options.item_timeout is not None or options.retry is not None:
+            self.attempts = Attempts(self, options.item_timeout, options.retry)
 
         self.workers: list[WorkerBase] = []
         self.idle: list[WorkerBase] = []
@@ -512,6 +517,7 @@ class Core:
             is_drained=self.is_drained_now(),
             is_paused=self.paused,
             is_deferred=self.deferring,
+            abandoned_threads=self.attempts.abandoned if self.attempts is not None else 0,
         )
 
     def closed_error(self) -> Exception:
@@ -702,6 +708,8 @@ class Core:
                     continue
             worker = self.idle.pop() if self.idle else self._new_worker()
             worker.current = op
+            if self.attempts is not None:
+                self.attempts.started(op, entry[1], worker)
             worker.post(entry)
 
     def _new_worker(self) -> WorkerBase:
@@ -716,6 +724,8 @@ class Core:
 
     def key_pending(self, raw_key: Any) -> int:
         """Items of `raw_key` waiting (a state query for keyed coordinators)."""
+        if self.attempts is not None:
+            return self.backlog.key_pending(raw_key) + self.attempts.key_waiting(raw_key)
         return self.backlog.key_pending(raw_key)
 
     def cancel_pending(self, op: Operation) -> bool:
@@ -723,7 +733,11 @@ class Core:
         return bool(self.call(self._on_cancel_pending, op))
 
     def _on_cancel_pending(self, op: Operation) -> bool:
-        if op._in_window or op._outcome != RUNNING or self.backlog.remove(op.id) is None:
+        if op._in_window or op._outcome != RUNNING:
+            return False
+        if self.backlog.remove(op.id) is None and (
+            self.attempts is None or self.attempts.forget(op.id) is None
+        ):
             return False
         self._dropped(op)
         op._reply = None  # the future resolves itself as cancelled
@@ -751,9 +765,12 @@ class Core:
         if op is not None:
             if op._outcome != RUNNING:
                 return False
+            op._timed_out = False  # an explicit cancel counts as one, even past a deadline
             self._ask_to_cancel(op)
             return True
         op = self.backlog.remove(op_id)
+        if op is None and self.attempts is not None:
+            op = self.attempts.forget(op_id)  # waiting out a retry backoff
         if op is None:
             return False
         self._dropped(op)
@@ -769,6 +786,8 @@ class Core:
 
     def _on_done(self, report: tuple[WorkerBase, Operation, int, BaseException | None]) -> None:
         worker, op, outcome, error = report
+        if worker.abandoned:
+            return  # a late outcome: the deadline already ended (or retried) this attempt
         if worker.current is op:
             worker.current = None
         if op._outcome == RUNNING:
@@ -786,6 +805,8 @@ class Core:
 
     def _finish(self, op: Operation, outcome: int, error: BaseException | None) -> None:
         """Record how `op` ended; callbacks then settle it (or it settles now)."""
+        if self.attempts is not None and self.attempts.ended(op, outcome, error):
+            return  # retried: pending again, counted once when it finally ends
         reply = op._reply
         if error is None:
             op._finish(outcome, None, self.now())
@@ -990,6 +1011,8 @@ class Core:
 
     def _drop_backlog(self, make_error: Callable[[], BaseException]) -> None:
         dropped = self.backlog.take_all()
+        if self.attempts is not None:
+            dropped += self.attempts.forget_all()
         self.npending = 0
         for op, _item in dropped:
             op._outcome = CANCELLED
@@ -1247,7 +1270,10 @@ class Core:
         self.loop_refs = 0
 
     def _on_close_backlog(self, _: object) -> list[threading.Thread]:
-        return self.backlog.close()
+        threads = self.backlog.close()
+        if self.attempts is not None:
+            threads += self.attempts.close()
+        return threads
 
     def _on_stop_workers(self, _: object) -> list[WorkerBase]:
         workers = list(self.workers)
@@ -1310,9 +1336,13 @@ class Core:
     # -- signals (filled in by the signals layer) --------------------------------------
 
     def emit_signal(
-        self, op: Operation, name: str, cause: SignalPropagation | SignalEvent | None
+        self,
+        op: Operation,
+        name: str,
+        cause: SignalPropagation | SignalEvent | None,
+        defer_for: float | None = None,
     ) -> bool:
-        return self.router.emit(op, name, cause)
+        return self.router.emit(op, name, cause, defer_for)
 
     def retract_signals(self, op: Operation, predicate: Callable[[str], bool]) -> int:
         # The running operation's signals belong to its body (the worker's turn); the

@@ -137,9 +137,9 @@ def snapshot_of(op: Operation, with_results: bool) -> OperationSnapshot:
     )
     snap: OperationSnapshot
     if with_results:
-        snap = ResultSnapshot(*fields, op._result, op._has_result)
+        snap = ResultSnapshot(*fields, op._result, op._has_result, attempts=op._attempts)
     else:
-        snap = OperationSnapshot(*fields)
+        snap = OperationSnapshot(*fields, attempts=op._attempts)
     if ended is not None:
         op._snapshot = snap
     return snap

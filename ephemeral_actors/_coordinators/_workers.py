@@ -12,13 +12,18 @@ outcome; ownership then passes to the supervisor with the message.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import types
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
-from ephemeral_actors._errors import OperationCancelledError, WorkerCrashError
+from ephemeral_actors._errors import (
+    OperationCancelledError,
+    OperationTimeoutError,
+    WorkerCrashError,
+)
 from ephemeral_actors._operation import _current
 from ephemeral_actors._runtime import SHARED_LOOP
 
@@ -81,10 +86,26 @@ def run_plain(
 
 
 def failure(op: Operation, exc: BaseException) -> tuple[int, BaseException]:
-    """How a body's exception counts: cancelled if it honoured a cancel request."""
-    if op._cancel and isinstance(exc, OperationCancelledError):
-        return CANCELLED, exc
+    """How a body's exception counts: cancelled if it honoured a cancel request.
+
+    Honouring the request of a deadline (`item_timeout`) is a failure, with
+    `OperationTimeoutError`; a coroutine body honours it by letting the cancellation
+    of its task propagate.
+    """
+    if op._cancel and isinstance(exc, OperationCancelledError | asyncio.CancelledError):
+        if op._timed_out:
+            return FAILED, timed_out(op)
+        if isinstance(exc, OperationCancelledError):
+            return CANCELLED, exc
     return FAILED, exc
+
+
+def timed_out(op: Operation) -> OperationTimeoutError:
+    """The error of an attempt of `op` that outlived its deadline."""
+    timeout = op._core.options.item_timeout
+    return OperationTimeoutError(
+        f"operation {op.id} (attempt {op._attempts}) did not finish within item_timeout={timeout} s"
+    )
 
 
 class WorkerBase:
@@ -99,6 +120,12 @@ class WorkerBase:
     current: Operation | None = None
     processed = 0
     retired = False
+    abandoned = False
+    """Its body outlived its deadline: the slot went to another worker, and the late
+    outcome it reports is ignored (set in the supervisor's turn)."""
+
+    def expire(self, op: Operation) -> None:
+        """`op`, which this worker runs, is past its deadline: interrupt it if possible."""
 
     def post(self, entry: tuple[Operation, Any] | None) -> None:
         raise NotImplementedError
@@ -189,8 +216,28 @@ class AsyncWorker(WorkerBase):
         self.inbox: deque[tuple[Operation, Any] | None] = deque()
         self.scheduled = threading.Lock()  # test-and-set flag, as in _mailbox.Mailbox
 
+        # Deadlines (item_timeout): the task running the body and the operation in it,
+        # both touched only on the loop's thread.
+        self.task: asyncio.Task[None] | None = None
+        self.in_body: Operation | None = None
+        self.interrupted: Operation | None = None
+
     def __repr__(self) -> str:
         return f"<async worker {self.core.name}#{self.number} queued={len(self.inbox)}>"
+
+    def expire(self, op: Operation) -> None:
+        # The supervisor's turn runs off the loop: the cancel is done by the loop itself.
+        task = self.task
+        if task is not None:
+            task.get_loop().call_soon_threadsafe(self._interrupt, op)
+
+    def _interrupt(self, op: Operation) -> None:
+        # On the loop, between steps of the task: if it is still inside this operation's
+        # body, it is suspended at an await there, and only that await sees the cancel.
+        task = self.task
+        if self.in_body is op and task is not None and self.interrupted is not op:
+            self.interrupted = op
+            task.cancel()
 
     def post(self, entry: tuple[Operation, Any] | None) -> None:
         if entry is None:
@@ -209,6 +256,7 @@ class AsyncWorker(WorkerBase):
         post = core.mailbox.post
         done = core._on_done
         capture = core.capture_results
+        self.task = asyncio.current_task()
         while True:
             while inbox:
                 entry = inbox.popleft()
@@ -216,6 +264,7 @@ class AsyncWorker(WorkerBase):
                 op, item = entry
                 _current.set(op)
                 error: BaseException | None
+                self.in_body = op
                 try:
                     result = await body(item)
                 except InjectedWorkerCrash:
@@ -231,6 +280,13 @@ class AsyncWorker(WorkerBase):
                     if capture:
                         op._result = result
                         op._has_result = True
+                finally:
+                    self.in_body = None
+                if self.interrupted is not None:
+                    # Our own deadline cancel: the task itself goes on to the next item.
+                    self.interrupted = None
+                    if self.task is not None:
+                        self.task.uncancel()
                 _current.set(None)
                 self.processed += 1
                 post((done, (self, op, outcome, error)))

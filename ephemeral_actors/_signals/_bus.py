@@ -544,12 +544,17 @@ class SignalBus:
         key: str | None = None,
         operation_id: int | None = None,
         propagation: SignalPropagation | None = None,
+        defer_for: float | None = None,
     ) -> SignalEvent:
         """Emit signal `name`, timestamped now on the bus clock.
 
         When this returns the event is in the window and every matching subscriber
         callback has returned (called from inside a callback, see the module
         docstring for the one exception).
+
+        With `defer_for` (seconds, > 0), coordinators whose `defer_on_signals` match
+        `name` defer new work until now + `defer_for`, however many re-checks that
+        takes, unless a `resume_on_signals` match ends it sooner (added in 0.2).
 
         Returns:
             The event that was published.
@@ -561,7 +566,7 @@ class SignalBus:
         """
         timestamp = dt.datetime.fromtimestamp(self._clock(), tz=dt.UTC)
         check_signal_name("name", name)
-        event = SignalEvent(name, operation_id, key, timestamp, propagation)
+        event = SignalEvent(name, operation_id, key, timestamp, propagation, defer_for)
         self.publish(event)
         return event
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from ephemeral_actors._validate import check_seconds
+
 __all__ = [
     "MAX_NAME_LENGTH",
     "SignalEvent",
@@ -118,6 +120,9 @@ class SignalEvent:
         timestamp: When the signal was emitted, as a timezone-aware UTC datetime.
             An aware datetime in another zone is converted to UTC.
         propagation: The causal path for caused emissions, or None.
+        defer_for: Seconds a matching `defer_on_signals` pattern defers work from
+            `timestamp` on (overriding `max_defer_attempts`), or None for a plain
+            deferral. Added in 0.2.
     """
 
     signal: str
@@ -125,9 +130,13 @@ class SignalEvent:
     key: str | None
     timestamp: dt.datetime
     propagation: SignalPropagation | None = None
+    defer_for: float | None = None
 
     def __post_init__(self) -> None:
         check_signal_name("signal", self.signal)
+        if self.defer_for is not None:
+            # Frozen: the documented way to normalise a field (a timedelta to seconds).
+            object.__setattr__(self, "defer_for", check_seconds("defer_for", self.defer_for))
         operation_id = self.operation_id
         if operation_id is not None and (
             isinstance(operation_id, bool) or not isinstance(operation_id, int)

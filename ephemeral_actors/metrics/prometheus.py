@@ -32,7 +32,9 @@ Exported (with the default namespace `ephemeral`):
 | `ephemeral_coordinator_worker_restarts_total` | counter | `worker_restarts` |
 | `ephemeral_coordinator_signals_dropped_total` | counter | `signals_dropped` |
 | `ephemeral_coordinator_signals_emitted_total` | counter | `signals_emitted` (if in the stats) |
+| `ephemeral_coordinator_abandoned_threads_total` | counter | `abandoned_threads` (if present) |
 | `ephemeral_operation_duration_seconds` | histogram | each ended operation, by `outcome` |
+| `ephemeral_operation_retries_total` | counter | `attempts - 1` of ended operations, by `outcome` |
 
 The duration histogram is fed by the coordinator's observer hook
 (`coordinator.add_observer(callback)`, called once with the final snapshot of every
@@ -43,6 +45,10 @@ that end from then on. Its `outcome` label is `completed`, `failed` or `cancelle
 (the body ended with `OperationCancelledError`); items cancelled before they started
 have no duration and appear only in `cancelled_total`. An object without the hook
 (a test double, an adapter) gets gauges and counters but no histogram series.
+The retries counter comes from the same hook: each ended operation adds the retries
+it took (`OperationSnapshot.attempts - 1`), under the outcome it finally had, so
+`retries_total{outcome="completed"}` counts retries that saved an operation (an
+operation still waiting for its next attempt is counted when it ends).
 
 Added in version 0.1.0.
 """
@@ -138,6 +144,11 @@ _COUNTERS: Final = (
 )
 _OPTIONAL_COUNTERS: Final = (
     ("signals_emitted", "signals_emitted", "Signals emitted by this coordinator's operations."),
+    (
+        "abandoned_threads",
+        "abandoned_threads",
+        "Bodies abandoned past twice their item_timeout (each ends when it returns).",
+    ),
 )
 _OUTCOMES: Final = ("completed", "failed", "cancelled")
 
@@ -145,12 +156,13 @@ _OUTCOMES: Final = ("completed", "failed", "cancelled")
 class _Durations:
     """Bucket counts, sum and count of one (coordinator, outcome) series."""
 
-    __slots__ = ("count", "counts", "total")
+    __slots__ = ("count", "counts", "retries", "total")
 
     def __init__(self, size: int) -> None:
         self.counts = [0] * size
         self.count = 0
         self.total = 0.0
+        self.retries = 0
 
 
 class CoordinatorCollector:
@@ -250,6 +262,7 @@ class CoordinatorCollector:
                 durations.counts[index] += 1
                 durations.count += 1
                 durations.total += duration
+                durations.retries += getattr(snapshot, "attempts", 1) - 1
 
         return observe
 
@@ -327,11 +340,14 @@ class CoordinatorCollector:
         present = {coordinator.name for coordinator in coordinators}
         with self._lock:
             series = sorted(
-                (key, list(d.counts), d.total)
+                (key, list(d.counts), d.total, d.retries)
                 for key, d in self._series.items()
                 if key[0] in present
             )
-        for (name, outcome), counts, total in series:
+        retries = families["retries"]
+        assert isinstance(retries, CounterMetricFamily)
+        for (name, outcome), counts, total, retried in series:
+            retries.add_metric([name, outcome], float(retried))
             cumulative = 0
             buckets: list[tuple[str, float]] = []
             for bound, count in zip(bounds, counts, strict=True):
@@ -371,6 +387,11 @@ class CoordinatorCollector:
         families["duration"] = HistogramMetricFamily(
             f"{self._prefix}operation_duration_seconds",
             "Duration of operations that ended, from dispatch to end, by outcome.",
+            labels=["coordinator", "outcome"],
+        )
+        families["retries"] = CounterMetricFamily(
+            f"{self._prefix}operation_retries",
+            "Retries (attempts after the first) of operations that ended, by outcome.",
             labels=["coordinator", "outcome"],
         )
         return families
