@@ -54,11 +54,13 @@ class Operation:
         "_error",
         "_has_result",
         "_in_window",
+        "_label",
         "_outcome",
         "_pinned",
         "_raw_key",
         "_reply",
         "_result",
+        "_seq",
         "_signals",
         "_snapshot",
         "_started",
@@ -83,6 +85,8 @@ class Operation:
         self._result: Any = None
         self._has_result = False
         self._snapshot: Any = None
+        self._label: str | None = None
+        self._seq = 0  # its rank in the coordinator's intake (1, 2, ...), set at admission
 
     def __repr__(self) -> str:
         state = ("running", "completed", "failed", "cancelled")[self._outcome]

@@ -6,7 +6,7 @@ immutable: frozen slotted dataclasses holding tuples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +29,10 @@ class OperationSnapshot:
         duration: `completed - started` in seconds, or `None` while running.
         signals: Names of the signals it emitted, in emit order.
         is_pinned: True if pinned against window trimming.
+        label: `str(describe(item))[:200]` when `CoordinatorOptions.describe` is set
+            (None otherwise, or when it raised): says which item this was without
+            keeping it. Keyword-only, so positional construction is unchanged.
+            Added in 0.2.0.
     """
 
     id: int
@@ -40,6 +44,7 @@ class OperationSnapshot:
     duration: float | None
     signals: tuple[str, ...]
     is_pinned: bool
+    label: str | None = field(default=None, kw_only=True)
 
     @property
     def is_running(self) -> bool:

@@ -137,9 +137,9 @@ def snapshot_of(op: Operation, with_results: bool) -> OperationSnapshot:
     )
     snap: OperationSnapshot
     if with_results:
-        snap = ResultSnapshot(*fields, op._result, op._has_result)
+        snap = ResultSnapshot(*fields, op._result, op._has_result, label=op._label)
     else:
-        snap = OperationSnapshot(*fields)
+        snap = OperationSnapshot(*fields, label=op._label)
     if ended is not None:
         op._snapshot = snap
     return snap
