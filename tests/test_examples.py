@@ -24,6 +24,7 @@ EXPECTED = {
     "asyncio_pipeline.py": r"^fetcher: 101 completed, 0 failed$",
     "pykka_actor_system.py": r"^per-SKU totals check: ok$",
     "registry_services.py": r"^audit-log: 12 entries, user-0's in upload order: True$",
+    "crawler.py": r"^crawled 60 pages: 55 ok, 5 failed$",
 }
 
 # Examples that serve until stopped; they are not batch scripts and are tested elsewhere.

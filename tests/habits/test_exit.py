@@ -119,6 +119,12 @@ def test_closed_coordinators_are_not_waited_for_at_exit():
     assert "WARNING" not in done.stderr
 
 
+def drop_and_collect(holder: list[WorkCoordinator[int]]) -> None:
+    """Drop the last reference and collect whatever cycle held it."""
+    holder.clear()
+    gc.collect()
+
+
 def test_collecting_an_unclosed_busy_facade_warns_and_the_work_goes_on():
     """Dropping the last reference to a busy coordinator: ResourceWarning; its work still runs."""
     gate = threading.Event()
@@ -131,9 +137,10 @@ def test_collecting_an_unclosed_busy_facade_warns_and_the_work_goes_on():
     work = WorkCoordinator(body, name="dropped")
     work.enqueue(1)
     core = work._core
+    holder = [work]
+    del work
     with pytest.warns(ResourceWarning, match="'dropped'"):
-        del work
-        gc.collect()
+        drop_and_collect(holder)
     gate.set()
     assert ran.wait(WAIT)
     core.close(WAIT)
