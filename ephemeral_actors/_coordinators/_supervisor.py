@@ -593,7 +593,9 @@ class Core:
         if self.describe is not None:
             request.label = label_of(self, item)
         self._keyed_intake(request)
-        if ((op := _current.get()) is not None and op._core is self) or self.on_own_loop():
+        # Awaiting space does not block the loop (its bodies go on), so only a body
+        # itself skips the wait here, not every caller on the bodies' loop.
+        if (op := _current.get()) is not None and op._core is self:
             request.mode = FORCE
         self.mailbox.post((self._on_accept, request))
         try:

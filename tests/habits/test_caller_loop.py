@@ -220,3 +220,25 @@ def test_exit_timeout_is_validated(value):
     """exit_timeout must be seconds >= 0; the error names the field."""
     with pytest.raises((TypeError, ValueError), match="exit_timeout"):
         CoordinatorOptions(exit_timeout=value)
+
+
+def test_enqueue_async_from_main_on_the_bodies_loop_still_waits_for_space():
+    """Backpressure holds for async producers on the bodies' loop (only bodies skip it)."""
+
+    async def main() -> int:
+        gate = asyncio.Event()
+
+        async def body(_: int) -> None:
+            await gate.wait()
+
+        async with WorkCoordinator(body, max_concurrency=1, max_tracked_operations=2) as work:
+            for i in range(3):  # one runs, two wait: the backlog is full
+                await work.enqueue_async(i)
+            await asyncio.sleep(0)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(work.enqueue_async(3), 0.05)
+            pending = work.pending_count
+            gate.set()
+        return pending
+
+    assert asyncio.run(main()) == 2
