@@ -55,11 +55,13 @@ class Operation:
         "_error",
         "_has_result",
         "_in_window",
+        "_label",
         "_outcome",
         "_pinned",
         "_raw_key",
         "_reply",
         "_result",
+        "_seq",
         "_signals",
         "_snapshot",
         "_started",
@@ -87,6 +89,8 @@ class Operation:
         self._snapshot: Any = None
         self._attempts = 1  # runs so far (retries, SPEC 16)
         self._timed_out = False  # this attempt passed its deadline (item_timeout)
+        self._label: str | None = None
+        self._seq = 0  # its rank in the coordinator's intake (1, 2, ...), set at admission
 
     def __repr__(self) -> str:
         state = ("running", "completed", "failed", "cancelled")[self._outcome]

@@ -25,8 +25,37 @@ Seconds = int | float | _dt.timedelta
 """A duration: seconds as int or float (never bool), or a `datetime.timedelta`."""
 
 
+ASYNC_DEFAULT_CONCURRENCY = 100
+"""`max_concurrency` of a coroutine body when the options did not set it (I/O-bound work)."""
+
+
+class _DefaultConcurrency(int):
+    """`os.cpu_count()`, marked as a default nobody asked for.
+
+    It is an `int` like any other value (it compares, hashes and prints as the CPU
+    count), so `CoordinatorOptions().max_concurrency` stays meaningful; its type is
+    what lets a coordinator with a coroutine body tell "not given" from "given".
+    """
+
+    __slots__ = ()
+
+
 def _default_concurrency() -> int:
-    return os.cpu_count() or 1
+    return _DefaultConcurrency(os.cpu_count() or 1)
+
+
+def resolve_concurrency(options: CoordinatorOptions, *, is_async: bool) -> int:
+    """The global limit a coordinator starts with.
+
+    An explicit `max_concurrency` is used as given. Left out, it is the CPU count for
+    plain bodies (CPU-bound or blocking work gains nothing from more threads) and
+    `ASYNC_DEFAULT_CONCURRENCY` for coroutine bodies, whose operations mostly wait on
+    I/O and cost no thread each.
+    """
+    limit = options.max_concurrency
+    if is_async and type(limit) is _DefaultConcurrency:
+        return ASYNC_DEFAULT_CONCURRENCY
+    return int(limit)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,7 +77,11 @@ class CoordinatorOptions:
     """
 
     max_concurrency: int = field(default_factory=_default_concurrency)
-    """Global limit on running operations (>= 1). Defaults to `os.cpu_count()`."""
+    """Global limit on running operations (>= 1).
+
+    Left out, it reads as `os.cpu_count()`, the limit of plain bodies; a coordinator
+    with a coroutine body whose options did not set it runs up to 100 at once
+    (`coordinator.max_concurrency` shows the limit in force). Changed in 0.2.0."""
     max_concurrency_per_key: int = 1
     """Keyed coordinators: running operations per key (>= 1)."""
     enable_dynamic_concurrency: bool = False
@@ -103,6 +136,15 @@ class CoordinatorOptions:
     `item_timeout`; the attempt fails with `OperationTimeoutError`. Added in 0.2."""
     retry: RetryPolicy | None = None
     """Re-run failed attempts (`RetryPolicy`); `None`: every failure is final. Added in 0.2."""
+    exit_timeout: float = 30.0
+    """Seconds an unclosed coordinator may take to finish its work at interpreter exit
+    (>= 0); what is left then is cancelled and logged. Added in 0.2.0."""
+    describe: Callable[[Any], str] | None = None
+    """`item -> str`, called at intake in the caller's thread; `str(result)[:200]` is the
+    operation's `label` (None when it raises, which is logged). Added in 0.2.0."""
+    max_tracked_failures: int = 100
+    """Failed (and cancelled) operations kept for `get_failed()` after the window trimmed
+    them (>= 0; 0 keeps only the window's). Added in 0.2.0."""
 
     def __post_init__(self) -> None:
         """Validate and normalise every field."""
@@ -115,6 +157,7 @@ class CoordinatorOptions:
         check_int("max_concurrent_signal_handlers", self.max_concurrent_signal_handlers, minimum=1)
         check_int("max_queued_signals", self.max_queued_signals, minimum=1)
         check_int("max_restarts", self.max_restarts, minimum=0)
+        check_int("max_tracked_failures", self.max_tracked_failures, minimum=0)
         for flag in ("enable_dynamic_concurrency", "enable_fair_scheduling"):
             value = getattr(self, flag)
             if not isinstance(value, bool):
@@ -139,9 +182,12 @@ class CoordinatorOptions:
             check_seconds_or_none("item_timeout", self.item_timeout, allow_zero=False),
         )
         self._check_retry()
+        set_(
+            self, "exit_timeout", check_seconds("exit_timeout", self.exit_timeout, allow_zero=True)
+        )
         for patterns in ("cancel_on_signals", "defer_on_signals", "resume_on_signals"):
             set_(self, patterns, _pattern_set(patterns, getattr(self, patterns)))
-        for callback in ("on_signal", "on_signal_async", "on_sample"):
+        for callback in ("on_signal", "on_signal_async", "on_sample", "describe"):
             value = getattr(self, callback)
             if value is not None and not callable(value):
                 raise TypeError(
@@ -241,6 +287,9 @@ class OptionsKwargs(TypedDict, total=False):
     restart_window: float
     item_timeout: float | None
     retry: RetryPolicy | None
+    exit_timeout: float
+    describe: Callable[[Any], str] | None
+    max_tracked_failures: int
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(CoordinatorOptions))

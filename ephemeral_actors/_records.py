@@ -31,6 +31,10 @@ class OperationSnapshot:
         is_pinned: True if pinned against window trimming.
         attempts: Runs of its body so far, the first included (1 without retries).
             Keyword-only, so positional construction keeps its nine fields. Added in 0.2.
+        label: `str(describe(item))[:200]` when `CoordinatorOptions.describe` is set
+            (None otherwise, or when it raised): says which item this was without
+            keeping it. Keyword-only, so positional construction is unchanged.
+            Added in 0.2.0.
     """
 
     id: int
@@ -46,6 +50,7 @@ class OperationSnapshot:
     # so `OperationSnapshot(*nine)` and `ResultSnapshot(*nine, result, has_result)` work.
     _: KW_ONLY
     attempts: int = 1
+    label: str | None = None
 
     @property
     def is_running(self) -> bool:

@@ -15,7 +15,8 @@ Endpoints:
 * `POST /api/command` `{"user": ..., "command": ...}` — queued per user on the keyed
   coordinator "commands" (each user's commands run in order); with fair scheduling a
   user with too many pending commands gets `429 Too many pending commands for this
-  user`, and other users are not held up.
+  user`, and other users are not held up. Once the coordinator is closed (the
+  application is shutting down) the answer is `503` instead: `offer()` says which.
 * `GET /api/status` — pending/active/completed/failed per coordinator,
   `hasRateLimit` (a `rate-limit` newer than any `rate-limit.cleared`), and the
   number of error signals in the windows.
@@ -39,6 +40,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ephemeral_actors import (
+    Admission,
     CoordinatorOptions,
     CoordinatorRegistry,
     SignalBus,
@@ -134,7 +136,11 @@ def create_app(*, command_gate: threading.Event | None = None) -> Starlette:
         if not isinstance(payload.get("user"), str):
             return JSONResponse({"error": "user must be a string"}, status_code=400)
         commands = registry.get(commands_key)
-        if not commands.try_enqueue(payload):
+        admission = commands.offer(payload)
+        if admission is Admission.CLOSED:
+            # Not the client's fault and not worth retrying here: we are shutting down.
+            return JSONResponse({"error": "Shutting down"}, status_code=503)
+        if not admission:  # UNFAIR (or FULL): this user should slow down
             return JSONResponse(
                 {"error": "Too many pending commands for this user"}, status_code=429
             )
@@ -173,7 +179,7 @@ def create_app(*, command_gate: threading.Event | None = None) -> Starlette:
             registry.close(10.0)
             bus.close()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/api/translate", post_translate, methods=["POST"]),
             Route("/api/command", post_command, methods=["POST"]),
@@ -181,6 +187,8 @@ def create_app(*, command_gate: threading.Event | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    app.state.registry = registry  # for tests and admin endpoints
+    return app
 
 
 def main() -> None:

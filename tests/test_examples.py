@@ -25,6 +25,7 @@ EXPECTED = {
     "pykka_actor_system.py": r"^per-SKU totals check: ok$",
     "registry_services.py": r"^audit-log: 12 entries, user-0's in upload order: True$",
     "resilient_fetch.py": r"^fetched 12 of 13 pages; failed: /missing \(HTTP 404\)$",
+    "crawler.py": r"^crawled 60 pages: 55 ok, 5 failed$",
 }
 
 # Examples that serve until stopped; they are not batch scripts and are tested elsewhere.

@@ -149,3 +149,13 @@ def test_a_successful_translation_clears_the_rate_limit():
 def test_the_example_needs_no_type_ignore():
     """registry.get() is typed through the keys register_*() return: no `type: ignore` left."""
     assert "type: ignore" not in EXAMPLE.read_text()
+
+
+def test_a_closed_coordinator_answers_503_not_429():
+    """After the commands coordinator is closed (shutdown), a command gets 503, not 429."""
+    app = load_example().create_app()
+    with TestClient(app) as client:
+        app.state.registry.get("commands").complete()
+        response = client.post("/api/command", json={"user": "alice", "command": "c"})
+        assert response.status_code == 503
+        assert response.json() == {"error": "Shutting down"}

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import warnings
 from collections.abc import AsyncIterable, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
+from ephemeral_actors._coordinators import _idle, _loops
 from ephemeral_actors._coordinators._future import OperationFuture
+from ephemeral_actors._coordinators._offer import offer as _offer
 from ephemeral_actors._coordinators._requests import BLOCK, TRY
 from ephemeral_actors._coordinators._supervisor import CoordinatorState, Core
 from ephemeral_actors._errors import (
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
     import pykka
 
+    from ephemeral_actors._admission import Admission
     from ephemeral_actors._coordinators._supervisor import Supervisor
     from ephemeral_actors._records import ActorStats, CoordinatorStats, OperationSnapshot
     from ephemeral_actors._signals import SignalEvent
@@ -77,6 +81,9 @@ class CoordinatorBase(Generic[T]):
         self._has_source = True
         core.set_source_open()
         if isinstance(source, AsyncIterable):
+            binding = core.loop
+            if binding is not None and binding.spawn(lambda: _feed_async(core, source)):
+                return  # read on the caller's loop, like the bodies
             core.uses_shared_loop()
             SHARED_LOOP.spawn(_feed_async(core, source))
         elif isinstance(source, Iterable):
@@ -95,6 +102,23 @@ class CoordinatorBase(Generic[T]):
 
     def __repr__(self) -> str:
         return repr(self._core).replace(self._core.kind, type(self).__name__, 1)
+
+    def __del__(self) -> None:
+        # The actors hold the core, not this facade: dropping the facade loses no work
+        # (it finishes, at the latest at interpreter exit), but an unclosed coordinator
+        # with work is a leak worth a ResourceWarning, as an unclosed file is.
+        core = self.__dict__.get("_core")
+        if core is None or core.closing:
+            return
+        view = core.view
+        if view[0] + view[1] > 0:
+            warnings.warn(
+                f"unclosed coordinator {core.name!r} with {view[0]} pending and {view[1]} "
+                "active operation(s) was garbage-collected; its work goes on until it ends "
+                "(at the latest at interpreter exit): close() it, or use it with 'with'",
+                ResourceWarning,
+                stacklevel=2,
+            )
 
     # -- intake ------------------------------------------------------------------------
 
@@ -128,6 +152,22 @@ class CoordinatorBase(Generic[T]):
             True if the item was accepted.
         """
         return self._core.accept(item, None, None, TRY) is not None
+
+    def offer(self, item: T) -> Admission:
+        """Accept `item` if that needs no waiting, or say why not; never blocks or raises.
+
+        From one of this coordinator's own bodies it is never refused for space.
+
+        Returns:
+            `Admission.ACCEPTED` (the only truthy member), or the reason for refusing:
+            `CLOSED` (intake closed for good), `KEY_ERROR` (the key selector raised or
+            returned an unhashable key), `UNFAIR` (fair scheduling: the key has
+            `fair_scheduling_threshold` pending) or `FULL` (the backlog is full; retry
+            later). When several apply, the first in that order is given.
+
+        Added in version 0.2.0.
+        """
+        return _offer(self._core, item)
 
     def enqueue_many(self, items: Iterable[T]) -> int:
         """Accept every item of `items`, waiting for backlog space as `enqueue` does.
@@ -331,8 +371,13 @@ class CoordinatorBase(Generic[T]):
         return tuple(s for s in self.get_snapshot() if s.completed is not None)
 
     def get_failed(self) -> tuple[OperationSnapshot, ...]:
-        """Operations in the window that ended with an error (failed or cancelled)."""
-        return tuple(s for s in self.get_snapshot() if s.error is not None)
+        """Operations that ended with an error (failed or cancelled), oldest start first.
+
+        Besides the window's, the most recent `max_tracked_failures` such operations
+        are kept after the window's size trim dropped them; they still leave with
+        `max_operation_lifetime` and `evict`.
+        """
+        return self._core.failed_snapshot(with_results=self._capture_results)
 
     def pin(self, op_id: int) -> bool:
         """Keep operation `op_id` in the window through size and age trims.
@@ -472,6 +517,33 @@ class CoordinatorBase(Generic[T]):
         await self._core.wait_settled_async()
         self._raise_source_error()
 
+    def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until nothing is pending or active; intake stays open.
+
+        Like `queue.Queue.join()`: for work that makes work (bodies that enqueue more
+        items), where `complete()` + `drain()` cannot be used. Items accepted while it
+        waits are waited for too. It also returns once the coordinator faulted.
+
+        Args:
+            timeout: Seconds to wait; `None` waits as long as it takes.
+
+        Raises:
+            TimeoutError: Still busy after `timeout` seconds.
+            RuntimeError: Called from one of this coordinator's own bodies or callbacks
+                (or on the event loop its bodies run on), where it would wait for itself.
+            CoordinatorFaultedError: The coordinator faulted.
+
+        Added in version 0.2.0.
+        """
+        _idle.wait_idle(self._core, check_seconds_or_none("timeout", timeout))
+
+    async def wait_idle_async(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - SPEC 15 signature
+        """`wait_idle` for asyncio: waits without blocking the event loop.
+
+        Added in version 0.2.0.
+        """
+        await _idle.wait_idle_async(self._core, check_seconds_or_none("timeout", timeout))
+
     def _check_drainable(self) -> None:
         core = self._core
         if core.view[8] is CoordinatorState.RUNNING and not self._has_source:
@@ -511,6 +583,8 @@ class CoordinatorBase(Generic[T]):
             self.close()
 
     async def __aenter__(self) -> Self:
+        # A coroutine body's coordinator made outside this loop binds to it now.
+        _loops.rebind(self._core)
         return self
 
     async def __aexit__(

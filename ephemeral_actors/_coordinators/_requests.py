@@ -44,7 +44,7 @@ TRY_OWN: Final = 3
 class Intake(Reply):
     """One `enqueue`/`try_enqueue`/`submit`: the item travels to the supervisor in it."""
 
-    __slots__ = ("future", "item", "key", "mode", "raw_key")
+    __slots__ = ("future", "item", "key", "label", "mode", "raw_key", "reason")
 
     def __init__(self, item: Any, future: Any, mode: int) -> None:
         self.done = False
@@ -56,6 +56,8 @@ class Intake(Reply):
         self.mode = mode
         self.key: str | None = None
         self.raw_key: Any = None
+        self.label: str | None = None
+        self.reason: Any = None  # the Admission of a refused TRY, set in the turn
 
 
 class Call(Reply):

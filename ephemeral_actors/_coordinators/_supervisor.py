@@ -37,10 +37,15 @@ import pykka
 from pykka._envelope import Envelope
 
 from ephemeral_actors import messages as m
+from ephemeral_actors._admission import Admission
 from ephemeral_actors._coordinators._attempts import Attempts
 from ephemeral_actors._coordinators._backlog import Backlog, FifoBacklog
 from ephemeral_actors._coordinators._callbacks import Callbacks
+from ephemeral_actors._coordinators._completions import CompletionStream, deliver
+from ephemeral_actors._coordinators._exit import forget_at_exit, track_until_exit
+from ephemeral_actors._coordinators._failures import FailureLog, label_of
 from ephemeral_actors._coordinators._future import OperationFuture
+from ephemeral_actors._coordinators._loops import LoopBinding, bind_running_loop, loop_lost
 from ephemeral_actors._coordinators._requests import (
     BLOCK,
     FORCE,
@@ -77,6 +82,7 @@ from ephemeral_actors._exc import detach as _detach
 from ephemeral_actors._ids import next_operation_id
 from ephemeral_actors._mailbox import CHECK_OWNERSHIP, Mailbox, Reply, check_owner
 from ephemeral_actors._operation import Operation, _current
+from ephemeral_actors._options import resolve_concurrency
 from ephemeral_actors._records import (
     ActorStats,
     CoordinatorStats,
@@ -265,6 +271,8 @@ class Core:
         self.kind = kind
         self.name = options.name or f"{kind}-{next_operation_id() & 0xFFFFFF:06x}"
         self.is_async = _is_coroutine_function(body)
+        # The default limit follows the user's body (a coroutine body: I/O-bound work).
+        limit = resolve_concurrency(options, is_async=self.is_async)
         self.backend = options.backend
         if self.backend is not None and type(self.backend).__name__ != "InProcessBackend":
             # A backend turns the body into a callable that runs it elsewhere: a plain
@@ -298,7 +306,7 @@ class Core:
         self.key_of = key_selector
         self.now = CLOCK.get()
         self.running = 0
-        self.limit = options.max_concurrency
+        self.limit = limit
         self.paused = False
         self.deferring = False
         self.enqueued = 0
@@ -332,12 +340,18 @@ class Core:
         self.feeder: threading.Thread | None = None
         self.loop_refs = 0
         self.closed_event = threading.Event()
+        self.describe = options.describe
+        self.failures = FailureLog(options.max_tracked_failures, options.max_operation_lifetime)
+        self.streams: list[CompletionStream] = []
+        self.loop: LoopBinding | None = None
 
         self.mailbox = Mailbox(self, self._receive, self._end_turn, self._handoff)
         self.view: tuple[Any, ...] = ()
         self._publish()
         if self.is_async:
-            self.uses_shared_loop()
+            self.loop = bind_running_loop()
+            if self.loop is None:
+                self.uses_shared_loop()
         from ephemeral_actors._coordinators._signaling import SignalRouter  # noqa: PLC0415
 
         self.router = SignalRouter(self, options)
@@ -347,6 +361,7 @@ class Core:
         self.supervisor_ref: pykka.ActorRef[Supervisor] = self.supervisor.actor_ref
         pykka.ActorRegistry.register(self.supervisor_ref)
         self._built = True
+        track_until_exit(self)
 
     if CHECK_OWNERSHIP:
 
@@ -527,6 +542,11 @@ class Core:
             f"coordinator {self.name!r} is {self.state.value} and accepts no more items"
         )
 
+    def on_own_loop(self) -> bool:
+        """True if the caller runs on the thread of the caller's loop this core's bodies use."""
+        loop = self.loop
+        return loop is not None and loop.thread_id == threading.get_ident()
+
     def in_own_body(self) -> bool:
         """True if the calling code runs inside one of this coordinator's bodies or callbacks."""
         op = _current.get()
@@ -546,6 +566,8 @@ class Core:
         coordinator never waits for, nor is refused, backlog space it would free itself.
         """
         request = Intake(item, future, mode)
+        if self.describe is not None:
+            request.label = label_of(self, item)
         if self.key_of is not None or self.check_item is not None:
             try:
                 self._keyed_intake(request)
@@ -553,7 +575,14 @@ class Core:
                 if mode == TRY:
                     return None
                 raise
-        if (op := _current.get()) is not None and op._core is self:
+        return self.post_intake(request, timeout)
+
+    def post_intake(self, request: Intake, timeout: float | None) -> Operation | None:
+        """Send a prepared intake request to the supervisor and wait for its answer."""
+        mode = request.mode
+        if ((op := _current.get()) is not None and op._core is self) or self.on_own_loop():
+            # A body (or anything on the loop its bodies run on) must not wait for space
+            # only the bodies can free (SPEC 15, work that makes work).
             request.mode = FORCE if mode == BLOCK else TRY_OWN if mode == TRY else mode
         self.mailbox.post((self._on_accept, request))
         if not request.done and not request.wait(timeout):
@@ -580,7 +609,11 @@ class Core:
 
     async def accept_async(self, item: Any, future: Any) -> Operation:
         request = Intake(item, future, BLOCK)
+        if self.describe is not None:
+            request.label = label_of(self, item)
         self._keyed_intake(request)
+        # Awaiting space does not block the loop (its bodies go on), so only a body
+        # itself skips the wait here, not every caller on the bodies' loop.
         if (op := _current.get()) is not None and op._core is self:
             request.mode = FORCE
         self.mailbox.post((self._on_accept, request))
@@ -611,15 +644,18 @@ class Core:
         if self.state is not _OPEN:
             if mode < TRY:
                 request.error = self.closed_error()
+            request.reason = Admission.CLOSED
             return
         if (
             mode >= TRY
             and self.fair_threshold
             and self.key_pending(request.raw_key) >= self.fair_threshold
         ):
+            request.reason = Admission.UNFAIR
             return
         if self.npending >= self.bound and mode in (BLOCK, TRY):
             if mode == TRY:
+                request.reason = Admission.FULL
                 return
             self.replies.pop()
             self.space_waiters.append(request)
@@ -628,6 +664,7 @@ class Core:
 
     def _admit(self, request: Intake) -> None:
         op = Operation(self, next_operation_id(), request.key, request.raw_key)
+        op._label = request.label
         future = request.future
         if future is not None:
             op._reply = future
@@ -638,6 +675,7 @@ class Core:
         self.npending += 1
         request.item = None  # the request outlives the turn; the item must not
         self.enqueued += 1
+        op._seq = self.enqueued
         self.unsettled += 1
         request.value = op
         if self.running < self.limit:
@@ -746,6 +784,8 @@ class Core:
     def _dropped(self, op: Operation) -> None:
         self.npending -= 1
         op._outcome = CANCELLED
+        if self.streams:
+            deliver(self, op)
         self.cancelled += 1
         self.unsettled -= 1
         if self.space_waiters and self.npending <= self.low_water:
@@ -828,6 +868,10 @@ class Core:
                 self._log_failure(op)
         else:
             self.cancelled += 1
+        if op._error is not None and self.failures.bound:
+            self.failures.add(op)
+        if self.streams:
+            deliver(self, op)
         if op._in_window:
             self.window.trim(op._ended or 0.0)
         if reply is not None:
@@ -865,6 +909,9 @@ class Core:
                 "event": "operation.failed",
             },
         )
+
+    def _on_loop_lost(self, worker: AsyncWorker) -> None:
+        loop_lost(self, worker)
 
     def _on_settled(self, count: int) -> None:
         self.unsettled -= count
@@ -907,6 +954,15 @@ class Core:
 
     def snapshot(self, *, with_results: bool) -> tuple[OperationSnapshot, ...]:
         return cast("tuple[OperationSnapshot, ...]", self.call(self.snapshot_in_turn, with_results))
+
+    def failed_snapshot(self, *, with_results: bool) -> tuple[OperationSnapshot, ...]:
+        return cast("tuple[OperationSnapshot, ...]", self.call(self._failed_in_turn, with_results))
+
+    def _failed_in_turn(self, with_results: bool) -> tuple[OperationSnapshot, ...]:
+        now = self.now()
+        if self.window:
+            self.window.trim(now)
+        return tuple(snapshot_of(op, with_results) for op in self.failures.failed(self.window, now))
 
     def snapshot_in_turn(self, with_results: bool) -> tuple[OperationSnapshot, ...]:
         return self.window.snapshot(self.now(), with_results)
@@ -1016,6 +1072,8 @@ class Core:
         self.npending = 0
         for op, _item in dropped:
             op._outcome = CANCELLED
+            if self.streams:
+                deliver(self, op)
             if op._reply is not None:
                 self.outcomes.append((op._reply, False, make_error()))
                 op._reply = None
@@ -1044,7 +1102,7 @@ class Core:
         return cast("bool", self.call(self._on_evict, op_id))
 
     def _on_evict(self, op_id: int) -> bool:
-        return self.window.evict(op_id)
+        return self.failures.evict(op_id) | self.window.evict(op_id)
 
     # -- waiting -----------------------------------------------------------------------
 
@@ -1071,11 +1129,12 @@ class Core:
         if waiter in self.waiters:
             self.waiters.remove(waiter)
 
-    def _check_self_wait(self, what: str) -> None:
-        if self.in_own_body():
+    def _check_self_wait(self, what: str, *, blocking: bool = True) -> None:
+        # A blocking wait on the thread of the loop the bodies run on would stop them.
+        if self.in_own_body() or (blocking and self.on_own_loop()):
             raise RuntimeError(
                 f"{what} called from inside coordinator {self.name!r}'s own body or "
-                "callback would wait for itself"
+                "callback (or on the event loop its bodies run on) would wait for itself"
             )
 
     def wait_settled(self, timeout: float | None) -> None:
@@ -1093,7 +1152,7 @@ class Core:
         waiter.result()
 
     async def wait_settled_async(self) -> None:
-        self._check_self_wait("drain_async()")
+        self._check_self_wait("drain_async()", blocking=False)
         waiter = Wait(-1)
         self.mailbox.post((self._on_wait, waiter))
         try:
@@ -1221,11 +1280,12 @@ class Core:
         """Stop everything; False if another call closed it (having waited for that)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         first = self.call(self._on_begin_close, None)
+        own = self.in_own_body() or self.on_own_loop()
         if not first:
-            if not self.in_own_body():
+            if not own:
                 self.closed_event.wait(remaining(deadline))
             return False
-        if self.in_own_body():
+        if own:
             # Waiting here would wait for ourselves: cancel now, finish on a thread of
             # ours that ends once the running bodies (this one included) have returned.
             self.cancel()
@@ -1254,6 +1314,7 @@ class Core:
             self.call(self._on_closed, None)
             self._release_runtime(deadline)
             self.closed_event.set()
+            forget_at_exit(self)
 
     def _on_closed(self, _: object) -> None:
         if self.state is not CoordinatorState.CLOSED:

@@ -137,9 +137,11 @@ def snapshot_of(op: Operation, with_results: bool) -> OperationSnapshot:
     )
     snap: OperationSnapshot
     if with_results:
-        snap = ResultSnapshot(*fields, op._result, op._has_result, attempts=op._attempts)
+        snap = ResultSnapshot(
+            *fields, op._result, op._has_result, attempts=op._attempts, label=op._label
+        )
     else:
-        snap = OperationSnapshot(*fields, attempts=op._attempts)
+        snap = OperationSnapshot(*fields, attempts=op._attempts, label=op._label)
     if ended is not None:
         op._snapshot = snap
     return snap

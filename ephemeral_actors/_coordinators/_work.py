@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
+from ephemeral_actors._coordinators import _completions
 from ephemeral_actors._coordinators._base import CoordinatorBase
 from ephemeral_actors._options import merge_options
+from ephemeral_actors._validate import check_seconds_or_none
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable
+    from collections.abc import (
+        AsyncIterable,
+        AsyncIterator,
+        Awaitable,
+        Callable,
+        Coroutine,
+        Iterable,
+        Iterator,
+    )
 
     # The future submit() answers. When the coordinator's future class changes, swap
     # this one line and ResultCoordinator.submit() stays typed by the result.
@@ -127,6 +137,38 @@ class ResultCoordinator(CoordinatorBase[T], Generic[T, R]):
         async def submit_async(self, item: T) -> R:
             """Accept `item` and await the body's result without blocking the loop."""
             ...
+
+    def as_completed(self, timeout: float | None = None) -> Iterator[ResultFuture[R]]:
+        """Futures of everything accepted before the call, in completion order.
+
+        Like `concurrent.futures.as_completed`: items that already ended come first
+        (those still in the window: a record the window trimmed cannot be reported),
+        then each item as it ends. A failed item's future raises its exception
+        (traceback cleared); a cancelled item (dropped, signal-cancelled, or a body
+        that acknowledged cancellation) comes as a cancelled future. Items accepted
+        after the call are not included. Iterating does not close intake.
+
+        Args:
+            timeout: Seconds, from the call, for the whole iteration; `None` waits as
+                long as it takes.
+
+        Raises:
+            TimeoutError: Not every item ended within `timeout` (raised by `next()`).
+
+        Added in version 0.2.0.
+        """
+        timeout = check_seconds_or_none("timeout", timeout)
+        return _completions.as_completed(self._core, timeout)
+
+    def as_completed_async(self, timeout: float | None = None) -> AsyncIterator[ResultFuture[R]]:
+        """`as_completed` for `async for`: waits without blocking the event loop.
+
+        The items are fixed at the call, as with `as_completed`.
+
+        Added in version 0.2.0.
+        """
+        timeout = check_seconds_or_none("timeout", timeout)
+        return _completions.as_completed_async(self._core, timeout)
 
     def get_snapshot(self) -> tuple[ResultSnapshot, ...]:
         """Every operation in the window with its result, oldest first."""

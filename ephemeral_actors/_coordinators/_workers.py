@@ -244,7 +244,14 @@ class AsyncWorker(WorkerBase):
             return  # a task ends when its mailbox is empty; nothing to stop
         self.inbox.append(entry)
         if self.scheduled.acquire(blocking=False):
-            SHARED_LOOP.spawn(self.run())
+            binding = self.core.loop
+            if binding is None:
+                SHARED_LOOP.spawn(self.run())
+            elif not binding.spawn(self.run):
+                # The caller's loop is closed: nothing can run this item any more. This
+                # runs in the supervisor's turn, so the message is handled right after.
+                self.scheduled.release()
+                self.core.mailbox.post((self.core._on_loop_lost, self))
 
     def depth(self) -> int:
         return len(self.inbox)
@@ -273,6 +280,27 @@ class AsyncWorker(WorkerBase):
                     self.scheduled.release()
                     post((core._on_worker_died, (self, crash)))
                     return
+                except asyncio.CancelledError as exc:
+                    _current.set(None)
+                    task = asyncio.current_task()
+                    if self.interrupted is op:
+                        # Our own deadline cancel (expire): the supervisor turns it into
+                        # an OperationTimeoutError; the task is uncancelled below.
+                        outcome, error = failure(op, exc)
+                    elif task is not None and task.cancelling():
+                        # Our own task is cancelled: its loop is closing (asyncio.run
+                        # cancels the tasks it leaves). Cancel what is left, then this
+                        # item; nothing more is started on a closing loop.
+                        self.processed += 1
+                        self.scheduled.release()
+                        post((core._on_loop_lost, self))
+                        closed = OperationCancelledError(
+                            "the event loop running this operation closed"
+                        )
+                        post((done, (self, op, CANCELLED, closed)))
+                        return
+                    else:
+                        outcome, error = CANCELLED, exc
                 except BaseException as exc:
                     outcome, error = failure(op, exc)
                 else:

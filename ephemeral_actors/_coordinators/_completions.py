@@ -1,0 +1,173 @@
+"""Completion streams: `ResultCoordinator.as_completed()` (SPEC section 16).
+
+A stream covers everything accepted before the call. At the call (in the
+supervisor's turn) it takes the items that already ended and are still in the
+window, in end order, and remembers the intake rank (`Operation._seq`) of the last
+item accepted; every later end of an item at or below that rank (a completion, a
+failure, a cancellation, a dropped backlog item) is delivered to it, in the order
+the supervisor records them, which is completion order. Each delivery is a
+resolved `OperationFuture`; the stream is done once every item it waits for ended.
+
+Items are not given a future each when they are accepted: `enqueue` stays as cheap
+as it was, and only a coordinator with a stream open pays for one per ending item.
+
+The queue of delivered futures belongs to the consumer (the iterating thread or
+task); the supervisor only appends to it, and wakes an asyncio consumer with
+`call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import time
+from typing import TYPE_CHECKING, Any
+
+from ephemeral_actors._coordinators._future import OperationFuture
+from ephemeral_actors._coordinators._workers import CANCELLED, COMPLETED, RUNNING
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from ephemeral_actors._coordinators._supervisor import Core
+    from ephemeral_actors._operation import Operation
+
+__all__ = ["CompletionStream", "as_completed", "as_completed_async", "deliver"]
+
+
+class CompletionStream:
+    """Resolved futures of the items one `as_completed` call waits for."""
+
+    __slots__ = ("expected", "futures", "total", "watermark", "woken")
+
+    def __init__(self, watermark: int, expected: int) -> None:
+        self.watermark = watermark
+        self.expected = expected  # items still to be delivered by the supervisor
+        self.total = expected  # futures the consumer will get, fixed when it opens
+        self.futures: queue.SimpleQueue[OperationFuture[Any]] = queue.SimpleQueue()
+        self.woken: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    def put(self, future: OperationFuture[Any]) -> None:
+        self.futures.put(future)
+        woken = self.woken
+        if woken is not None:
+            loop, event = woken
+            # A closed loop raises RuntimeError: its consumer is gone.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(event.set)
+
+
+def _future_of(core: Core, op: Operation) -> OperationFuture[Any]:
+    future: OperationFuture[Any] = OperationFuture()
+    future.operation_id = op.id
+    outcome = op._outcome
+    if outcome == COMPLETED:
+        future.set_result(op._result if core.capture_results else None)
+    elif outcome == CANCELLED:
+        # Dropped, signal-cancelled or acknowledged a cancel request: a cancelled
+        # future, as concurrent.futures reports one (the record keeps the reason).
+        future._set_cancelled()
+    else:
+        future.set_exception(op._error)
+    return future
+
+
+def deliver(core: Core, op: Operation) -> None:
+    """`op` ended: give its future to every stream waiting for it (supervisor's turn)."""
+    streams = core.streams
+    seq = op._seq
+    for stream in streams:
+        if seq <= stream.watermark:
+            stream.put(_future_of(core, op))
+            stream.expected -= 1
+    if any(s.expected <= 0 for s in streams):
+        core.streams = [s for s in streams if s.expected > 0]
+
+
+def _on_open(core: Core, stream: CompletionStream) -> None:
+    """Open a stream (supervisor's turn): what already ended now, the rest as it ends."""
+    ended = sorted(
+        (op for op in core.window if op._outcome != RUNNING and op._ended is not None),
+        key=lambda op: op._ended or 0.0,
+    )
+    for op in ended:
+        stream.put(_future_of(core, op))
+    stream.watermark = core.enqueued
+    stream.expected = core.npending + core.running
+    stream.total = len(ended) + stream.expected
+    if stream.expected > 0:
+        core.streams = [*core.streams, stream]
+
+
+def _on_close(core: Core, stream: CompletionStream) -> None:
+    if stream in core.streams:
+        core.streams = [s for s in core.streams if s is not stream]
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _timed_out(core: Core, left: int, timeout: float | None) -> TimeoutError:
+    return TimeoutError(
+        f"as_completed() on coordinator {core.name!r}: {left} item(s) not done within {timeout} s"
+    )
+
+
+def as_completed(core: Core, timeout: float | None) -> Iterator[OperationFuture[Any]]:
+    """Open a stream now and yield its futures in completion order."""
+    stream = CompletionStream(0, 0)
+    core.call(_on_open, core, stream)
+    return _iterate(core, stream, _deadline(timeout), timeout)
+
+
+def _iterate(
+    core: Core, stream: CompletionStream, deadline: float | None, timeout: float | None
+) -> Iterator[OperationFuture[Any]]:
+    total = stream.total
+    try:
+        for done in range(total):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                yield stream.futures.get(timeout=left)
+            except queue.Empty:
+                raise _timed_out(core, total - done, timeout) from None
+    finally:
+        core.call(_on_close, core, stream)
+
+
+def as_completed_async(core: Core, timeout: float | None) -> AsyncIterator[OperationFuture[Any]]:
+    """`as_completed` for `async for`: the stream opens now, waits do not block the loop."""
+    stream = CompletionStream(0, 0)
+    core.call(_on_open, core, stream)
+    return _iterate_async(core, stream, _deadline(timeout), timeout)
+
+
+async def _iterate_async(
+    core: Core,
+    stream: CompletionStream,
+    deadline: float | None,
+    timeout: float | None,  # noqa: ASYNC109 - only named in the TimeoutError message
+) -> AsyncIterator[OperationFuture[Any]]:
+    event = asyncio.Event()
+    # From now on the supervisor wakes this task; what it delivered before is queued.
+    stream.woken = (asyncio.get_running_loop(), event)
+    total = stream.total
+    try:
+        for done in range(total):
+            while True:
+                with contextlib.suppress(queue.Empty):
+                    future = stream.futures.get_nowait()
+                    break
+                event.clear()
+                if not stream.futures.empty():
+                    continue
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    await asyncio.wait_for(event.wait(), left)
+                except TimeoutError:
+                    raise _timed_out(core, total - done, timeout) from None
+            yield future
+    finally:
+        core.call(_on_close, core, stream)
