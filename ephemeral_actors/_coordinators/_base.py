@@ -9,6 +9,7 @@ lock-protected look at the supervisor's state, so they keep answering after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterable, Callable, Iterable
 from datetime import datetime
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 from ephemeral_actors import messages as m
 from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._coordinators._requests import BLOCK, TRY
+from ephemeral_actors._coordinators._source import AsyncFeeder
 from ephemeral_actors._coordinators._supervisor import CoordinatorState, Core
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
@@ -24,7 +26,6 @@ from ephemeral_actors._errors import (
     CoordinatorNotCompletedError,
 )
 from ephemeral_actors._options import CoordinatorOptions
-from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._signals import matches
 from ephemeral_actors._signals._event import check_signal_name
 from ephemeral_actors._validate import check_seconds_or_none
@@ -78,8 +79,9 @@ class CoordinatorBase(Generic[T]):
         self._has_source = True
         core.set_source_open()
         if isinstance(source, AsyncIterable):
-            core.uses_shared_loop()
-            SHARED_LOOP.spawn(_feed_async(core, source))
+            feeder = AsyncFeeder(core, source)
+            core.feeder = feeder
+            feeder.start()
         elif isinstance(source, Iterable):
             core.feeder = threading.Thread(
                 target=_feed_sync,
@@ -556,19 +558,21 @@ async def run_blocking(fn: Callable[[], None]) -> None:
     done: asyncio.Future[None] = loop.create_future()
 
     def target() -> None:
+        outcome: BaseException | None = None
         try:
             fn()
         except BaseException as exc:
-            loop.call_soon_threadsafe(_settle, done, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, done, None)
+            outcome = exc
+        # A caller that was cancelled may have closed its loop meanwhile: nobody to tell.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, done, outcome)
 
     thread = threading.Thread(target=target, name="ephemeral-actors-closer", daemon=True)
     thread.start()
-    try:
-        await done
-    finally:
-        thread.join()
+    # Cancelled, we leave at once and `fn` finishes on its thread, which ends with it:
+    # joining it here would block the event loop until then (issue 13, finding 5).
+    await done
+    thread.join()  # it is ending: `fn` has returned
 
 
 def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
@@ -584,22 +588,6 @@ def _feed_sync(core: Core, source: Iterable[Any]) -> None:
     try:
         for item in source:
             core.accept(item, None, None, BLOCK)
-    except (CoordinatorClosedError, CoordinatorFaultedError):
-        pass
-    except BaseException as exc:  # re-raised from drain()
-        core.source_error = exc
-        if not isinstance(exc, Exception):
-            # An interrupt (KeyboardInterrupt, SystemExit, task cancellation) means
-            # stop: cancel what is queued and running instead of finishing it first.
-            core.cancel()
-    finally:
-        core.source_finished()
-
-
-async def _feed_async(core: Core, source: AsyncIterable[Any]) -> None:
-    try:
-        async for item in source:
-            await core.accept_async(item, None)
     except (CoordinatorClosedError, CoordinatorFaultedError):
         pass
     except BaseException as exc:  # re-raised from drain()
