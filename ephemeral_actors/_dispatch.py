@@ -25,6 +25,7 @@ import collections
 import heapq
 import itertools
 import logging
+import os
 import sys
 import threading
 import time
@@ -77,6 +78,19 @@ class SharedDispatcher:
         self._threads: list[threading.Thread] = []
         self._refs = 0
         self._generation = 0
+
+    def reset_after_fork(self) -> None:
+        """Forget the parent's threads, run queue and timers in a forked child.
+
+        None of the parent's threads exist in the child, and one of them may have held
+        the condition's lock at the fork: the child's first `acquire` starts new ones.
+        """
+        self._cv = threading.Condition(threading.Lock())
+        self._runq = collections.deque()
+        self._timers = []
+        self._threads = []
+        self._refs = 0
+        self._generation += 1
 
     def __repr__(self) -> str:
         return (
@@ -162,6 +176,19 @@ class SharedDispatcher:
 
 DISPATCHER = SharedDispatcher()
 """The pool every coordinator's per-key child actors share."""
+
+
+def _reset_after_fork() -> None:
+    # Locks a vanished parent thread may have held at the fork would block the child
+    # for good: the dispatcher's, the stop flags', and Pykka's registry lock (every
+    # coordinator registers its supervisor there). Issue 13, finding 6.
+    global _EVENT_LOCK  # noqa: PLW0603
+    DISPATCHER.reset_after_fork()
+    _EVENT_LOCK = threading.Lock()
+    pykka.ActorRegistry._actor_refs_lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class _StopFlag:

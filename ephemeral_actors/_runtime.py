@@ -4,11 +4,16 @@ The loop runs on one thread named `ephemeral-actors-shared-loop`. It is referenc
 counted: the first coordinator that needs it starts it and it stops once the last
 one has released it *and* every task it still runs for them has returned, so a
 program that closes its coordinators ends with no thread of ours left.
+
+After `os.fork()` the child has none of the parent's threads, so the loop is reset
+there (no loop, no references, a fresh lock that no vanished thread can hold): the
+child's first coordinator starts a loop of its own (issue 13, finding 6).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -30,6 +35,15 @@ class SharedLoop:
         self._tasks = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+
+    def reset_after_fork(self) -> None:
+        """Forget the parent's loop in a forked child (its thread does not exist there)."""
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._refs = 0
+        self._tasks = 0
+        self._loop = None
+        self._thread = None
 
     def __repr__(self) -> str:
         state = "running" if self._loop is not None else "stopped"
@@ -59,6 +73,8 @@ class SharedLoop:
         the deadline was abandoned; the loop then stops when it returns.
         """
         with self._lock:
+            if self._refs <= 0:
+                return None  # taken before a fork, released in the child: already reset
             self._refs -= 1
             on_loop = threading.current_thread() is self._thread
             while not self._refs and self._tasks and self._loop is not None and not on_loop:
@@ -111,3 +127,5 @@ class SharedLoop:
 
 SHARED_LOOP = SharedLoop()
 """The loop every coordinator with coroutine bodies shares."""
+
+os.register_at_fork(after_in_child=SHARED_LOOP.reset_after_fork)

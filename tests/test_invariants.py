@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import itertools
 import threading
 from collections import Counter
@@ -32,10 +35,18 @@ STEP_KINDS = {
     "set_limit": st.tuples(st.just("set_limit"), st.integers(1, 4)),
     "pause": st.tuples(st.sampled_from(["pause", "resume", "resume"])),
     "window": st.tuples(st.sampled_from(["pin", "unpin", "evict"]), st.integers(0, 63)),
+    # Issue 13: cancel_operation by id, and async intake cancelled by wait_for.
+    "cancel_id": st.tuples(st.just("cancel_id"), st.integers(0, 63)),
+    "async_timeout": st.tuples(st.just("async_timeout")),
 }
 # Weighted towards intake and releases, so limits are hit and backlogs build up.
 STEPS = st.sampled_from(
-    ["intake"] * 6 + ["release"] * 3 + ["set_limit"] * 2 + ["pause"] + ["window"] * 2
+    ["intake"] * 6
+    + ["release"] * 3
+    + ["set_limit"] * 2
+    + ["pause"]
+    + ["window"] * 2
+    + ["cancel_id", "async_timeout"]
 ).flatmap(STEP_KINDS.__getitem__)
 CONFIGS = st.fixed_dictionaries(
     {
@@ -91,6 +102,8 @@ class Run:
     gate_futures: dict[int, pykka.Future[Any]] = field(default_factory=dict)
     inside: set[int] = field(default_factory=set)
     futures: list[tuple[str, pykka.Future[Any]]] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    dropped_by_id: int = 0
     coordinator: Any = None
 
     def __post_init__(self) -> None:
@@ -162,11 +175,14 @@ class Run:
             if name == "try_enqueue" or c.pending_count >= self.config["max_tracked_operations"]:
                 self.accepted += c.try_enqueue(item)
             elif name == "enqueue":
-                assert c.enqueue(item) > 0
+                op_id = c.enqueue(item)
+                assert op_id > 0
+                self.ids.append(op_id)
                 self.accepted += 1
             else:
                 future = c.submit(item)
                 self.futures.append((item.kind, future))
+                self.ids.append(future.operation_id)
                 self.accepted += 1
                 if item.gate is not None:
                     self.gate_futures[id(item.gate)] = future
@@ -200,6 +216,22 @@ class Run:
                     # The outcome is set in the same lock hold that dispatches the next item,
                     # so once it is in, the next stats() read sees that dispatch.
                     future.get(timeout=WAIT)
+        elif name == "cancel_id":
+            if self.ids:
+                before = c.stats().total_cancelled
+                answer = c.cancel_operation(self.ids[step[1] % len(self.ids)])
+                dropped = c.stats().total_cancelled - before
+                assert dropped <= answer  # only a pending item is dropped, once
+                self.dropped_by_id += dropped
+        elif name == "async_timeout":
+            if c.pending_count >= self.config["max_tracked_operations"]:
+                # A full backlog: the wait is cancelled and withdrawn (finding 12).
+                item = self.new_item("ok", 0)
+                with contextlib.suppress(TimeoutError):
+                    asyncio.run(asyncio.wait_for(c.enqueue_async(item), 0.001))
+                    self.accepted += 1  # space was freed just in time
+            core = c._core
+            assert core.call(lambda: len(core.space_waiters)) == 0, "a waiter was left"
         else:
             self.apply_window_step(name, step[1])
 
@@ -262,11 +294,11 @@ class Run:
         assert s.total_completed == self.entered["ok"] + self.entered["gate"]
         assert s.total_cancelled == self.accepted - sum(self.entered.values())
         if ending == "complete":
-            assert s.total_cancelled == 0
+            assert s.total_cancelled == self.dropped_by_id
         for kind, future in self.futures:
             try:
                 future.get(timeout=0)  # already resolved: drain returned
-            except OperationCancelledError:
+            except (OperationCancelledError, concurrent.futures.CancelledError):
                 continue
             except PlannedFailure:
                 assert kind == "fail"

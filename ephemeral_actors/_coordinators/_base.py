@@ -9,6 +9,7 @@ lock-protected look at the supervisor's state, so they keep answering after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import warnings
 from collections.abc import AsyncIterable, Callable, Iterable
@@ -19,6 +20,7 @@ from ephemeral_actors._coordinators import _idle, _loops
 from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._coordinators._offer import offer as _offer
 from ephemeral_actors._coordinators._requests import BLOCK, TRY
+from ephemeral_actors._coordinators._source import AsyncFeeder
 from ephemeral_actors._coordinators._supervisor import CoordinatorState, Core
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
@@ -26,7 +28,6 @@ from ephemeral_actors._errors import (
     CoordinatorNotCompletedError,
 )
 from ephemeral_actors._options import CoordinatorOptions
-from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._signals import matches
 from ephemeral_actors._signals._event import check_signal_name
 from ephemeral_actors._validate import check_seconds_or_none
@@ -81,11 +82,9 @@ class CoordinatorBase(Generic[T]):
         self._has_source = True
         core.set_source_open()
         if isinstance(source, AsyncIterable):
-            binding = core.loop
-            if binding is not None and binding.spawn(lambda: _feed_async(core, source)):
-                return  # read on the caller's loop, like the bodies
-            core.uses_shared_loop()
-            SHARED_LOOP.spawn(_feed_async(core, source))
+            feeder = AsyncFeeder(core, source)
+            core.feeder = feeder
+            feeder.start()
         elif isinstance(source, Iterable):
             core.feeder = threading.Thread(
                 target=_feed_sync,
@@ -110,6 +109,9 @@ class CoordinatorBase(Generic[T]):
         core = self.__dict__.get("_core")
         if core is None or core.closing:
             return
+        # Nobody can close it any more: it closes itself once its work is done, so its
+        # threads do not outlive the work (issue 13, finding 14).
+        core.mailbox.post((core._on_orphaned, None))
         view = core.view
         if view[0] + view[1] > 0:
             warnings.warn(
@@ -618,19 +620,21 @@ async def run_blocking(fn: Callable[[], None]) -> None:
     done: asyncio.Future[None] = loop.create_future()
 
     def target() -> None:
+        outcome: BaseException | None = None
         try:
             fn()
         except BaseException as exc:
-            loop.call_soon_threadsafe(_settle, done, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, done, None)
+            outcome = exc
+        # A caller that was cancelled may have closed its loop meanwhile: nobody to tell.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, done, outcome)
 
     thread = threading.Thread(target=target, name="ephemeral-actors-closer", daemon=True)
     thread.start()
-    try:
-        await done
-    finally:
-        thread.join()
+    # Cancelled, we leave at once and `fn` finishes on its thread, which ends with it:
+    # joining it here would block the event loop until then (issue 13, finding 5).
+    await done
+    thread.join()  # it is ending: `fn` has returned
 
 
 def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
@@ -646,22 +650,6 @@ def _feed_sync(core: Core, source: Iterable[Any]) -> None:
     try:
         for item in source:
             core.accept(item, None, None, BLOCK)
-    except (CoordinatorClosedError, CoordinatorFaultedError):
-        pass
-    except BaseException as exc:  # re-raised from drain()
-        core.source_error = exc
-        if not isinstance(exc, Exception):
-            # An interrupt (KeyboardInterrupt, SystemExit, task cancellation) means
-            # stop: cancel what is queued and running instead of finishing it first.
-            core.cancel()
-    finally:
-        core.source_finished()
-
-
-async def _feed_async(core: Core, source: AsyncIterable[Any]) -> None:
-    try:
-        async for item in source:
-            await core.accept_async(item, None)
     except (CoordinatorClosedError, CoordinatorFaultedError):
         pass
     except BaseException as exc:  # re-raised from drain()

@@ -34,12 +34,16 @@ class Callbacks:
         self.wakeup = threading.Lock()
         self.wakeup.acquire()
         self.processed = 0
+        self.stopping = False
+        """True once the stop message is posted: later operations are not delivered."""
         self.thread = threading.Thread(
             target=self.run, name=f"ephemeral-actors-{core.name}-callbacks", daemon=True
         )
         self.thread.start()
 
     def post(self, op: Operation | None) -> None:
+        if op is None:
+            self.stopping = True
         self.inbox.append(op)
         if self.parked:
             self.parked = False

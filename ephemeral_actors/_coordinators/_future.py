@@ -38,6 +38,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import queue
 import sys
 import threading
@@ -65,6 +66,15 @@ T = TypeVar("T")
 logger = logging.getLogger("ephemeral_actors")
 
 _LOCK = threading.Lock()
+
+
+def _reset_lock_after_fork() -> None:
+    # A parent thread may have held it at the fork; in the child nobody would release it.
+    global _LOCK  # noqa: PLW0603
+    _LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_lock_after_fork)
 _DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
 _CANCELLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
 _OPEN = frozenset((PENDING, RUNNING))

@@ -32,6 +32,7 @@ import pykka
 
 from ephemeral_actors._coordinators._arguments import split_keyed_arguments
 from ephemeral_actors._coordinators._base import CoordinatorBase
+from ephemeral_actors._coordinators._key import capture
 from ephemeral_actors._coordinators._supervisor import Core
 from ephemeral_actors._dispatch import DISPATCHER, Timer, _StopFlag
 from ephemeral_actors._mailbox import CHECK_OWNERSHIP, check_owner
@@ -274,7 +275,7 @@ class KeyedBacklog:
         self.children[op._raw_key].requeue(op, item)
 
     def key_pending(self, raw_key: Any) -> int:
-        child = self.children.get(raw_key)
+        child = self.children.get(capture(raw_key))
         return len(child.mailbox) if child is not None else 0
 
     def went_idle(self, child: KeyChild) -> None:

@@ -10,9 +10,14 @@ Signals reach a coordinator by *push*, never by polling a window per item:
 
 An observed event leaves a *mark*. A cancel mark makes dispatch cancel the items it
 reaches; a defer mark holds dispatch (like a pause) and arms a re-check timer. A
-mark counts while its signal is present: an operation's signal while that operation
-is in the window and has not retracted it, a bus event for the bus's `max_age`.
-The dispatch path only tests whether the mark lists are empty.
+mark counts while its signal is present in either window (SPEC 10.4): an
+operation's signal while that operation is in this coordinator's window and has not
+retracted it, a bus event while the bus holds it. An operation's own signal on a
+shared bus counts in both ways, so the bus evicting its copy does not withdraw it
+while the operation is still in the window. The dispatch path only tests whether
+the mark lists are empty. Marks that are no longer present are dropped whenever a
+list has doubled since it was last pruned, so an idle coordinator keeps marks in
+proportion to the signals present, not to the signals ever emitted.
 
 A defer signal carrying `defer_for` (SPEC 16) leaves a *timed* mark: it defers until
 its emit time + `defer_for` whatever `max_defer_attempts` says, and only a resume
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import time
 from dataclasses import dataclass
@@ -49,10 +55,22 @@ __all__ = ["SignalRouter"]
 
 logger = logging.getLogger("ephemeral_actors")
 
+_PRUNE_FLOOR = 32
+"""A mark list is pruned once it is longer than this, or twice its last pruned length."""
+
+_handling: contextvars.ContextVar[Core | None] = contextvars.ContextVar(
+    "ephemeral_actors_signal_handler", default=None
+)
+"""The coordinator whose `on_signal_async` handler runs in this context (self-waits)."""
+
 
 @dataclass(slots=True)
 class _Mark:
-    """An observed cancel or defer signal, present until its source lets go of it."""
+    """An observed cancel or defer signal, present until both its sources let go of it.
+
+    `op` is the operation of this coordinator that emitted it (None for other
+    emitters), `bus` the shared bus it was seen on (None without one).
+    """
 
     event: SignalEvent
     op: Operation | None
@@ -66,12 +84,14 @@ class _Mark:
             # Only time (or a resume signal, which drops the mark) ends a timed deferral.
             return now < self.until
         op = self.op
-        if op is None:
-            # A bus event counts while the bus still holds it: clearing or evicting it
-            # from the bus window withdraws it here too.
-            return now <= self.expires and (self.bus is None or self.bus.holds(self.event))
-        signals = op._signals
-        return op._in_window and signals is not None and any(e is self.event for e in signals)
+        if op is not None and op._in_window:
+            signals = op._signals
+            if signals is not None and any(e is self.event for e in signals):
+                return True
+        # A bus event counts while the bus still holds it: clearing or evicting it from
+        # the bus window withdraws it here too (unless its operation still holds it).
+        bus = self.bus
+        return bus is not None and now <= self.expires and bus.holds(self.event)
 
 
 class SignalRouter:
@@ -92,6 +112,7 @@ class SignalRouter:
         self.interval = options.defer_check_interval
         self.cancel_marks: list[_Mark] = []
         self.defer_marks: list[_Mark] = []
+        self.cancel_prune_at = self.defer_prune_at = _PRUNE_FLOOR
         self.resumed_at: datetime | None = None
         self.defer_timer: Timer | None = None
         self.defer_attempts = 0
@@ -188,8 +209,17 @@ class SignalRouter:
         expires = time.monotonic() + (bus.max_age if bus is not None and op is None else 0.0)
         core = self.core
         source = bus if op is None else None
+        if op is None and event.operation_id is not None:
+            # One of our operations' signals, seen on the shared bus: it also counts
+            # while that operation holds it in our window (SPEC 10.4, issue 13 #16).
+            own = core.window.get(event.operation_id)
+            if own is not None and own._signals and any(e is event for e in own._signals):
+                op = own
         if self.cancel is not None and self.cancel(signal):
             self.cancel_marks.append(_Mark(event, op, expires, source))
+            if len(self.cancel_marks) > self.cancel_prune_at:
+                self.cancel_marks = self._present(self.cancel_marks)
+                self.cancel_prune_at = max(_PRUNE_FLOOR, 2 * len(self.cancel_marks))
             core.request_cancel_running()
             core._dispatch()  # idle workers cancel the backlog as it reaches dispatch
         if self.resume is not None and self.resume(signal):
@@ -203,6 +233,10 @@ class SignalRouter:
             if until is not None and until <= time.monotonic():
                 return  # a timed deferral that is already over (a replayed bus event)
             self.defer_marks.append(_Mark(event, op, expires, source, until))
+            if len(self.defer_marks) > self.defer_prune_at:
+                # An empty list does not end the deferral here: the re-check does.
+                self.defer_marks = self._present(self.defer_marks)
+                self.defer_prune_at = max(_PRUNE_FLOOR, 2 * len(self.defer_marks))
             if not core.deferring:
                 core.deferring = True
                 self.defer_attempts = 0
@@ -227,10 +261,14 @@ class SignalRouter:
             elapsed = max(0.0, bus._clock() - event.timestamp.timestamp())
         return time.monotonic() + defer_for - elapsed
 
+    @staticmethod
+    def _present(marks: list[_Mark]) -> list[_Mark]:
+        now = time.monotonic()
+        return [m for m in marks if m.present(now)]
+
     def cancelling_signal(self) -> str | None:
         """The name of a present cancel signal, forgetting marks that are gone."""
-        now = time.monotonic()
-        marks = [m for m in self.cancel_marks if m.present(now)]
+        marks = self._present(self.cancel_marks)
         self.cancel_marks = marks
         return marks[-1].event.signal if marks else None
 
@@ -259,6 +297,7 @@ class SignalRouter:
             return
         now = time.monotonic()
         marks = [m for m in self.defer_marks if m.present(now)]
+        self.defer_prune_at = max(_PRUNE_FLOOR, 2 * len(marks))
         self.defer_attempts += 1
         untimed = any(m.until is None for m in marks)
         if untimed and self.defer_attempts >= self.max_attempts:
@@ -311,8 +350,11 @@ class SignalRouter:
         handler = self.on_signal_async
         assert handler is not None
         # The handler runs in a context of its own: the emitter's current operation
-        # must not leak into it (current_operation() raises there).
+        # must not leak into it (current_operation() raises there). It is marked as
+        # this coordinator's handler, so drain() there raises and close() there does
+        # not wait for the handler itself (SPEC 15, issue 13 #8).
         _current.set(None)
+        _handling.set(core)
         while True:
             event = core.call(self._on_next_async, None)
             if event is None:
@@ -323,6 +365,10 @@ class SignalRouter:
                 raise
             except BaseException:
                 logger.exception(f"on_signal_async of coordinator {core.name!r} raised")
+
+    def in_handler(self) -> bool:
+        """True if the caller runs inside this coordinator's `on_signal_async` handler."""
+        return _handling.get() is self.core
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from ephemeral_actors._coordinators._completions import CompletionStream, delive
 from ephemeral_actors._coordinators._exit import forget_at_exit, track_until_exit
 from ephemeral_actors._coordinators._failures import FailureLog, label_of
 from ephemeral_actors._coordinators._future import OperationFuture
+from ephemeral_actors._coordinators._key import CapturedKey
 from ephemeral_actors._coordinators._loops import LoopBinding, bind_running_loop, loop_lost
 from ephemeral_actors._coordinators._requests import (
     BLOCK,
@@ -57,6 +58,7 @@ from ephemeral_actors._coordinators._requests import (
     remaining,
     resolve,
 )
+from ephemeral_actors._coordinators._source import AsyncFeeder
 from ephemeral_actors._coordinators._window import CLOCK, Window, snapshot_of
 from ephemeral_actors._coordinators._workers import (
     CANCELLED,
@@ -337,9 +339,10 @@ class Core:
 
         self.source_open = False
         self.source_error: BaseException | None = None
-        self.feeder: threading.Thread | None = None
+        self.feeder: threading.Thread | AsyncFeeder | None = None
         self.loop_refs = 0
         self.closed_event = threading.Event()
+        self.orphaned = False  # the facade was garbage-collected without close()
         self.describe = options.describe
         self.failures = FailureLog(options.max_tracked_failures, options.max_operation_lifetime)
         self.streams: list[CompletionStream] = []
@@ -432,6 +435,8 @@ class Core:
         self._fault(error)
 
     def _end_turn(self) -> None:
+        if self.orphaned:
+            self._close_if_orphaned_and_idle()
         if self.waiters:
             self._check_waiters()
         self._publish()
@@ -553,7 +558,9 @@ class Core:
         if op is not None and op._core is self:
             return True
         callbacks = self.callbacks
-        return callbacks is not None and callbacks.thread is threading.current_thread()
+        if callbacks is not None and callbacks.thread is threading.current_thread():
+            return True
+        return self.router.in_handler()
 
     # -- intake ------------------------------------------------------------------------
 
@@ -598,13 +605,14 @@ class Core:
             return
         raw_key = keyer(request.item)
         try:
-            hash(raw_key)
+            # The key is filed under the hash it has now, whatever happens to it later.
+            captured = CapturedKey(raw_key, hash(raw_key))
         except TypeError as exc:
             raise TypeError(
                 f"key_selector returned an unhashable key of type {type(raw_key).__name__}: "
                 "keys must be hashable"
             ) from exc
-        request.raw_key = raw_key
+        request.raw_key = captured
         request.key = str(raw_key)
 
     async def accept_async(self, item: Any, future: Any) -> Operation:
@@ -718,16 +726,18 @@ class Core:
             except Exception:
                 logger.exception(f"coordinator {self.name!r}: the backend's cancel() raised")
 
-    def _cancel_present(self) -> bool:
-        return bool(self.router.cancel_marks) and self.router.cancelling_signal() is not None
-
     def _dispatch(self) -> None:
         """Give every item that may start now to a worker."""
         if self.paused or not self.processing:
             return
-        if self.deferring and not self._cancel_present():
-            return
+        router = self.router
         while self.running < self.limit:
+            # One cancel check per item, before it is taken: the bus may clear or evict
+            # the cancel signal at any moment, so a second check after taking could
+            # disagree with the first and start an item during a deferral (issue 13, #15).
+            signal = router.cancelling_signal() if router.cancel_marks else None
+            if signal is None and self.deferring:
+                return
             entry = self.backlog.pop()
             if entry is None:
                 return
@@ -738,12 +748,10 @@ class Core:
             self.running += 1
             if self.space_waiters and self.npending <= self.low_water:
                 self._admit_waiting()
-            if self.router.cancel_marks:
-                signal = self.router.cancelling_signal()
-                if signal is not None:
-                    self._finish(op, CANCELLED, SignalCancelledError(signal))
-                    op._ended = op._started
-                    continue
+            if signal is not None:
+                self._finish(op, CANCELLED, SignalCancelledError(signal))
+                op._ended = op._started
+                continue
             worker = self.idle.pop() if self.idle else self._new_worker()
             worker.current = op
             if self.attempts is not None:
@@ -782,6 +790,7 @@ class Core:
         return True
 
     def _dropped(self, op: Operation) -> None:
+        op._raw_key = None
         self.npending -= 1
         op._outcome = CANCELLED
         if self.streams:
@@ -860,6 +869,7 @@ class Core:
             op._finish(outcome, _detach(twin) if twin is error else twin, self.now())
         self.running -= 1
         self.backlog.ended(op)
+        op._raw_key = None  # the key may be the item itself: no payload is kept
         if outcome == COMPLETED:
             self.completed += 1
         elif outcome == FAILED:
@@ -887,7 +897,10 @@ class Core:
             callbacks = self.callbacks
             if callbacks is None and not self.closed_event.is_set():
                 callbacks = self.callbacks = Callbacks(self)
-            if callbacks is not None:
+            # Once close() stopped the callbacks actor, an operation that ends late (a
+            # body close(timeout) abandoned) would queue behind the stop message and
+            # never settle, and drain() would wait for it for good (issue 13, #4).
+            if callbacks is not None and not callbacks.stopping:
                 callbacks.post(op)
                 return
         self.unsettled -= 1
@@ -1072,6 +1085,7 @@ class Core:
         self.npending = 0
         for op, _item in dropped:
             op._outcome = CANCELLED
+            op._raw_key = None
             if self.streams:
                 deliver(self, op)
             if op._reply is not None:
@@ -1299,6 +1313,22 @@ class Core:
         self._finish_close(deadline)
         return True
 
+    def _on_orphaned(self, _: object) -> None:
+        self.orphaned = True
+
+    def _close_if_orphaned_and_idle(self) -> None:
+        if self.closing or self.npending or self.running or self.source_open:
+            return
+        self.closing = True
+        # Not in this turn: closing waits for threads. A thread of ours finishes it and
+        # ends with it.
+        threading.Thread(
+            target=self._finish_close,
+            args=(None,),
+            name=f"ephemeral-actors-{self.name}-closer",
+            daemon=True,
+        ).start()
+
     def _on_begin_close(self, _: object) -> bool:
         if self.closing:
             return False
@@ -1351,6 +1381,8 @@ class Core:
 
     def _close(self, deadline: float | None) -> None:
         self.cancel()
+        if isinstance(self.feeder, AsyncFeeder):
+            self.feeder.stop()  # its source may await for ever (issue 13, #3)
         own = 1 if (op := _current.get()) is not None and op._core is self else 0
         if not self.wait_idle(deadline, own):
             logger.warning(

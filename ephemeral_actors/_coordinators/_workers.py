@@ -190,13 +190,18 @@ class ThreadWorker(WorkerBase):
             if entry is None:
                 return
             op, item = entry
+            del entry
             try:
                 outcome, error = run_plain(body, capture, op, item)
             except WorkerCrashError as crash:
                 post((core._on_worker_died, (self, crash)))
                 return
+            # A parked worker must not keep its last item alive (no payload is kept),
+            # nor the error whose traceback frames may hold it.
+            del item
             self.processed += 1
             post((done, (self, op, outcome, error)))
+            del op, error
 
     def join(self, timeout: float | None) -> bool:
         thread = self.thread

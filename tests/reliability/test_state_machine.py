@@ -3,8 +3,12 @@
 Each machine drives one coordinator (work, keyed or result; sync or coroutine bodies,
 chosen per example) and one shared `SignalBus` through random interleavings of intake
 (`enqueue`, `try_enqueue`, `submit`, `enqueue_async`, the actor `Enqueue` message),
-control (`pause`/`resume`, `set_max_concurrency`, `complete`, `cancel`, `drain`),
-window edits (`pin`/`unpin`/`evict`) and bus signals that cancel, defer and resume.
+control (`pause`/`resume`, `set_max_concurrency`, `complete`, `cancel`, `drain`,
+`cancel_operation` by id), window edits (`pin`/`unpin`/`evict`), bus signals that
+cancel, defer and resume, bus clears during a deferral (the cancel signal withdrawn
+while dispatch runs), async waits cancelled by `asyncio.wait_for` (`enqueue_async`
+on a full backlog, `drain_async`), and `close()` called from inside a body. These are
+the operations of issue 13's findings.
 
 Bodies never sleep: each item has a behaviour (succeed, fail, emit a signal, crash its
 worker actor, block, or block and then check for cancellation) and blocking bodies wait
@@ -25,15 +29,19 @@ Checked after every step (`@invariant`) and inside the bodies themselves:
 - the window holds every running operation (unless evicted) and every pinned one, and
   no more than `max_tracked_operations` otherwise; `pin`/`unpin`/`evict` answer whether
   the operation is in the window; results evaporate with eviction;
-- every ended `submit` future is resolved with the right outcome.
+- every ended `submit` future is resolved with the right outcome;
+- no cancelled async wait leaves a waiter behind in the supervisor.
 
-Teardown releases every body, then completes and drains, cancels and drains, or just
-closes (chosen per example), checks that nothing is pending, active or unresolved, and
-that `close()` left no library thread and no actor behind.
+Teardown releases every body, then completes and drains, cancels and drains, just
+closes, or closes from three threads at once (chosen per example; every concurrent
+`close()` returns only once the coordinator is closed), checks that nothing is
+pending, active or unresolved, and that `close()` left no library thread and no actor
+behind.
 
-Budget: `CI_EXAMPLES` examples of up to `CI_STEPS` steps per machine; with `--slow` on the
-pytest command line or `EA_SLOW=1` in the environment, `SLOW_EXAMPLES` of `SLOW_STEPS`.
-`pytest -s` prints how many examples and steps ran.
+Budget: `CI_EXAMPLES` examples of up to `CI_STEPS` steps per machine (a short local
+run); `EA_STEPS=N` in the environment runs at least N steps per machine (CI sets
+10,000: examples = N / steps); with `--slow` on the pytest command line or `EA_SLOW=1`,
+`SLOW_EXAMPLES` of `SLOW_STEPS`. `pytest -s` prints how many examples and steps ran.
 """
 
 from __future__ import annotations
@@ -88,6 +96,9 @@ SLOW = os.environ.get("EA_SLOW", "") not in ("", "0") or "--slow" in sys.argv
 CI_EXAMPLES, CI_STEPS = 150, 40
 SLOW_EXAMPLES, SLOW_STEPS = 1000, 60
 EXAMPLES, STEPS = (SLOW_EXAMPLES, SLOW_STEPS) if SLOW else (CI_EXAMPLES, CI_STEPS)
+if os.environ.get("EA_STEPS", "").isdigit() and not SLOW:
+    # At least EA_STEPS steps per machine (max_examples x stateful_step_count).
+    EXAMPLES = max(EXAMPLES, -(-int(os.environ["EA_STEPS"]) // STEPS))
 
 SETTINGS = settings(
     max_examples=EXAMPLES,
@@ -102,13 +113,14 @@ RUNS: Counter[str] = Counter()
 KEYS = (0, 1, 2)
 CANCEL, DEFER, RESUME, NOTE = "ea.cancel", "ea.defer", "ea.resume", "ea.note"
 
-OK, FAIL, SIGNAL, CRASH, BLOCK, CANCELLABLE = (
+OK, FAIL, SIGNAL, CRASH, BLOCK, CANCELLABLE, CLOSER = (
     "ok",
     "fail",
     "signal",
     "crash",
     "block",
     "cancellable",
+    "closer",  # calls close() from inside its body (only offered by `close_from_body`)
 )
 BEHAVIOURS = (OK, FAIL, SIGNAL, CRASH, BLOCK, CANCELLABLE)
 BLOCKING = frozenset({BLOCK, CANCELLABLE})
@@ -139,7 +151,9 @@ class Record:
     future: pykka.Future[Any] | None = None
     entered: bool = False
     exited: bool = False
-    dropped: bool = False  # dropped from the backlog by cancel()
+    dropped: bool = False  # dropped from the backlog by cancel() or cancel_operation()
+    by_id: bool = False  # dropped by cancel_operation(): its future is cancelled
+    cancel_requested: bool = False  # asked to cancel while running (signal, id, cancel)
     op: Operation | None = None
     stamp: float = 0.0  # the operation's start time (take order)
     outcome: str | None = None  # "completed", "failed", "crashed", "cancelled"
@@ -208,6 +222,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
         self.paused = False
         self.deferring = False
         self.cancel_signal = False
+        self.cancel_seen = False  # a cancel signal was present at some point
+        self.closed_early = False  # close() was called from inside a body
         self.state = "running"  # "running", "completing", "cancelled"
         self.dropped = 0
         self.forced = False  # an actor Enqueue may exceed the backlog bound
@@ -232,7 +248,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         use_async=st.booleans(),
         on_sample=st.booleans(),
         reap_fast=st.booleans(),
-        teardown_mode=st.sampled_from(["drain", "cancel", "close"]),
+        teardown_mode=st.sampled_from(["drain", "cancel", "close", "concurrent"]),
     )
     def build(
         self,
@@ -341,6 +357,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
                 crash_worker()
             if rec.behaviour == SIGNAL:
                 op.signal(NOTE)
+            if rec.behaviour == CLOSER:
+                self.coord.close()  # returns at once: it would wait for this very body
+                rec.event.set()
             if rec.blocking:
                 if not rec.event.wait(WAIT):
                     self.violations.append(f"item {item.token} was never released")
@@ -363,6 +382,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
                 crash_worker()
             if rec.behaviour == SIGNAL:
                 op.signal(NOTE)
+            if rec.behaviour == CLOSER:
+                self.coord.close()
+                rec.event.set()
             if rec.blocking:
                 deadline = time.monotonic() + WAIT
                 while not rec.event.is_set():
@@ -464,7 +486,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
             rec.accepted = accepted = self.coord.try_enqueue(item)
             assert accepted == (not closed and not full and not fair), (closed, full, fair)
         elif closed:
-            with pytest.raises(CoordinatorClosedError):
+            # After close() the supervisor actor may have stopped: Pykka says so itself.
+            errors = (CoordinatorClosedError, pykka.ActorDeadError)
+            with pytest.raises(errors if self.closed_early else CoordinatorClosedError):
                 self.call_intake(how, item)
         elif full and how != "actor":
             if how == "submit":
@@ -578,10 +602,102 @@ class CoordinatorMachine(RuleBasedStateMachine):
             self.deferring = False
         self.bus.emit(signal)
         if signal == CANCEL:
-            self.cancel_signal = True
+            self.cancel_signal = self.cancel_seen = True
             self.check_cancel_requested()
+            for rec in self.running_records():
+                rec.cancel_requested = True
         elif signal == DEFER:
             self.deferring = True
+        self.settle()
+
+    @rule(what=st.sampled_from(["cancel", "defer", "all"]))
+    def clear_bus(self, what: str) -> None:
+        """Withdraw signals from the bus window, during a deferral or not (finding 15).
+
+        A cleared cancel signal stops cancelling; a cleared defer signal still defers
+        until the re-check (600 s here) or a resume, so the deferral goes on.
+        """
+        self.count_step()
+        assert self.bus is not None
+        if what == "all":
+            self.bus.clear()
+        else:
+            self.bus.clear_pattern(CANCEL if what == "cancel" else DEFER)
+        if what != "defer":
+            self.cancel_signal = False
+        self.settle()
+
+    @rule(data=st.data())
+    def cancel_by_id(self, data: st.DataObject) -> None:
+        """`cancel_operation(op_id)`: drops a pending item, asks a running one to cancel."""
+        self.count_step()
+        self.settle()
+        candidates = [r for r in self.records.values() if r.accepted and self.id_of(r)]
+        if not candidates:
+            return
+        rec = data.draw(st.sampled_from(candidates), label="cancel_by_id")
+        op_id = self.id_of(rec)
+        assert op_id is not None
+        running = rec.entered and not rec.exited
+        pending = not rec.entered and not rec.dropped
+        if running:
+            rec.cancel_requested = True  # before the call: the body may look at once
+        answer = self.coord.cancel_operation(op_id)
+        self.log.append(f"  cancel_operation({rec.token}) -> {answer}")
+        if running:
+            assert answer
+        elif rec.exited or rec.dropped:
+            assert not answer
+        elif pending and not self.cancel_seen:
+            assert answer  # surely still pending: nothing else ends an unstarted item
+        if answer and not running:
+            rec.dropped = rec.by_id = True
+            self.dropped += 1
+        self.settle()
+
+    def id_of(self, rec: Record) -> int | None:
+        if rec.op_id is not None:
+            return rec.op_id
+        return getattr(rec.future, "operation_id", None)
+
+    @rule(kind=st.sampled_from(["enqueue", "drain"]))
+    def cancel_async_wait(self, kind: str) -> None:
+        """An async wait cancelled by `asyncio.wait_for` leaves no waiter (finding 12)."""
+        self.count_step()
+        s = self.settle()
+        if kind == "enqueue":
+            if self.state != "running" or s.pending_count < self.bound:
+                return  # it would not wait
+            rec, item = self.new_record(0, OK)
+            with pytest.raises(TimeoutError):
+                asyncio.run(asyncio.wait_for(self.coord.enqueue_async(item), 0.001))
+        elif self.state != "running":
+            with contextlib.suppress(TimeoutError):
+                asyncio.run(asyncio.wait_for(self.coord.drain_async(), 0.001))
+        self.settle()
+
+    @precondition(lambda self: self.offered_enough() and self.state == "running")
+    @rule()
+    def close_from_body(self) -> None:
+        """A body calls close(): it returns at once, whatever else runs (findings 1, 8)."""
+        self.count_step()
+        s = self.settle()
+        if self.paused or self.deferring or self.cancel_signal or s.pending_count:
+            return
+        if s.active_count >= self.limit:
+            return
+        free = [k for k in KEYS if self.key_inside[k] < self.per_key]
+        if self.keyed and not free:
+            return
+        rec, item = self.new_record(free[0] if self.keyed else 0, CLOSER)
+        rec.op_id = self.coord.enqueue(item, timeout=WAIT)
+        rec.accepted = True
+        assert rec.event.wait(WAIT), "close() inside a body did not return"
+        self.closed_early = True
+        self.state = "cancelled"
+        for other in self.running_records():
+            other.cancel_requested = True
+        self.check_cancel_requested()
         self.settle()
 
     def offered_enough(self) -> bool:
@@ -709,7 +825,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         assert s.worker_restarts == outcomes["crashed"], why
         never_started = s.total_cancelled - outcomes["cancelled"]
         assert never_started >= self.dropped, s
-        if not self.cancel_signal:
+        if not self.cancel_seen:
             # Only cancel() drops items that never started.
             assert never_started == self.dropped, s
             assert s.pending_count == sum(1 for r in recs if not r.entered and not r.dropped)
@@ -721,7 +837,10 @@ class CoordinatorMachine(RuleBasedStateMachine):
         assert s.is_drained == (
             self.state != "running" and s.pending_count == 0 and s.active_count == 0
         )
-        assert s.is_deferred == self.deferring
+        if not self.closed_early:
+            # Once closed, the coordinator no longer listens to the bus: signals emitted
+            # around the close may or may not still reach it.
+            assert s.is_deferred == self.deferring
 
     def explain(self, s: Any) -> str:
         recs = "\n".join(
@@ -736,7 +855,18 @@ class CoordinatorMachine(RuleBasedStateMachine):
         due = self.cancel_signal or self.state == "cancelled"
         for rec in self.running_records():
             assert rec.op is not None
-            assert rec.op.cancelled == due, (rec.token, due)
+            assert rec.op.cancelled == (due or rec.cancel_requested), (rec.token, due)
+
+    @invariant()
+    def no_waiter_is_left_behind(self) -> None:
+        core = self.coord._core
+        left = core.call(lambda: (len(core.space_waiters), len(core.waiters)))
+        if self.closed_early and not core.closed_event.is_set():
+            # The close() a body started waits, on a thread of its own, for the
+            # running bodies: that one waiter is legitimate.
+            assert left[0] == 0 and left[1] <= 1, left
+        else:
+            assert left == (0, 0), left
 
     @invariant()
     def items_start_in_order(self) -> None:
@@ -787,7 +917,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
             if rec.future is None:
                 continue
             outcome = future_outcome(rec.future)
-            if rec.exited:
+            if rec.by_id:
+                assert rec.future.cancelled(), f"item {rec.token} cancelled by id"
+            elif rec.exited:
                 assert outcome is not None, f"submit future of item {rec.token} unresolved"
                 self.check_outcome(rec, outcome)
             elif rec.dropped:
@@ -821,7 +953,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         finally:
             for rec in self.records.values():
                 rec.event.set()
-            if self.coord is not None and self.teardown_mode != "close":
+            if self.coord is not None and self.teardown_mode not in ("close", "concurrent"):
                 self.coord.close(WAIT)
             if self.bus is not None:
                 self.bus.close()
@@ -836,8 +968,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
         blocked, then release and drain. "close": close() with bodies still blocked; a
         helper releases them once close() has cancelled (close waits for running bodies).
         """
-        if self.teardown_mode == "close":
-            self.teardown_mode = "closing"  # not "close" until close() was called
+        if self.teardown_mode in ("close", "concurrent"):
+            mode, self.teardown_mode = self.teardown_mode, "closing"  # set again once called
             s = self.settle()
             self.dropped += s.pending_count
             for rec in self.records.values():
@@ -846,8 +978,11 @@ class CoordinatorMachine(RuleBasedStateMachine):
             self.state = "cancelled"
             releaser = threading.Thread(target=self.release_after_cancel)
             releaser.start()
-            self.teardown_mode = "close"
-            self.coord.close(WAIT)
+            self.teardown_mode = mode
+            if mode == "close":
+                self.coord.close(WAIT)
+            else:
+                self.close_concurrently()
             releaser.join(WAIT)
         else:
             if self.teardown_mode == "cancel":
@@ -873,11 +1008,29 @@ class CoordinatorMachine(RuleBasedStateMachine):
         for rec in self.records.values():
             if rec.future is not None:
                 assert future_outcome(rec.future) is not None, f"item {rec.token} unresolved"
-        if self.coord.options.on_sample is not None and self.teardown_mode != "close":
+        sampled_all = self.teardown_mode not in ("close", "concurrent") and not self.closed_early
+        if self.coord.options.on_sample is not None and sampled_all:
             # drain() returns after on_sample has returned for every operation that
             # ended; items dropped by cancel() never started, so they are not sampled.
             ended = s.total_completed + s.total_failed + s.total_cancelled - self.dropped
             assert self.samples == ended, (self.samples, ended)
+
+    def close_concurrently(self) -> None:
+        """Three close() calls at once: each returns only once the coordinator is closed."""
+        core = self.coord._core
+        closed_on_return: list[bool] = []
+
+        def close() -> None:
+            self.coord.close(WAIT)
+            closed_on_return.append(core.closed_event.is_set())
+
+        others = [threading.Thread(target=close) for _ in range(2)]
+        for thread in others:
+            thread.start()
+        close()
+        for thread in others:
+            thread.join(WAIT)
+        assert closed_on_return == [True, True, True], closed_on_return
 
     def release_after_cancel(self) -> None:
         deadline = time.monotonic() + WAIT

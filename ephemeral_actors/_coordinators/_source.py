@@ -1,0 +1,101 @@
+"""The reader of an async `from_iterable` source: a task on the shared event loop.
+
+It accepts what the source yields, as `enqueue_async` would, until the source ends
+or raises (re-raised from `drain()`). A source may await its next item for ever,
+so `close()` does not wait for it to yield: it cancels the task (issue 13, finding
+3), and a cancellation that `close()` asked for is not a source error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ephemeral_actors._errors import CoordinatorClosedError, CoordinatorFaultedError
+from ephemeral_actors._runtime import SHARED_LOOP
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable
+
+    from ephemeral_actors._coordinators._supervisor import Core
+
+__all__ = ["AsyncFeeder"]
+
+
+class AsyncFeeder:
+    """Feeds a coordinator from an async iterable; `stop()` cancels it from any thread.
+
+    `join`/`is_alive` mirror `threading.Thread`, so `close()` treats it like the
+    thread that reads a synchronous source.
+    """
+
+    def __init__(self, core: Core, source: AsyncIterable[Any]) -> None:
+        self.core = core
+        self.source = source
+        self.stopped = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.ended = threading.Event()
+
+    def start(self) -> None:
+        """Run on the coordinator's loop: the caller's, like the bodies, or the shared one.
+
+        On the shared loop it holds a reference until the core closes.
+        """
+        binding = self.core.loop
+        if binding is not None and binding.spawn(self._feed):
+            return
+        self.core.uses_shared_loop()
+        SHARED_LOOP.spawn(self._feed())
+
+    def stop(self) -> None:
+        """Cancel the task, wherever the source is waiting (idempotent)."""
+        # Stored before `task` is read; `_feed` stores `task` before reading `stopped`.
+        # Whichever runs second sees the other's store, so the task is either cancelled
+        # here or never starts reading.
+        self.stopped = True
+        loop, task = self.loop, self.task
+        if loop is not None and task is not None:
+            # A closed loop means the task is gone already.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
+
+    def join(self, timeout: float | None) -> None:
+        """Wait until the task has ended (or `timeout` seconds passed)."""
+        self.ended.wait(timeout)
+
+    def is_alive(self) -> bool:
+        """True while the task runs."""
+        return not self.ended.is_set()
+
+    async def _feed(self) -> None:
+        core = self.core
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        try:
+            if self.stopped:
+                return
+            async for item in self.source:
+                await core.accept_async(item, None)
+        except (CoordinatorClosedError, CoordinatorFaultedError):
+            pass
+        except asyncio.CancelledError as exc:
+            # Cancelled by close(): not an error of the source, and the task ends here.
+            # Cancelled by anything else (the loop shutting down): an interrupt.
+            if not self.stopped:
+                core.source_error = exc
+                core.cancel()
+        except BaseException as exc:  # re-raised from drain()
+            core.source_error = exc
+            if not isinstance(exc, Exception):
+                # An interrupt (KeyboardInterrupt, SystemExit) means stop: cancel what
+                # is queued and running instead of finishing it first.
+                core.cancel()
+        finally:
+            self.source = None  # type: ignore[assignment]
+            try:
+                core.source_finished()
+            finally:
+                self.ended.set()
