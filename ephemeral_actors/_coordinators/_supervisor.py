@@ -40,6 +40,7 @@ from ephemeral_actors import messages as m
 from ephemeral_actors._coordinators._backlog import Backlog, FifoBacklog
 from ephemeral_actors._coordinators._callbacks import Callbacks
 from ephemeral_actors._coordinators._future import OperationFuture
+from ephemeral_actors._coordinators._limits import SCHEDULE_CLOCK
 from ephemeral_actors._coordinators._requests import (
     BLOCK,
     FORCE,
@@ -47,10 +48,12 @@ from ephemeral_actors._coordinators._requests import (
     TRY_OWN,
     Call,
     Intake,
+    Scheduled,
     Wait,
     remaining,
     resolve,
 )
+from ephemeral_actors._coordinators._schedule import Schedule, scheduled_request
 from ephemeral_actors._coordinators._window import CLOCK, Window, snapshot_of
 from ephemeral_actors._coordinators._workers import (
     CANCELLED,
@@ -175,13 +178,15 @@ class Supervisor(pykka.Actor):
 
     # Proxy surface: one method per public message.
 
-    def enqueue(self, item: Any) -> int:
+    def enqueue(self, item: Any, priority: int = 0, delay: float | None = None) -> int:
         """Accept `item` (past the backlog bound: an actor cannot wait); its op id."""
-        return cast("int", self._core.handle(m.Enqueue(item), from_actor=True))
+        message = m.Enqueue(item, priority, delay)
+        return cast("int", self._core.handle(message, from_actor=True))
 
-    def submit(self, item: Any) -> pykka.Future[Any]:
+    def submit(self, item: Any, priority: int = 0, delay: float | None = None) -> pykka.Future[Any]:
         """Accept `item`; a future of its outcome."""
-        return cast("pykka.Future[Any]", self._core.handle(m.Submit(item), from_actor=True))
+        message = m.Submit(item, priority, delay)
+        return cast("pykka.Future[Any]", self._core.handle(message, from_actor=True))
 
     def stats(self) -> CoordinatorStats:
         """Every counter, read at one instant."""
@@ -328,6 +333,14 @@ class Core:
         from ephemeral_actors._coordinators._signaling import SignalRouter  # noqa: PLC0415
 
         self.router = SignalRouter(self, options)
+        # Delays and rate limits (SPEC 16) read a monotonic clock; built without a rate
+        # limit, the schedule only comes with the first delayed item.
+        self.schedule_clock = SCHEDULE_CLOCK.get()
+        self.schedule: Schedule | None = None
+        if options.rate_limit is not None or (
+            options.rate_limit_per_key is not None and key_selector is not None
+        ):
+            self.schedule = Schedule(self)
         # The core holds the actor itself: an ActorRef only keeps a weak reference, and
         # this actor has no thread to keep it alive.
         self.supervisor = Supervisor(self)
@@ -520,15 +533,27 @@ class Core:
 
     # -- intake ------------------------------------------------------------------------
 
-    def accept(self, item: Any, future: Any, timeout: float | None, mode: int) -> Operation | None:
+    def accept(  # noqa: PLR0917 - the hot path passes every argument positionally
+        self,
+        item: Any,
+        future: Any,
+        timeout: float | None,
+        mode: int,
+        priority: int = 0,
+        delay: float | None = None,
+    ) -> Operation | None:
         """Accept `item` (the hot path of `enqueue`): one message to the supervisor.
 
         `mode` is `BLOCK` (wait for backlog space, up to `timeout`), `FORCE` (accept past
         the bound: actor messages, whose sender must not wait) or `TRY` (answer None
         instead of waiting or raising; fair scheduling applies). A body of this
         coordinator never waits for, nor is refused, backlog space it would free itself.
+        `priority` and `delay` (SPEC 16) are validated here, in the caller's thread.
         """
-        request = Intake(item, future, mode)
+        if priority.__class__ is int and not priority and delay is None:
+            request = Intake(item, future, mode)
+        else:
+            request = scheduled_request(item, future, mode, priority, delay)
         if self.key_of is not None:
             try:
                 self._keyed_intake(request)
@@ -559,8 +584,10 @@ class Core:
         request.raw_key = raw_key
         request.key = str(raw_key)
 
-    async def accept_async(self, item: Any, future: Any) -> Operation:
-        request = Intake(item, future, BLOCK)
+    async def accept_async(
+        self, item: Any, future: Any, priority: int = 0, delay: float | None = None
+    ) -> Operation:
+        request = scheduled_request(item, future, BLOCK, priority, delay)
         self._keyed_intake(request)
         if (op := _current.get()) is not None and op._core is self:
             request.mode = FORCE
@@ -615,7 +642,10 @@ class Core:
             if type(future) is OperationFuture:
                 future.operation_id = op.id
                 future._canceller = functools.partial(self.cancel_pending, op)
-        self.backlog.push(op, request.item)
+        if type(request) is Intake:
+            self.backlog.push(op, request.item)
+        else:
+            self._admit_scheduled(op, cast("Scheduled", request))
         self.npending += 1
         request.item = None  # the request outlives the turn; the item must not
         self.enqueued += 1
@@ -623,6 +653,15 @@ class Core:
         request.value = op
         if self.running < self.limit:
             self._dispatch()
+
+    def _admit_scheduled(self, op: Operation, request: Scheduled) -> None:
+        """An item with a priority or a delay joins the backlog, or waits out its delay."""
+        if request.delay is None:
+            self.backlog.push(op, request.item, request.priority)
+            return
+        if self.schedule is None:
+            self.schedule = Schedule(self)
+        self.schedule.delay(op, request.item, request.priority, request.delay)
 
     def _admit_waiting(self) -> None:
         """Backlog space was freed: accept parked producers in arrival order."""
@@ -662,8 +701,9 @@ class Core:
             return
         if self.deferring and not self._cancel_present():
             return
+        schedule = self.schedule
         while self.running < self.limit:
-            entry = self.backlog.pop()
+            entry = self.backlog.pop() if schedule is None else schedule.pop()
             if entry is None:
                 return
             self.npending -= 1
@@ -676,6 +716,8 @@ class Core:
             if self.router.cancel_marks:
                 signal = self.router.cancelling_signal()
                 if signal is not None:
+                    if schedule is not None:
+                        schedule.unstarted(op)
                     self._finish(op, CANCELLED, SignalCancelledError(signal))
                     op._ended = op._started
                     continue
@@ -695,14 +737,24 @@ class Core:
 
     def key_pending(self, raw_key: Any) -> int:
         """Items of `raw_key` waiting (a state query for keyed coordinators)."""
-        return self.backlog.key_pending(raw_key)
+        pending = self.backlog.key_pending(raw_key)
+        if self.schedule is not None:
+            pending += self.schedule.key_pending(raw_key)
+        return pending
+
+    def _remove_pending(self, op_id: int) -> Operation | None:
+        """Take a waiting item (in the backlog, or waiting out a delay) back by id."""
+        op = self.backlog.remove(op_id)
+        if op is None and self.schedule is not None:
+            op = self.schedule.remove(op_id)
+        return op
 
     def cancel_pending(self, op: Operation) -> bool:
         """Drop `op` if it has not started (its future's `cancel()`); True if dropped."""
         return bool(self.call(self._on_cancel_pending, op))
 
     def _on_cancel_pending(self, op: Operation) -> bool:
-        if op._in_window or op._outcome != RUNNING or self.backlog.remove(op.id) is None:
+        if op._in_window or op._outcome != RUNNING or self._remove_pending(op.id) is None:
             return False
         self._dropped(op)
         op._reply = None  # the future resolves itself as cancelled
@@ -732,7 +784,7 @@ class Core:
                 return False
             op._cancel = True
             return True
-        op = self.backlog.remove(op_id)
+        op = self._remove_pending(op_id)
         if op is None:
             return False
         self._dropped(op)
@@ -955,6 +1007,8 @@ class Core:
 
     def _drop_backlog(self, make_error: Callable[[], BaseException]) -> None:
         dropped = self.backlog.take_all()
+        if self.schedule is not None:
+            dropped += self.schedule.take_all()
         self.npending = 0
         for op, _item in dropped:
             op._outcome = CANCELLED
@@ -1206,7 +1260,10 @@ class Core:
         self.loop_refs = 0
 
     def _on_close_backlog(self, _: object) -> list[threading.Thread]:
-        return self.backlog.close()
+        threads = self.backlog.close()
+        if self.schedule is not None:
+            threads += self.schedule.close()
+        return threads
 
     def _on_stop_workers(self, _: object) -> list[WorkerBase]:
         workers = list(self.workers)
@@ -1328,12 +1385,13 @@ class Core:
 
 def _handle_enqueue(core: Core, msg: m.Enqueue, from_actor: bool) -> int:
     if core.mailbox.in_turn():
-        request = Intake(msg.item, None, FORCE)
+        request = scheduled_request(msg.item, None, FORCE, msg.priority, msg.delay)
         core._keyed_intake(request)
         core._on_accept(request)
         core.replies.remove(request)
         return cast("Operation", request.result()).id
-    op = core.accept(msg.item, None, None, FORCE if from_actor else BLOCK)
+    mode = FORCE if from_actor else BLOCK
+    op = core.accept(msg.item, None, None, mode, msg.priority, msg.delay)
     assert op is not None
     return op.id
 
@@ -1341,13 +1399,13 @@ def _handle_enqueue(core: Core, msg: m.Enqueue, from_actor: bool) -> int:
 def _handle_submit(core: Core, msg: m.Submit, from_actor: bool) -> pykka.Future[Any]:
     future: OperationFuture[Any] = OperationFuture()
     if core.mailbox.in_turn():
-        request = Intake(msg.item, future, FORCE)
+        request = scheduled_request(msg.item, future, FORCE, msg.priority, msg.delay)
         core._keyed_intake(request)
         core._on_accept(request)
         core.replies.remove(request)
         request.result()
         return future
-    core.accept(msg.item, future, None, FORCE if from_actor else BLOCK)
+    core.accept(msg.item, future, None, FORCE if from_actor else BLOCK, msg.priority, msg.delay)
     return future
 
 
