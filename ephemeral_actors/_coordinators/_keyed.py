@@ -340,6 +340,8 @@ class KeyedBacklog:
         if self.ranked is not None:
             self.ranked.clear()
         self.priorities.clear()
+        for _due, _seq, child in self.throttled:
+            child.throttled = False  # emptied by a remove(): it must be able to come back
         self.throttled.clear()
         return dropped
 

@@ -587,7 +587,10 @@ class Core:
     async def accept_async(
         self, item: Any, future: Any, priority: int = 0, delay: float | None = None
     ) -> Operation:
-        request = scheduled_request(item, future, BLOCK, priority, delay)
+        if priority.__class__ is int and not priority and delay is None:
+            request = Intake(item, future, BLOCK)
+        else:
+            request = scheduled_request(item, future, BLOCK, priority, delay)
         self._keyed_intake(request)
         if (op := _current.get()) is not None and op._core is self:
             request.mode = FORCE
