@@ -5,13 +5,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import difflib
+import math
 import os
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ephemeral_actors._signals._pattern import pattern_tokens
-from ephemeral_actors._validate import check_int, check_seconds, check_seconds_or_none
+from ephemeral_actors._validate import (
+    MAX_SECONDS,
+    check_int,
+    check_seconds,
+    check_seconds_or_none,
+)
 
 if TYPE_CHECKING:
     from ephemeral_actors._records import OperationSnapshot
@@ -145,6 +151,18 @@ class CoordinatorOptions:
     max_tracked_failures: int = 100
     """Failed (and cancelled) operations kept for `get_failed()` after the window trimmed
     them (>= 0; 0 keeps only the window's). Added in 0.2.0."""
+    rate_limit: float | None = None
+    """Operations started per second, whole coordinator (> 0); `None`: no limit.
+
+    Starts never exceed `rate_burst + rate_limit * t` in any window of `t` seconds;
+    items held back wait in the backlog, not in worker slots."""
+    rate_limit_per_key: float | None = None
+    """Keyed coordinators: operations of one key started per second (> 0); `None`: no limit.
+
+    A key waiting for its rate never holds up other keys."""
+    rate_burst: int = 1
+    """Starts a rate limit lets through at once after a quiet spell (>= 1); each limit
+    has its own bucket of `rate_burst`."""
 
     def __post_init__(self) -> None:
         """Validate and normalise every field."""
@@ -158,6 +176,9 @@ class CoordinatorOptions:
         check_int("max_queued_signals", self.max_queued_signals, minimum=1)
         check_int("max_restarts", self.max_restarts, minimum=0)
         check_int("max_tracked_failures", self.max_tracked_failures, minimum=0)
+        check_int("rate_burst", self.rate_burst, minimum=1)
+        for rate in ("rate_limit", "rate_limit_per_key"):
+            set_(self, rate, _check_rate(rate, getattr(self, rate)))
         for flag in ("enable_dynamic_concurrency", "enable_fair_scheduling"):
             value = getattr(self, flag)
             if not isinstance(value, bool):
@@ -230,6 +251,27 @@ class CoordinatorOptions:
             )
 
 
+def _check_rate(name: str, value: object) -> float | None:
+    """A rate in starts per second: a positive, finite int or float (not a bool), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"{name} must be starts per second as an int or float, or None, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    rate = float(value)
+    if math.isnan(rate) or math.isinf(rate) or rate <= 0:
+        raise ValueError(f"{name} must be a finite number of starts per second > 0, got {value!r}")
+    if 1.0 / rate > MAX_SECONDS:
+        # One start per interval: the interval must fit a timer (threading.TIMEOUT_MAX).
+        raise ValueError(
+            f"{name} must be at least 1 / threading.TIMEOUT_MAX ({1.0 / MAX_SECONDS!r}) "
+            f"starts per second, got {value!r}"
+        )
+    return rate
+
+
 def _pattern_set(name: str, value: object) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -290,6 +332,9 @@ class OptionsKwargs(TypedDict, total=False):
     exit_timeout: float
     describe: Callable[[Any], str] | None
     max_tracked_failures: int
+    rate_limit: float | None
+    rate_limit_per_key: float | None
+    rate_burst: int
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(CoordinatorOptions))

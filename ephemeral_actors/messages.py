@@ -16,6 +16,10 @@ actor cannot wait, so the supervisor accepts the item even when the backlog is
 full (the mailbox already holds it). A rejected `tell` (closed coordinator) is
 logged, since there is nobody to raise to; an `ask` raises to the asker.
 
+`Enqueue` and `Submit` take an optional `priority` (lower starts first) and `delay`
+(seconds before the item may start), as `enqueue(item, priority=..., delay=...)` does;
+`Enqueue(item)` alone still means priority 0, no delay.
+
 All messages are frozen records that take their fields positionally.
 """
 
@@ -23,6 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from ephemeral_actors._coordinators._schedule import check_priority
+from ephemeral_actors._validate import check_seconds_or_none
 
 __all__ = [
     "Cancel",
@@ -42,16 +49,39 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Enqueue:
-    """Accept `item`; an `ask` answers its operation id."""
+    """Accept `item`; an `ask` answers its operation id.
+
+    `priority` (an int, lower starts first) and `delay` (seconds, or a
+    `datetime.timedelta`, before the item may start) are checked when the message
+    is built, so a bad value raises in the sender.
+    """
 
     item: Any
+    priority: int = 0
+    delay: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_schedule(self, self.priority, self.delay)
 
 
 @dataclass(frozen=True, slots=True)
 class Submit:
-    """Accept `item`; an `ask` answers a `pykka.Future` of the operation's outcome."""
+    """Accept `item`; an `ask` answers a `pykka.Future` of the operation's outcome.
+
+    `priority` and `delay` as for `Enqueue`.
+    """
 
     item: Any
+    priority: int = 0
+    delay: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_schedule(self, self.priority, self.delay)
+
+
+def _check_schedule(message: Enqueue | Submit, priority: object, delay: object) -> None:
+    object.__setattr__(message, "priority", check_priority(priority))
+    object.__setattr__(message, "delay", check_seconds_or_none("delay", delay) or None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import contextlib
 import threading
 from typing import TYPE_CHECKING, NoReturn
 
+from ephemeral_actors._coordinators._limits import SCHEDULE_CLOCK
 from ephemeral_actors._coordinators._window import CLOCK
 from ephemeral_actors._coordinators._workers import InjectedWorkerCrash
 from ephemeral_actors._mailbox import CHECK_OWNERSHIP
@@ -21,7 +22,13 @@ from ephemeral_actors._mailbox import CHECK_OWNERSHIP
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["crash_worker", "library_threads", "ownership_checks_enabled", "use_clock"]
+__all__ = [
+    "crash_worker",
+    "library_threads",
+    "ownership_checks_enabled",
+    "use_clock",
+    "use_schedule_clock",
+]
 
 
 def crash_worker() -> NoReturn:
@@ -61,6 +68,38 @@ def use_clock(clock: Callable[[], float]) -> Iterator[None]:
         yield
     finally:
         CLOCK.reset(token)
+
+
+@contextlib.contextmanager
+def use_schedule_clock(clock: Callable[[], float]) -> Iterator[None]:
+    """Coordinators built inside this block time delays and rate limits with `clock`.
+
+    `clock()` returns monotonic seconds, like `time.monotonic` (the default). Records
+    keep their own wall clock (`use_clock`). With a clock you move by hand, a test
+    decides exactly when a delayed item is due or a token is back; any later
+    dispatch (for instance `resume()`) then starts what became eligible:
+
+    ```python
+    now = [0.0]
+    with use_schedule_clock(lambda: now[0]):
+        c = WorkCoordinator(body, rate_limit=1.0)
+    c.enqueue(a)
+    c.enqueue(b)      # no token: b waits in the backlog
+    now[0] += 1.0     # b's token is due
+    c.resume()        # dispatches: b starts
+    ```
+
+    The library's own wake-up timers still run on real time, so they may fire
+    early or late relative to `clock`; they only ever trigger a dispatch, which
+    re-reads `clock`.
+    """
+    if not callable(clock):
+        raise TypeError(f"clock must be callable, got {type(clock).__name__} {clock!r}")
+    token = SCHEDULE_CLOCK.set(clock)
+    try:
+        yield
+    finally:
+        SCHEDULE_CLOCK.reset(token)
 
 
 def ownership_checks_enabled() -> bool:

@@ -351,8 +351,8 @@ def test_test_thread_can_ask_the_actor_ref_directly():
 
 
 ALL_MESSAGES = [
-    (Enqueue, ("item",)),
-    (Submit, ("item",)),
+    (Enqueue, ("item", "priority", "delay")),
+    (Submit, ("item", "priority", "delay")),
     (GetStats, ()),
     (GetSnapshot, ()),
     (Pause, ()),

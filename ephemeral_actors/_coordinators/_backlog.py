@@ -4,10 +4,16 @@ A coordinator kind differs from another in its backlog, not in hooks on the
 supervisor: `FifoBacklog` starts items in arrival order; the keyed coordinator's
 `KeyedBacklog` (in `_keyed.py`) keeps items in per-key child actors and gives global
 slots to ready keys in turn. Only the supervisor's turn calls these methods.
+
+Priorities (SPEC 16): lower numbers start first, equal ones in arrival order. A
+backlog keeps its plain structure until it sees a non-zero priority, so a
+coordinator that never uses them pays nothing for them.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,8 +33,8 @@ class Backlog(Protocol):
     fair_threshold: int
     """Per-key pending bound for `try_enqueue` (0: no fair scheduling)."""
 
-    def push(self, op: Operation, item: Any) -> None:
-        """Take an accepted item."""
+    def push(self, op: Operation, item: Any, priority: int = 0) -> None:
+        """Take an accepted item (lower `priority` starts first; equal ones FIFO)."""
 
     def pop(self) -> Entry | None:
         """The next item that may start now (None if none may)."""
@@ -53,30 +59,63 @@ class Backlog(Protocol):
     def key_pending(self, raw_key: Any) -> int:
         """Items of `raw_key` waiting (0 without keys)."""
 
+    def refund(self, op: Operation) -> None:
+        """`op` was taken but cancelled before it started: give back its per-key token."""
+
+    def wake(self, now: float) -> None:
+        """Keys whose per-key rate-limit token is due by `now` may ask for slots again."""
+
     def close(self) -> list[threading.Thread]:
         """Stop whatever the backlog runs (children, timers); threads to join."""
 
 
 class FifoBacklog:
-    """Items start in arrival order."""
+    """Items start in arrival order, or by priority once one is not 0.
 
-    __slots__ = ("items",)
+    While every priority is 0, `items` (a deque) holds the backlog. The first
+    non-zero priority moves it into `ranked`, a heap of (priority, sequence, entry);
+    once that heap empties, the deque takes over again.
+    """
+
+    __slots__ = ("items", "ranked", "sequence")
 
     fair_threshold = 0
 
     def __init__(self) -> None:
         self.items: deque[Entry] = deque()
+        self.ranked: list[tuple[int, int, Entry]] | None = None
+        self.sequence = itertools.count()
 
-    def push(self, op: Operation, item: Any) -> None:
-        self.items.append((op, item))
+    def push(self, op: Operation, item: Any, priority: int = 0) -> None:
+        if not priority and self.ranked is None:
+            self.items.append((op, item))
+            return
+        ranked = self.ranked
+        if ranked is None:
+            # Items already waiting keep their order, ahead of later priority-0 items.
+            sequence = self.sequence
+            ranked = self.ranked = [(0, next(sequence), entry) for entry in self.items]
+            self.items.clear()
+        heapq.heappush(ranked, (priority, next(self.sequence), (op, item)))
 
     def pop(self) -> Entry | None:
         items = self.items
-        return items.popleft() if items else None
+        if items:
+            return items.popleft()
+        ranked = self.ranked
+        if not ranked:
+            return None
+        entry = heapq.heappop(ranked)[2]
+        if not ranked:
+            self.ranked = None
+        return entry
 
     def take_all(self) -> list[Entry]:
         dropped = list(self.items)
         self.items.clear()
+        if self.ranked is not None:
+            dropped.extend(ranked[2] for ranked in sorted(self.ranked))
+            self.ranked = None
         return dropped
 
     def remove(self, op_id: int) -> Operation | None:
@@ -85,6 +124,16 @@ class FifoBacklog:
             if entry[0].id == op_id:
                 del items[index]
                 return entry[0]
+        ranked = self.ranked
+        if ranked is not None:
+            for index, (_, _, entry) in enumerate(ranked):
+                if entry[0].id == op_id:
+                    ranked[index] = ranked[-1]
+                    ranked.pop()
+                    heapq.heapify(ranked)
+                    if not ranked:
+                        self.ranked = None
+                    return entry[0]
         return None
 
     def ended(self, op: Operation) -> None:
@@ -95,6 +144,12 @@ class FifoBacklog:
 
     def key_pending(self, raw_key: Any) -> int:  # noqa: ARG002
         return 0
+
+    def refund(self, op: Operation) -> None:
+        pass
+
+    def wake(self, now: float) -> None:
+        pass
 
     def close(self) -> list[threading.Thread]:
         return []

@@ -124,7 +124,14 @@ class CoordinatorBase(Generic[T]):
 
     # -- intake ------------------------------------------------------------------------
 
-    def enqueue(self, item: T, *, timeout: float | None = None) -> int:
+    def enqueue(
+        self,
+        item: T,
+        *,
+        timeout: float | None = None,
+        priority: int = 0,
+        delay: float | None = None,
+    ) -> int:
         """Accept `item` and return its operation id.
 
         Blocks while the backlog (`max_tracked_operations` pending items) is full.
@@ -132,6 +139,12 @@ class CoordinatorBase(Generic[T]):
         Args:
             item: The work item; it is passed to the body and never retained in records.
             timeout: Seconds to wait for backlog space; `None` waits as long as it takes.
+            priority: Lower numbers start first; equal priorities start in enqueue
+                order. In a keyed coordinator a key's items keep their enqueue order
+                whatever their priorities; ready keys compete by the priority of
+                their next item.
+            delay: Seconds (or a `timedelta`) after acceptance before the item may
+                start; it counts as pending meanwhile and can be cancelled.
 
         Returns:
             The positive 63-bit operation id.
@@ -140,20 +153,23 @@ class CoordinatorBase(Generic[T]):
             CoordinatorFullError: The backlog stayed full for `timeout` seconds.
             CoordinatorClosedError: `complete()`, `cancel()` or `close()` was called.
             CoordinatorFaultedError: The supervisor actor died.
+            TypeError: `priority` is not an int, or `delay` not seconds.
         """
         if timeout is not None:
             timeout = check_seconds_or_none("timeout", timeout)
-        op = self._core.accept(item, None, timeout, BLOCK)
+        op = self._core.accept(item, None, timeout, BLOCK, priority, delay)
         assert op is not None
         return op.id
 
-    def try_enqueue(self, item: T) -> bool:
+    def try_enqueue(self, item: T, *, priority: int = 0, delay: float | None = None) -> bool:
         """Accept `item` if that needs no waiting; never raises for a full or closed coordinator.
+
+        `priority` and `delay` are as for `enqueue` (a bad value raises).
 
         Returns:
             True if the item was accepted.
         """
-        return self._core.accept(item, None, None, TRY) is not None
+        return self._core.accept(item, None, None, TRY, priority, delay) is not None
 
     def offer(self, item: T) -> Admission:
         """Accept `item` if that needs no waiting, or say why not; never blocks or raises.
@@ -194,10 +210,13 @@ class CoordinatorBase(Generic[T]):
                 raise
         return count
 
-    def submit(self, item: T) -> OperationFuture[Any]:
+    def submit(
+        self, item: T, *, priority: int = 0, delay: float | None = None
+    ) -> OperationFuture[Any]:
         """Accept `item` and return a future of its outcome (the *ask* form).
 
-        Blocks while the backlog is full, like `enqueue`.
+        Blocks while the backlog is full, like `enqueue`; `priority` and `delay` are
+        as for `enqueue`.
 
         Returns:
             An `OperationFuture`: a `concurrent.futures.Future` and a `pykka.Future`
@@ -207,16 +226,18 @@ class CoordinatorBase(Generic[T]):
             `cancel()` the item while it is pending.
         """
         future: OperationFuture[Any] = OperationFuture()
-        self._core.accept(item, future, None, BLOCK)
+        self._core.accept(item, future, None, BLOCK, priority, delay)
         return future
 
-    async def enqueue_async(self, item: T) -> int:
+    async def enqueue_async(self, item: T, *, priority: int = 0, delay: float | None = None) -> int:
         """`enqueue` for asyncio: waits for backlog space without blocking the loop."""
-        op = await self._core.accept_async(item, None)
+        op = await self._core.accept_async(item, None, priority, delay)
         return op.id
 
-    async def submit_async(self, item: T) -> Any:
+    async def submit_async(self, item: T, *, priority: int = 0, delay: float | None = None) -> Any:
         """Accept `item` and await its outcome without blocking the event loop.
+
+        `priority` and `delay` are as for `enqueue`.
 
         Returns:
             `None`, or the body's result in a `ResultCoordinator`.
@@ -228,7 +249,7 @@ class CoordinatorBase(Generic[T]):
 
         loop = asyncio.get_running_loop()
         reply = AsyncReply(loop, loop.create_future())
-        await self._core.accept_async(item, reply)
+        await self._core.accept_async(item, reply, priority, delay)
         return await reply.fut
 
     # -- counters and state ------------------------------------------------------------

@@ -17,11 +17,21 @@ A child whose key has been idle for `key_idle_timeout` is passivated (Akka's
 `ReceiveTimeout`, Orleans deactivation): stopped and forgotten, so memory follows
 active keys. A key seen again gets a new child. A child stopped from outside is
 restarted by its supervisor with its mailbox intact, as Akka restarts an actor.
+
+Scheduling (SPEC 16). Priorities never reorder a key's own items: its mailbox stays in
+arrival order. Across keys, ready keys compete by the priority of the item at the head
+of their mailbox (equal priorities take turns, as without priorities); the ready
+queue turns from a deque into a heap the first time an item has a non-zero priority.
+With `rate_limit_per_key`, each child holds its key's token bucket: a key whose
+bucket is empty does not join the ready queue but waits in `throttled` (a heap by the
+time its next token is due) until the supervisor's schedule timer wakes it, so it
+never holds a global slot or blocks another key.
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
 import itertools
 import logging
 import time
@@ -33,6 +43,7 @@ import pykka
 from ephemeral_actors._coordinators._arguments import split_keyed_arguments
 from ephemeral_actors._coordinators._base import CoordinatorBase
 from ephemeral_actors._coordinators._key import capture
+from ephemeral_actors._coordinators._limits import SCHEDULE_CLOCK, TokenBucket
 from ephemeral_actors._coordinators._supervisor import Core
 from ephemeral_actors._dispatch import DISPATCHER, Timer, _StopFlag
 from ephemeral_actors._mailbox import CHECK_OWNERSHIP, check_owner
@@ -105,6 +116,9 @@ class KeyChild(pykka.Actor):
         self.in_ready = False
         self.idle_since = 0.0
         self.processed = 0
+        rate = backlog.key_rate
+        self.bucket = None if rate is None else TokenBucket(rate, backlog.key_burst)
+        self.throttled = False  # waiting in backlog.throttled for its next token
 
     def __repr__(self) -> str:
         return f"<KeyChild key={self.key!r} pending={len(self.mailbox)} running={self.running}>"
@@ -152,9 +166,19 @@ class KeyChild(pykka.Actor):
         self.processed += 1
         self.in_ready = False
         mailbox = self.mailbox
-        if not mailbox or self.running >= self.backlog.per_key:
+        backlog = self.backlog
+        if not mailbox or self.running >= backlog.per_key:
             return None
+        bucket = self.bucket
+        if bucket is not None:
+            now = backlog.clock()
+            if bucket.wait(now) > 0:
+                self._ask_for_slot()  # throttles it until the token is due
+                return None
+            bucket.take(now)
         entry = mailbox.popleft()
+        if backlog.priorities:
+            backlog.priorities.pop(entry[0].id, None)
         self.running += 1
         self._ask_for_slot()  # to the back of the ready queue: keys take turns
         return entry
@@ -185,6 +209,7 @@ class KeyChild(pykka.Actor):
         dropped = list(self.mailbox)
         self.mailbox.clear()
         self.in_ready = False
+        self.throttled = False
         return dropped
 
     def remove(self, op_id: int) -> Operation | None:
@@ -201,8 +226,12 @@ class KeyChild(pykka.Actor):
 
     def _ask_for_slot(self) -> None:
         if not self.in_ready and self.mailbox and self.running < self.backlog.per_key:
-            self.in_ready = True
-            self.backlog.ready.append(self)
+            backlog = self.backlog
+            if backlog.plain:
+                self.in_ready = True
+                backlog.ready.append(self)
+            else:
+                backlog.make_ready(self)
 
     def stop_now(self) -> None:
         """Stop this actor (passivation or close): later asks get `ActorDeadError`."""
@@ -223,6 +252,18 @@ class KeyedBacklog:
         self.idle_timeout = options.key_idle_timeout
         self.children: dict[Any, KeyChild] = {}
         self.ready: collections.deque[KeyChild] = collections.deque()
+        # Scheduling (SPEC 16); `plain` while neither priorities nor per-key limits apply.
+        self.key_rate = options.rate_limit_per_key
+        self.key_burst = options.rate_burst
+        self.clock = SCHEDULE_CLOCK.get()
+        self.ranked: list[tuple[int, int, KeyChild]] | None = None
+        """Ready keys as a heap of (head priority, sequence, child), once priorities are used."""
+        self.priorities: dict[int, int] = {}
+        """Non-zero priorities of waiting items, by operation id."""
+        self.throttled: list[tuple[float, int, KeyChild]] = []
+        """Keys waiting for their next token: a heap of (due, sequence, child)."""
+        self.sequence = itertools.count()
+        self.plain = self.key_rate is None
         self.idle_keys: dict[Any, KeyChild] = {}
         self.reap_timer: Timer | None = None
         self.uses_dispatcher = False
@@ -230,22 +271,88 @@ class KeyedBacklog:
         self.retired_processed = 0
         self.core: Core
 
-    def push(self, op: Operation, item: Any) -> None:
+    def push(self, op: Operation, item: Any, priority: int = 0) -> None:
         key = op._raw_key
         child = self.children.get(key)
         if child is None:
             child = self.children[key] = KeyChild(self, key)
         elif child.idle:
             self.idle_keys.pop(key, None)
+        if priority:
+            self.priorities[op.id] = priority
+            if self.ranked is None:
+                self._rank()
         child.receive_item(op, item)
 
     def pop(self) -> Entry | None:
+        ranked = self.ranked
+        if ranked is not None:
+            while ranked:
+                entry = heapq.heappop(ranked)[2].take()
+                if entry is not None:
+                    return entry
+            return None
         ready = self.ready
         while ready:
             entry = ready.popleft().take()
             if entry is not None:
                 return entry
         return None
+
+    # -- scheduling (SPEC 16) ----------------------------------------------------------
+
+    def _rank(self) -> None:
+        """The first non-zero priority: ready keys move into a heap, in their order."""
+        sequence = self.sequence
+        self.ranked = [(self.head_priority(c), next(sequence), c) for c in self.ready]
+        self.ready.clear()
+        self.plain = False
+
+    def head_priority(self, child: KeyChild) -> int:
+        """The priority of the item at the head of `child`'s mailbox (0 if none)."""
+        mailbox = child.mailbox
+        return self.priorities.get(mailbox[0][0].id, 0) if mailbox else 0
+
+    def make_ready(self, child: KeyChild) -> None:
+        """`child` may start one more item: queue it, unless its key has no token yet."""
+        bucket = child.bucket
+        if bucket is not None:
+            if child.throttled:
+                return
+            now = self.clock()
+            wait = bucket.wait(now)
+            if wait > 0:
+                child.throttled = True
+                due = now + wait
+                heapq.heappush(self.throttled, (due, next(self.sequence), child))
+                schedule = self.core.schedule
+                assert schedule is not None  # built with the coordinator when limits apply
+                schedule.wake_at(due)
+                return
+        child.in_ready = True
+        ranked = self.ranked
+        if ranked is None:
+            self.ready.append(child)
+        else:
+            heapq.heappush(ranked, (self.head_priority(child), next(self.sequence), child))
+
+    def wake(self, now: float) -> None:
+        """Keys whose next token is due by `now` ask for a slot again."""
+        throttled = self.throttled
+        while throttled and throttled[0][0] <= now:
+            child = heapq.heappop(throttled)[2]
+            child = self.children.get(child.key, child)  # restarted meanwhile: its heir
+            child.throttled = False
+            child._ask_for_slot()
+        if throttled:
+            schedule = self.core.schedule
+            assert schedule is not None
+            schedule.wake_at(throttled[0][0])
+
+    def refund(self, op: Operation) -> None:
+        child = self.children.get(op._raw_key)
+        if child is not None and child.bucket is not None:
+            child.bucket.refund()
 
     def take_all(self) -> list[Entry]:
         dropped: list[Entry] = []
@@ -256,12 +363,19 @@ class KeyedBacklog:
                 if child.running == 0:
                     self._went_idle(child, now)
         self.ready.clear()
+        if self.ranked is not None:
+            self.ranked.clear()
+        self.priorities.clear()
+        for _due, _seq, child in self.throttled:
+            child.throttled = False  # emptied by a remove(): it must be able to come back
+        self.throttled.clear()
         return dropped
 
     def remove(self, op_id: int) -> Operation | None:
         for child in self.children.values():
             op = child.remove(op_id)
             if op is not None:
+                self.priorities.pop(op_id, None)
                 return op
         return None
 
@@ -282,6 +396,11 @@ class KeyedBacklog:
         self._went_idle(child, time.monotonic())
 
     def _went_idle(self, child: KeyChild, now: float) -> None:
+        bucket = child.bucket
+        if bucket is not None:
+            # Its bucket goes with the child: keep the child until the bucket is full
+            # again, so a passivated key never grants a fresh burst too early.
+            now += max(0.0, bucket.full_in(self.clock()))
         child.idle_since = now
         self.idle_keys[child.key] = child
         if self.reap_timer is None and not self.closed:
@@ -350,9 +469,13 @@ class KeyedBacklog:
         heir.running = child.running
         heir.in_ready = child.in_ready
         heir.idle_since = child.idle_since
+        heir.bucket = child.bucket
+        heir.throttled = child.throttled
         self.children[child.key] = heir
         if child.in_ready:
             self.ready = collections.deque(heir if c is child else c for c in self.ready)
+            if self.ranked is not None:
+                self.ranked = [(p, n, heir if c is child else c) for p, n, c in self.ranked]
         if self.idle_keys.get(child.key) is child:
             self.idle_keys[child.key] = heir
         self.retired_processed += child.processed
@@ -390,6 +513,8 @@ class KeyedBacklog:
         self.children.clear()
         self.idle_keys.clear()
         self.ready.clear()
+        self.ranked = None
+        self.throttled.clear()
         if self.uses_dispatcher:
             self.uses_dispatcher = False
             return DISPATCHER.release()
@@ -496,14 +621,15 @@ class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):
         coordinator._start_source(source)
         return coordinator
 
-    def try_enqueue(self, item: T) -> bool:
+    def try_enqueue(self, item: T, *, priority: int = 0, delay: float | None = None) -> bool:
         """Accept `item` if that needs no waiting.
 
         Returns False for a full or closed coordinator, when `key_selector` raises,
         and — with fair scheduling on — when the item's key already has
-        `fair_scheduling_threshold` pending items.
+        `fair_scheduling_threshold` pending items (delayed ones included).
+        `priority` and `delay` are as for `enqueue`.
         """
-        return super().try_enqueue(item)
+        return super().try_enqueue(item, priority=priority, delay=delay)
 
     @property
     def active_keys(self) -> int:

@@ -26,6 +26,7 @@ __all__ = [
     "AsyncReply",
     "Call",
     "Intake",
+    "Scheduled",
     "Wait",
     "remaining",
     "resolve",
@@ -58,6 +59,19 @@ class Intake(Reply):
         self.raw_key: Any = None
         self.label: str | None = None
         self.reason: Any = None  # the Admission of a refused TRY, set in the turn
+
+
+class Scheduled(Intake):
+    """An intake whose item has a priority or a delay (SPEC 16); plain items use `Intake`."""
+
+    __slots__ = ("delay", "priority")
+
+    def __init__(
+        self, item: Any, future: Any, mode: int, priority: int, delay: float | None
+    ) -> None:
+        super().__init__(item, future, mode)
+        self.priority = priority
+        self.delay = delay
 
 
 class Call(Reply):

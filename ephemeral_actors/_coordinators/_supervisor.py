@@ -46,6 +46,7 @@ from ephemeral_actors._coordinators._exit import forget_at_exit, track_until_exi
 from ephemeral_actors._coordinators._failures import FailureLog, label_of
 from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._coordinators._key import CapturedKey
+from ephemeral_actors._coordinators._limits import SCHEDULE_CLOCK
 from ephemeral_actors._coordinators._loops import LoopBinding, bind_running_loop, loop_lost
 from ephemeral_actors._coordinators._requests import (
     BLOCK,
@@ -54,10 +55,12 @@ from ephemeral_actors._coordinators._requests import (
     TRY_OWN,
     Call,
     Intake,
+    Scheduled,
     Wait,
     remaining,
     resolve,
 )
+from ephemeral_actors._coordinators._schedule import Schedule, scheduled_request
 from ephemeral_actors._coordinators._source import AsyncFeeder
 from ephemeral_actors._coordinators._window import CLOCK, Window, snapshot_of
 from ephemeral_actors._coordinators._workers import (
@@ -186,14 +189,14 @@ class Supervisor(pykka.Actor):
 
     # Proxy surface: one method per public message.
 
-    def enqueue(self, item: Any) -> int:
+    def enqueue(self, item: Any, priority: int = 0, delay: float | None = None) -> int:
         """Accept `item` (past the backlog bound: an actor cannot wait); its op id."""
-        return self._core.enqueue_in_turn(item, None).id
+        return self._core.enqueue_in_turn(item, None, priority, delay).id
 
-    def submit(self, item: Any) -> pykka.Future[Any]:
+    def submit(self, item: Any, priority: int = 0, delay: float | None = None) -> pykka.Future[Any]:
         """Accept `item`; a future of its outcome."""
         future: OperationFuture[Any] = OperationFuture()
-        self._core.enqueue_in_turn(item, future)
+        self._core.enqueue_in_turn(item, future, priority, delay)
         return future
 
     def stats(self) -> CoordinatorStats:
@@ -358,6 +361,14 @@ class Core:
         from ephemeral_actors._coordinators._signaling import SignalRouter  # noqa: PLC0415
 
         self.router = SignalRouter(self, options)
+        # Delays and rate limits (SPEC 16) read a monotonic clock; built without a rate
+        # limit, the schedule only comes with the first delayed item.
+        self.schedule_clock = SCHEDULE_CLOCK.get()
+        self.schedule: Schedule | None = None
+        if options.rate_limit is not None or (
+            options.rate_limit_per_key is not None and key_selector is not None
+        ):
+            self.schedule = Schedule(self)
         # The core holds the actor itself: an ActorRef only keeps a weak reference, and
         # this actor has no thread to keep it alive.
         self.supervisor = Supervisor(self)
@@ -564,15 +575,27 @@ class Core:
 
     # -- intake ------------------------------------------------------------------------
 
-    def accept(self, item: Any, future: Any, timeout: float | None, mode: int) -> Operation | None:
+    def accept(  # noqa: PLR0917 - the hot path passes every argument positionally
+        self,
+        item: Any,
+        future: Any,
+        timeout: float | None,
+        mode: int,
+        priority: int = 0,
+        delay: float | None = None,
+    ) -> Operation | None:
         """Accept `item` (the hot path of `enqueue`): one message to the supervisor.
 
         `mode` is `BLOCK` (wait for backlog space, up to `timeout`), `FORCE` (accept past
         the bound: actor messages, whose sender must not wait) or `TRY` (answer None
         instead of waiting or raising; fair scheduling applies). A body of this
         coordinator never waits for, nor is refused, backlog space it would free itself.
+        `priority` and `delay` (SPEC 16) are validated here, in the caller's thread.
         """
-        request = Intake(item, future, mode)
+        if priority.__class__ is int and not priority and delay is None:
+            request = Intake(item, future, mode)
+        else:
+            request = scheduled_request(item, future, mode, priority, delay)
         if self.describe is not None:
             request.label = label_of(self, item)
         if self.key_of is not None or self.check_item is not None:
@@ -615,8 +638,13 @@ class Core:
         request.raw_key = captured
         request.key = str(raw_key)
 
-    async def accept_async(self, item: Any, future: Any) -> Operation:
-        request = Intake(item, future, BLOCK)
+    async def accept_async(
+        self, item: Any, future: Any, priority: int = 0, delay: float | None = None
+    ) -> Operation:
+        if priority.__class__ is int and not priority and delay is None:
+            request = Intake(item, future, BLOCK)
+        else:
+            request = scheduled_request(item, future, BLOCK, priority, delay)
         if self.describe is not None:
             request.label = label_of(self, item)
         self._keyed_intake(request)
@@ -679,7 +707,10 @@ class Core:
             if type(future) is OperationFuture:
                 future.operation_id = op.id
                 future._canceller = functools.partial(self.cancel_pending, op)
-        self.backlog.push(op, request.item)
+        if type(request) is Intake:
+            self.backlog.push(op, request.item)
+        else:
+            self._admit_scheduled(op, cast("Scheduled", request))
         self.npending += 1
         request.item = None  # the request outlives the turn; the item must not
         self.enqueued += 1
@@ -688,6 +719,15 @@ class Core:
         request.value = op
         if self.running < self.limit:
             self._dispatch()
+
+    def _admit_scheduled(self, op: Operation, request: Scheduled) -> None:
+        """An item with a priority or a delay joins the backlog, or waits out its delay."""
+        if request.delay is None:
+            self.backlog.push(op, request.item, request.priority)
+            return
+        if self.schedule is None:
+            self.schedule = Schedule(self)
+        self.schedule.delay(op, request.item, request.priority, request.delay)
 
     def _admit_waiting(self) -> None:
         """Backlog space was freed: accept parked producers in arrival order."""
@@ -731,6 +771,7 @@ class Core:
         if self.paused or not self.processing:
             return
         router = self.router
+        schedule = self.schedule
         while self.running < self.limit:
             # One cancel check per item, before it is taken: the bus may clear or evict
             # the cancel signal at any moment, so a second check after taking could
@@ -738,7 +779,7 @@ class Core:
             signal = router.cancelling_signal() if router.cancel_marks else None
             if signal is None and self.deferring:
                 return
-            entry = self.backlog.pop()
+            entry = self.backlog.pop() if schedule is None else schedule.pop()
             if entry is None:
                 return
             self.npending -= 1
@@ -749,6 +790,8 @@ class Core:
             if self.space_waiters and self.npending <= self.low_water:
                 self._admit_waiting()
             if signal is not None:
+                if schedule is not None:
+                    schedule.unstarted(op)
                 self._finish(op, CANCELLED, SignalCancelledError(signal))
                 op._ended = op._started
                 continue
@@ -770,20 +813,28 @@ class Core:
 
     def key_pending(self, raw_key: Any) -> int:
         """Items of `raw_key` waiting (a state query for keyed coordinators)."""
+        pending = self.backlog.key_pending(raw_key)
+        if self.schedule is not None:
+            pending += self.schedule.key_pending(raw_key)
         if self.attempts is not None:
-            return self.backlog.key_pending(raw_key) + self.attempts.key_waiting(raw_key)
-        return self.backlog.key_pending(raw_key)
+            pending += self.attempts.key_waiting(raw_key)
+        return pending
+
+    def _remove_pending(self, op_id: int) -> Operation | None:
+        """Take a waiting item back by id (backlog, delay, or retry backoff)."""
+        op = self.backlog.remove(op_id)
+        if op is None and self.schedule is not None:
+            op = self.schedule.remove(op_id)
+        if op is None and self.attempts is not None:
+            op = self.attempts.forget(op_id)
+        return op
 
     def cancel_pending(self, op: Operation) -> bool:
         """Drop `op` if it has not started (its future's `cancel()`); True if dropped."""
         return bool(self.call(self._on_cancel_pending, op))
 
     def _on_cancel_pending(self, op: Operation) -> bool:
-        if op._in_window or op._outcome != RUNNING:
-            return False
-        if self.backlog.remove(op.id) is None and (
-            self.attempts is None or self.attempts.forget(op.id) is None
-        ):
+        if op._in_window or op._outcome != RUNNING or self._remove_pending(op.id) is None:
             return False
         self._dropped(op)
         op._reply = None  # the future resolves itself as cancelled
@@ -817,9 +868,7 @@ class Core:
             op._timed_out = False  # an explicit cancel counts as one, even past a deadline
             self._ask_to_cancel(op)
             return True
-        op = self.backlog.remove(op_id)
-        if op is None and self.attempts is not None:
-            op = self.attempts.forget(op_id)  # waiting out a retry backoff
+        op = self._remove_pending(op_id)
         if op is None:
             return False
         self._dropped(op)
@@ -1002,12 +1051,18 @@ class Core:
             )
         return handler(self, message)
 
-    def enqueue_in_turn(self, item: Any, future: OperationFuture[Any] | None) -> Operation:
+    def enqueue_in_turn(
+        self,
+        item: Any,
+        future: OperationFuture[Any] | None,
+        priority: int = 0,
+        delay: float | None = None,
+    ) -> Operation:
         """Accept `item` from an actor's message: in the turn, past the backlog bound.
 
         An actor cannot wait for space, and by now the item sits in the mailbox anyway.
         """
-        request = Intake(item, future, FORCE)
+        request = scheduled_request(item, future, FORCE, priority, delay)
         self._keyed_intake(request)
         self._on_accept(request)
         self.replies.remove(request)
@@ -1082,6 +1137,8 @@ class Core:
         dropped = self.backlog.take_all()
         if self.attempts is not None:
             dropped += self.attempts.forget_all()
+        if self.schedule is not None:
+            dropped += self.schedule.take_all()
         self.npending = 0
         for op, _item in dropped:
             op._outcome = CANCELLED
@@ -1364,6 +1421,8 @@ class Core:
         threads = self.backlog.close()
         if self.attempts is not None:
             threads += self.attempts.close()
+        if self.schedule is not None:
+            threads += self.schedule.close()
         return threads
 
     def _on_stop_workers(self, _: object) -> list[WorkerBase]:
@@ -1492,12 +1551,12 @@ class Core:
 
 def _submit_in_turn(core: Core, msg: m.Submit) -> OperationFuture[Any]:
     future: OperationFuture[Any] = OperationFuture()
-    core.enqueue_in_turn(msg.item, future)
+    core.enqueue_in_turn(msg.item, future, msg.priority, msg.delay)
     return future
 
 
 _HANDLERS: dict[type, Callable[[Core, Any], Any]] = {
-    m.Enqueue: lambda core, msg: core.enqueue_in_turn(msg.item, None).id,
+    m.Enqueue: lambda core, msg: core.enqueue_in_turn(msg.item, None, msg.priority, msg.delay).id,
     m.Submit: _submit_in_turn,
     m.GetStats: lambda core, _msg: core.stats_in_turn(),
     m.GetSnapshot: lambda core, _msg: core.snapshot_in_turn(core.capture_results),

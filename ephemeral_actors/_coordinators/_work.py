@@ -130,11 +130,15 @@ class ResultCoordinator(CoordinatorBase[T], Generic[T, R]):
         # outcome here is the body's result. Declaring them keeps submit() free of a
         # wrapper on the hot path while mypy sees `ResultCoordinator[T, R]` results.
 
-        def submit(self, item: T) -> ResultFuture[R]:
+        def submit(
+            self, item: T, *, priority: int = 0, delay: float | None = None
+        ) -> ResultFuture[R]:
             """Accept `item` and return a future of the body's result."""
             ...
 
-        async def submit_async(self, item: T) -> R:
+        async def submit_async(
+            self, item: T, *, priority: int = 0, delay: float | None = None
+        ) -> R:
             """Accept `item` and await the body's result without blocking the loop."""
             ...
 

@@ -2,13 +2,14 @@
 
 Each machine drives one coordinator (work, keyed or result; sync or coroutine bodies,
 chosen per example) and one shared `SignalBus` through random interleavings of intake
-(`enqueue`, `try_enqueue`, `submit`, `enqueue_async`, the actor `Enqueue` message),
-control (`pause`/`resume`, `set_max_concurrency`, `complete`, `cancel`, `drain`,
-`cancel_operation` by id), window edits (`pin`/`unpin`/`evict`), bus signals that
-cancel, defer and resume, bus clears during a deferral (the cancel signal withdrawn
-while dispatch runs), async waits cancelled by `asyncio.wait_for` (`enqueue_async`
-on a full backlog, `drain_async`), and `close()` called from inside a body. These are
-the operations of issue 13's findings.
+(`enqueue`, `try_enqueue`, `submit`, `enqueue_async`, the actor `Enqueue` message), each
+with a random `priority` and sometimes a `delay`, control (`pause`/`resume`,
+`set_max_concurrency`, `complete`, `cancel`, `drain`, `cancel_operation` by id),
+window edits (`pin`/`unpin`/`evict`), bus signals that cancel, defer and resume, bus
+clears during a deferral (the cancel signal withdrawn while dispatch runs), async waits
+cancelled by `asyncio.wait_for` (`enqueue_async` on a full backlog, `drain_async`),
+`close()` called from inside a body — the operations of issue 13's findings — and moves
+of the schedule clock (a fake one the machine owns) that make delayed items due.
 
 Bodies never sleep: each item has a behaviour (succeed, fail, emit a signal, crash its
 worker actor, block, or block and then check for cancellation) and blocking bodies wait
@@ -24,7 +25,8 @@ Checked after every step (`@invariant`) and inside the bodies themselves:
   a lock), also just after a lowering, and at most `max_concurrency_per_key` of its key;
 - nothing starts while paused, deferred, after `cancel()` or while a cancel signal is
   present; running operations are asked to cancel exactly when they should be;
-- items are taken in enqueue order (globally; per key for keyed coordinators);
+- items are taken by priority, then enqueue order (per key: enqueue order whatever the
+  priority); an item whose delay has not passed never starts;
 - nothing that could start is left pending (no lost wake-up, no head-of-line blocking);
 - the window holds every running operation (unless evicted) and every pinned one, and
   no more than `max_tracked_operations` otherwise; `pin`/`unpin`/`evict` answer whether
@@ -87,7 +89,12 @@ from ephemeral_actors import (
 )
 from ephemeral_actors import messages as m
 from ephemeral_actors._coordinators._supervisor import CoordinatorState
-from ephemeral_actors.testing import crash_worker, library_threads, use_clock
+from ephemeral_actors.testing import (
+    crash_worker,
+    library_threads,
+    use_clock,
+    use_schedule_clock,
+)
 from tests.conftest import WAIT
 
 SLOW = os.environ.get("EA_SLOW", "") not in ("", "0") or "--slow" in sys.argv
@@ -111,6 +118,9 @@ RUNS: Counter[str] = Counter()
 """Examples and steps run, per machine (printed at the end of the module)."""
 
 KEYS = (0, 1, 2)
+PRIORITIES = (0, 0, -1, 1)
+DELAYS = (None, None, None, 50.0)
+"""Delays in the machine's fake schedule seconds (the `advance` rule moves that clock)."""
 CANCEL, DEFER, RESUME, NOTE = "ea.cancel", "ea.defer", "ea.resume", "ea.note"
 
 OK, FAIL, SIGNAL, CRASH, BLOCK, CANCELLABLE, CLOSER = (
@@ -157,6 +167,9 @@ class Record:
     op: Operation | None = None
     stamp: float = 0.0  # the operation's start time (take order)
     outcome: str | None = None  # "completed", "failed", "crashed", "cancelled"
+    priority: int = 0
+    due: float | None = None  # schedule-clock time a delayed item may start at
+    accepted_at: float = 0.0  # a record-clock time after the intake call returned
 
     @property
     def blocking(self) -> bool:
@@ -166,6 +179,16 @@ class Record:
     def stuck(self) -> bool:
         """A blocking body that has not been released."""
         return self.blocking and not self.event.is_set()
+
+
+class FakeScheduleClock:
+    """The schedule clock of delays: it moves only in the machine's `advance` rule."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class StrictClock:
@@ -236,7 +259,10 @@ class CoordinatorMachine(RuleBasedStateMachine):
         self.threads_before = set(threading.enumerate())
         self.actors_before = len(pykka.ActorRegistry.get_all())
         self.clock = contextlib.ExitStack()
-        self.clock.enter_context(use_clock(StrictClock()))
+        self.strict = StrictClock()
+        self.clock.enter_context(use_clock(self.strict))
+        self.schedule_clock = FakeScheduleClock()
+        self.clock.enter_context(use_schedule_clock(self.schedule_clock))
 
     # -- construction ---------------------------------------------------------------------
 
@@ -314,6 +340,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
             rec.entered = True
             rec.op = op
             rec.stamp = op._started
+            if rec.due is not None and self.schedule_clock.now < rec.due:
+                self.violations.append(f"item {item.token} started before it was due")
             if rec.op_id is not None and rec.op_id != op.id:
                 self.violations.append(f"item {item.token}: enqueue said {rec.op_id}, ran {op.id}")
             rec.op_id = op.id
@@ -409,25 +437,42 @@ class CoordinatorMachine(RuleBasedStateMachine):
 
     # -- quiescence -----------------------------------------------------------------------
 
-    def new_record(self, key: int, behaviour: str) -> tuple[Record, Item]:
+    def new_record(
+        self, key: int, behaviour: str, priority: int = 0, delay: float | None = None
+    ) -> tuple[Record, Item]:
         token = next(self.tokens)
-        rec = Record(token, key, behaviour)
+        rec = Record(token, key, behaviour, priority=priority)
+        if delay is not None:
+            rec.due = self.schedule_clock.now + delay
         self.records[token] = rec
-        self.log.append(f"  item {token}: key {key}, {behaviour}")
+        self.log.append(f"  item {token}: key {key}, {behaviour}, priority {priority}, {delay=}")
         return rec, Item(token, key)
+
+    def not_due(self) -> list[Record]:
+        """Pending items still waiting out their delay."""
+        now = self.schedule_clock.now
+        return [
+            r
+            for r in self.records.values()
+            if r.accepted and not r.entered and not r.dropped and r.due is not None and r.due > now
+        ]
 
     def key_pending(self, key: int) -> int:
         return self.coord.get_pending_count_for_key(key) if self.keyed else 0
 
     def could_start(self, s: Any) -> bool:
         """Whether some pending item may start now (then we are not quiescent)."""
-        if s.pending_count == 0 or self.paused or self.deferred_now:
+        waiting = self.not_due()
+        if s.pending_count == len(waiting) or self.paused or self.deferred_now:
             return False
         if s.active_count >= self.limit:
             return False
         if not self.keyed:
             return True
-        return any(self.key_pending(k) > 0 and self.key_inside[k] < self.per_key for k in KEYS)
+        later = Counter(r.key for r in waiting)
+        return any(
+            self.key_pending(k) > later[k] and self.key_inside[k] < self.per_key for k in KEYS
+        )
 
     def settle(self) -> Any:
         """Wait until every running operation is a blocked body and nothing can start.
@@ -475,28 +520,32 @@ class CoordinatorMachine(RuleBasedStateMachine):
 
     # -- intake rules ---------------------------------------------------------------------
 
-    def offer(self, key: int, behaviour: str, how: str) -> None:
+    def offer(
+        self, key: int, behaviour: str, how: str, priority: int = 0, delay: float | None = None
+    ) -> None:
         self.count_step()
         s = self.settle()
         full = s.pending_count >= self.bound
-        rec, item = self.new_record(key, behaviour)
+        rec, item = self.new_record(key, behaviour, priority, delay)
         closed = self.state != "running"
         if how == "try":
             fair = self.fair_threshold > 0 and self.key_pending(key) >= self.fair_threshold
-            rec.accepted = accepted = self.coord.try_enqueue(item)
+            rec.accepted = accepted = self.coord.try_enqueue(item, priority=priority, delay=delay)
+            rec.accepted_at = self.strict()
             assert accepted == (not closed and not full and not fair), (closed, full, fair)
         elif closed:
             # After close() the supervisor actor may have stopped: Pykka says so itself.
             errors = (CoordinatorClosedError, pykka.ActorDeadError)
             with pytest.raises(errors if self.closed_early else CoordinatorClosedError):
-                self.call_intake(how, item)
+                self.call_intake(how, item, priority, delay)
         elif full and how != "actor":
             if how == "submit":
                 return  # submit waits for space; nothing here would free it
             with pytest.raises(CoordinatorFullError):
-                self.coord.enqueue(item, timeout=0.001)
+                self.coord.enqueue(item, timeout=0.001, priority=priority, delay=delay)
         else:
-            result = self.call_intake(how, item)
+            result = self.call_intake(how, item, priority, delay)
+            rec.accepted_at = self.strict()
             rec.accepted = True
             if how == "submit":
                 rec.future = result
@@ -507,31 +556,54 @@ class CoordinatorMachine(RuleBasedStateMachine):
             self.forced |= how == "actor"
         self.settle()
 
-    def call_intake(self, how: str, item: Item) -> Any:
+    def call_intake(self, how: str, item: Item, priority: int, delay: float | None) -> Any:
         if how == "enqueue":
-            return self.coord.enqueue(item, timeout=WAIT)
+            return self.coord.enqueue(item, timeout=WAIT, priority=priority, delay=delay)
         if how == "submit":
-            return self.coord.submit(item)
+            return self.coord.submit(item, priority=priority, delay=delay)
         if how == "async":
-            return asyncio.run(asyncio.wait_for(self.coord.enqueue_async(item), WAIT))
+            intake = self.coord.enqueue_async(item, priority=priority, delay=delay)
+            return asyncio.run(asyncio.wait_for(intake, WAIT))
         assert how == "actor"
-        return self.coord.actor_ref.ask(m.Enqueue(item), timeout=WAIT)
+        return self.coord.actor_ref.ask(m.Enqueue(item, priority, delay), timeout=WAIT)
 
     @rule(
         key=st.sampled_from(KEYS),
         behaviour=st.sampled_from(BEHAVIOURS),
         how=st.sampled_from(["enqueue", "try", "submit", "async", "actor"]),
+        priority=st.sampled_from(PRIORITIES),
+        delay=st.sampled_from(DELAYS),
     )
-    def offer_one(self, key: int, behaviour: str, how: str) -> None:
-        self.offer(key, behaviour, how)
+    def offer_one(
+        self, key: int, behaviour: str, how: str, priority: int, delay: float | None
+    ) -> None:
+        self.offer(key, behaviour, how, priority, delay)
 
     @rule(
-        items=st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(BEHAVIOURS)), max_size=6),
+        items=st.lists(
+            st.tuples(
+                st.sampled_from(KEYS),
+                st.sampled_from(BEHAVIOURS),
+                st.sampled_from(PRIORITIES),
+                st.sampled_from(DELAYS),
+            ),
+            max_size=6,
+        ),
         how=st.sampled_from(["enqueue", "try", "submit"]),
     )
-    def offer_many(self, items: list[tuple[int, str]], how: str) -> None:
-        for key, behaviour in items:
-            self.offer(key, behaviour, how)
+    def offer_many(self, items: list[tuple[int, str, int, float | None]], how: str) -> None:
+        for key, behaviour, priority, delay in items:
+            self.offer(key, behaviour, how, priority, delay)
+
+    @rule()
+    def advance(self) -> None:
+        """Move the schedule clock: delayed items accepted before now become due."""
+        self.count_step()
+        self.settle()
+        self.schedule_clock.now += DELAYS[-1] or 0.0
+        if not self.paused:
+            self.coord.resume()  # a dispatch at the new time (resume() itself is a no-op)
+        self.settle()
 
     # -- releasing bodies -------------------------------------------------------------------
 
@@ -752,7 +824,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
     def surely_drains(self, s: Any) -> bool:
         if s.pending_count == 0:
             return True
-        if self.paused or self.deferred_now:
+        if self.paused or self.deferred_now or self.not_due():
             return False
         pending = [
             r for r in self.records.values() if r.accepted and not r.entered and not r.dropped
@@ -870,12 +942,28 @@ class CoordinatorMachine(RuleBasedStateMachine):
 
     @invariant()
     def items_start_in_order(self) -> None:
-        started = sorted((r for r in self.records.values() if r.entered), key=lambda r: r.stamp)
-        last: dict[int, int] = {}
-        for rec in started:
-            lane = rec.key if self.keyed else 0
-            assert rec.token > last.get(lane, 0), f"item {rec.token} started out of order"
-            last[lane] = rec.token
+        """Per key: enqueue order. Unkeyed: an item waiting when another started ranks after it.
+
+        Delayed items join the backlog when due, at a moment the model cannot see, so
+        they are left out of the order checks (the bodies check they never start early).
+        """
+        started = sorted(
+            (r for r in self.records.values() if r.entered and r.due is None),
+            key=lambda r: r.stamp,
+        )
+        if self.keyed:
+            last: dict[int, int] = {}
+            for rec in started:
+                assert rec.token > last.get(rec.key, 0), f"item {rec.token} overtook its key"
+                last[rec.key] = rec.token
+            return
+        for i, first in enumerate(started):
+            for later in started[i + 1 :]:
+                if later.accepted_at < first.stamp:  # it was waiting when `first` started
+                    assert (first.priority, first.token) < (later.priority, later.token), (
+                        f"item {first.token} (priority {first.priority}) started before "
+                        f"item {later.token} (priority {later.priority})"
+                    )
 
     @invariant()
     def window_is_bounded_and_complete(self) -> None:
@@ -990,6 +1078,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
             for rec in self.records.values():
                 rec.event.set()
             self.paused = False
+            self.schedule_clock.now += 1_000.0  # every delayed item is due
             self.coord.resume()
             if self.deferring:
                 self.deferring = False

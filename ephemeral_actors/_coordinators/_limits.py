@@ -1,0 +1,75 @@
+"""Rate limits: the token buckets a supervisor owns (SPEC 16), and the clock they read.
+
+`CoordinatorOptions(rate_limit=r, rate_burst=b)` means: starts never exceed
+`b + r * t` in any window of `t` seconds. That is exactly a token bucket of `b` tokens
+refilled at `r` per second, one token per start. The supervisor keeps one bucket for
+the whole coordinator (`rate_limit`) and, in keyed coordinators, each key's child
+actor keeps one for its key (`rate_limit_per_key`); a start takes a token from each
+bucket that applies. Only the owner's turn touches a bucket.
+
+Rate limits and delays measure durations, so they read a monotonic clock, not the
+wall clock records are stamped with (a wall clock stepped back by NTP must not stall
+a rate limit). `ephemeral_actors.testing.use_schedule_clock()` injects another one,
+so a test can move scheduling time by hand and check the limit exactly.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["SCHEDULE_CLOCK", "TokenBucket"]
+
+SCHEDULE_CLOCK: contextvars.ContextVar[Callable[[], float]] = contextvars.ContextVar(
+    "ephemeral_actors_schedule_clock", default=time.monotonic
+)
+"""The monotonic clock of delays and rate limits for coordinators built in this context."""
+
+
+class TokenBucket:
+    """A bucket of `burst` tokens refilled at `rate` per second, one token per start.
+
+    It keeps a single number instead of a token count and a refill time: the
+    *theoretical arrival time* `tat` of the Generic Cell Rate Algorithm (the token
+    bucket of ATM networks, also used by redis-cell and `throttled`). Each start
+    pushes `tat` one `interval` (1 / rate) further; a start is allowed while `tat`
+    is at most `tolerance` ((burst - 1) intervals) ahead of now. An idle bucket's
+    `tat` falls behind the clock, which is a full bucket; nothing needs refilling,
+    and the time the next token is due is a subtraction.
+    """
+
+    __slots__ = ("interval", "tat", "tolerance")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.interval = 1.0 / rate
+        self.tolerance = (burst - 1) * self.interval
+        self.tat = -math.inf  # full
+
+    def __repr__(self) -> str:
+        return f"<TokenBucket interval={self.interval!r} burst={self.burst} tat={self.tat!r}>"
+
+    @property
+    def burst(self) -> int:
+        """Tokens the bucket holds when full."""
+        return round(self.tolerance / self.interval) + 1
+
+    def wait(self, now: float) -> float:
+        """Seconds from `now` until a token is available (<= 0: one is available now)."""
+        return self.tat - self.tolerance - now
+
+    def take(self, now: float) -> None:
+        """Take a token at `now` (the caller checked `wait(now) <= 0`)."""
+        self.tat = max(self.tat, now) + self.interval
+
+    def refund(self) -> None:
+        """Give back the token of a start that did not happen (cancelled at dispatch)."""
+        self.tat -= self.interval
+
+    def full_in(self, now: float) -> float:
+        """Seconds from `now` until the bucket is full again (<= 0: it is full)."""
+        return self.tat - now
