@@ -108,6 +108,12 @@ class CoordinatorOptions:
     """Signal patterns that defer new work."""
     resume_on_signals: str | Iterable[str] | None = None
     """Signal patterns that end a deferral at once."""
+    drain_on_signals: str | Iterable[str] | None = None
+    """Patterns: a matching bus signal (or, without a shared bus, one of this
+    coordinator's own signals) calls `complete()` (.NET v1.x). Added in 0.2."""
+    clear_on_signals: str | Iterable[str] | None = None
+    """Patterns: a matching signal from this coordinator's operations clears the events
+    matching the same patterns from the shared bus (.NET v1.x). Added in 0.2."""
     max_defer_attempts: int = 10
     """Re-checks before deferred work runs anyway (>= 0; 0 disables deferral)."""
     defer_check_interval: float = 0.1
@@ -206,7 +212,13 @@ class CoordinatorOptions:
         set_(
             self, "exit_timeout", check_seconds("exit_timeout", self.exit_timeout, allow_zero=True)
         )
-        for patterns in ("cancel_on_signals", "defer_on_signals", "resume_on_signals"):
+        for patterns in (
+            "cancel_on_signals",
+            "defer_on_signals",
+            "resume_on_signals",
+            "drain_on_signals",
+            "clear_on_signals",
+        ):
             set_(self, patterns, _pattern_set(patterns, getattr(self, patterns)))
         for callback in ("on_signal", "on_signal_async", "on_sample", "describe"):
             value = getattr(self, callback)
@@ -313,6 +325,8 @@ class OptionsKwargs(TypedDict, total=False):
     cancel_on_signals: str | Iterable[str] | None
     defer_on_signals: str | Iterable[str] | None
     resume_on_signals: str | Iterable[str] | None
+    drain_on_signals: str | Iterable[str] | None
+    clear_on_signals: str | Iterable[str] | None
     max_defer_attempts: int
     defer_check_interval: float
     signals: SignalBus | None
@@ -338,6 +352,20 @@ class OptionsKwargs(TypedDict, total=False):
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(CoordinatorOptions))
+
+
+_DEFAULTS: list[CoordinatorOptions] = []
+
+
+def default_options() -> CoordinatorOptions:
+    """`CoordinatorOptions()`, built once.
+
+    The record is frozen, so it can be shared; validating it anew would cost more than
+    building an unused coordinator should.
+    """
+    if not _DEFAULTS:
+        _DEFAULTS.append(CoordinatorOptions())
+    return _DEFAULTS[0]
 
 
 def merge_options(
@@ -373,7 +401,7 @@ def merge_options(
     if unknown:
         raise TypeError(_unknown_message(where, unknown[0]))
     if not option_fields:
-        return CoordinatorOptions() if options is None else options
+        return default_options() if options is None else options
     if options is None:
         # Built from scratch rather than replace()d from the defaults, so a field left
         # out keeps its default factory (max_concurrency follows the CPU count).

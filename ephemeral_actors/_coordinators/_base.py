@@ -27,7 +27,7 @@ from ephemeral_actors._errors import (
     CoordinatorFaultedError,
     CoordinatorNotCompletedError,
 )
-from ephemeral_actors._options import CoordinatorOptions
+from ephemeral_actors._options import CoordinatorOptions, default_options
 from ephemeral_actors._signals import matches
 from ephemeral_actors._signals._event import check_signal_name
 from ephemeral_actors._validate import check_seconds_or_none
@@ -51,7 +51,7 @@ T = TypeVar("T")
 def check_options(options: object) -> CoordinatorOptions:
     """Return `options`, or the defaults for None; reject anything else by name."""
     if options is None:
-        return CoordinatorOptions()
+        return default_options()
     if not isinstance(options, CoordinatorOptions):
         raise TypeError(
             f"options must be a CoordinatorOptions or None, got {type(options).__name__}"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import logging
 import time
@@ -104,6 +105,9 @@ class SignalRouter:
         if options.max_defer_attempts == 0:
             self.defer = None
         self.resume = compile_patterns(options.resume_on_signals)
+        self.drain = compile_patterns(options.drain_on_signals)
+        self.clear = compile_patterns(options.clear_on_signals)
+        self.clear_patterns = options.clear_on_signals or ()
         self.constraints = options.signal_constraints or SignalConstraints.DEFAULT
         self.on_signal = options.on_signal
         self.on_signal_async = options.on_signal_async
@@ -124,13 +128,16 @@ class SignalRouter:
         self.async_queue: collections.deque[SignalEvent] = collections.deque()
         self.async_running = 0
         self.async_closed = False
-        if self.on_signal_async is not None:
-            core.uses_shared_loop()
 
     @property
     def routes(self) -> bool:
-        """True if any cancel/defer/resume pattern is configured."""
-        return self.cancel is not None or self.defer is not None or self.resume is not None
+        """True if any cancel/defer/resume/drain pattern is configured."""
+        return (
+            self.cancel is not None
+            or self.defer is not None
+            or self.resume is not None
+            or self.drain is not None
+        )
 
     def start(self) -> None:
         """Subscribe to the shared bus (after the core is fully built)."""
@@ -142,6 +149,7 @@ class SignalRouter:
             *(options.cancel_on_signals or ()),
             *((options.defer_on_signals or ()) if self.defer is not None else ()),
             *(options.resume_on_signals or ()),
+            *(options.drain_on_signals or ()),
         ]
         self.subscription = bus.subscribe(patterns, self.observe_bus, replay=True)
 
@@ -186,6 +194,14 @@ class SignalRouter:
                 logger.warning(
                     f"coordinator {core.name!r}: signal {name!r} not published, bus closed"
                 )
+            else:
+                if self.clear is not None and self.clear(name):
+                    # clear_on_signals (.NET v1.x): this operation's signal clears the bus
+                    # events matching the same patterns, itself included. In the emitting
+                    # thread: the bus is another actor, never called from our turn.
+                    for pattern in self.clear_patterns:
+                        with contextlib.suppress(RuntimeError):  # closed meanwhile
+                            self.bus.clear_pattern(pattern)
         return True
 
     # -- routing (in the supervisor's turn) ---------------------------------------------------
@@ -215,6 +231,8 @@ class SignalRouter:
             own = core.window.get(event.operation_id)
             if own is not None and own._signals and any(e is event for e in own._signals):
                 op = own
+        if self.drain is not None and self.drain(signal):
+            core._on_complete(None)  # drain_on_signals: intake closes, the backlog runs
         if self.cancel is not None and self.cancel(signal):
             self.cancel_marks.append(_Mark(event, op, expires, source))
             if len(self.cancel_marks) > self.cancel_prune_at:
@@ -337,6 +355,7 @@ class SignalRouter:
         if self.async_running >= self.async_limit:
             return
         self.async_running += 1
+        core.hold_shared_loop()
         SHARED_LOOP.spawn(self._drain_async())
 
     def _on_next_async(self, _: object) -> SignalEvent | None:

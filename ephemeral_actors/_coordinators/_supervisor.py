@@ -122,6 +122,8 @@ class CoordinatorState(enum.Enum):
     """All actors and threads stopped; queries answer the final state."""
 
 
+_CLOSED_AT_ONCE: Final = object()
+"""`_on_begin_close`'s answer when the whole close fitted in its turn."""
 _OPEN: Final = CoordinatorState.RUNNING
 """Read on every turn: a module constant is ten times cheaper than `Enum.MEMBER`."""
 _ORDER = {s: i for i, s in enumerate(CoordinatorState)}
@@ -354,10 +356,11 @@ class Core:
         self.mailbox = Mailbox(self, self._receive, self._end_turn, self._handoff)
         self.view: tuple[Any, ...] = ()
         self._publish()
+        self.holds_shared_loop = False
         if self.is_async:
+            # Bound to the caller's running loop, or to the shared one with the first
+            # item (hold_shared_loop): building a coordinator starts no thread.
             self.loop = bind_running_loop()
-            if self.loop is None:
-                self.uses_shared_loop()
         from ephemeral_actors._coordinators._signaling import SignalRouter  # noqa: PLC0415
 
         self.router = SignalRouter(self, options)
@@ -387,6 +390,12 @@ class Core:
     def start(self) -> None:
         """Finish construction: things that may call back into a fully built core."""
         self.router.start()
+
+    def hold_shared_loop(self) -> None:
+        """Take this coordinator's reference on the shared loop, once (before a spawn)."""
+        if not self.holds_shared_loop:
+            self.holds_shared_loop = True
+            self.uses_shared_loop()
 
     def uses_shared_loop(self) -> None:
         """Hold a reference on the shared event loop until `close()`."""
@@ -1351,6 +1360,10 @@ class Core:
         """Stop everything; False if another call closed it (having waited for that)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         first = self.call(self._on_begin_close, None)
+        if first is _CLOSED_AT_ONCE:
+            self.closed_event.set()
+            forget_at_exit(self)
+            return True
         own = self.in_own_body() or self.on_own_loop()
         if not first:
             if not own:
@@ -1386,11 +1399,39 @@ class Core:
             daemon=True,
         ).start()
 
-    def _on_begin_close(self, _: object) -> bool:
+    def _on_begin_close(self, _: object) -> bool | object:
         if self.closing:
             return False
         self.closing = True
+        if self._has_nothing_to_stop():
+            # Nothing was ever started (no worker, callback thread, timer, loop task,
+            # source or subscription): everything close() does fits in this one turn.
+            self._on_cancel(None)
+            self.router._on_close(None)
+            self.backlog.close()
+            self.supervisor._stop()
+            self._on_closed(None)
+            return _CLOSED_AT_ONCE
         return True
+
+    def _has_nothing_to_stop(self) -> bool:
+        router = self.router
+        return (
+            not self.workers
+            and not self.running
+            and self.callbacks is None
+            and self.feeder is None
+            and not self.loop_refs
+            and self.loop is None
+            and not self.uses_dispatcher
+            and self.schedule is None
+            and self.attempts is None
+            and router.subscription is None
+            and not router.uses_dispatcher
+            and not router.async_running
+            and not getattr(self.backlog, "uses_dispatcher", False)
+            and self.backend is None
+        )
 
     def _finish_close(self, deadline: float | None) -> None:
         try:

@@ -251,6 +251,7 @@ class AsyncWorker(WorkerBase):
         if self.scheduled.acquire(blocking=False):
             binding = self.core.loop
             if binding is None:
+                self.core.hold_shared_loop()
                 SHARED_LOOP.spawn(self.run())
             elif not binding.spawn(self.run):
                 # The caller's loop is closed: nothing can run this item any more. This

@@ -764,6 +764,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
         rec, item = self.new_record(free[0] if self.keyed else 0, CLOSER)
         rec.op_id = self.coord.enqueue(item, timeout=WAIT)
         rec.accepted = True
+        # The order invariant compares acceptance with starts: without this stamp the
+        # record would look accepted at time 0, before everything that started.
+        rec.accepted_at = self.strict()
         assert rec.event.wait(WAIT), "close() inside a body did not return"
         self.closed_early = True
         self.state = "cancelled"
