@@ -7,7 +7,10 @@ a deadline (`item_timeout`): the hung request is cancelled and tried again. Its
 `RetryPolicy` retries transient errors with exponential backoff, and waits exactly
 what the server's `Retry-After` says (the error's `retry_after` attribute), capped by
 `max_backoff`. A 404 is not retried. While a request waits for its next attempt its
-slot is free for other pages.
+slot is free for other pages. A proactive rate limit (`rate_limit`, with a small
+burst) keeps the fetcher under the server's published limit before any 429 arrives,
+and the front page goes first (`priority=-1`). For several hosts, key the work by host
+(`KeyedWorkCoordinator`) and use `rate_limit_per_key`: see docs/guides/scheduling.md.
 
 Run: python examples/resilient_fetch.py
 """
@@ -87,6 +90,11 @@ PAGES = (
 )
 
 
+RATE = 40.0
+"""Requests per second the fake server's documentation allows."""
+BURST = 4
+
+
 def main() -> None:
     server = FakeServer()
 
@@ -99,11 +107,17 @@ def main() -> None:
         max_backoff=2.0,
         retry_on=(TransientHTTPError, OperationTimeoutError),  # not a 404
     )
-    # Options the example will grow (rate limits, priorities) go here too.
     with ResultCoordinator(
-        fetch, name="fetcher", max_concurrency=4, item_timeout=0.3, retry=policy
+        fetch,
+        name="fetcher",
+        max_concurrency=4,
+        item_timeout=0.3,
+        retry=policy,
+        rate_limit=RATE,  # starts per second, retries included
+        rate_burst=BURST,
     ) as fetcher:
-        futures = {path: fetcher.submit(path) for path in PAGES}
+        # The front page matters most: lower numbers start first.
+        futures = {path: fetcher.submit(path, priority=-1 if path == "/" else 0) for path in PAGES}
         fetcher.complete()
         fetcher.drain(30)
         failed = [
@@ -127,6 +141,14 @@ def main() -> None:
     )
     print(f"Retry-After honoured: {honoured}")
     print(f"timed-out request retried: {len(server.requests['/archive']) == 2}")
+    starts = sorted(t for times in server.requests.values() for t in times)
+    # burst + rate x t in any window of t seconds (a little slack for timer jitter).
+    kept = all(
+        j - i + 1 <= BURST + RATE * (starts[j] - starts[i]) + 1
+        for i in range(len(starts))
+        for j in range(i, len(starts))
+    )
+    print(f"rate limit kept: {kept}")
 
 
 if __name__ == "__main__":

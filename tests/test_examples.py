@@ -80,6 +80,7 @@ def test_resilient_fetch_retries_after_429s_and_a_timeout():
     assert_line(result, r"^operations retried: 5, attempts in all: 10$")
     assert_line(result, r"^Retry-After honoured: True$")
     assert_line(result, r"^timed-out request retried: True$")
+    assert_line(result, r"^rate limit kept: True$")
 
 
 def test_demo_summary():
