@@ -16,12 +16,14 @@ from ephemeral_actors import (
     CoordinatorOptions,
     CoordinatorStats,
     DynamicConcurrencyDisabledError,
+    KeyedWorkCoordinator,
     OperationSnapshot,
     ResultCoordinator,
     ResultSnapshot,
     WorkCoordinator,
     messages,
 )
+from ephemeral_actors._mailbox import current_actor
 from ephemeral_actors.messages import (
     Cancel,
     Complete,
@@ -391,3 +393,34 @@ def test_messages_module_exports_every_message():
     assert sorted(messages.__all__) == sorted(cls.__name__ for cls, _ in ALL_MESSAGES)
     for name in messages.__all__:
         assert getattr(messages, name) in {cls for cls, _ in ALL_MESSAGES}
+
+
+def test_an_actor_messages_user_code_runs_outside_the_supervisors_turn():
+    """SPEC 14: for `tell(Enqueue)`, `ask(Submit)` and proxy calls, the key selector and
+    `describe` run in the sender's thread before the message reaches the supervisor, and
+    a selector that raises (even a BaseException) answers the asker or is logged."""
+    turns: list[object] = []
+
+    def key(item: int) -> int:
+        turns.append(current_actor())
+        if item < 0:
+            raise KeyboardInterrupt("selector")
+        return item % 2
+
+    c = KeyedWorkCoordinator(key, lambda item: None, describe=lambda item: f"#{item}")
+    try:
+        c.actor_ref.tell(Enqueue(1))
+        assert c.actor_ref.ask(Submit(2)).result(timeout=WAIT) is None
+        op_id = c.proxy().enqueue(3).get(timeout=WAIT)
+        assert isinstance(op_id, int)
+        with pytest.raises(KeyboardInterrupt):
+            c.actor_ref.ask(Enqueue(-1))
+        c.actor_ref.tell(Enqueue(-2))  # logged; nothing stops
+        assert c.actor_ref.is_alive()
+        c.complete()
+        c.drain(WAIT)
+        assert c.total_enqueued == 3
+        assert turns and all(t is None for t in turns)
+        assert {s.label for s in c.get_snapshot()} == {"#1", "#2", "#3"}
+    finally:
+        c.close(WAIT)

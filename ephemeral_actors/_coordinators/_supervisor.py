@@ -31,6 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import pykka
@@ -142,6 +143,14 @@ def _is_coroutine_function(fn: Any) -> bool:
 # -- the supervisor actor -------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """An actor's `Enqueue`/`Submit` whose item was prepared in the sender's thread."""
+
+    request: Intake
+    submit: bool
+
+
 class _Inbox:
     """Pykka's view of the supervisor's mailbox: `tell`/`ask` envelopes become messages."""
 
@@ -151,7 +160,40 @@ class _Inbox:
         self.core = core
 
     def put(self, envelope: Any, /) -> None:
-        self.core.mailbox.post(envelope)
+        # Runs in the sender's thread. An item's user code (key selector, describe, a
+        # backend's item check) runs here, never in the supervisor's turn: the item
+        # travels on as a prepared request (SPEC 14).
+        message = envelope.message
+        kind = type(message)
+        if kind is m.Enqueue or kind is m.Submit:
+            item, priority, delay = message.item, message.priority, message.delay
+        elif (
+            kind is pykka.messages.ProxyCall
+            and message.attr_path in (("enqueue",), ("submit",))
+            and not message.kwargs
+            and len(message.args) == 1
+        ):
+            item, priority, delay = message.args[0], 0, None
+            kind = m.Enqueue if message.attr_path == ("enqueue",) else m.Submit
+        else:
+            self.core.mailbox.post(envelope)
+            return
+        future: OperationFuture[Any] | None = OperationFuture() if kind is m.Submit else None
+        try:
+            request = self.core.prepare_actor_intake(item, future, priority, delay)
+        except BaseException as exc:
+            # A tell has nobody to raise to; an ask gets it. Either way it never reaches
+            # Pykka, which would stop the actor (for a BaseException, every actor).
+            if envelope.reply_to is not None:
+                envelope.reply_to.set_exception((type(exc), exc, exc.__traceback__))
+            else:
+                logger.exception(
+                    f"coordinator {self.core.name!r} rejected {kind.__name__}: "
+                    "preparing its item raised"
+                )
+            return
+        prepared = _Prepared(request, kind is m.Submit)
+        self.core.mailbox.post(Envelope(prepared, reply_to=envelope.reply_to))
 
     def empty(self) -> bool:
         return not len(self.core.mailbox)
@@ -437,9 +479,11 @@ class Core:
             else:
                 # A tell has nobody to raise to, and Pykka would stop the actor (or,
                 # for a BaseException, every actor in the process).
-                logger.exception(
-                    f"coordinator {self.name!r} rejected {type(envelope.message).__name__}"
-                )
+                message = envelope.message
+                kind = type(message).__name__
+                if type(message) is _Prepared:
+                    kind = "Submit" if message.submit else "Enqueue"
+                logger.exception(f"coordinator {self.name!r} rejected {kind}")
             return
         if reply_to is not None:
             reply_to.set(response)
@@ -1060,6 +1104,29 @@ class Core:
             )
         return handler(self, message)
 
+    def prepare_actor_intake(
+        self,
+        item: Any,
+        future: OperationFuture[Any] | None,
+        priority: int = 0,
+        delay: float | None = None,
+    ) -> Intake:
+        """The intake request of an actor's message, built in the sender's thread.
+
+        Mode FORCE: an actor cannot wait for backlog space.
+        """
+        request = scheduled_request(item, future, FORCE, priority, delay)
+        if self.describe is not None:
+            request.label = label_of(self, item)
+        self._keyed_intake(request)
+        return request
+
+    def accept_prepared(self, request: Intake) -> Operation:
+        """Accept a prepared request in the turn, past the backlog bound."""
+        self._on_accept(request)
+        self.replies.remove(request)
+        return cast("Operation", request.result())
+
     def enqueue_in_turn(
         self,
         item: Any,
@@ -1067,15 +1134,8 @@ class Core:
         priority: int = 0,
         delay: float | None = None,
     ) -> Operation:
-        """Accept `item` from an actor's message: in the turn, past the backlog bound.
-
-        An actor cannot wait for space, and by now the item sits in the mailbox anyway.
-        """
-        request = scheduled_request(item, future, FORCE, priority, delay)
-        self._keyed_intake(request)
-        self._on_accept(request)
-        self.replies.remove(request)
-        return cast("Operation", request.result())
+        """Accept `item` from a message that was not prepared (a proxy call with keywords)."""
+        return self.accept_prepared(self.prepare_actor_intake(item, future, priority, delay))
 
     def pause(self) -> None:
         self.call(self._on_pause, True)
@@ -1596,7 +1656,13 @@ def _submit_in_turn(core: Core, msg: m.Submit) -> OperationFuture[Any]:
     return future
 
 
+def _accept_prepared(core: Core, msg: _Prepared) -> Any:
+    op = core.accept_prepared(msg.request)
+    return msg.request.future if msg.submit else op.id
+
+
 _HANDLERS: dict[type, Callable[[Core, Any], Any]] = {
+    _Prepared: _accept_prepared,
     m.Enqueue: lambda core, msg: core.enqueue_in_turn(msg.item, None, msg.priority, msg.delay).id,
     m.Submit: _submit_in_turn,
     m.GetStats: lambda core, _msg: core.stats_in_turn(),
