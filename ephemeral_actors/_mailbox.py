@@ -42,6 +42,7 @@ __all__ = [
     "Reply",
     "check_owner",
     "current_actor",
+    "handle_envelope",
 ]
 
 logger = logging.getLogger("ephemeral_actors")
@@ -147,6 +148,39 @@ class Reply:
         if self.error is not None:
             raise self.error
         return self.value
+
+
+def handle_envelope(
+    actor: Any, envelope: Any, rejected: Callable[[Any, BaseException], None]
+) -> None:
+    """Handle a Pykka `tell`/`ask` envelope in the turn of a mailbox actor.
+
+    Pykka's semantics, minus what a thread-less actor cannot afford: an ask to a stopped
+    actor gets `ActorDeadError` (a stop request, `None`); an ask whose handler raises gets
+    the exception; a tell whose handler raises is passed to `rejected` (which logs it),
+    never re-raised, since Pykka would stop the actor — for a BaseException, every actor.
+    """
+    import pykka  # noqa: PLC0415 - the runtime needs Pykka only for its envelopes
+
+    reply_to = envelope.reply_to
+    if actor.actor_stopped.is_set():
+        if reply_to is not None:
+            if isinstance(envelope.message, pykka.messages._ActorStop):
+                reply_to.set(None)
+                return
+            error = pykka.ActorDeadError(f"{actor.actor_ref} stopped")
+            reply_to.set_exception((pykka.ActorDeadError, error, None))
+        return
+    try:
+        response = actor._handle_receive(envelope.message)
+    except BaseException as exc:
+        if reply_to is not None:
+            reply_to.set_exception((type(exc), exc, exc.__traceback__))
+        else:
+            rejected(envelope.message, exc)
+        return
+    if reply_to is not None:
+        reply_to.set(response)
 
 
 def _wake_future(fut: Any) -> None:

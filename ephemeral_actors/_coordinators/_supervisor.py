@@ -86,7 +86,13 @@ from ephemeral_actors._errors import (
 from ephemeral_actors._exc import copy_error as _copy_error
 from ephemeral_actors._exc import detach as _detach
 from ephemeral_actors._ids import next_operation_id
-from ephemeral_actors._mailbox import CHECK_OWNERSHIP, Mailbox, Reply, check_owner
+from ephemeral_actors._mailbox import (
+    CHECK_OWNERSHIP,
+    Mailbox,
+    Reply,
+    check_owner,
+    handle_envelope,
+)
 from ephemeral_actors._operation import Operation, _current
 from ephemeral_actors._options import resolve_concurrency
 from ephemeral_actors._records import (
@@ -461,32 +467,13 @@ class Core:
         logger.error(f"coordinator {self.name!r}: unexpected message {message!r}")
 
     def _receive_envelope(self, envelope: Envelope[Any]) -> None:
-        actor = self.supervisor
-        reply_to = envelope.reply_to
-        if actor.actor_stopped.is_set():
-            if reply_to is not None:
-                if isinstance(envelope.message, pykka.messages._ActorStop):
-                    reply_to.set(None)
-                    return
-                error = pykka.ActorDeadError(f"{actor.actor_ref} stopped")
-                reply_to.set_exception((pykka.ActorDeadError, error, None))
-            return
-        try:
-            response = actor._handle_receive(envelope.message)
-        except BaseException as exc:
-            if reply_to is not None:
-                reply_to.set_exception((type(exc), exc, exc.__traceback__))
-            else:
-                # A tell has nobody to raise to, and Pykka would stop the actor (or,
-                # for a BaseException, every actor in the process).
-                message = envelope.message
-                kind = type(message).__name__
-                if type(message) is _Prepared:
-                    kind = "Submit" if message.submit else "Enqueue"
-                logger.exception(f"coordinator {self.name!r} rejected {kind}")
-            return
-        if reply_to is not None:
-            reply_to.set(response)
+        handle_envelope(self.supervisor, envelope, self._rejected)
+
+    def _rejected(self, message: Any, error: BaseException) -> None:
+        kind = type(message).__name__
+        if type(message) is _Prepared:
+            kind = "Submit" if message.submit else "Enqueue"
+        logger.error(f"coordinator {self.name!r} rejected {kind}", exc_info=error)
 
     def _crashed(self, error: BaseException) -> None:
         """A handler raised: a bug in the supervisor. It dies, and the coordinator faults."""

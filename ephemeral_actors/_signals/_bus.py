@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pykka
 from pykka._envelope import Envelope
 
-from ephemeral_actors._mailbox import CHECK_OWNERSHIP, Mailbox, Reply, check_owner
+from ephemeral_actors._mailbox import CHECK_OWNERSHIP, Mailbox, Reply, check_owner, handle_envelope
 from ephemeral_actors._records import ActorStats
 from ephemeral_actors._signals._event import (
     SignalEvent,
@@ -319,27 +319,11 @@ class _BusState:
             logger.error(f"{self.label}: unexpected message {message!r}")
 
     def _receive_envelope(self, envelope: Envelope[Any]) -> None:
-        actor = self.actor
-        reply_to = envelope.reply_to
-        if actor.actor_stopped.is_set():
-            if reply_to is not None:
-                if isinstance(envelope.message, pykka.messages._ActorStop):
-                    reply_to.set(None)
-                    return
-                error = pykka.ActorDeadError(f"{actor.actor_ref} stopped")
-                reply_to.set_exception((pykka.ActorDeadError, error, None))
-            return
-        try:
-            response = actor._handle_receive(envelope.message)
-        except BaseException as exc:
-            if reply_to is not None:
-                reply_to.set_exception((type(exc), exc, exc.__traceback__))
-            else:
-                # A tell has nobody to raise to; raising would end this turn's thread.
-                logger.exception(f"{self.label} rejected {type(envelope.message).__name__}")
-            return
-        if reply_to is not None:
-            reply_to.set(response)
+        handle_envelope(self.actor, envelope, self._rejected)
+
+    def _rejected(self, message: Any, error: BaseException) -> None:
+        # A tell has nobody to raise to; raising would end this turn's thread.
+        logger.error(f"{self.label} rejected {type(message).__name__}", exc_info=error)
 
     def _end_turn(self) -> None:
         if self.changed:
