@@ -39,6 +39,7 @@ __all__ = [
     "CHECK_OWNERSHIP",
     "THROUGHPUT",
     "Mailbox",
+    "Parking",
     "Reply",
     "check_owner",
     "current_actor",
@@ -148,6 +149,39 @@ class Reply:
         if self.error is not None:
             raise self.error
         return self.value
+
+
+class Parking:
+    """Where an actor that owns a thread waits for mail, woken only on the empty→non-empty edge.
+
+    One thread posts at a time (the actor's supervisor, in its turn) and one waits (the
+    actor's own thread), so the flag needs no lock: a poster that appends and then sees
+    the waiter parked releases it; a waiter that parks and then sees mail does not wait.
+    """
+
+    __slots__ = ("_wakeup", "parked")
+
+    def __init__(self) -> None:
+        self.parked = False
+        self._wakeup = threading.Lock()
+        self._wakeup.acquire()
+
+    def wake(self) -> None:
+        """Call after appending: release the waiter if it is parked."""
+        if self.parked:
+            self.parked = False
+            # Released twice (the waiter saw the mail before parking): a wake-up is then
+            # pending, and the waiter re-checks its mailbox after any wake-up.
+            with contextlib.suppress(RuntimeError):
+                self._wakeup.release()
+
+    def wait_for(self, mail: collections.deque[Any]) -> None:
+        """Return once `mail` is non-empty (on the actor's own thread)."""
+        while not mail:
+            self.parked = True
+            if not mail:
+                self._wakeup.acquire()
+            self.parked = False
 
 
 def handle_envelope(

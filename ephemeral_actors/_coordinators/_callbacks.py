@@ -8,10 +8,11 @@ read or dispatch. When it has delivered an operation, it tells the supervisor.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections import deque
 from typing import TYPE_CHECKING
+
+from ephemeral_actors._mailbox import Parking
 
 if TYPE_CHECKING:
     from ephemeral_actors._coordinators._supervisor import Core
@@ -30,9 +31,7 @@ class Callbacks:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.inbox: deque[Operation | None] = deque()
-        self.parked = False
-        self.wakeup = threading.Lock()
-        self.wakeup.acquire()
+        self.parking = Parking()
         self.processed = 0
         self.stopping = False
         """True once the stop message is posted: later operations are not delivered."""
@@ -45,21 +44,14 @@ class Callbacks:
         if op is None:
             self.stopping = True
         self.inbox.append(op)
-        if self.parked:
-            self.parked = False
-            with contextlib.suppress(RuntimeError):
-                self.wakeup.release()
+        self.parking.wake()
 
     def run(self) -> None:
         inbox = self.inbox
         core = self.core
         while True:
             if not inbox:
-                self.parked = True
-                if not inbox:
-                    self.wakeup.acquire()
-                self.parked = False
-                continue
+                self.parking.wait_for(inbox)
             op = inbox.popleft()
             if op is None:
                 return

@@ -13,7 +13,6 @@ outcome; ownership then passes to the supervisor with the message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import types
 from collections import deque
@@ -24,6 +23,7 @@ from ephemeral_actors._errors import (
     OperationTimeoutError,
     WorkerCrashError,
 )
+from ephemeral_actors._mailbox import Parking
 from ephemeral_actors._operation import _current
 from ephemeral_actors._runtime import SHARED_LOOP
 
@@ -146,9 +146,7 @@ class ThreadWorker(WorkerBase):
         self.number = number
         self.current = None
         self.inbox: deque[tuple[Operation, Any] | None] = deque()
-        self.parked = False
-        self.wakeup = threading.Lock()
-        self.wakeup.acquire()
+        self.parking = Parking()
         self.thread = threading.Thread(
             target=self.run,
             name=f"ephemeral-actors-{core.name}-worker-{number}",
@@ -162,12 +160,7 @@ class ThreadWorker(WorkerBase):
     def post(self, entry: tuple[Operation, Any] | None) -> None:
         self.inbox.append(entry)
         # Wake only on the edge: a worker that is running finds the entry itself.
-        if self.parked:
-            self.parked = False
-            # Released twice (the worker saw the entry before parking): a wake-up is
-            # already pending, and the worker re-checks its mailbox after any wake-up.
-            with contextlib.suppress(RuntimeError):
-                self.wakeup.release()
+        self.parking.wake()
 
     def depth(self) -> int:
         return len(self.inbox)
@@ -179,13 +172,10 @@ class ThreadWorker(WorkerBase):
         capture = core.capture_results
         post = core.mailbox.post
         done = core._on_done
+        wait_for = self.parking.wait_for
         while True:
             if not inbox:
-                self.parked = True
-                if not inbox:
-                    self.wakeup.acquire()
-                self.parked = False
-                continue
+                wait_for(inbox)
             entry = inbox.popleft()
             if entry is None:
                 return
