@@ -632,12 +632,7 @@ class Core:
         coordinator never waits for, nor is refused, backlog space it would free itself.
         `priority` and `delay` (SPEC 16) are validated here, in the caller's thread.
         """
-        if priority.__class__ is int and not priority and delay is None:
-            request = Intake(item, future, mode)
-        else:
-            request = scheduled_request(item, future, mode, priority, delay)
-        if self.describe is not None:
-            request.label = label_of(self, item)
+        request = self._new_request(item, future, mode, priority, delay)
         if self.key_of is not None or self.check_item is not None:
             try:
                 self._keyed_intake(request)
@@ -646,6 +641,18 @@ class Core:
                     return None
                 raise
         return self.post_intake(request, timeout)
+
+    def _new_request(
+        self, item: Any, future: Any, mode: int, priority: object, delay: object
+    ) -> Intake:
+        """The intake request of `item`, labelled (in the sender's thread: user code)."""
+        if priority.__class__ is int and not priority and delay is None:
+            request = Intake(item, future, mode)  # the plain path: nothing to validate
+        else:
+            request = scheduled_request(item, future, mode, priority, delay)
+        if self.describe is not None:
+            request.label = label_of(self, item)
+        return request
 
     def post_intake(self, request: Intake, timeout: float | None) -> Operation | None:
         """Send a prepared intake request to the supervisor and wait for its answer."""
@@ -681,12 +688,7 @@ class Core:
     async def accept_async(
         self, item: Any, future: Any, priority: int = 0, delay: float | None = None
     ) -> Operation:
-        if priority.__class__ is int and not priority and delay is None:
-            request = Intake(item, future, BLOCK)
-        else:
-            request = scheduled_request(item, future, BLOCK, priority, delay)
-        if self.describe is not None:
-            request.label = label_of(self, item)
+        request = self._new_request(item, future, BLOCK, priority, delay)
         self._keyed_intake(request)
         # Awaiting space does not block the loop (its bodies go on), so only a body
         # itself skips the wait here, not every caller on the bodies' loop.
@@ -1102,9 +1104,7 @@ class Core:
 
         Mode FORCE: an actor cannot wait for backlog space.
         """
-        request = scheduled_request(item, future, FORCE, priority, delay)
-        if self.describe is not None:
-            request.label = label_of(self, item)
+        request = self._new_request(item, future, FORCE, priority, delay)
         self._keyed_intake(request)
         return request
 
