@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -42,12 +43,18 @@ def utc(ts: float) -> datetime:
 
 
 class Window:
-    """Operation records by id, oldest start first."""
+    """Operation records by id, oldest start first.
 
-    __slots__ = ("bound", "lifetime", "ops")
+    `order` holds the records in start order beside the `ops` index: trimming takes
+    records off the front of a deque, where deleting the oldest keys of a dict would
+    leave dead slots that every later scan from the front walks again.
+    """
+
+    __slots__ = ("bound", "lifetime", "ops", "order")
 
     def __init__(self, bound: int, lifetime: float | None) -> None:
         self.ops: dict[int, Operation] = {}
+        self.order: deque[Operation] = deque()
         self.bound = bound
         self.lifetime = lifetime
 
@@ -55,13 +62,14 @@ class Window:
         return len(self.ops)
 
     def __iter__(self) -> Iterator[Operation]:
-        return iter(self.ops.values())
+        return iter(self.order)
 
     def add(self, op: Operation) -> None:
         """Record a started operation (trimming the oldest finished ones past the bound)."""
         op._in_window = True
         ops = self.ops
         ops[op.id] = op
+        self.order.append(op)
         if len(ops) > self.bound:
             self.trim(op._started)
 
@@ -74,6 +82,7 @@ class Window:
         if op is None:
             return False
         op._in_window = False
+        self.order.remove(op)
         return True
 
     def trim(self, now: float) -> None:
@@ -84,22 +93,28 @@ class Window:
         cutoff = now - lifetime if lifetime is not None else None
         if excess <= 0 and (cutoff is None or not ops):
             return
-        victims: list[int] = []
-        for op_id, op in ops.items():
-            old = cutoff is not None and op._started < cutoff
-            if excess <= 0 and not old:
+        order = self.order
+        # Running and pinned records stay; set aside, they go back in front in order.
+        kept: list[Operation] = []
+        while order:
+            head = order[0]
+            if excess <= 0 and (cutoff is None or head._started >= cutoff):
                 break
-            if op._outcome != _RUNNING and not op._pinned:
-                victims.append(op_id)
-                excess -= 1
-        for op_id in victims:
-            ops.pop(op_id)._in_window = False
+            order.popleft()
+            if head._outcome == _RUNNING or head._pinned:
+                kept.append(head)
+                continue
+            del ops[head.id]
+            head._in_window = False
+            excess -= 1
+        if kept:
+            order.extendleft(reversed(kept))
 
     def snapshot(self, now: float, with_results: bool) -> tuple[OperationSnapshot, ...]:
         """Every record as a frozen snapshot (age-trimmed first)."""
         if self.ops:
             self.trim(now)
-        return tuple(snapshot_of(op, with_results) for op in self.ops.values())
+        return tuple(snapshot_of(op, with_results) for op in self.order)
 
     def signals(
         self, now: float, predicate: Callable[[SignalEvent], bool] | None
@@ -108,7 +123,7 @@ class Window:
         if self.ops:
             self.trim(now)
         found: list[SignalEvent] = []
-        for op in self.ops.values():
+        for op in self.order:
             signals = op._signals
             if signals:
                 found.extend(e for e in signals if predicate is None or predicate(e))
