@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
+    "BUSY",
     "CHECK_OWNERSHIP",
     "THROUGHPUT",
     "Mailbox",
@@ -54,12 +55,18 @@ THROUGHPUT: Final = 512
 CHECK_OWNERSHIP: Final = os.environ.get("EPHEMERAL_ACTORS_CHECK_OWNERSHIP", "") not in ("", "0")
 """Ownership check mode (SPEC 14): read once, at import."""
 
-_turn = threading.local()
+_get_ident = threading.get_ident
+_in_turn: dict[int, object] = {}
+"""Thread ident -> the actor whose turn that thread runs (innermost, when turns nest).
+
+A dict keyed by `get_ident()` rather than a `threading.local`: every turn writes it
+twice, and a dict item costs half a thread-local attribute.
+"""
 
 
 def current_actor() -> object | None:
     """The actor whose turn this thread is running (None outside every turn)."""
-    return getattr(_turn, "actor", None)
+    return _in_turn.get(_get_ident())
 
 
 def check_owner(owner: object, what: str) -> None:
@@ -68,7 +75,7 @@ def check_owner(owner: object, what: str) -> None:
     Raises:
         AssertionError: `what` (a field of `owner`) is written outside its owner's turn.
     """
-    if getattr(_turn, "actor", None) is not owner:
+    if _in_turn.get(_get_ident()) is not owner:
         raise AssertionError(
             f"{what} of {owner!r} written outside its owner's turn "
             f"(thread {threading.current_thread().name!r})"
@@ -222,6 +229,10 @@ def _wake_future(fut: Any) -> None:
         fut.set_result(None)
 
 
+BUSY: Final = object()
+"""`Mailbox.begin`'s answer when the actor is in a turn elsewhere or has mail."""
+
+
 class Mailbox:
     """An actor's mailbox and turn runner.
 
@@ -265,16 +276,53 @@ class Mailbox:
             return True
         return False
 
+    def begin(self) -> object:
+        """Start a turn in this thread if the actor is idle and its mailbox empty.
+
+        The intake fast path: the caller does its work in the turn directly, with no
+        message and no reply, then calls `finish` with what this returned. An actor
+        with mail is not begun here: its mail goes first, so the caller posts instead.
+
+        Returns:
+            `BUSY` if no turn was begun; else a token for `finish`.
+        """
+        if self._queue or not self._flag.acquire(blocking=False):
+            return BUSY
+        if self._queue:
+            # Mail arrived between the check and the flag: its sender left it to whoever
+            # holds the flag, so run it now, and let the caller post behind it.
+            self._run()
+            return BUSY
+        ident = _get_ident()
+        previous = _in_turn.get(ident)
+        _in_turn[ident] = self.owner
+        return previous
+
+    def finish(self, token: object) -> None:
+        """End a turn started by `begin` (`token` is its answer); then run any new mail."""
+        self.processed += 1
+        try:
+            self._end_turn()
+        finally:
+            if token is None:
+                del _in_turn[_get_ident()]
+            else:
+                _in_turn[_get_ident()] = token
+            self._flag.release()
+        if self._queue and self._flag.acquire(blocking=False):
+            self._run()
+
     def in_turn(self) -> bool:
         """True if this thread is running this actor's turn."""
-        return getattr(_turn, "actor", None) is self.owner
+        return _in_turn.get(_get_ident()) is self.owner
 
     def _run(self) -> None:
         queue = self._queue
         handle = self._handle
-        previous = getattr(_turn, "actor", None)
+        ident = _get_ident()
+        previous = _in_turn.get(ident)
         while True:
-            _turn.actor = self.owner
+            _in_turn[ident] = self.owner
             count = 0
             handed_off = False
             try:
@@ -289,7 +337,10 @@ class Mailbox:
                 try:
                     self._end_turn()
                 finally:
-                    _turn.actor = previous
+                    if previous is None:
+                        del _in_turn[ident]
+                    else:
+                        _in_turn[ident] = previous
                     if not handed_off:
                         self._flag.release()
             if handed_off:

@@ -87,6 +87,7 @@ from ephemeral_actors._exc import copy_error as _copy_error
 from ephemeral_actors._exc import detach as _detach
 from ephemeral_actors._ids import next_operation_id
 from ephemeral_actors._mailbox import (
+    BUSY,
     CHECK_OWNERSHIP,
     Mailbox,
     Reply,
@@ -359,6 +360,10 @@ class Core:
         self.backlog: Backlog = FifoBacklog() if backlog is None else backlog
         self.fair_threshold = self.backlog.fair_threshold
         self.key_of = key_selector
+        # Items with no key, no backend check and no label take the intake fast path.
+        self.plain_intake = (
+            key_selector is None and self.check_item is None and options.describe is None
+        )
         self.now = CLOCK.get()
         self.running = 0
         self.limit = limit
@@ -632,6 +637,10 @@ class Core:
         coordinator never waits for, nor is refused, backlog space it would free itself.
         `priority` and `delay` (SPEC 16) are validated here, in the caller's thread.
         """
+        if self.plain_intake and priority.__class__ is int and not priority and delay is None:
+            op = self._admit_now(item, future)
+            if op is not None:
+                return op
         request = self._new_request(item, future, mode, priority, delay)
         if self.key_of is not None or self.check_item is not None:
             try:
@@ -740,25 +749,56 @@ class Core:
             return
         self._admit(request)
 
+    def _admit_now(self, item: Any, future: Any) -> Operation | None:
+        """Admit a plain item in a turn run right here, if the supervisor is idle.
+
+        The fast path of intake: no request, no message, no reply. None when the
+        supervisor is busy elsewhere, closed or full: the caller then sends a request,
+        which queues behind other mail and waits for space as usual.
+        """
+        mailbox = self.mailbox
+        token = mailbox.begin()
+        if token is BUSY:
+            return None
+        op = None
+        try:
+            if self.state is _OPEN and self.npending < self.bound and not self.space_waiters:
+                op = self._new_operation(None, None, future)
+                self.backlog.push(op, item)
+                self._admitted(op)
+        except BaseException as exc:
+            self._crashed(exc)
+            op = None
+        finally:
+            mailbox.finish(token)
+        return op
+
     def _admit(self, request: Intake) -> None:
-        op = Operation(self, next_operation_id(), request.key, request.raw_key)
+        op = self._new_operation(request.key, request.raw_key, request.future)
         op._label = request.label
-        future = request.future
+        if type(request) is Intake:
+            self.backlog.push(op, request.item)
+        else:
+            self._admit_scheduled(op, cast("Scheduled", request))
+        request.item = None  # the request outlives the turn; the item must not
+        request.value = op
+        self._admitted(op)
+
+    def _new_operation(self, key: str | None, raw_key: Any, future: Any) -> Operation:
+        op = Operation(self, next_operation_id(), key, raw_key)
         if future is not None:
             op._reply = future
             if type(future) is OperationFuture:
                 future.operation_id = op.id
                 future._canceller = functools.partial(self.cancel_pending, op)
-        if type(request) is Intake:
-            self.backlog.push(op, request.item)
-        else:
-            self._admit_scheduled(op, cast("Scheduled", request))
+        return op
+
+    def _admitted(self, op: Operation) -> None:
+        """Count `op`, now waiting, and start what may start."""
         self.npending += 1
-        request.item = None  # the request outlives the turn; the item must not
         self.enqueued += 1
         op._seq = self.enqueued
         self.unsettled += 1
-        request.value = op
         if self.running < self.limit:
             self._dispatch()
 
@@ -924,8 +964,31 @@ class Core:
 
     # -- outcomes ----------------------------------------------------------------------
 
-    def _on_done(self, report: tuple[WorkerBase, Operation, int, BaseException | None]) -> None:
-        worker, op, outcome, error = report
+    def report(
+        self, worker: WorkerBase, op: Operation, outcome: int, error: BaseException | None
+    ) -> None:
+        """A worker's outcome, handled in a turn run right here if the supervisor is idle.
+
+        Otherwise it is a message: whoever runs the turn handles it with the others.
+        """
+        mailbox = self.mailbox
+        token = mailbox.begin()
+        if token is BUSY:
+            mailbox.post((self._on_report, (worker, op, outcome, error)))
+            return
+        try:
+            self._on_done(worker, op, outcome, error)
+        except BaseException as exc:
+            self._crashed(exc)
+        finally:
+            mailbox.finish(token)
+
+    def _on_report(self, report: tuple[WorkerBase, Operation, int, BaseException | None]) -> None:
+        self._on_done(*report)
+
+    def _on_done(
+        self, worker: WorkerBase, op: Operation, outcome: int, error: BaseException | None
+    ) -> None:
         if worker.abandoned:
             return  # a late outcome: the deadline already ended (or retried) this attempt
         if worker.current is op:

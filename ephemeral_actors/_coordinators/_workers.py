@@ -171,7 +171,7 @@ class ThreadWorker(WorkerBase):
         body = core.body
         capture = core.capture_results
         post = core.mailbox.post
-        done = core._on_done
+        report = core.report
         wait_for = self.parking.wait_for
         while True:
             if not inbox:
@@ -190,7 +190,7 @@ class ThreadWorker(WorkerBase):
             # nor the error whose traceback frames may hold it.
             del item
             self.processed += 1
-            post((done, (self, op, outcome, error)))
+            report(self, op, outcome, error)
             del op, error
 
     def join(self, timeout: float | None) -> bool:
@@ -257,7 +257,7 @@ class AsyncWorker(WorkerBase):
         core = self.core
         body = core.body
         post = core.mailbox.post
-        done = core._on_done
+        report = core.report
         capture = core.capture_results
         self.task = asyncio.current_task()
         while True:
@@ -293,7 +293,7 @@ class AsyncWorker(WorkerBase):
                         closed = OperationCancelledError(
                             "the event loop running this operation closed"
                         )
-                        post((done, (self, op, CANCELLED, closed)))
+                        report(self, op, CANCELLED, closed)
                         return
                     else:
                         outcome, error = CANCELLED, exc
@@ -313,7 +313,7 @@ class AsyncWorker(WorkerBase):
                         self.task.uncancel()
                 _current.set(None)
                 self.processed += 1
-                post((done, (self, op, outcome, error)))
+                report(self, op, outcome, error)
             self.scheduled.release()
             if not inbox or not self.scheduled.acquire(blocking=False):
                 return
