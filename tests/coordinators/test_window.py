@@ -1,0 +1,85 @@
+"""The operation window against a model: the records it keeps and their order.
+
+`Window` keeps start order in a deque beside its id index (trimming the front of a
+dict would leave dead slots every later scan walks again). The model here is the
+rule of SPEC 4 spelled out over a plain list: after each change, drop the oldest
+finished, unpinned records while over the bound, and finished, unpinned records
+older than the lifetime; running and pinned records stay, whatever their age.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ephemeral_actors._coordinators._window import Window
+from ephemeral_actors._operation import Operation
+
+# (action, index): start a new operation, finish / pin / unpin / evict the index-th
+# known one, or trim at a later time.
+_ACTIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["start", "start", "finish", "finish", "pin", "unpin", "evict", "age"]),
+        st.integers(min_value=0, max_value=40),
+    ),
+    max_size=120,
+)
+
+
+def _model_trim(kept: list[Operation], bound: int, lifetime: float | None, now: float) -> None:
+    excess = len(kept) - bound
+    cutoff = None if lifetime is None else now - lifetime
+    for op in list(kept):
+        old = cutoff is not None and op._started < cutoff
+        if excess <= 0 and not old:
+            break
+        if op._outcome != 0 and not op._pinned:
+            kept.remove(op)
+            excess -= 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bound=st.integers(min_value=1, max_value=6),
+    lifetime=st.none() | st.floats(min_value=1.0, max_value=10.0),
+    actions=_ACTIONS,
+)
+def test_window_keeps_what_the_rule_keeps_in_start_order(
+    bound: int, lifetime: float | None, actions: list[tuple[str, int]]
+) -> None:
+    window = Window(bound, lifetime)
+    model: list[Operation] = []
+    known: list[Operation] = []
+    now = 0.0
+    for action, index in actions:
+        now += 1.0
+        if action == "start":
+            op = Operation(None, len(known) + 1, None)  # type: ignore[arg-type]
+            op._started = now
+            known.append(op)
+            window.add(op)
+            model.append(op)
+            if len(model) > bound:
+                _model_trim(model, bound, lifetime, now)
+            continue
+        if not known:
+            continue
+        op = known[index % len(known)]
+        if action == "finish" and op._outcome == 0:
+            op._finish(1, None, now)
+            if op._in_window:
+                window.trim(now)
+                _model_trim(model, bound, lifetime, now)
+        elif action in ("pin", "unpin"):
+            op._pinned = action == "pin"
+        elif action == "evict":
+            assert window.evict(op.id) == (op in model)
+            if op in model:
+                model.remove(op)
+        elif action == "age":
+            window.trim(now)
+            _model_trim(model, bound, lifetime, now)
+        assert [o.id for o in window] == [o.id for o in model]
+        assert len(window) == len(model)
+        assert all(o._in_window == (o in model) for o in known)
+        assert all(window.get(o.id) is o for o in model)
