@@ -97,4 +97,5 @@ class FailureLog:
         found = {op.id: op for op in window if op._error is not None}
         for op_id, op in self.ops.items():
             found.setdefault(op_id, op)
-        return sorted(found.values(), key=lambda op: op._started)
+        # Intake order breaks ties: a coarse (or injected) clock gives equal start times.
+        return sorted(found.values(), key=lambda op: (op._started, op._seq))
