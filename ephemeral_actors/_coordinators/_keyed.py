@@ -89,6 +89,7 @@ class _ChildInbox:
         return True
 
 
+_LAZY_PYKKA_PARTS = frozenset({"actor_urn", "actor_inbox", "_actor_ref"})
 _CHILD_STATE = frozenset({"mailbox", "running", "in_ready", "idle_since", "processed"})
 
 
@@ -104,11 +105,10 @@ class KeyChild(pykka.Actor):
 
     def __init__(self, backlog: KeyedBacklog, key: Any) -> None:
         # pykka.Actor.__init__ minus the uuid4 and the threading.Event, which cost
-        # microseconds and a kilobyte per actor; a key's child is made per key.
-        self.actor_urn = f"urn:ephemeral-actors:KeyChild:{next(self._urns)}"
-        self.actor_inbox = _ChildInbox(self)  # type: ignore[assignment]
+        # microseconds and a kilobyte per actor; a key's child is made per key. Its
+        # urn, inbox and ActorRef are made the first time anyone asks (`__getattr__`):
+        # most children live and passivate without another actor ever addressing them.
         self.actor_stopped = _StopFlag()  # type: ignore[assignment]
-        self._actor_ref = pykka.ActorRef(self)
         self.backlog = backlog
         self.key = key
         self.mailbox: collections.deque[Entry] = collections.deque()
@@ -122,6 +122,17 @@ class KeyChild(pykka.Actor):
 
     def __repr__(self) -> str:
         return f"<KeyChild key={self.key!r} pending={len(self.mailbox)} running={self.running}>"
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes not yet set: Pykka's addressing parts, made lazily.
+        if name in _LAZY_PYKKA_PARTS:
+            object.__setattr__(
+                self, "actor_urn", f"urn:ephemeral-actors:KeyChild:{next(self._urns)}"
+            )
+            object.__setattr__(self, "actor_inbox", _ChildInbox(self))
+            object.__setattr__(self, "_actor_ref", pykka.ActorRef(self))
+            return object.__getattribute__(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     if CHECK_OWNERSHIP:
 

@@ -360,10 +360,8 @@ class Core:
         self.backlog: Backlog = FifoBacklog() if backlog is None else backlog
         self.fair_threshold = self.backlog.fair_threshold
         self.key_of = key_selector
-        # Items with no key, no backend check and no label take the intake fast path.
-        self.plain_intake = (
-            key_selector is None and self.check_item is None and options.describe is None
-        )
+        # Items with no backend check and no label take the intake fast path.
+        self.fast_intake = self.check_item is None and options.describe is None
         self.now = CLOCK.get()
         self.running = 0
         self.limit = limit
@@ -637,10 +635,8 @@ class Core:
         coordinator never waits for, nor is refused, backlog space it would free itself.
         `priority` and `delay` (SPEC 16) are validated here, in the caller's thread.
         """
-        if self.plain_intake and priority.__class__ is int and not priority and delay is None:
-            op = self._admit_now(item, future)
-            if op is not None:
-                return op
+        if self.fast_intake and priority.__class__ is int and not priority and delay is None:
+            return self._accept_fast(item, future, timeout, mode)
         request = self._new_request(item, future, mode, priority, delay)
         if self.key_of is not None or self.check_item is not None:
             try:
@@ -649,6 +645,28 @@ class Core:
                 if mode == TRY:
                     return None
                 raise
+        return self.post_intake(request, timeout)
+
+    def _accept_fast(
+        self, item: Any, future: Any, timeout: float | None, mode: int
+    ) -> Operation | None:
+        """`accept` for an item with no priority, delay, label or backend check."""
+        if self.key_of is None:
+            raw_key = key = None
+        else:
+            try:
+                raw_key, key = self._capture_key(item)
+            except Exception:
+                if mode == TRY:
+                    return None
+                raise
+        if mode < TRY or not self.fair_threshold:
+            op = self._admit_now(item, future, key, raw_key)
+            if op is not None:
+                return op
+        request = Intake(item, future, mode)
+        request.raw_key = raw_key
+        request.key = key
         return self.post_intake(request, timeout)
 
     def _new_request(
@@ -679,10 +697,13 @@ class Core:
         """Check the item and compute its key (in the sender's thread: user code)."""
         if self.check_item is not None:
             self.check_item(request.item)  # TypeError for an item the backend cannot ship
-        keyer = self.key_of
-        if keyer is None:
-            return
-        raw_key = keyer(request.item)
+        if self.key_of is not None:
+            request.raw_key, request.key = self._capture_key(request.item)
+
+    def _capture_key(self, item: Any) -> tuple[CapturedKey, str]:
+        """`item`'s key, as filed and as shown (in the sender's thread: user code)."""
+        assert self.key_of is not None
+        raw_key = self.key_of(item)
         try:
             # The key is filed under the hash it has now, whatever happens to it later.
             captured = CapturedKey(raw_key, hash(raw_key))
@@ -691,8 +712,7 @@ class Core:
                 f"key_selector returned an unhashable key of type {type(raw_key).__name__}: "
                 "keys must be hashable"
             ) from exc
-        request.raw_key = captured
-        request.key = str(raw_key)
+        return captured, str(raw_key)
 
     async def accept_async(
         self, item: Any, future: Any, priority: int = 0, delay: float | None = None
@@ -749,7 +769,7 @@ class Core:
             return
         self._admit(request)
 
-    def _admit_now(self, item: Any, future: Any) -> Operation | None:
+    def _admit_now(self, item: Any, future: Any, key: str | None, raw_key: Any) -> Operation | None:
         """Admit a plain item in a turn run right here, if the supervisor is idle.
 
         The fast path of intake: no request, no message, no reply. None when the
@@ -763,7 +783,7 @@ class Core:
         op = None
         try:
             if self.state is _OPEN and self.npending < self.bound and not self.space_waiters:
-                op = self._new_operation(None, None, future)
+                op = self._new_operation(key, raw_key, future)
                 self.backlog.push(op, item)
                 self._admitted(op)
         except BaseException as exc:
