@@ -18,7 +18,10 @@ insertion order is the queue (O(1) to add, to remove when the attempt ends, and 
 find the earliest) and holds only running attempts. At its deadline an attempt is
 asked to cancel (`op._cancel`; a coroutine body's task is cancelled) and marked
 timed out, unless someone asked it to cancel before (that request decides how it
-counts). If it is still running one more `item_timeout` later, its worker is
+counts). A backend with a `kill(op_id)` hook (`ProcessBackend`) is then told to
+stop the body at once: it kills the worker process running it, so a hung body
+does not hold a process for good; the cancelled task ends the attempt here as
+usual. If it is still running one more `item_timeout` later, its worker is
 *abandoned*: it leaves the worker set (a new worker takes the slot at once), the
 attempt fails with `OperationTimeoutError`, and whatever the body reports when it
 finally returns is ignored; a plain body's thread then ends, a coroutine body's task
@@ -58,6 +61,7 @@ from ephemeral_actors._dispatch import DISPATCHER, Timer
 
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Callable
 
     from ephemeral_actors._coordinators._supervisor import Core
     from ephemeral_actors._coordinators._workers import WorkerBase
@@ -134,6 +138,8 @@ class Attempts:
         self.seq = itertools.count()
         self.abandoned = 0
         self.closed = False
+        # The backend's optional hook that stops a body at its deadline (SPEC 17).
+        self.kill: Callable[[int], bool] | None = getattr(core.backend, "kill", None)
 
     def __repr__(self) -> str:
         return (
@@ -300,6 +306,14 @@ class Attempts:
             op._timed_out = True
         op._cancel = True
         worker.expire(op)
+        if self.kill is not None:
+            # After the expiry above: the task's cancel is queued on its loop before the
+            # process dies, so the attempt ends timed out; had the death been reported
+            # first, the backend's OperationCancelledError counts as timed out too.
+            try:
+                self.kill(op.id)
+            except Exception:
+                logger.exception(f"coordinator {self.core.name!r}: the backend's kill() raised")
         assert self.timeout is not None
         self.last_call[op.id] = (due + self.timeout, op, worker)
 
