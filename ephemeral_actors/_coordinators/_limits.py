@@ -76,6 +76,12 @@ class TokenBucket:
         """Give back the token of a start that did not happen (cancelled at dispatch)."""
         self.tat -= self.interval
 
+    def available(self, now: float) -> int:
+        """Starts the bucket allows at `now`, one right after the other (0 to `burst`)."""
+        ahead = max(self.tat, now) - now  # how much of the tolerance is used up
+        allowed = math.floor((self.tolerance - ahead + _ROUNDING) / self.interval) + 1
+        return max(0, min(self.burst, allowed))
+
     def full_in(self, now: float) -> float:
         """Seconds from `now` until the bucket is full again (<= 0: it is full)."""
         return self.tat - now
