@@ -35,7 +35,10 @@ the attempt to cancel. The item then counts as pending again (`running` down,
 finally ends), leaves the window (a pending item has no record there; it returns with
 its next attempt, whose dispatch time becomes its `started`) and waits in a heap
 ordered by due time. When due it goes back to the *head* of the backlog: it was
-accepted before anything still waiting there.
+accepted before anything still waiting there. `op._attempts` counts runs of the body:
+it grows when the next attempt *starts* (`retrying` marks the operations whose next
+start is a retry), so an item cancelled while it waits for a retry reports the runs
+it made, not the one it never got.
 
 Keyed coordinators: a retrying item **holds its key** while it waits. Its key
 child still counts it as running, so no later item of the key overtakes it (SPEC 5:
@@ -130,6 +133,8 @@ class Attempts:
         self.deadlines: dict[int, tuple[float, Operation, WorkerBase]] = {}
         self.last_call: dict[int, tuple[float, Operation, WorkerBase]] = {}
         self.held: dict[int, Any] = {}
+        self.retrying: dict[int, Operation] = {}
+        """Re-queued operations by id: their next start is one more attempt."""
         self.waiting: dict[int, Entry] = {}
         self.due: list[tuple[float, int, int]] = []  # (due, seq, op id), a heap
         # Keyed coordinators: waiting items per raw key (they count as the key's pending).
@@ -154,6 +159,8 @@ class Attempts:
         """An attempt of `op` was handed to `worker`."""
         if self.policy is not None:
             self.held[op.id] = item
+            if self.retrying and self.retrying.pop(op.id, None) is not None:
+                op._attempts += 1
         timeout = self.timeout
         if timeout is not None:
             due = time.monotonic() + timeout
@@ -173,6 +180,8 @@ class Attempts:
         if policy is None:
             return False
         item = self.held.pop(op_id, None)
+        if self.retrying:
+            self.retrying.pop(op_id, None)  # cancelled at dispatch: that attempt never ran
         core = self.core
         if (
             outcome != FAILED
@@ -189,7 +198,7 @@ class Attempts:
         core.npending += 1
         if op._in_window:
             core.window.evict(op_id)
-        op._attempts += 1
+        self._retry_due(op)
         op._cancel = False
         op._timed_out = False
         op._snapshot = None
@@ -199,7 +208,7 @@ class Attempts:
                 op_id,
                 core.name,
                 type(error).__name__,
-                op._attempts,
+                op._attempts + 1,
                 delay,
                 extra={
                     "coordinator": core.name,
@@ -220,8 +229,18 @@ class Attempts:
         self.alarm.want(due)
         return True
 
+    def _retry_due(self, op: Operation) -> None:
+        retrying = self.retrying
+        retrying[op.id] = op
+        if len(retrying) > 2 * self.core.npending + 16:
+            # A re-queued item cancelled by id in the backlog never starts again, and
+            # nobody tells us: forget such operations once they outnumber the pending.
+            self.retrying = {i: o for i, o in retrying.items() if o._outcome == RUNNING}
+
     def forget(self, op_id: int) -> Operation | None:
         """Take back an item waiting out its backoff (it is being cancelled); its op."""
+        if self.retrying:
+            self.retrying.pop(op_id, None)
         entry = self.waiting.pop(op_id, None)
         if entry is None:
             return None
@@ -236,6 +255,7 @@ class Attempts:
         """Take back every waiting item (cancel, fault)."""
         dropped = list(self.waiting.values())
         self.waiting.clear()
+        self.retrying.clear()
         self.due.clear()
         self.per_key.clear()
         backlog = self.core.backlog
@@ -353,4 +373,5 @@ class Attempts:
         self.deadlines.clear()
         self.last_call.clear()
         self.held.clear()
+        self.retrying.clear()
         return self.alarm.close()
