@@ -18,10 +18,14 @@ insertion order is the queue (O(1) to add, to remove when the attempt ends, and 
 find the earliest) and holds only running attempts. At its deadline an attempt is
 asked to cancel (`op._cancel`; a coroutine body's task is cancelled) and marked
 timed out, unless someone asked it to cancel before (that request decides how it
-counts). A backend with a `kill(op_id)` hook (`ProcessBackend`) is then told to
-stop the body at once: it kills the worker process running it, so a hung body
-does not hold a process for good; the cancelled task ends the attempt here as
-usual. If it is still running one more `item_timeout` later, its worker is
+counts). A backend with a `kill(op_id)` hook (`ProcessBackend`) is first told to
+stop the body at once: it kills the worker process running it (or withdraws an item
+no process started), so a hung body does not hold a process for good, and the
+attempt then ends with the backend's `OperationCancelledError`, which counts as the
+timeout (or as the earlier cancel request). Only if the backend could not stop it
+is the task cancelled, as for any coroutine body: a cancelled task would end the
+attempt with a bare `CancelledError`, which says nothing of an earlier request. If
+it is still running one more `item_timeout` later, its worker is
 *abandoned*: it leaves the worker set (a new worker takes the slot at once), the
 attempt fails with `OperationTimeoutError`, and whatever the body reports when it
 finally returns is ignored; a plain body's thread then ends, a coroutine body's task
@@ -325,15 +329,14 @@ class Attempts:
         if not op._cancel:
             op._timed_out = True
         op._cancel = True
-        worker.expire(op)
+        stopped = False
         if self.kill is not None:
-            # After the expiry above: the task's cancel is queued on its loop before the
-            # process dies, so the attempt ends timed out; had the death been reported
-            # first, the backend's OperationCancelledError counts as timed out too.
             try:
-                self.kill(op.id)
+                stopped = self.kill(op.id)
             except Exception:
                 logger.exception(f"coordinator {self.core.name!r}: the backend's kill() raised")
+        if not stopped:
+            worker.expire(op)
         assert self.timeout is not None
         self.last_call[op.id] = (due + self.timeout, op, worker)
 

@@ -18,8 +18,9 @@ Optional hooks, looked up on the backend by name when a coordinator is built:
 `check_item(item)` raises `TypeError` for an item the backend cannot ship (called at
 intake, in the caller's thread); `cancel(op_id) -> bool` withdraws the remote work of
 an operation asked to cancel; `kill(op_id) -> bool` stops an operation's body at
-once, and is called when the operation passes `item_timeout` (after the task awaiting
-it was cancelled, so the attempt ends as timed out). `ProcessBackend` has all three.
+once, and is called when the operation passes `item_timeout`: when it answers True the
+attempt ends with what the wrapped body then raises (`OperationCancelledError` counts
+as the timeout), else the task awaiting it is cancelled. `ProcessBackend` has all three.
 
 `ProcessBackend` (worker processes, standard library only) needs no extra.
 Backends that need an optional dependency are imported on first use, by name:

@@ -45,7 +45,8 @@ the two had started:
   so the process cannot start the lane's next job meanwhile; that job goes back to
   the head of the queue (it never started) and the next lane to have room — a fresh
   process takes the killed one's place — runs it. If the job has not started, it is
-  withdrawn instead (the process skips it).
+  withdrawn instead (the process skips it). Either way the job ends with
+  `OperationCancelledError`, which the coordinator counts as the timeout.
 - **A crash** (`os._exit`, SIGSEGV, the OOM killer): the job the process had
   started fails with `WorkerCrashError` — it may have run partly, so it is not re-run
   (retry it with a `RetryPolicy` if the body is idempotent); the lane's other job,
@@ -414,7 +415,8 @@ class ProcessBackend:
     Deadlines: a coordinator with `item_timeout` calls `kill(op_id)` when an
     operation passes its deadline; the process running it is killed (SIGKILL), the
     operation fails with `OperationTimeoutError` (retried if the coordinator's
-    `RetryPolicy` says so) and a fresh process takes its place. That is not a crash.
+    `RetryPolicy` says so; cancelled if a cancel request came first) and a fresh
+    process takes its place. That is not a crash.
 
     A worker process that dies on its own fails the item it was running with
     `WorkerCrashError` (a crash, supervised as one); the item queued behind it,
@@ -591,11 +593,13 @@ class ProcessBackend:
         """Stop operation `op_id`'s body now: kill its process, or withdraw its item.
 
         The coordinator calls this when the operation passes its deadline
-        (`item_timeout`), right after it cancelled the task awaiting the outcome, so
-        the operation fails with `OperationTimeoutError`. If a worker process runs
-        the body, that process is killed (SIGKILL) and replaced by a fresh one; the
-        item queued behind it in that process, which never started, goes to the next
-        free process. An item no process has started yet is withdrawn instead.
+        (`item_timeout`). If a worker process runs the body, that process is killed
+        (SIGKILL) and replaced by a fresh one; the item queued behind it in that
+        process, which never started, goes to the next free process. An item no
+        process has started yet is withdrawn instead. Either way the operation's
+        attempt ends with `OperationCancelledError`, which a coordinator counts as
+        `OperationTimeoutError` when the deadline asked (or as cancelled when a
+        cancel request came first).
 
         Returns:
             True if the body was stopped: its process killed, or its item withdrawn.

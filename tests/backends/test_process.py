@@ -610,6 +610,27 @@ def test_out_of_attempts_a_hung_body_fails_once_with_the_timeout(make, manager):
         wait_until(lambda: not any(alive(pid) for pid in pids))
 
 
+@pytest.mark.timeout(60)
+def test_a_cancel_request_before_the_deadline_still_counts_as_cancelled(make, manager):
+    """A body in a process cannot see cancel_operation(); the deadline kills it, and the
+    earlier request decides how it counts: cancelled, not timed out, not a bare
+    CancelledError."""
+    pids = manager.list()
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(WorkCoordinator, hang_or_return, backend=solo, item_timeout=0.5)
+        future = c.submit(("hang", pids))
+        wait_until(lambda: len(pids) == 1)
+        assert c.cancel_operation(future.operation_id) is True
+        with pytest.raises(OperationCancelledError) as info:
+            future.result(WAIT)
+        assert not isinstance(info.value, OperationTimeoutError)
+        assert "killed" in str(info.value)
+        s = c.stats()
+        assert (s.total_cancelled, s.total_failed, s.worker_restarts) == (1, 0, 0)
+        assert solo.kills == 1
+        wait_until(lambda: not alive(pids[0]))
+
+
 def test_the_kill_hook_answers_false_for_unknown_and_ended_operations(make, backend):
     """kill(op_id) stops only a body in flight: False for an unknown id or an ended item."""
     c = make(ResultCoordinator, square, backend=backend)
