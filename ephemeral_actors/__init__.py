@@ -35,6 +35,7 @@ from ephemeral_actors._records import (
     ActorStats,
     CoordinatorStats,
     OperationSnapshot,
+    RateLimitStats,
     ResultSnapshot,
 )
 from ephemeral_actors._registry import CoordinatorKey, CoordinatorRegistry
@@ -69,6 +70,7 @@ __all__ = (
     "OperationFuture",
     "OperationSnapshot",
     "OperationTimeoutError",
+    "RateLimitStats",
     "RegistryClosedError",
     "ResultCoordinator",
     "ResultSnapshot",

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import datetime as _dt
 
-__all__ = ["ActorStats", "CoordinatorStats", "OperationSnapshot", "ResultSnapshot"]
+__all__ = [
+    "ActorStats",
+    "CoordinatorStats",
+    "OperationSnapshot",
+    "RateLimitStats",
+    "ResultSnapshot",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +109,56 @@ class CoordinatorStats:
     """True while a defer signal holds new work back."""
     abandoned_threads: int = 0
     """Bodies abandoned past their deadline (`item_timeout`); each ends when it returns."""
+    rate_limit: RateLimitStats | None = None
+    """The rate limits and what they hold back (None without `rate_limit` or
+    `rate_limit_per_key`). Added in 0.2.0."""
 
     @property
     def total_ended(self) -> int:
         """Operations that ended: completed + failed + cancelled."""
         return self.total_completed + self.total_failed + self.total_cancelled
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitStats:
+    """A coordinator's rate limits and what they hold back, read at one instant (SPEC 16).
+
+    `CoordinatorStats.rate_limit` holds one for a coordinator with `rate_limit` or
+    (keyed) `rate_limit_per_key`. A limit *holds* an item back when that item could
+    have started — a slot was free and it was next — but its bucket had no token.
+
+    Attributes:
+        rate_limit: Starts per second allowed for the whole coordinator (None: no
+            such limit).
+        rate_limit_per_key: Starts per second allowed per key (None: no such limit,
+            or not a keyed coordinator).
+        rate_burst: Tokens each bucket holds when full.
+        tokens: Starts the coordinator-wide bucket would allow right now, 0 to
+            `rate_burst` (None without `rate_limit`).
+        waiting: Items in the backlog that the coordinator-wide limit holds back now:
+            while a free slot waits for a token, every item waiting in the backlog
+            (delayed items and retries waiting out a backoff excluded); else 0.
+        holds: How many times the coordinator-wide limit has held dispatch back since
+            construction: each wait of a free slot for a token counts once, however
+            long it lasts (with a queue longer than `rate_burst`, about one per item
+            started after the burst).
+        throttled_keys: Keys whose next item waits for its key's token now.
+        key_waiting: Items waiting in those keys.
+        key_holds: How many times a key's next item was held back for its key's token
+            since construction (once per wait).
+
+    Added in version 0.2.0.
+    """
+
+    rate_limit: float | None
+    rate_limit_per_key: float | None
+    rate_burst: int
+    tokens: int | None
+    waiting: int
+    holds: int
+    throttled_keys: int
+    key_waiting: int
+    key_holds: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,10 @@ a terminal to draw on, the view is a table redrawn in place. Without rich, witho
 terminal (output piped to a file or a log collector), or with `plain=True`, it prints
 one compact line per coordinator per refresh instead, which reads well in logs.
 
-The view only reads (`stats()`, `get_signals()`), so it never slows a coordinator
-down by more than a lock hold per refresh, and it keeps working after the
-coordinators are closed: their queries answer with the final state.
+The view only reads (`stats()`, `get_signals()`: state queries answered in the
+supervisor's turn), so it never slows a coordinator down by more than a short turn
+per refresh, and it keeps working after the coordinators are closed: their queries
+answer with the final state.
 
 Added in version 0.1.0.
 """
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
     from rich.table import Table
 
-    from ephemeral_actors._records import CoordinatorStats, OperationSnapshot
+    from ephemeral_actors._records import CoordinatorStats, OperationSnapshot, RateLimitStats
     from ephemeral_actors._signals import SignalBus, SignalEvent
 
 __all__ = ("live_view", "render_table", "summary")
@@ -192,13 +193,38 @@ def _plain_line(row: _Row, elapsed: float) -> str:
     mailbox = f" mailbox={row.mailbox}" if row.mailbox is not None else ""
     signals = ",".join(row.signals) or "-"
     abandoned = getattr(s, "abandoned_threads", 0)
+    throttled = _throttled(s)
     return (
         f"[{elapsed:7.2f}s] {row.name} {row.state} pending={s.pending_count} "
         f"active={s.active_count}/{s.max_concurrency}{keys} completed={s.total_completed} "
         f"failed={s.total_failed} cancelled={s.total_cancelled} "
         f"{f'abandoned={abandoned} ' if abandoned else ''}"
+        f"{f'throttled={throttled} ' if throttled else ''}"
         f"rate={_rate_text(row.throughput)}/s signals={signals}{mailbox}"
     )
+
+
+def _throttled(stats: CoordinatorStats) -> int:
+    """Items a rate limit holds back now (global and per key), 0 without limits."""
+    limits = getattr(stats, "rate_limit", None)
+    return 0 if limits is None else limits.waiting + limits.key_waiting
+
+
+def _limits_text(limits: RateLimitStats) -> str:
+    """The rate limits of one coordinator and what they hold back, in one line."""
+    parts = []
+    if limits.rate_limit is not None:
+        parts.append(
+            f"{limits.rate_limit:g}/s: {limits.waiting} waiting, {limits.holds} holds, "
+            f"{limits.tokens} tokens"
+        )
+    if limits.rate_limit_per_key is not None:
+        parts.append(
+            f"{limits.rate_limit_per_key:g}/s per key: {limits.throttled_keys} keys "
+            f"({limits.key_waiting} items) waiting, {limits.key_holds} holds"
+        )
+    burst = f" (burst {limits.rate_burst})" if limits.rate_burst > 1 else ""
+    return f"rate limit{burst} " + "; ".join(parts)
 
 
 _STATE_STYLES = {
@@ -227,6 +253,12 @@ def _table(rows: Sequence[_Row], bus_events: Sequence[SignalEvent] | None) -> Ta
             parts = [", ".join(row.signals)] if row.signals else []
             caption.append(f"{row.name}: ", style="bold").append(
                 "; ".join([*parts, *([busy] if busy else [])]) + "\n"
+            )
+        limits = getattr(row.stats, "rate_limit", None)
+        if limits is not None and (limits.waiting or limits.throttled_keys):
+            # Only while a limit holds items back: an idle screen stays quiet.
+            caption.append(f"{row.name}: ", style="bold").append(
+                _limits_text(limits) + "\n", style="yellow"
             )
         abandoned = getattr(row.stats, "abandoned_threads", 0)
         if abandoned:
@@ -277,8 +309,10 @@ def render_table(
     One row per coordinator: name, state (running, completing, paused, drained),
     pending, active/limit, active keys (keyed coordinators), completed, failed,
     cancelled and throughput. The caption lists, per coordinator, the most recent
-    distinct signal names in its window, how many bodies it abandoned past their
-    deadline (if any) and, with `bus`, the bus's most recent events with their age.
+    distinct signal names in its window, its rate limits while they hold items back
+    (items waiting for a token, holds so far, tokens left, throttled keys), how many
+    bodies it abandoned past their deadline (if any) and, with `bus`, the bus's most
+    recent events with their age.
     Names and signals are shown as text, never as markup.
 
     Args:
@@ -353,7 +387,9 @@ def summary(
 
     A failure that had retries shows its last attempt's number; a coordinator that
     abandoned bodies past their deadline ends its first line with ", N abandoned
-    threads".
+    threads"; a coordinator with a rate limit has a line saying how many items wait
+    for a token now and how many times the limit held items back ("rate limit 5/s: 12
+    waiting, 40 holds, 0 tokens").
     """
     if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
         raise ValueError(f"failures must be an int >= 0, got {failures!r}")
@@ -369,6 +405,9 @@ def summary(
             f"{s.worker_restarts} worker restarts"
             + (f", {n} abandoned threads" if (n := getattr(s, "abandoned_threads", 0)) else "")
         )
+        limits = getattr(s, "rate_limit", None)
+        if limits is not None:
+            lines.append(f"  {_limits_text(limits)}")
         counted = totals.get(coordinator.name)
         label = "signals"
         if counted is None:

@@ -18,7 +18,14 @@ insertion order is the queue (O(1) to add, to remove when the attempt ends, and 
 find the earliest) and holds only running attempts. At its deadline an attempt is
 asked to cancel (`op._cancel`; a coroutine body's task is cancelled) and marked
 timed out, unless someone asked it to cancel before (that request decides how it
-counts). If it is still running one more `item_timeout` later, its worker is
+counts). A backend with a `kill(op_id)` hook (`ProcessBackend`) is first told to
+stop the body at once: it kills the worker process running it (or withdraws an item
+no process started), so a hung body does not hold a process for good, and the
+attempt then ends with the backend's `OperationCancelledError`, which counts as the
+timeout (or as the earlier cancel request). Only if the backend could not stop it
+is the task cancelled, as for any coroutine body: a cancelled task would end the
+attempt with a bare `CancelledError`, which says nothing of an earlier request. If
+it is still running one more `item_timeout` later, its worker is
 *abandoned*: it leaves the worker set (a new worker takes the slot at once), the
 attempt fails with `OperationTimeoutError`, and whatever the body reports when it
 finally returns is ignored; a plain body's thread then ends, a coroutine body's task
@@ -32,7 +39,10 @@ the attempt to cancel. The item then counts as pending again (`running` down,
 finally ends), leaves the window (a pending item has no record there; it returns with
 its next attempt, whose dispatch time becomes its `started`) and waits in a heap
 ordered by due time. When due it goes back to the *head* of the backlog: it was
-accepted before anything still waiting there.
+accepted before anything still waiting there. `op._attempts` counts runs of the body:
+it grows when the next attempt *starts* (`retrying` marks the operations whose next
+start is a retry), so an item cancelled while it waits for a retry reports the runs
+it made, not the one it never got.
 
 Keyed coordinators: a retrying item **holds its key** while it waits. Its key
 child still counts it as running, so no later item of the key overtakes it (SPEC 5:
@@ -58,6 +68,7 @@ from ephemeral_actors._dispatch import DISPATCHER, Timer
 
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Callable
 
     from ephemeral_actors._coordinators._supervisor import Core
     from ephemeral_actors._coordinators._workers import WorkerBase
@@ -126,6 +137,8 @@ class Attempts:
         self.deadlines: dict[int, tuple[float, Operation, WorkerBase]] = {}
         self.last_call: dict[int, tuple[float, Operation, WorkerBase]] = {}
         self.held: dict[int, Any] = {}
+        self.retrying: dict[int, Operation] = {}
+        """Re-queued operations by id: their next start is one more attempt."""
         self.waiting: dict[int, Entry] = {}
         self.due: list[tuple[float, int, int]] = []  # (due, seq, op id), a heap
         # Keyed coordinators: waiting items per raw key (they count as the key's pending).
@@ -134,6 +147,8 @@ class Attempts:
         self.seq = itertools.count()
         self.abandoned = 0
         self.closed = False
+        # The backend's optional hook that stops a body at its deadline (SPEC 17).
+        self.kill: Callable[[int], bool] | None = getattr(core.backend, "kill", None)
 
     def __repr__(self) -> str:
         return (
@@ -148,6 +163,8 @@ class Attempts:
         """An attempt of `op` was handed to `worker`."""
         if self.policy is not None:
             self.held[op.id] = item
+            if self.retrying and self.retrying.pop(op.id, None) is not None:
+                op._attempts += 1
         timeout = self.timeout
         if timeout is not None:
             due = time.monotonic() + timeout
@@ -167,6 +184,8 @@ class Attempts:
         if policy is None:
             return False
         item = self.held.pop(op_id, None)
+        if self.retrying:
+            self.retrying.pop(op_id, None)  # cancelled at dispatch: that attempt never ran
         core = self.core
         if (
             outcome != FAILED
@@ -183,7 +202,7 @@ class Attempts:
         core.npending += 1
         if op._in_window:
             core.window.evict(op_id)
-        op._attempts += 1
+        self._retry_due(op)
         op._cancel = False
         op._timed_out = False
         op._snapshot = None
@@ -193,7 +212,7 @@ class Attempts:
                 op_id,
                 core.name,
                 type(error).__name__,
-                op._attempts,
+                op._attempts + 1,
                 delay,
                 extra={
                     "coordinator": core.name,
@@ -214,8 +233,18 @@ class Attempts:
         self.alarm.want(due)
         return True
 
+    def _retry_due(self, op: Operation) -> None:
+        retrying = self.retrying
+        retrying[op.id] = op
+        if len(retrying) > 2 * self.core.npending + 16:
+            # A re-queued item cancelled by id in the backlog never starts again, and
+            # nobody tells us: forget such operations once they outnumber the pending.
+            self.retrying = {i: o for i, o in retrying.items() if o._outcome == RUNNING}
+
     def forget(self, op_id: int) -> Operation | None:
         """Take back an item waiting out its backoff (it is being cancelled); its op."""
+        if self.retrying:
+            self.retrying.pop(op_id, None)
         entry = self.waiting.pop(op_id, None)
         if entry is None:
             return None
@@ -230,6 +259,7 @@ class Attempts:
         """Take back every waiting item (cancel, fault)."""
         dropped = list(self.waiting.values())
         self.waiting.clear()
+        self.retrying.clear()
         self.due.clear()
         self.per_key.clear()
         backlog = self.core.backlog
@@ -299,7 +329,14 @@ class Attempts:
         if not op._cancel:
             op._timed_out = True
         op._cancel = True
-        worker.expire(op)
+        stopped = False
+        if self.kill is not None:
+            try:
+                stopped = self.kill(op.id)
+            except Exception:
+                logger.exception(f"coordinator {self.core.name!r}: the backend's kill() raised")
+        if not stopped:
+            worker.expire(op)
         assert self.timeout is not None
         self.last_call[op.id] = (due + self.timeout, op, worker)
 
@@ -339,4 +376,5 @@ class Attempts:
         self.deadlines.clear()
         self.last_call.clear()
         self.held.clear()
+        self.retrying.clear()
         return self.alarm.close()

@@ -59,6 +59,12 @@ class Backlog(Protocol):
     def key_pending(self, raw_key: Any) -> int:
         """Items of `raw_key` waiting (0 without keys)."""
 
+    def has_ready(self) -> bool:
+        """Whether an item waits that could start now, but for the global rate limit."""
+
+    def rate_stats(self) -> tuple[int, int, int]:
+        """Per-key rate limits: (keys waiting for a token, their items, holds so far)."""
+
     def refund(self, op: Operation) -> None:
         """`op` was taken but cancelled before it started: give back its per-key token."""
 
@@ -144,6 +150,12 @@ class FifoBacklog:
 
     def key_pending(self, raw_key: Any) -> int:  # noqa: ARG002
         return 0
+
+    def has_ready(self) -> bool:
+        return bool(self.items or self.ranked)
+
+    def rate_stats(self) -> tuple[int, int, int]:
+        return (0, 0, 0)
 
     def refund(self, op: Operation) -> None:
         pass

@@ -273,6 +273,8 @@ class KeyedBacklog:
         """Non-zero priorities of waiting items, by operation id."""
         self.throttled: list[tuple[float, int, KeyChild]] = []
         """Keys waiting for their next token: a heap of (due, sequence, child)."""
+        self.key_holds = 0
+        """Times a key's next item was held back for its key's token."""
         self.sequence = itertools.count()
         self.plain = self.key_rate is None
         self.idle_keys: dict[Any, KeyChild] = {}
@@ -334,6 +336,7 @@ class KeyedBacklog:
             wait = bucket.wait(now)
             if wait > 0:
                 child.throttled = True
+                self.key_holds += 1
                 due = now + wait
                 heapq.heappush(self.throttled, (due, next(self.sequence), child))
                 schedule = self.core.schedule
@@ -402,6 +405,18 @@ class KeyedBacklog:
     def key_pending(self, raw_key: Any) -> int:
         child = self.children.get(capture(raw_key))
         return len(child.mailbox) if child is not None else 0
+
+    def has_ready(self) -> bool:
+        return bool(self.ready or self.ranked)
+
+    def rate_stats(self) -> tuple[int, int, int]:
+        keys = items = 0
+        for _due, _seq, child in self.throttled:
+            waiting = len(self.children.get(child.key, child).mailbox)  # its heir, if restarted
+            if waiting:
+                keys += 1
+                items += waiting
+        return keys, items, self.key_holds
 
     def went_idle(self, child: KeyChild) -> None:
         self._went_idle(child, time.monotonic())

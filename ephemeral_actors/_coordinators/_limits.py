@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEDULE_CLOCK", "TokenBucket"]
 
+_ROUNDING = 1e-9
+"""Seconds of float rounding a token may come early by. `tat` is a sum of intervals,
+so a token due exactly now can compute as due 1e-17 s from now (0.2 + 2.0 - 2.0 -
+0.2): refusing it would re-arm the timer for no time at all, and under a clock that
+does not move (`use_schedule_clock` in a test) the supervisor would spin on it."""
+
 SCHEDULE_CLOCK: contextvars.ContextVar[Callable[[], float]] = contextvars.ContextVar(
     "ephemeral_actors_schedule_clock", default=time.monotonic
 )
@@ -60,7 +66,7 @@ class TokenBucket:
 
     def wait(self, now: float) -> float:
         """Seconds from `now` until a token is available (<= 0: one is available now)."""
-        return self.tat - self.tolerance - now
+        return self.tat - self.tolerance - now - _ROUNDING
 
     def take(self, now: float) -> None:
         """Take a token at `now` (the caller checked `wait(now) <= 0`)."""
@@ -69,6 +75,12 @@ class TokenBucket:
     def refund(self) -> None:
         """Give back the token of a start that did not happen (cancelled at dispatch)."""
         self.tat -= self.interval
+
+    def available(self, now: float) -> int:
+        """Starts the bucket allows at `now`, one right after the other (0 to `burst`)."""
+        ahead = max(self.tat, now) - now  # how much of the tolerance is used up
+        allowed = math.floor((self.tolerance - ahead + _ROUNDING) / self.interval) + 1
+        return max(0, min(self.burst, allowed))
 
     def full_in(self, now: float) -> float:
         """Seconds from `now` until the bucket is full again (<= 0: it is full)."""

@@ -13,6 +13,13 @@ coordinator never builds it, so its dispatch path is unchanged.
   coordinator's token bucket has a token, so a held-back item waits in the backlog,
   never in a worker slot. Per-key buckets live with each key's child (`_keyed.py`):
   a key without a token stays out of the ready queue, so it blocks no other key.
+* **What the limits hold back** (`rate_stats()`, answered in the supervisor's turn
+  for `CoordinatorStats.rate_limit`): dispatch is *held* when it has a free slot and
+  an item to start but no token. `pop()` counts each such wait once (`holds`: the
+  first refusal sets `holding`, the next start or a dropped backlog clears it); the
+  keyed backlog counts per-key holds. Gauges (tokens, waiting items, throttled keys)
+  are computed when asked, so the dispatch path pays a flag test per refusal and a
+  store per start.
 * **One timer.** All of this needs a single dispatcher timer, re-armed to the
   earliest time anything is due (the next delayed item, the next global token, the
   next token of a throttled key). Its callback only posts a message to the
@@ -33,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from ephemeral_actors._coordinators._limits import TokenBucket
 from ephemeral_actors._coordinators._requests import Intake, Scheduled
 from ephemeral_actors._dispatch import DISPATCHER
+from ephemeral_actors._records import RateLimitStats
 from ephemeral_actors._validate import MAX_SECONDS, check_seconds_or_none
 
 if TYPE_CHECKING:
@@ -95,6 +103,10 @@ class Schedule:
         rate = options.rate_limit
         self.bucket = None if rate is None else TokenBucket(rate, options.rate_burst)
         self.per_key = options.rate_limit_per_key is not None and core.key_of is not None
+        self.holding = False
+        """The last dispatch found a free slot and an item, but no global token."""
+        self.holds = 0
+        """Waits of dispatch for a global token (each counted at its first refusal)."""
         self.timer: Timer | None = None
         self.timer_due = math.inf
         self.generation = 0
@@ -135,10 +147,16 @@ class Schedule:
             if self.core.npending > len(delayed):
                 # Something waits in the backlog: dispatch again when the token is due.
                 self.wake_at(now + wait)
+                if not self.holding and self.backlog.has_ready():
+                    # The item at the head could start but for the token. The next
+                    # start clears the flag, so each wait is counted once.
+                    self.holding = True
+                    self.holds += 1
             return None
         entry = self.backlog.pop()
         if entry is not None:
             bucket.take(now)
+            self.holding = False
         return entry
 
     def unstarted(self, op: Operation) -> None:
@@ -158,6 +176,36 @@ class Schedule:
             if keys is not None:
                 _uncount(keys, op._raw_key)
             push(op, item, priority)
+
+    def rate_stats(self) -> RateLimitStats | None:
+        """The rate limits and what they hold back now (None without a rate limit)."""
+        bucket = self.bucket
+        if bucket is None and not self.per_key:
+            return None  # a schedule built only for delays
+        core = self.core
+        options = core.options
+        now = self.clock()
+        tokens = None
+        waiting = 0
+        if bucket is not None:
+            tokens = bucket.available(now)
+            if self.holding and tokens == 0 and not core.paused:
+                retrying = len(core.attempts.waiting) if core.attempts is not None else 0
+                waiting = max(0, core.npending - len(self.delayed) - retrying)
+        throttled_keys = key_waiting = key_holds = 0
+        if self.per_key:
+            throttled_keys, key_waiting, key_holds = self.backlog.rate_stats()
+        return RateLimitStats(
+            rate_limit=options.rate_limit,
+            rate_limit_per_key=options.rate_limit_per_key if self.per_key else None,
+            rate_burst=options.rate_burst,
+            tokens=tokens,
+            waiting=waiting,
+            holds=self.holds,
+            throttled_keys=throttled_keys,
+            key_waiting=key_waiting,
+            key_holds=key_holds,
+        )
 
     # -- the timer ---------------------------------------------------------------------
 
@@ -218,6 +266,7 @@ class Schedule:
         """Remove and return every delayed item, earliest due first (cancel, fault)."""
         dropped = [(entry[2], entry[3]) for entry in sorted(self.delayed)]
         self.delayed.clear()
+        self.holding = False  # the backlog went with it: a later wait is a new hold
         if self.delayed_keys is not None:
             self.delayed_keys.clear()
         return dropped

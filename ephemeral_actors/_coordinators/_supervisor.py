@@ -603,6 +603,7 @@ class Core:
             is_paused=self.paused,
             is_deferred=self.deferring,
             abandoned_threads=self.attempts.abandoned if self.attempts is not None else 0,
+            rate_limit=self.schedule.rate_stats() if self.schedule is not None else None,
         )
 
     def closed_error(self) -> Exception:

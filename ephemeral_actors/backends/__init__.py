@@ -14,6 +14,14 @@ suspended task, not a thread. Either way it returns the body's result or raises 
 exception, and should watch `current_operation().cancelled` to cancel remote work.
 A wrapped callable with a `close()` method is closed when its coordinator closes.
 
+Optional hooks, looked up on the backend by name when a coordinator is built:
+`check_item(item)` raises `TypeError` for an item the backend cannot ship (called at
+intake, in the caller's thread); `cancel(op_id) -> bool` withdraws the remote work of
+an operation asked to cancel; `kill(op_id) -> bool` stops an operation's body at
+once, and is called when the operation passes `item_timeout`: when it answers True the
+attempt ends with what the wrapped body then raises (`OperationCancelledError` counts
+as the timeout), else the task awaiting it is cancelled. `ProcessBackend` has all three.
+
 `ProcessBackend` (worker processes, standard library only) needs no extra.
 Backends that need an optional dependency are imported on first use, by name:
 `from ephemeral_actors.backends import RayBackend` needs the `ray` extra

@@ -7,13 +7,16 @@ in a worker process costs a suspended task here, not a thread. One item flows li
 this:
 
 ```
-coordinator event loop (here)                 worker process (ProcessPoolExecutor)
+coordinator event loop (here)                 a lane: one worker process
 -----------------------------                 ------------------------------------
 await wrapped(item)
   pickle the item (TypeError naming its type)
-  pool.submit(_run_in_child, ...)  ─────────▶ _run_in_child(): current_operation() is
-  await the future, waking every 0.1 s          a _ChildOperation; body(item) runs;
-  to check op.cancelled (→ future.cancel())     op.signal(name) records (seq, name)
+  a job joins the backend's queue; a lane
+  with room takes it: lane.submit(...)  ─────▶ _run_in_child(): under the lane lock,
+  await the job's ticket, and every 0.1 s       skip a withdrawn job, else mark it
+  check op.cancelled (→ withdraw the job)       started; current_operation() is a
+                                                _ChildOperation; body(item) runs;
+                                                op.signal(name) records (seq, name)
                                                 and writes it to the relay pipe ──┐
   relay thread: read the pipe and     ◀───────────────────────────────────────────┘
     replay each event on the local Operation
@@ -21,19 +24,49 @@ await wrapped(item)
   replay events not yet relayed; return the value or raise the body's exception
 ```
 
-Why the stdlib pool and not loky (or billiard): `ProcessPoolExecutor` is always
-there, is what Python users already know, and gives everything this backend needs —
-reused worker processes, an initializer (for the signal pipe), `Future.cancel()` for
-items not yet started and `BrokenProcessPool` when a worker dies. loky's extras
-(cloudpickle for lambdas and closures, a reusable executor, worker timeouts) are not
-needed for that, and it fails every item in flight when a worker dies just as the
-stdlib pool does (`TerminatedWorkerError`), so it would buy no better crash handling.
+**Lanes: one process each.** The pool is `max_workers` *lanes*; each lane is a
+`concurrent.futures.ProcessPoolExecutor(max_workers=1)` — one worker process — plus
+a lock and a few shared integers (`multiprocessing.RawArray`): the process's pid, the
+sequence number of the last job it started, and the jobs withdrawn from it. A lane
+holds at most two jobs, the one its process runs and the next (so the process finds
+its next item queued when it finishes one); the others wait in the backend's queue
+and go to the first lane with room, an idle lane first.
 
-A worker that dies (`os._exit`, a signal such as SIGKILL or SIGSEGV, the OOM killer)
-breaks the whole stdlib pool: every item in it at that moment, running or queued,
-fails with `WorkerCrashError` — none is silently re-run, because any of them may have
-run partly; retry them with a retry policy if the body is idempotent — and the next
-item gets a fresh pool. Nothing accepted is lost or left hanging.
+Why lanes and not one shared pool: the standard pool cannot say which process runs
+which item, nor stop one process without breaking the whole pool (a dead worker
+fails every item in it with `BrokenProcessPool`, loky's reusable executor does the
+same with `TerminatedWorkerError`). A lane is one process, so what happens to its
+process happens to its two jobs only, and the shared integers say exactly which of
+the two had started:
+
+- **Kill at a deadline** (`kill(op_id)`, called by the coordinator when an
+  operation passes `item_timeout`): under the lane lock, if the lane's process has
+  started that job, the process gets SIGKILL and the lane lock is never released,
+  so the process cannot start the lane's next job meanwhile; that job goes back to
+  the head of the queue (it never started) and the next lane to have room — a fresh
+  process takes the killed one's place — runs it. If the job has not started, it is
+  withdrawn instead (the process skips it). Either way the job ends with
+  `OperationCancelledError`, which the coordinator counts as the timeout.
+- **A crash** (`os._exit`, SIGSEGV, the OOM killer): the job the process had
+  started fails with `WorkerCrashError` — it may have run partly, so it is not re-run
+  (retry it with a `RetryPolicy` if the body is idempotent); the lane's other job,
+  which never started, is re-sent. Only that lane's process is replaced.
+- **Cancel** (`cancel(op_id)`, `Operation.cancelled`, `shutdown()`): a job not yet
+  started, queued here or in a lane, is withdrawn; a running body is never
+  interrupted.
+
+Nothing accepted is lost or left hanging: every job ends, completed or failed, and a
+job re-sent `_MAX_RESENDS` times without ever starting (a process that cannot even
+start) fails with `WorkerCrashError` rather than looping.
+
+Why `ProcessPoolExecutor` underneath and not loky or billiard: it is always there,
+it is what Python users know, and it gives each lane what it needs — a worker
+process started with the platform's start method, an initializer (for the signal
+pipe and the lane's shared state), pickling of calls and results, and
+`BrokenProcessPool` when the process dies. billiard (Celery's pool) does attribute
+a job to its process, with an acknowledgement message per job, but it is a heavier
+dependency with a different API; loky adds cloudpickle and a reusable executor,
+neither needed here, and reacts to a dead worker like the standard pool.
 """
 
 from __future__ import annotations
@@ -42,6 +75,7 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import inspect
 import itertools
 import logging
@@ -49,10 +83,11 @@ import multiprocessing
 import multiprocessing.context
 import os
 import pickle
+import signal
 import threading
 import types
 import uuid
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -64,6 +99,7 @@ from ephemeral_actors.backends._relay import Call, Event, RecordingOperation, po
 if TYPE_CHECKING:
     from collections.abc import Callable
     from multiprocessing.connection import Connection
+    from multiprocessing.synchronize import Lock as ProcessLock
     from types import TracebackType
     from typing import Self
 
@@ -82,10 +118,28 @@ leave half a message. Larger events travel only with the body's outcome."""
 _BODY_CACHE: Final = 64
 """Bodies each worker process keeps unpickled (least recently used dropped first)."""
 _PROTOCOL: Final = pickle.HIGHEST_PROTOCOL
+_DEPTH: Final = 2
+"""Jobs a lane holds: the one its process runs and the next one."""
+_MAX_RESENDS: Final = 3
+"""Times a job that never started is re-sent after its lane's process died."""
+_LANE_LOCK_WAIT: Final = 1.0
+"""Seconds to wait for a lane lock. Its process holds it for a few stores only; longer
+means that process died holding it, and the lane is then treated as dead."""
+_KILL: Final = getattr(signal, "SIGKILL", signal.SIGTERM)
+"""SIGKILL where there is one; on Windows `os.kill` with SIGTERM is TerminateProcess."""
 
 # Outcomes a worker returns, with the value and the body's events.
 _OK: Final = 0
 _RAISED: Final = 1
+_SKIPPED: Final = 2
+"""The job was withdrawn before the process started it; its body did not run."""
+
+# The lane's shared integers (a RawArray of 4): its process's pid, the sequence
+# number of the last job that process started, and two slots of withdrawn jobs (a
+# lane holds at most two, with consecutive numbers, so seq % 2 picks the slot).
+_PID: Final = 0
+_STARTED: Final = 1
+_WITHDRAWN: Final = 2
 
 
 # -- the worker side ------------------------------------------------------------------------
@@ -94,14 +148,22 @@ _RAISED: Final = 1
 
 _relay_writer: Connection | None = None
 """This worker's end of the backend's signal pipe (set by the pool's initializer)."""
+_lane_lock: ProcessLock | None = None
+"""This worker's lane lock (set by the pool's initializer)."""
+_lane_state: Any = None
+"""This worker's lane's shared integers (set by the pool's initializer)."""
 _bodies: collections.OrderedDict[str, Callable[[Any], Any]] = collections.OrderedDict()
 """Unpickled bodies by wrap token, so a body is unpickled once per process, not per item."""
 
 
-def _init_worker(writer: Connection) -> None:
-    """The pool's initializer: keep the signal pipe's writing end."""
-    global _relay_writer  # noqa: PLW0603 - one per worker process, set once
+def _init_worker(writer: Connection, lock: ProcessLock | None = None, state: Any = None) -> None:
+    """The lane's initializer: keep the signal pipe's writing end and the lane's state."""
+    global _relay_writer, _lane_lock, _lane_state  # noqa: PLW0603 - one per worker process
     _relay_writer = writer
+    _lane_lock = lock
+    _lane_state = state
+    if state is not None:
+        state[_PID] = os.getpid()
 
 
 class _ChildOperation(RecordingOperation):
@@ -135,9 +197,28 @@ class _ChildOperation(RecordingOperation):
 
 
 def _run_in_child(
-    token: str, body_bytes: bytes, item_bytes: bytes, *, op_id: int, key: str | None, call: int
+    token: str,
+    body_bytes: bytes,
+    item_bytes: bytes,
+    *,
+    op_id: int,
+    key: str | None,
+    call: int,
+    seq: int = 0,
 ) -> bytes:
-    """Run one item in a worker process; return the pickled (outcome, value, events)."""
+    """Run one item in a worker process; return the pickled (outcome, value, events).
+
+    `seq` is the job's number in its lane: under the lane lock, a withdrawn job is
+    skipped, and any other is marked started before its body runs. The backend holds
+    that lock while it decides to kill this process or withdraw a job, so neither
+    can race with the start of the next job.
+    """
+    lock, state = _lane_lock, _lane_state
+    if seq and lock is not None:
+        with lock:
+            if state[_WITHDRAWN + seq % 2] == seq:
+                return _SKIPPED_BYTES
+            state[_STARTED] = seq
     body = _bodies.get(token)
     if body is None:
         body = _bodies[token] = pickle.loads(body_bytes)  # noqa: S301 - our own bytes
@@ -161,6 +242,9 @@ def _run_in_child(
     finally:
         _current.reset(reset)
     return _pack(_OK, result, events)
+
+
+_SKIPPED_BYTES: Final = pickle.dumps((_SKIPPED, None, []), _PROTOCOL)
 
 
 def _pack(outcome: int, value: Any, events: list[Event]) -> bytes:
@@ -195,9 +279,9 @@ def _type_name(value: Any) -> str:
 
 class _State(enum.Enum):
     NEW = "new"
-    """Built; no process yet (the first item starts the pool)."""
+    """Built; no process yet (the first item starts a lane)."""
     RUNNING = "running"
-    """The pool exists."""
+    """A lane exists."""
     SHUT_DOWN = "shut down"
     """`shutdown()` ran; bodies are refused."""
 
@@ -220,14 +304,94 @@ class _Wrapped:
         return await self.backend._run(self, item)
 
 
+class _Job:
+    """One item handed to the backend, from its queue through a lane to its outcome.
+
+    `ticket` is what the coordinator's task awaits. It is set running when made, so
+    only the backend resolves it (`asyncio.wrap_future` would otherwise cancel it
+    with the task), and `settled`, written under the backend lock, lets exactly one
+    path resolve it.
+    """
+
+    __slots__ = (
+        "call_id",
+        "item_bytes",
+        "key",
+        "lane",
+        "op_id",
+        "resends",
+        "seq",
+        "settled",
+        "ticket",
+        "wrapped",
+    )
+
+    def __init__(
+        self, wrapped: _Wrapped, item_bytes: bytes, op_id: int, key: str | None, call_id: int
+    ) -> None:
+        self.wrapped = wrapped
+        self.item_bytes = item_bytes
+        self.op_id = op_id
+        self.key = key
+        self.call_id = call_id
+        self.ticket: Future[bytes] = Future()
+        self.ticket.set_running_or_notify_cancel()
+        self.lane: _Lane | None = None
+        """The lane holding it, or None while it waits in the backend's queue."""
+        self.seq = 0
+        """Its number in its lane (1, 2, ...: the order its process takes jobs in)."""
+        self.resends = 0
+        self.settled = False
+
+    def __repr__(self) -> str:
+        where = "queued" if self.lane is None else f"lane {self.lane.number} seq {self.seq}"
+        return f"<job op={self.op_id} {where} {'settled' if self.settled else 'open'}>"
+
+
+class _Lane:
+    """One worker process: a one-process `ProcessPoolExecutor`, its lock and shared state."""
+
+    __slots__ = ("dead", "jobs", "killed", "lock", "number", "pool", "seqs", "state")
+
+    def __init__(
+        self, number: int, context: multiprocessing.context.BaseContext, writer: Connection
+    ) -> None:
+        self.number = number
+        self.lock = context.Lock()
+        self.state: Any = context.RawArray("q", 4)
+        self.pool = ProcessPoolExecutor(
+            1,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(writer, self.lock, self.state),
+        )
+        self.jobs: dict[int, _Job] = {}
+        """Its jobs by number: at most `_DEPTH`, the one its process runs and the next."""
+        self.seqs = itertools.count(1)
+        self.dead = False
+        """Its process died or was killed: it takes no more jobs, and the backend holds
+        its lock for good, so `started` is final."""
+        self.killed = 0
+        """The number of the job its process was killed for (0: not killed)."""
+
+    def __repr__(self) -> str:
+        state = "dead" if self.dead else "live"
+        return f"<lane {self.number} {state} pid={self.state[_PID]} jobs={sorted(self.jobs)}>"
+
+    def started(self) -> int:
+        """The number of the last job its process started (0: none yet)."""
+        return int(self.state[_STARTED])
+
+
 class ProcessBackend:
     """Runs coordinator bodies in worker processes, so CPU-bound work uses every core.
 
     The coordinator — supervision, per-key order, limits, the window, signals,
     pause/resume, deferral, cancel — stays in this process; only `body(item)` runs in
-    a worker process of a `concurrent.futures.ProcessPoolExecutor` that the backend
-    owns. Items in flight cost the coordinator no thread: the wrapped body is a
-    coroutine function that awaits the pool's future.
+    one of `max_workers` worker processes the backend owns (each a one-process
+    `concurrent.futures.ProcessPoolExecutor`, see the module documentation). Items
+    in flight cost the coordinator no thread: the wrapped body is a coroutine
+    function that awaits the item's outcome.
 
     Bodies, items, results and exceptions cross the process boundary with `pickle`:
 
@@ -244,12 +408,19 @@ class ProcessBackend:
     `signal()`, `emit_caused()`, `retract()`, `retract_matching()` and
     `has_signal()`; signals reach the coordinator while the body runs (so
     `cancel_on_signals` acts at once) and constraints are applied there.
-    `cancelled` is always False in the worker: a running body is never interrupted.
-    Cancelling an operation whose item is still queued for a process (not started)
-    cancels it there.
+    `cancelled` is always False in the worker: a running body is never interrupted
+    by a cancel request. Cancelling an operation whose item no process has started
+    yet withdraws it.
 
-    A worker process that dies fails every item in the pool at that moment with
-    `WorkerCrashError` and the pool is replaced (see the module documentation).
+    Deadlines: a coordinator with `item_timeout` calls `kill(op_id)` when an
+    operation passes its deadline; the process running it is killed (SIGKILL), the
+    operation fails with `OperationTimeoutError` (retried if the coordinator's
+    `RetryPolicy` says so; cancelled if a cancel request came first) and a fresh
+    process takes its place. That is not a crash.
+
+    A worker process that dies on its own fails the item it was running with
+    `WorkerCrashError` (a crash, supervised as one); the item queued behind it,
+    which never started, runs in the fresh process that replaces it.
 
     One backend may serve several coordinators; a coordinator never shuts down a
     backend it was given. Call `shutdown()` (or use `with`) when they are closed.
@@ -288,32 +459,41 @@ class ProcessBackend:
                 f"(multiprocessing.get_context(...)) or None, got {type(mp_context).__name__}"
             )
         self.max_workers: int = max_workers or _usable_cpus()
-        """How many worker processes the pool runs."""
+        """How many worker processes the backend runs at most."""
         self.mp_context: multiprocessing.context.BaseContext = (
             mp_context or multiprocessing.get_context()
         )
         """The `multiprocessing` context that starts them."""
         self._lock = threading.Lock()
         self._state = _State.NEW
-        self._pool: ProcessPoolExecutor | None = None
-        self._retired: list[ProcessPoolExecutor] = []
+        self._lanes: list[_Lane] = []
+        self._retired: list[_Lane] = []
+        """Dead lanes whose pool may still be tearing itself down (`shutdown()` joins them)."""
+        self._waiting: collections.deque[_Job] = collections.deque()
+        self._jobs: dict[int, _Job] = {}
+        """Unsettled jobs by operation id, for `cancel` and `kill`."""
+        self._settlements: list[tuple[_Job, bytes | None, BaseException | None]] = []
+        """Jobs settled under the lock, resolved right after it is released (a ticket's
+        callbacks take the lock)."""
         self._reader: Connection | None = None
         self._writer: Connection | None = None
         self._relay_thread: threading.Thread | None = None
         self._calls: dict[int, Call] = {}
-        self._queued: dict[int, Future[bytes]] = {}
         self._call_ids = itertools.count(1)
+        self._lane_numbers = itertools.count(1)
         self._wraps = itertools.count(1)
         self._token = uuid.uuid4().hex[:12]
         self._unfinished = 0
         self._submitted = 0
         self._pool_restarts = 0
+        self._kills = 0
 
     def __repr__(self) -> str:
         return (
             f"<ProcessBackend {self._state.value} max_workers={self.max_workers} "
-            f"start_method={self.mp_context.get_start_method()} in_flight={self._unfinished} "
-            f"submitted={self._submitted} pool_restarts={self._pool_restarts}>"
+            f"start_method={self.mp_context.get_start_method()} processes={len(self._lanes)} "
+            f"in_flight={self._unfinished} submitted={self._submitted} "
+            f"pool_restarts={self._pool_restarts} kills={self._kills}>"
         )
 
     def __enter__(self) -> Self:
@@ -329,18 +509,23 @@ class ProcessBackend:
 
     @property
     def in_flight(self) -> int:
-        """Items handed to the pool whose outcome has not come back yet."""
+        """Items handed to the backend whose outcome has not come back yet."""
         return self._unfinished
 
     @property
     def submitted(self) -> int:
-        """Items handed to the pool since construction."""
+        """Items handed to the backend since construction."""
         return self._submitted
 
     @property
     def pool_restarts(self) -> int:
-        """How many times a broken pool (a worker process died) was replaced."""
+        """Worker processes replaced because they died or were killed at a deadline."""
         return self._pool_restarts
+
+    @property
+    def kills(self) -> int:
+        """Worker processes killed by `kill()` (an operation passed its `item_timeout`)."""
+        return self._kills
 
     def wrap(self, body: Callable[[Any], Any], *, is_async: bool) -> Callable[[Any], Any]:
         """Return a coroutine function that runs `body(item)` in a worker process.
@@ -386,20 +571,104 @@ class ProcessBackend:
         _dump_item(item)
 
     def cancel(self, op_id: int) -> bool:
-        """Cancel operation `op_id`'s item if no worker process has started it yet.
+        """Withdraw operation `op_id`'s item if no worker process has started it yet.
 
-        The coordinator may call this when it is asked to cancel a running operation;
+        The coordinator calls this when it is asked to cancel a running operation;
         without that call the backend notices `Operation.cancelled` within 0.1 s.
 
         Returns:
             True if the item was withdrawn (its operation then ends cancelled).
         """
+        error = OperationCancelledError(
+            f"operation {op_id} was cancelled before a worker process started it"
+        )
         with self._lock:
-            future = self._queued.get(op_id)
-        return future is not None and future.cancel()
+            job = self._jobs.get(op_id)
+            withdrawn = job is not None and self._withdraw_locked(job, error)
+            settled = self._take_settlements_locked()
+        _resolve(settled)
+        return withdrawn
+
+    def kill(self, op_id: int) -> bool:
+        """Stop operation `op_id`'s body now: kill its process, or withdraw its item.
+
+        The coordinator calls this when the operation passes its deadline
+        (`item_timeout`). If a worker process runs the body, that process is killed
+        (SIGKILL) and replaced by a fresh one; the item queued behind it in that
+        process, which never started, goes to the next free process. An item no
+        process has started yet is withdrawn instead. Either way the operation's
+        attempt ends with `OperationCancelledError`, which a coordinator counts as
+        `OperationTimeoutError` when the deadline asked (or as cancelled when a
+        cancel request came first).
+
+        Returns:
+            True if the body was stopped: its process killed, or its item withdrawn.
+            False if the operation is unknown or its body already returned.
+        """
+        killed_pid = 0
+        with self._lock:
+            job = self._jobs.get(op_id)
+            if job is None or job.settled:
+                return False
+            lane = job.lane
+            if lane is None or lane.dead:
+                stopped = self._withdraw_locked(
+                    job,
+                    OperationCancelledError(
+                        f"operation {op_id} was stopped before a worker process started it"
+                    ),
+                )
+            elif not lane.lock.acquire(timeout=_LANE_LOCK_WAIT):
+                # Its process died holding the lock (a few stores long): the pool
+                # reports the death, and the dead lane's jobs are settled then.
+                stopped = False
+            else:
+                started = lane.started()
+                if started == job.seq:
+                    # The lock is never released: the process cannot start the lane's
+                    # next job before the signal lands, and `started` stays final.
+                    killed_pid = int(lane.state[_PID])
+                    lane.killed = job.seq
+                    self._bury_locked(lane)
+                    self._kills += 1
+                    if killed_pid > 0:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(killed_pid, _KILL)
+                    stopped = True
+                elif started < job.seq:
+                    lane.state[_WITHDRAWN + job.seq % 2] = job.seq
+                    lane.lock.release()
+                    self._settle_locked(
+                        job,
+                        None,
+                        OperationCancelledError(
+                            f"operation {op_id} was stopped before a worker process started it"
+                        ),
+                    )
+                    stopped = True
+                else:
+                    lane.lock.release()  # it returned; its outcome is on its way
+                    stopped = False
+            settled = self._take_settlements_locked()
+        _resolve(settled)
+        if killed_pid:
+            logger.warning(
+                "ProcessBackend killed worker process %d, which was running operation %d; "
+                "a fresh process takes its place",
+                killed_pid,
+                op_id,
+                extra={
+                    "coordinator": None,
+                    "operation_id": op_id,
+                    "key": job.key,
+                    "error_type": None,
+                    "event": "process.killed",
+                },
+            )
+        return stopped
 
     def shutdown(self) -> None:
-        """Shut the pool down: items not yet started fail, running bodies finish first.
+        """Shut down: items not yet started fail, running bodies finish first.
 
         Waits for the worker processes to exit and the relay thread to end, so no
         process or thread of the backend is left. Close the coordinators that use the
@@ -409,11 +678,20 @@ class ProcessBackend:
             if self._state is _State.SHUT_DOWN:
                 return
             self._state = _State.SHUT_DOWN
-            pools = [*self._retired, *([self._pool] if self._pool is not None else [])]
-            self._pool = None
+            for job in self._waiting:
+                if not job.settled:
+                    self._settle_locked(job, None, _shut_down_error(job))
+            self._waiting.clear()
+            for lane in self._lanes:
+                for job in list(lane.jobs.values()):
+                    self._withdraw_locked(job, _shut_down_error(job))
+            lanes = [*self._retired, *self._lanes]
+            self._lanes = []
             self._retired = []
-        for pool in pools:
-            pool.shutdown(wait=True, cancel_futures=True)
+            settled = self._take_settlements_locked()
+        _resolve(settled)
+        for lane in lanes:
+            lane.pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             thread = self._relay_thread
             reader, writer = self._reader, self._writer
@@ -434,24 +712,33 @@ class ProcessBackend:
         op_id, key = (op.id, op.key) if op is not None else (0, None)
         call_id = next(self._call_ids)
         call = Call(op) if op is not None else None
-        future: Future[bytes] | None = None
+        job = _Job(wrapped, item_bytes, op_id, key, call_id)
+        with self._lock:
+            if self._state is _State.SHUT_DOWN:
+                raise RuntimeError("ProcessBackend is shut down; build a new one")
+            # Counted before the job can reach a process, so the relay thread (which
+            # runs while anything is unfinished) is there before the body can signal.
+            self._unfinished += 1
+            self._submitted += 1
+            if call is not None:
+                self._calls[call_id] = call
+            if op_id:
+                self._jobs[op_id] = job
+            if self._writer is None:
+                self._reader, self._writer = self.mp_context.Pipe(duplex=False)
+            if self._relay_thread is None:
+                self._start_relay_thread_locked()
+            self._waiting.append(job)
+            handoffs = self._assign_locked()
+            settled = self._take_settlements_locked()
+        job.ticket.add_done_callback(self._finished)
+        _resolve(settled)
+        self._hand_over(handoffs)
         try:
-            pool, future = self._submit(
-                wrapped, item_bytes, op_id=op_id, key=key, call_id=call_id, call=call
-            )
-            payload = await self._await(future, op)
-        except BrokenProcessPool as exc:
-            self._replace(pool, exc, op)
-            raise WorkerCrashError(
-                f"a worker process died while operation {op_id} was running or queued in "
-                "the process pool (os._exit, a signal such as SIGKILL or SIGSEGV, or the "
-                "OOM killer); its body may or may not have run to the end"
-            ) from exc
+            payload = await self._await(job, op)
         finally:
             with self._lock:
                 self._calls.pop(call_id, None)
-                if future is not None and self._queued.get(op_id) is future:
-                    del self._queued[op_id]
         try:
             outcome, value, events = pickle.loads(payload)  # noqa: S301 - our worker's bytes
         except Exception as why:
@@ -465,123 +752,256 @@ class ProcessBackend:
             return value
         raise value
 
-    def _submit(
-        self,
-        wrapped: _Wrapped,
-        item_bytes: bytes,
-        *,
-        op_id: int,
-        key: str | None,
-        call_id: int,
-        call: Call | None,
-    ) -> tuple[ProcessPoolExecutor, Future[bytes]]:
-        """Hand one item to the pool (to a fresh one if the current pool is broken)."""
-        for _attempt in range(2):
-            with self._lock:
-                if self._state is _State.SHUT_DOWN:
-                    raise RuntimeError("ProcessBackend is shut down; build a new one")
-                pool = self._pool if self._pool is not None else self._new_pool_locked()
-                # Counted before the item goes in, so the relay thread (which runs while
-                # anything is unfinished) is there before the body can signal.
-                self._unfinished += 1
-                if call is not None:
-                    self._calls[call_id] = call
-                if self._relay_thread is None:
-                    self._start_relay_thread_locked()
-            try:
-                future = pool.submit(
-                    _run_in_child,
-                    wrapped.token,
-                    wrapped.body_bytes,
-                    item_bytes,
-                    op_id=op_id,
-                    key=key,
-                    call=call_id,
-                )
-            except BaseException as exc:
-                with self._lock:
-                    self._unfinished -= 1
-                    shut_down = self._shut_down()
-                if isinstance(exc, BrokenProcessPool):
-                    # Broken before this item went in: none of it ran, so a fresh pool
-                    # may take it.
-                    self._replace(pool, exc, None)
-                    continue
-                if shut_down:
-                    raise RuntimeError("ProcessBackend is shut down; build a new one") from exc
-                raise
-            with self._lock:
-                self._submitted += 1
-                if call is not None:
-                    self._queued[op_id] = future
-            future.add_done_callback(self._finished)
-            return pool, future
-        raise WorkerCrashError("the process pool broke twice in a row while taking an item")
-
-    def _shut_down(self) -> bool:
-        return self._state is _State.SHUT_DOWN
-
-    def _new_pool_locked(self) -> ProcessPoolExecutor:
-        if self._writer is None:
-            self._reader, self._writer = self.mp_context.Pipe(duplex=False)
-        self._pool = ProcessPoolExecutor(
-            self.max_workers,
-            mp_context=self.mp_context,
-            initializer=_init_worker,
-            initargs=(self._writer,),
-        )
-        self._state = _State.RUNNING
-        return self._pool
-
-    def _finished(self, _future: Future[bytes]) -> None:
-        with self._lock:
-            self._unfinished -= 1
-
-    async def _await(self, future: Future[bytes], op: Operation | None) -> bytes:
-        """Await the outcome; withdraw the item if `op` is cancelled before it starts."""
-        waiter = asyncio.wrap_future(future)
+    async def _await(self, job: _Job, op: Operation | None) -> bytes:
+        """Await the job's outcome; withdraw it if this task is cancelled first."""
+        waiter = asyncio.wrap_future(job.ticket)
         if op is not None:
-            _CancelWatch(op, future, waiter)
+            _CancelWatch(op, self, job, waiter)
         try:
             return await waiter
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                future.cancel()  # this task is being cancelled (its loop is closing)
-                raise
-            # The pool's future was cancelled: by a cancel request, or by shutdown().
-            op_id = op.id if op is not None else 0
-            if self._state is _State.SHUT_DOWN:
-                raise RuntimeError(
-                    f"ProcessBackend was shut down before a worker process started "
-                    f"operation {op_id}"
-                ) from None
-            raise OperationCancelledError(
-                f"operation {op_id} was cancelled before a worker process started it"
-            ) from None
+            # The ticket itself is never cancelled, so this task is: at a deadline
+            # (the coordinator then kills the process if the body started), or as
+            # its loop closes. A job no process has started must not run later.
+            self._withdraw(
+                job,
+                OperationCancelledError(
+                    f"operation {job.op_id} was cancelled before a worker process started it"
+                ),
+            )
+            raise
 
-    def _replace(
-        self, pool: ProcessPoolExecutor, error: BaseException, op: Operation | None
-    ) -> None:
-        """`pool` broke: the next item starts a fresh one (once per broken pool)."""
+    def _finished(self, _ticket: Future[bytes]) -> None:
         with self._lock:
-            if self._pool is not pool:
-                return  # already replaced, or shut down
-            self._pool = None
-            self._retired.append(pool)
-            self._pool_restarts += 1
-        logger.warning(
-            "ProcessBackend: a worker process died and broke the pool; the items in it "
-            "failed with WorkerCrashError and the next item starts a fresh pool",
-            extra={
-                "coordinator": None,
-                "operation_id": op.id if op is not None else None,
-                "key": op.key if op is not None else None,
-                "error_type": type(error).__name__,
-                "event": "process.pool.replaced",
-            },
-        )
-        pool.shutdown(wait=False)
+            self._unfinished -= 1
+
+    # -- jobs and lanes (the backend lock guards everything below) ---------------------------
+
+    def _assign_locked(self) -> list[_Job]:
+        """Give waiting jobs to lanes with room; the jobs to hand over after the lock."""
+        handoffs: list[_Job] = []
+        waiting = self._waiting
+        if self._state is _State.SHUT_DOWN:
+            return handoffs
+        while waiting:
+            if waiting[0].settled:  # withdrawn while it waited
+                waiting.popleft()
+                continue
+            lane = self._lane_with_room_locked()
+            if lane is None:
+                break
+            job = waiting.popleft()
+            job.lane = lane
+            job.seq = next(lane.seqs)
+            lane.jobs[job.seq] = job
+            handoffs.append(job)
+        return handoffs
+
+    def _lane_with_room_locked(self) -> _Lane | None:
+        """An idle lane, else a new one (up to `max_workers`), else one with one job."""
+        fallback = None
+        for lane in self._lanes:
+            held = len(lane.jobs)
+            if held == 0:
+                return lane
+            if held < _DEPTH and fallback is None:
+                fallback = lane
+        if len(self._lanes) < self.max_workers:
+            assert self._writer is not None  # made with the first job
+            try:
+                lane = _Lane(next(self._lane_numbers), self.mp_context, self._writer)
+            except Exception as exc:  # out of file descriptors or semaphores, say
+                if fallback is None and not self._lanes:
+                    # No process could run the waiting jobs: fail them rather than
+                    # leave them waiting for a lane that cannot be built.
+                    for job in self._waiting:
+                        if not job.settled:
+                            self._settle_locked(job, None, exc)
+                    self._waiting.clear()
+                else:
+                    logger.warning(
+                        f"ProcessBackend could not start worker process number "
+                        f"{len(self._lanes) + 1} ({type(exc).__name__}: {exc}); "
+                        f"running on {len(self._lanes)}"
+                    )
+                return fallback
+            self._lanes.append(lane)
+            self._state = _State.RUNNING
+            return lane
+        return fallback
+
+    def _hand_over(self, jobs: list[_Job]) -> None:
+        """Submit assigned jobs to their lanes' pools (outside the lock: it may fork)."""
+        for job in jobs:
+            lane = job.lane
+            assert lane is not None
+            wrapped = job.wrapped
+            try:
+                future = lane.pool.submit(
+                    _run_in_child,
+                    wrapped.token,
+                    wrapped.body_bytes,
+                    job.item_bytes,
+                    op_id=job.op_id,
+                    key=job.key,
+                    call=job.call_id,
+                    seq=job.seq,
+                )
+            except Exception as exc:
+                self._refused(job, lane, exc)
+            else:
+                future.add_done_callback(functools.partial(self._lane_done, job, lane))
+
+    def _refused(self, job: _Job, lane: _Lane, error: Exception) -> None:
+        """`lane`'s pool refused `job` (it broke before the job went in)."""
+        with self._lock:
+            lane.jobs.pop(job.seq, None)
+            buried = isinstance(error, BrokenProcessPool) and self._retire_locked(lane)
+            if not job.settled:
+                if self._state is _State.SHUT_DOWN:
+                    self._settle_locked(job, None, _shut_down_error(job))
+                elif isinstance(error, BrokenProcessPool):
+                    self._resend_locked(job)  # none of it ran: a fresh lane may take it
+                else:
+                    self._settle_locked(job, None, error)
+            handoffs = self._assign_locked()
+            settled = self._take_settlements_locked()
+        if buried:
+            _log_replaced(job.op_id, error)
+        _resolve(settled)
+        self._hand_over(handoffs)
+
+    def _lane_done(self, job: _Job, lane: _Lane, future: Future[bytes]) -> None:
+        """`job`'s future in `lane` ended (a lane's manager thread runs this)."""
+        payload: bytes | None = None
+        error: BaseException | None = None
+        try:
+            payload = future.result()
+        except CancelledError:
+            # shutdown(cancel_futures=True) took it before the process did.
+            error = _shut_down_error(job)
+        except BaseException as exc:
+            error = exc
+        with self._lock:
+            lane.jobs.pop(job.seq, None)
+            broken = isinstance(error, BrokenProcessPool)
+            buried = broken and self._retire_locked(lane)
+            if job.settled:
+                pass  # withdrawn (its process skipped it) or stopped already
+            elif not broken:
+                self._settle_locked(job, payload, error)
+            elif lane.killed == job.seq:
+                self._settle_locked(
+                    job,
+                    None,
+                    OperationCancelledError(
+                        f"operation {job.op_id} was stopped: its worker process was killed"
+                    ),
+                )
+            elif job.seq > lane.started():
+                # Its process died before starting it (the lock kept it from starting
+                # after a kill): nothing of it ran, so it runs elsewhere.
+                if self._state is _State.SHUT_DOWN:
+                    self._settle_locked(job, None, _shut_down_error(job))
+                else:
+                    self._resend_locked(job)
+            else:
+                self._settle_locked(
+                    job,
+                    None,
+                    WorkerCrashError(
+                        f"a worker process died while running operation {job.op_id} "
+                        "(os._exit, a signal such as SIGKILL or SIGSEGV, or the OOM killer); "
+                        "its body may or may not have run to the end"
+                    ),
+                )
+            handoffs = self._assign_locked()
+            settled = self._take_settlements_locked()
+        if buried:
+            assert error is not None
+            _log_replaced(job.op_id, error)
+        _resolve(settled)
+        self._hand_over(handoffs)
+
+    def _withdraw(self, job: _Job, error: BaseException) -> bool:
+        with self._lock:
+            withdrawn = self._withdraw_locked(job, error)
+            settled = self._take_settlements_locked()
+        _resolve(settled)
+        return withdrawn
+
+    def _withdraw_locked(self, job: _Job, error: BaseException) -> bool:
+        """Settle `job` with `error` if no process started it (it then never will)."""
+        if job.settled:
+            return False
+        lane = job.lane
+        if lane is not None:
+            if lane.dead:
+                if lane.started() >= job.seq:  # final: the dead lane's lock is ours
+                    return False
+            elif not lane.lock.acquire(timeout=_LANE_LOCK_WAIT):
+                return False  # its process died holding the lock; the pool reports it
+            else:
+                try:
+                    if lane.started() >= job.seq:
+                        return False
+                    # Its process checks this slot, under the same lock, before it
+                    # starts the job: it will skip it.
+                    lane.state[_WITHDRAWN + job.seq % 2] = job.seq
+                finally:
+                    lane.lock.release()
+        self._settle_locked(job, None, error)
+        return True
+
+    def _resend_locked(self, job: _Job) -> None:
+        """`job` never started and its lane is dead: back to the head of the queue."""
+        if job.resends >= _MAX_RESENDS:
+            self._settle_locked(
+                job,
+                None,
+                WorkerCrashError(
+                    f"{job.resends + 1} worker processes died before any started operation "
+                    f"{job.op_id}; giving up on it"
+                ),
+            )
+            return
+        job.resends += 1
+        job.lane = None
+        job.seq = 0
+        self._waiting.appendleft(job)
+
+    def _retire_locked(self, lane: _Lane) -> bool:
+        """`lane`'s pool broke: take it out of service; True the first time."""
+        if lane.dead:
+            return False
+        # Take its lock for good: should its process still be alive (a result that
+        # could not be read), it cannot start another job, so `started` is final. A
+        # timeout means it died holding the lock, before starting anything new.
+        lane.lock.acquire(timeout=_LANE_LOCK_WAIT)
+        self._bury_locked(lane)
+        return True
+
+    def _bury_locked(self, lane: _Lane) -> None:
+        lane.dead = True
+        if lane in self._lanes:
+            self._lanes.remove(lane)
+        self._pool_restarts += 1
+        # A dead lane's pool tears itself down: its manager thread fails the lane's
+        # futures, joins the process and ends. Keep it until then, for shutdown().
+        self._retired = [r for r in self._retired if _tearing_down(r.pool)]
+        self._retired.append(lane)
+
+    def _settle_locked(self, job: _Job, payload: bytes | None, error: BaseException | None) -> None:
+        job.settled = True
+        if self._jobs.get(job.op_id) is job:
+            del self._jobs[job.op_id]
+        self._settlements.append((job, payload, error))
+
+    def _take_settlements_locked(self) -> list[tuple[_Job, bytes | None, BaseException | None]]:
+        settled = self._settlements
+        if settled:
+            self._settlements = []
+        return settled
 
     # -- the signal relay ---------------------------------------------------------------
 
@@ -621,29 +1041,77 @@ class ProcessBackend:
 
 
 class _CancelWatch:
-    """A timer on the coordinator's loop: withdraws the item once `op` is cancelled.
+    """A timer on the coordinator's loop: withdraws the job once `op` is cancelled.
 
-    It checks `op.cancelled` every `_POLL_INTERVAL` until the item ends.
-    `future.cancel()` is False once a process has the item, which then finishes (a
-    body in a worker process is never interrupted).
+    It checks `op.cancelled` every `_POLL_INTERVAL` until the job ends or is asked
+    to stop once; a job a process already started then finishes (a body in a
+    worker process is never interrupted by a cancel request).
     """
 
-    __slots__ = ("future", "handle", "op")
+    __slots__ = ("backend", "handle", "job", "op")
 
-    def __init__(self, op: Operation, future: Future[bytes], waiter: asyncio.Future[bytes]) -> None:
+    def __init__(
+        self, op: Operation, backend: ProcessBackend, job: _Job, waiter: asyncio.Future[bytes]
+    ) -> None:
         self.op = op
-        self.future = future
+        self.backend = backend
+        self.job = job
         self.handle = waiter.get_loop().call_later(_POLL_INTERVAL, self.check)
         waiter.add_done_callback(self.stop)
 
     def check(self) -> None:
         if self.op.cancelled:
-            self.future.cancel()
+            self.backend._withdraw(
+                self.job,
+                OperationCancelledError(
+                    f"operation {self.job.op_id} was cancelled before a worker process started it"
+                ),
+            )
         else:
             self.handle = asyncio.get_running_loop().call_later(_POLL_INTERVAL, self.check)
 
     def stop(self, _waiter: asyncio.Future[bytes]) -> None:
         self.handle.cancel()
+
+
+def _resolve(settled: list[tuple[_Job, bytes | None, BaseException | None]]) -> None:
+    """Resolve settled jobs' tickets (outside the backend lock: callbacks take it)."""
+    for job, payload, error in settled:
+        if error is not None:
+            job.ticket.set_exception(error)
+        else:
+            assert payload is not None
+            job.ticket.set_result(payload)
+
+
+def _shut_down_error(job: _Job) -> RuntimeError:
+    return RuntimeError(
+        f"ProcessBackend was shut down before a worker process started operation {job.op_id}"
+    )
+
+
+def _log_replaced(op_id: int, error: BaseException) -> None:
+    logger.warning(
+        "ProcessBackend: a worker process died; the operation it was running failed with "
+        "WorkerCrashError, and a fresh process takes its place",
+        extra={
+            "coordinator": None,
+            "operation_id": op_id or None,
+            "key": None,
+            "error_type": type(error).__name__,
+            "event": "process.pool.replaced",
+        },
+    )
+
+
+def _tearing_down(pool: ProcessPoolExecutor) -> bool:
+    """Whether a broken pool's manager thread may still run (True if unknown)."""
+    # A private attribute, read defensively: without it, dead lanes are simply kept
+    # until shutdown() joins them.
+    thread = getattr(pool, "_executor_manager_thread", pool)
+    if thread is pool:
+        return True
+    return isinstance(thread, threading.Thread) and thread.is_alive()
 
 
 def _dump_item(item: Any) -> bytes:

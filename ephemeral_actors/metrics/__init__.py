@@ -10,10 +10,11 @@ This module holds what they have in common: `ObservableCoordinator`, the few
 read-only methods an observer uses, and `coordinators_of()`, which turns "a
 registry, one coordinator or several" into the coordinators to read *now*.
 
-Observers only read: `stats()`, the window queries and the signal queries all
-answer from the coordinator's state under its lock, never through the supervisor's
-mailbox, so observing a busy (or closed) coordinator costs it nothing but a short
-lock hold.
+Observers only read: `stats()` (rate limits included), the window queries and the
+signal queries are state queries the supervisor actor answers in its turn (SPEC 14;
+a caller that finds it idle runs that turn itself), so a reading is consistent at
+one instant and never touches another actor's state from another thread. Observing
+a busy (or closed) coordinator costs it one short turn per query.
 
 Added in version 0.1.0.
 """

@@ -33,6 +33,12 @@ Exported (with the default namespace `ephemeral`):
 | `ephemeral_coordinator_signals_dropped_total` | counter | `signals_dropped` |
 | `ephemeral_coordinator_signals_emitted_total` | counter | `signals_emitted` (if in the stats) |
 | `ephemeral_coordinator_abandoned_threads_total` | counter | `abandoned_threads` (if present) |
+| `ephemeral_coordinator_rate_limit_per_second` | gauge | the configured rate, by `scope` |
+| `ephemeral_coordinator_rate_limit_burst` | gauge | `rate_burst` |
+| `ephemeral_coordinator_rate_limit_tokens` | gauge | starts the global bucket allows now |
+| `ephemeral_coordinator_rate_limit_waiting` | gauge | items held back now, by `scope` |
+| `ephemeral_coordinator_rate_limit_holds_total` | counter | waits for a token so far, by `scope` |
+| `ephemeral_coordinator_rate_limited_keys` | gauge | keys waiting for their next token now |
 | `ephemeral_operation_duration_seconds` | histogram | each ended operation, by `outcome` |
 | `ephemeral_operation_retries_total` | counter | `attempts - 1` of ended operations, by `outcome` |
 
@@ -45,6 +51,14 @@ that end from then on. Its `outcome` label is `completed`, `failed` or `cancelle
 (the body ended with `OperationCancelledError`); items cancelled before they started
 have no duration and appear only in `cancelled_total`. An object without the hook
 (a test double, an adapter) gets gauges and counters but no histogram series.
+The rate-limit series (SPEC 16) come from `CoordinatorStats.rate_limit`, read in the
+same `stats()` call, and exist only for coordinators with `rate_limit` (label
+`scope="coordinator"`, and the tokens gauge) or, keyed, `rate_limit_per_key`
+(`scope="key"`, and the throttled keys gauge). `waiting{scope="coordinator"}` counts
+the items in the backlog while a free slot waits for a token (0 when the limit is
+not what holds them), `waiting{scope="key"}` the items of keys waiting for their
+token; `holds_total` counts each such wait once. A growing `holds_total` with
+`waiting` above zero means the rate limit, not `max_concurrency`, sets the pace.
 The retries counter comes from the same hook: each ended operation adds the retries
 it took (`OperationSnapshot.attempts - 1`), under the outcome it finally had, so
 `retries_total{outcome="completed"}` counts retries that saved an operation (an
@@ -89,7 +103,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a test with the mo
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
 
-    from ephemeral_actors._records import CoordinatorStats, OperationSnapshot
+    from ephemeral_actors._records import CoordinatorStats, OperationSnapshot, RateLimitStats
 
 __all__ = ("DEFAULT_BUCKETS", "CoordinatorCollector", "register_coordinators")
 
@@ -149,6 +163,26 @@ _OPTIONAL_COUNTERS: Final = (
         "abandoned_threads",
         "Bodies abandoned past twice their item_timeout (each ends when it returns).",
     ),
+)
+# (metric suffix, help text, labelled by scope: "coordinator" or "key")
+_RATE_GAUGES: Final = (
+    (
+        "rate_limit_per_second",
+        "The configured rate limit, in starts per second, by scope.",
+        True,
+    ),
+    ("rate_limit_burst", "Tokens each rate-limit bucket holds when full (rate_burst).", False),
+    (
+        "rate_limit_tokens",
+        "Starts the coordinator-wide rate limit allows right now.",
+        False,
+    ),
+    (
+        "rate_limit_waiting",
+        "Items held back by a rate limit now (waiting for a token), by scope.",
+        True,
+    ),
+    ("rate_limited_keys", "Keys waiting for their next rate-limit token now.", False),
 )
 _OUTCOMES: Final = ("completed", "failed", "cancelled")
 
@@ -327,6 +361,9 @@ class CoordinatorCollector:
                         family = families[suffix]
                         assert isinstance(family, GaugeMetricFamily | CounterMetricFamily)
                         family.add_metric([coordinator.name, row.role], float(value))
+            rate = getattr(stats, "rate_limit", None)
+            if rate is not None:
+                self._add_rate_limit(families, coordinator.name, rate)
             active_keys = getattr(coordinator, "active_keys", None)
             if isinstance(active_keys, int):
                 keys = families["active_keys"]
@@ -356,6 +393,29 @@ class CoordinatorCollector:
             histogram.add_metric([name, outcome], buckets, total)
         yield from families.values()
 
+    @staticmethod
+    def _add_rate_limit(families: dict[str, Metric], name: str, rate: RateLimitStats) -> None:
+        """The rate-limit samples of one coordinator, for each limit it has."""
+
+        def add(suffix: str, labels: list[str], value: float) -> None:
+            family = families[suffix]
+            assert isinstance(family, GaugeMetricFamily | CounterMetricFamily)
+            family.add_metric(labels, value)
+
+        add("rate_limit_burst", [name], float(rate.rate_burst))
+        if rate.rate_limit is not None:
+            scope = [name, "coordinator"]
+            add("rate_limit_per_second", scope, rate.rate_limit)
+            add("rate_limit_tokens", [name], float(rate.tokens or 0))
+            add("rate_limit_waiting", scope, float(rate.waiting))
+            add("rate_limit_holds", scope, float(rate.holds))
+        if rate.rate_limit_per_key is not None:
+            scope = [name, "key"]
+            add("rate_limit_per_second", scope, rate.rate_limit_per_key)
+            add("rate_limit_waiting", scope, float(rate.key_waiting))
+            add("rate_limit_holds", scope, float(rate.key_holds))
+            add("rate_limited_keys", [name], float(rate.throttled_keys))
+
     def _families(self, *, with_optional: bool) -> dict[str, Metric]:
         base = f"{self._prefix}coordinator_"
         families: dict[str, Metric] = {}
@@ -380,6 +440,16 @@ class CoordinatorCollector:
             base + "actor_messages_processed",
             "Messages a role's actors have handled since the coordinator was built.",
             labels=["coordinator", "role"],
+        )
+        # Rate limits (SPEC 16): samples only for coordinators that have a limit.
+        for suffix, help_text, scoped in _RATE_GAUGES:
+            labels = ["coordinator", "scope"] if scoped else ["coordinator"]
+            families[suffix] = GaugeMetricFamily(base + suffix, help_text, labels=labels)
+        families["rate_limit_holds"] = CounterMetricFamily(
+            base + "rate_limit_holds",
+            "Times a rate limit held an item back that could have started (a free slot, "
+            "no token), each wait counted once, by scope.",
+            labels=["coordinator", "scope"],
         )
         counters = (*_COUNTERS, *(_OPTIONAL_COUNTERS if with_optional else ()))
         for suffix, _attribute, help_text in counters:

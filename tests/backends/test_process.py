@@ -24,7 +24,9 @@ from ephemeral_actors import (
     KeyedWorkCoordinator,
     NoCurrentOperationError,
     OperationCancelledError,
+    OperationTimeoutError,
     ResultCoordinator,
+    RetryPolicy,
     SignalCancelledError,
     WorkCoordinator,
     WorkerCrashError,
@@ -74,6 +76,15 @@ def wait_until(condition: Callable[[], bool], timeout: float = WAIT) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.01)
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists (a dead child not yet reaped still does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 # -- bodies (module level: worker processes find them by name) ----------------------------------
@@ -131,6 +142,23 @@ def die_on_zero(x: int) -> int:
     if x == 0:
         os._exit(1)
     return x
+
+
+def hang_or_return(packed: tuple[Any, Any]) -> Any:
+    """Note this process's pid; then hang if the item says so (only a kill ends it)."""
+    x, pids = packed
+    pids.append(os.getpid())
+    if x == "hang":
+        time.sleep(3600)
+    return x
+
+
+def hang_the_first_time(marks: Any) -> str:
+    """The first attempt notes its pid and hangs; the next one returns at once."""
+    if not marks:
+        marks.append(os.getpid())
+        time.sleep(3600)
+    return "second attempt"
 
 
 def describe_op(_: Any) -> tuple[int, str | None, bool, int]:
@@ -466,11 +494,151 @@ def test_a_pool_found_broken_at_submit_is_replaced_and_the_item_runs(make):
     with ProcessBackend(max_workers=1) as solo:
         c = make(ResultCoordinator, square, max_concurrency=1, backend=solo)
         results = [c.submit(2).get(timeout=WAIT)]
-        solo._pool._broken = "broken for the test"  # what the pool sets when a worker dies
+        (lane,) = solo._lanes
+        lane.pool._broken = "broken for the test"  # what the pool sets when a worker dies
         results.append(c.submit(3).get(timeout=WAIT))
         assert results == [4, 9]
         assert solo.pool_restarts == 1
         c.close(WAIT)
+
+
+def test_a_crash_fails_only_the_item_its_process_was_running(make):
+    """The item queued behind the dying one in the same process never started: it runs."""
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(ResultCoordinator, die_on_zero, max_concurrency=2, backend=solo)
+        crashed, queued = c.submit(0), c.submit(5)
+        with pytest.raises(WorkerCrashError, match="worker process died"):
+            crashed.result(WAIT)
+        assert queued.result(WAIT) == 5
+        assert solo.pool_restarts == 1
+        assert c.stats().worker_restarts == 1
+        c.close(WAIT)
+
+
+# -- deadlines: item_timeout kills the process (SPEC 17) ----------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_hung_body_is_killed_at_its_deadline_and_the_next_items_run(make, manager):
+    """A body that never returns: its process is killed at item_timeout, the item fails with
+    OperationTimeoutError (not a crash), later items run in a fresh process, and after
+    close() and shutdown() no child process is left."""
+    pids = manager.list()
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(ResultCoordinator, hang_or_return, backend=solo, item_timeout=0.5)
+        started = time.monotonic()
+        hung = c.submit(("hang", pids))
+        with pytest.raises(OperationTimeoutError, match=r"item_timeout=0\.5"):
+            hung.result(WAIT)
+        assert 0.4 < time.monotonic() - started < WAIT
+        (hung_pid,) = pids
+        wait_until(lambda: not alive(hung_pid))  # killed, and reaped by its pool
+        later = [c.submit((i, pids)) for i in range(3)]
+        assert [f.result(WAIT) for f in later] == [0, 1, 2]
+        assert hung_pid not in pids[1:]
+        assert (solo.kills, solo.pool_restarts) == (1, 1)
+        s = c.stats()
+        assert (s.total_completed, s.total_failed, s.total_cancelled) == (3, 1, 0)
+        assert (s.worker_restarts, s.abandoned_threads) == (0, 0)
+        (failed,) = c.get_failed()
+        assert isinstance(failed.error, OperationTimeoutError)
+        assert failed.attempts == 1
+        c.close(WAIT)
+    children = {p.pid for p in multiprocessing.active_children()}
+    assert not children & set(pids)
+    assert not any(alive(pid) for pid in set(pids))
+
+
+@pytest.mark.timeout(60)
+def test_the_item_queued_behind_a_killed_body_runs_in_the_fresh_process(make, manager):
+    """A process holds its next item too; killing it does not fail that item, which never
+    started: it is re-sent (here it belongs to a coordinator without a deadline)."""
+    pids = manager.list()
+    with ProcessBackend(max_workers=1) as solo:
+        timed = make(WorkCoordinator, hang_or_return, backend=solo, item_timeout=0.5)
+        patient = make(ResultCoordinator, hang_or_return, backend=solo)
+        timed.enqueue(("hang", pids))
+        wait_until(lambda: len(pids) == 1)
+        queued = patient.submit((7, pids))
+        wait_until(lambda: solo.in_flight == 2)
+        (lane,) = solo._lanes
+        assert len(lane.jobs) == 2  # queued in the hung body's process, not in the backend
+        assert queued.result(WAIT) == 7
+        hung_pid, ran_in = pids
+        assert ran_in != hung_pid
+        assert solo.kills == 1
+        assert timed.stats().total_failed == 1
+        assert isinstance(timed.get_failed()[0].error, OperationTimeoutError)
+        assert (patient.stats().total_completed, patient.stats().total_failed) == (1, 0)
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_attempt_is_retried_in_a_fresh_process(make, manager):
+    """With a RetryPolicy, the attempt killed at its deadline runs again: one operation,
+    two attempts, completed once."""
+    marks = manager.list()
+    with ProcessBackend(max_workers=1) as solo:
+        policy = RetryPolicy(attempts=3, backoff=0, jitter=0)
+        c = make(
+            ResultCoordinator, hang_the_first_time, backend=solo, item_timeout=0.5, retry=policy
+        )
+        future = c.submit(marks)
+        assert future.result(WAIT) == "second attempt"
+        (snap,) = c.get_snapshot()
+        assert (snap.id, snap.attempts, snap.error) == (future.operation_id, 2, None)
+        s = c.stats()
+        assert (s.total_enqueued, s.total_completed, s.total_failed) == (1, 1, 0)
+        assert solo.kills == 1
+        wait_until(lambda: not alive(marks[0]))
+
+
+@pytest.mark.timeout(60)
+def test_out_of_attempts_a_hung_body_fails_once_with_the_timeout(make, manager):
+    """Every attempt hangs: each is killed, and the operation fails once, after `attempts`."""
+    pids = manager.list()
+    with ProcessBackend(max_workers=1) as solo:
+        policy = RetryPolicy(attempts=2, backoff=0, jitter=0)
+        c = make(WorkCoordinator, hang_or_return, backend=solo, item_timeout=0.3, retry=policy)
+        with pytest.raises(OperationTimeoutError, match="attempt 2"):
+            c.submit(("hang", pids)).result(WAIT)
+        (failed,) = c.get_failed()
+        assert failed.attempts == 2
+        s = c.stats()
+        assert (s.total_enqueued, s.total_failed, s.worker_restarts) == (1, 1, 0)
+        assert solo.kills == 2
+        assert len(set(pids)) == 2  # each attempt in a process of its own
+        wait_until(lambda: not any(alive(pid) for pid in pids))
+
+
+@pytest.mark.timeout(60)
+def test_a_cancel_request_before_the_deadline_still_counts_as_cancelled(make, manager):
+    """A body in a process cannot see cancel_operation(); the deadline kills it, and the
+    earlier request decides how it counts: cancelled, not timed out, not a bare
+    CancelledError."""
+    pids = manager.list()
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(WorkCoordinator, hang_or_return, backend=solo, item_timeout=0.5)
+        future = c.submit(("hang", pids))
+        wait_until(lambda: len(pids) == 1)
+        assert c.cancel_operation(future.operation_id) is True
+        with pytest.raises(OperationCancelledError) as info:
+            future.result(WAIT)
+        assert not isinstance(info.value, OperationTimeoutError)
+        assert "killed" in str(info.value)
+        s = c.stats()
+        assert (s.total_cancelled, s.total_failed, s.worker_restarts) == (1, 0, 0)
+        assert solo.kills == 1
+        wait_until(lambda: not alive(pids[0]))
+
+
+def test_the_kill_hook_answers_false_for_unknown_and_ended_operations(make, backend):
+    """kill(op_id) stops only a body in flight: False for an unknown id or an ended item."""
+    c = make(ResultCoordinator, square, backend=backend)
+    (op_id,) = run_all(c, [3])
+    assert c.get_results() == (9,)
+    assert backend.kill(op_id) is False
+    assert backend.kill(12345) is False
+    assert backend.kills == 0
 
 
 # -- signals ------------------------------------------------------------------------------------
@@ -544,6 +712,26 @@ def test_cancel_withdraws_items_no_process_started(make, manager):
         assert c.total_completed == len(ran)
         cancelled = [s for s in c.get_snapshot() if s.error is not None]
         assert all(isinstance(s.error, OperationCancelledError) for s in cancelled)
+        c.close(WAIT)
+
+
+def test_cancel_withdraws_the_item_queued_in_the_busy_process(make, manager):
+    """B waits in the same process as the running A: cancel() withdraws it there, so
+    only A runs."""
+    ran = manager.list()
+    release = manager.Event()
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(WorkCoordinator, gate, max_concurrency=2, backend=solo)
+        c.enqueue_many([(name, ran, release) for name in "AB"])
+        wait_until(lambda: c.has_signal("A.started") and solo.in_flight == 2)
+        (lane,) = solo._lanes
+        assert len(lane.jobs) == 2
+        c.cancel()
+        wait_until(lambda: solo.in_flight == 1)
+        release.set()
+        c.drain(WAIT)
+        assert list(ran) == ["A"]
+        assert (c.total_completed, c.total_cancelled) == (1, 1)
         c.close(WAIT)
 
 

@@ -160,6 +160,29 @@ def test_token_bucket_model() -> None:
     assert bucket.wait(12.0) <= 0  # idle: full again
 
 
+def test_a_token_due_exactly_now_is_given_despite_float_rounding() -> None:
+    """0.5/s, burst 2, at t=0.2: the second token computes as due 1e-17 s later, and
+    must still be given now (refusing it re-armed a zero-delay timer, forever under a
+    clock that does not move)."""
+    bucket = TokenBucket(0.5, 2)
+    bucket.take(0.2)
+    assert bucket.wait(0.2) <= 0
+    clock = FakeClock()
+    clock.now = 0.2
+    started: list[int] = []
+    with use_schedule_clock(clock):
+        c = WorkCoordinator(started.append, max_concurrency=4, rate_limit=0.5, rate_burst=2)
+    try:
+        c.enqueue_many(range(3))
+        settle(c, started)
+        assert len(started) == 2
+        before = c.actor_stats()[0].messages_processed
+        time.sleep(0.2)  # nothing is due for 2 s of the fake clock: the supervisor idles
+        assert c.actor_stats()[0].messages_processed - before <= 2
+    finally:
+        c.close(WAIT)
+
+
 def test_held_items_wait_in_the_backlog_not_in_slots(make: Any) -> None:
     """Real time: past the burst, items are pending with no worker slot taken."""
     started: list[int] = []

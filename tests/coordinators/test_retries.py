@@ -20,6 +20,8 @@ from ephemeral_actors import (
     OperationTimeoutError,
     ResultCoordinator,
     RetryPolicy,
+    SignalBus,
+    SignalCancelledError,
     WorkCoordinator,
     current_operation,
 )
@@ -222,6 +224,38 @@ def waiting_coordinator(**options: Any) -> tuple[Any, threading.Event, list[int]
 
 def wait_until(c: Any, predicate: Any) -> None:
     assert c._core.wait_for(lambda: predicate(c._core), time.monotonic() + WAIT)
+
+
+def test_attempts_count_runs_not_the_retry_a_cancel_took_away():
+    """An item re-queued for a retry, then cancelled by a signal when it was dispatched,
+    ran its body once: its record says attempts=1 (the retry never started)."""
+    bus = SignalBus()
+    release = threading.Event()
+    runs: list[int] = []
+
+    def body(item: int) -> None:
+        runs.append(item)
+        release.wait(WAIT)
+        raise Boom(item)
+
+    policy = RetryPolicy(attempts=3, backoff=0, jitter=0)
+    c = WorkCoordinator(body, retry=policy, signals=bus, cancel_on_signals="stop")
+    try:
+        future = c.submit(1)
+        wait_until(c, lambda core: core.running == 1)
+        c.pause()  # the retry stays in the backlog once the first attempt fails
+        release.set()
+        wait_until(c, lambda core: core.npending == 1 and core.running == 0)
+        bus.emit("stop")
+        c.resume()  # dispatch: the cancel signal ends it before its body runs again
+        with pytest.raises(SignalCancelledError):
+            future.result(WAIT)
+        (snap,) = c.get_snapshot()
+        assert (snap.id, snap.attempts) == (future.operation_id, 1)
+        assert runs == [1]
+    finally:
+        c.close(WAIT)
+        bus.close()
 
 
 def test_the_slot_is_free_and_the_item_pending_while_it_waits():

@@ -1,7 +1,8 @@
 """A stateful property-based model of every coordinator kind (hypothesis `RuleBasedStateMachine`).
 
 Each machine drives one coordinator (work, keyed or result; sync or coroutine bodies,
-chosen per example) and one shared `SignalBus` through random interleavings of intake
+and in most examples a `RetryPolicy` of 1 to 3 attempts, chosen per example) and one
+shared `SignalBus` through random interleavings of intake
 (`enqueue`, `try_enqueue`, `submit`, `enqueue_async`, the actor `Enqueue` message), each
 with a random `priority` and sometimes a `delay`, control (`pause`/`resume`,
 `set_max_concurrency`, `complete`, `cancel`, `drain`, `cancel_operation` by id),
@@ -11,9 +12,10 @@ cancelled by `asyncio.wait_for` (`enqueue_async` on a full backlog, `drain_async
 `close()` called from inside a body — the operations of issue 13's findings — and moves
 of the schedule clock (a fake one the machine owns) that make delayed items due.
 
-Bodies never sleep: each item has a behaviour (succeed, fail, emit a signal, crash its
-worker actor, block, or block and then check for cancellation) and blocking bodies wait
-on a `threading.Event` the machine owns and sets in the `release` rule. After every rule
+Bodies never sleep: each item has a behaviour (succeed, fail, fail only its first
+attempt, emit a signal, crash its worker actor, block, block and then check for
+cancellation, or block and then fail) and blocking bodies wait on a `threading.Event`
+the machine owns and sets in the `release` rule. After every rule
 the machine waits until the coordinator is *quiescent* (every running operation is a
 blocked body, and nothing pending could start), so every check is exact, not "eventually".
 
@@ -21,6 +23,13 @@ Checked after every step (`@invariant`) and inside the bodies themselves:
 
 - counters add up in ONE `stats()` read, and `total_completed`/`total_failed`/
   `active_count` equal what the bodies did;
+- retries (SPEC 16): a failed or crashed attempt runs again exactly when the policy
+  has attempts left, the coordinator still processes its backlog and nobody asked
+  the attempt to cancel; the body counts the runs of each operation id, which never
+  exceed the policy's attempts and always equal `op.attempts` and, once it ended,
+  `OperationSnapshot.attempts`; whatever the number of runs, each accepted item ends
+  exactly once (completed, failed or cancelled), and every crash of an attempt is a
+  worker restart;
 - a body that starts sees at most the current limit running (counted by the bodies under
   a lock), also just after a lowering, and at most `max_concurrency_per_key` of its key;
 - nothing starts while paused, deferred, after `cancel()` or while a cancel signal is
@@ -81,6 +90,7 @@ from ephemeral_actors import (
     Operation,
     OperationCancelledError,
     ResultCoordinator,
+    RetryPolicy,
     SignalBus,
     SignalCancelledError,
     WorkCoordinator,
@@ -101,6 +111,9 @@ SLOW = os.environ.get("EA_SLOW", "") not in ("", "0") or "--slow" in sys.argv
 """Many more examples: `pytest --slow` or `EA_SLOW=1 pytest`."""
 
 CI_EXAMPLES, CI_STEPS = 150, 40
+ATTEMPTS = (None, None, 1, 2, 3)
+"""`RetryPolicy(attempts=n)` per example (None: no policy); zero backoff, so a retried
+item is back in the backlog, at its head, before the failure's turn ends."""
 SLOW_EXAMPLES, SLOW_STEPS = 1000, 60
 EXAMPLES, STEPS = (SLOW_EXAMPLES, SLOW_STEPS) if SLOW else (CI_EXAMPLES, CI_STEPS)
 if os.environ.get("EA_STEPS", "").isdigit() and not SLOW:
@@ -123,17 +136,19 @@ DELAYS = (None, None, None, 50.0)
 """Delays in the machine's fake schedule seconds (the `advance` rule moves that clock)."""
 CANCEL, DEFER, RESUME, NOTE = "ea.cancel", "ea.defer", "ea.resume", "ea.note"
 
-OK, FAIL, SIGNAL, CRASH, BLOCK, CANCELLABLE, CLOSER = (
+OK, FAIL, FLAKY, SIGNAL, CRASH, BLOCK, CANCELLABLE, STUBBORN, CLOSER = (
     "ok",
     "fail",
+    "flaky",  # fails its first attempt only
     "signal",
     "crash",
     "block",
     "cancellable",
+    "stubborn",  # blocks, then fails (every attempt; later ones are already released)
     "closer",  # calls close() from inside its body (only offered by `close_from_body`)
 )
-BEHAVIOURS = (OK, FAIL, SIGNAL, CRASH, BLOCK, CANCELLABLE)
-BLOCKING = frozenset({BLOCK, CANCELLABLE})
+BEHAVIOURS = (OK, FAIL, FLAKY, SIGNAL, CRASH, BLOCK, CANCELLABLE, STUBBORN)
+BLOCKING = frozenset({BLOCK, CANCELLABLE, STUBBORN})
 
 
 class Boom(Exception):
@@ -159,13 +174,15 @@ class Record:
     accepted: bool = False
     op_id: int | None = None
     future: pykka.Future[Any] | None = None
-    entered: bool = False
-    exited: bool = False
+    entered: bool = False  # its body runs now, or ran its last attempt
+    exited: bool = False  # its operation ended after running (the final attempt returned)
+    attempts: int = 0  # runs of its body (the machine's count, checked against op.attempts)
+    retried: int = 0  # attempts that failed and were re-queued
     dropped: bool = False  # dropped from the backlog by cancel() or cancel_operation()
     by_id: bool = False  # dropped by cancel_operation(): its future is cancelled
     cancel_requested: bool = False  # asked to cancel while running (signal, id, cancel)
     op: Operation | None = None
-    stamp: float = 0.0  # the operation's start time (take order)
+    stamp: float = 0.0  # the first attempt's start time (take order)
     outcome: str | None = None  # "completed", "failed", "crashed", "cancelled"
     priority: int = 0
     due: float | None = None  # schedule-clock time a delayed item may start at
@@ -236,6 +253,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
         self.log: list[str] = []
         self.inside = 0
         self.key_inside: Counter[int] = Counter()
+        self.max_attempts: int | None = None  # the RetryPolicy's attempts (None: no policy)
+        self.crashes = 0  # attempts that crashed their worker (each is a worker restart)
         # Model state. Flags that *forbid* starts are set after the call returns; flags
         # that *allow* starts before it, so a body starting in between is never misjudged.
         self.allowed = 1
@@ -275,6 +294,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         on_sample=st.booleans(),
         reap_fast=st.booleans(),
         teardown_mode=st.sampled_from(["drain", "cancel", "close", "concurrent"]),
+        attempts=st.sampled_from(ATTEMPTS),
     )
     def build(
         self,
@@ -286,8 +306,10 @@ class CoordinatorMachine(RuleBasedStateMachine):
         on_sample: bool,
         reap_fast: bool,
         teardown_mode: str,
+        attempts: int | None,
     ) -> None:
         self.count_step()
+        self.max_attempts = attempts
         self.allowed = self.limit = limit
         self.bound = bound
         self.per_key = per_key if self.keyed else limit
@@ -315,6 +337,10 @@ class CoordinatorMachine(RuleBasedStateMachine):
             # A tiny idle timeout makes keys get reaped and re-created under the model.
             key_idle_timeout=0.001 if reap_fast else 60.0,
             name=f"model-{self.kind}",
+            retry=None if attempts is None else RetryPolicy(attempts=attempts, backoff=0, jitter=0),
+            # Crashes are modelled as worker restarts, never as escalation: with retries
+            # one item may crash its worker three times.
+            max_restarts=1_000_000,
         )
         body = self.async_body if use_async else self.sync_body
         self.coord = self.make(body, options)
@@ -336,10 +362,22 @@ class CoordinatorMachine(RuleBasedStateMachine):
         op = current_operation()
         with self.lock:
             if rec.entered:
-                self.violations.append(f"item {item.token} ran twice")
+                self.violations.append(f"item {item.token} ran twice at once")
+            if rec.exited:
+                self.violations.append(f"item {item.token} ran again after it ended")
             rec.entered = True
             rec.op = op
-            rec.stamp = op._started
+            rec.attempts += 1
+            if rec.attempts > (self.max_attempts or 1):
+                self.violations.append(
+                    f"item {item.token} ran {rec.attempts} times, policy {self.max_attempts}"
+                )
+            if op._attempts != rec.attempts:
+                self.violations.append(
+                    f"item {item.token}: run {rec.attempts} says attempt {op._attempts}"
+                )
+            if rec.attempts == 1:
+                rec.stamp = op._started
             if rec.due is not None and self.schedule_clock.now < rec.due:
                 self.violations.append(f"item {item.token} started before it was due")
             if rec.op_id is not None and rec.op_id != op.id:
@@ -369,16 +407,41 @@ class CoordinatorMachine(RuleBasedStateMachine):
 
     def leave(self, rec: Record, outcome: str) -> None:
         with self.lock:
-            rec.outcome = outcome
-            rec.exited = True
             self.inside -= 1
             self.key_inside[rec.key] -= 1
+            if outcome == "crashed":
+                self.crashes += 1
+            if outcome in ("failed", "crashed") and self.will_retry(rec):
+                # The coordinator re-queues it: pending again, the same operation.
+                rec.entered = False
+                rec.retried += 1
+                RUNS[f"{self.kind}.retries"] += 1
+                assert rec.op_id is not None
+                # Its record left the window; the next attempt (or a cancel at dispatch)
+                # brings it back, whatever evict() said about this one.
+                self.evicted.discard(rec.op_id)
+                return
+            rec.outcome = outcome
+            rec.exited = True
+
+    def will_retry(self, rec: Record) -> bool:
+        """SPEC 16: attempts left, the backlog still processed, no cancel request.
+
+        Called by the failing body; every rule that changes these facts runs while
+        no body can fail (they are blocked until released, after the rule).
+        """
+        return (
+            self.max_attempts is not None
+            and rec.attempts < self.max_attempts
+            and self.state != "cancelled"
+            and not rec.cancel_requested
+        )
 
     def sync_body(self, item: Item) -> int:
         rec, op = self.enter(item)
         outcome = "failed"
         try:
-            if rec.behaviour == FAIL:
+            if rec.behaviour == FAIL or (rec.behaviour == FLAKY and rec.attempts == 1):
                 raise Boom(item.token)
             if rec.behaviour == CRASH:
                 outcome = "crashed"
@@ -394,6 +457,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
                 if rec.behaviour == CANCELLABLE and op.cancelled:
                     outcome = "cancelled"
                     op.raise_if_cancelled()
+                if rec.behaviour == STUBBORN:
+                    raise Boom(item.token)
             outcome = "completed"
             return item.token * 10
         finally:
@@ -403,7 +468,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         rec, op = self.enter(item)
         outcome = "failed"
         try:
-            if rec.behaviour == FAIL:
+            if rec.behaviour == FAIL or (rec.behaviour == FLAKY and rec.attempts == 1):
                 raise Boom(item.token)
             if rec.behaviour == CRASH:
                 outcome = "crashed"
@@ -423,6 +488,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
                 if rec.behaviour == CANCELLABLE and op.cancelled:
                     outcome = "cancelled"
                     op.raise_if_cancelled()
+                if rec.behaviour == STUBBORN:
+                    raise Boom(item.token)
             outcome = "completed"
             return item.token * 10
         finally:
@@ -897,7 +964,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         assert s.total_completed == outcomes["completed"], why
         assert s.total_failed == outcomes["failed"] + outcomes["crashed"], why
         assert s.active_count == len(self.running_records()), why
-        assert s.worker_restarts == outcomes["crashed"], why
+        assert s.worker_restarts == self.crashes, why  # every crashed attempt, retried or not
         never_started = s.total_cancelled - outcomes["cancelled"]
         assert never_started >= self.dropped, s
         if not self.cancel_seen:
@@ -905,7 +972,12 @@ class CoordinatorMachine(RuleBasedStateMachine):
             assert never_started == self.dropped, s
             assert s.pending_count == sum(1 for r in recs if not r.entered and not r.dropped)
         if not self.forced:
-            assert s.pending_count <= self.bound, s
+            # A retry goes back to the backlog even when it is full: it was accepted
+            # already. Fresh items are only admitted below the bound.
+            retrying = sum(
+                1 for r in recs if r.retried and not r.entered and not r.exited and not r.dropped
+            )
+            assert s.pending_count <= self.bound + retrying, s
         assert s.max_concurrency == self.limit
         assert s.is_paused == self.paused
         assert s.is_completed == (self.state != "running")
@@ -920,7 +992,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
     def explain(self, s: Any) -> str:
         recs = "\n".join(
             f"  {r.token} key={r.key} {r.behaviour} accepted={r.accepted} entered={r.entered} "
-            f"exited={r.exited} outcome={r.outcome} released={r.event.is_set()}"
+            f"exited={r.exited} attempts={r.attempts} outcome={r.outcome} "
+            f"released={r.event.is_set()}"
             for r in self.records.values()
         )
         return f"{s}\nsteps:\n  " + "\n  ".join(self.log) + f"\nitems:\n{recs}"
@@ -950,8 +1023,10 @@ class CoordinatorMachine(RuleBasedStateMachine):
         Delayed items join the backlog when due, at a moment the model cannot see, so
         they are left out of the order checks (the bodies check they never start early).
         """
+        # By first start: a retry goes back to the head of the backlog (it was
+        # accepted before everything waiting there), whatever its priority.
         started = sorted(
-            (r for r in self.records.values() if r.entered and r.due is None),
+            (r for r in self.records.values() if r.attempts and r.due is None),
             key=lambda r: r.stamp,
         )
         if self.keyed:
@@ -979,7 +1054,12 @@ class CoordinatorMachine(RuleBasedStateMachine):
         expected_running = {r.op_id for r in self.running_records()} - self.evicted
         assert running == expected_running
         by_id = {s.id: s for s in snaps}
-        for op_id in self.pinned:
+        # A retried item is pending between attempts, and pending items have no record
+        # in the window: a pinned one comes back (still pinned) with its next attempt.
+        between = {
+            r.op_id for r in self.records.values() if r.retried and not r.entered and not r.exited
+        }
+        for op_id in self.pinned - between:
             assert op_id in by_id, f"pinned operation {op_id} left the window"
             assert by_id[op_id].is_pinned
         for op_id in self.evicted:
@@ -988,6 +1068,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
         tokens = {r.op_id: r for r in self.records.values() if r.op_id is not None}
         for snap in snaps:
             rec = tokens.get(snap.id)
+            if rec is not None and rec.entered:
+                # One record spans the attempts; it counts the runs of the body.
+                assert snap.attempts == rec.attempts, (rec.token, snap.attempts, rec.attempts)
             if rec is not None and rec.exited:
                 assert snap.is_faulted == (rec.outcome != "completed")
                 if rec.outcome == "failed":
@@ -997,8 +1080,10 @@ class CoordinatorMachine(RuleBasedStateMachine):
                 elif rec.outcome == "cancelled":
                     assert isinstance(snap.error, OperationCancelledError)
             elif (rec is None or not rec.entered) and snap.completed is not None:
-                # Ended without running: cancelled at dispatch by the signal.
+                # Ended without running (this attempt): cancelled at dispatch by the signal.
                 assert isinstance(snap.error, SignalCancelledError)
+                if rec is not None:
+                    assert snap.attempts == max(rec.attempts, 1), (rec.token, snap.attempts)
             if self.results and rec is not None and rec.outcome == "completed":
                 assert snap.has_result and snap.result == rec.token * 10
 
@@ -1195,7 +1280,7 @@ def _report_steps() -> Iterator[None]:
     parts = [
         f"{k}: {RUNS[k + '.examples']} examples, {RUNS[k + '.steps']} steps, "
         f"{RUNS[k + '.accepted']}/{RUNS[k + '.offered']} items accepted, "
-        f"{RUNS[k + '.bodies']} bodies run"
+        f"{RUNS[k + '.bodies']} bodies run, {RUNS[k + '.retries']} retried"
         for k in kinds
     ]
     total = sum(v for name, v in RUNS.items() if name.endswith(".steps"))
