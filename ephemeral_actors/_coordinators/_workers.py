@@ -97,6 +97,9 @@ def failure(op: Operation, exc: BaseException) -> tuple[int, BaseException]:
             return FAILED, timed_out(op)
         if isinstance(exc, OperationCancelledError):
             return CANCELLED, exc
+        # Cancelled on request, and the deadline then interrupted the task: the request
+        # is what ended it, so it counts as cancelled, with the library's own error.
+        return CANCELLED, OperationCancelledError(f"operation {op.id} was cancelled")
     return FAILED, exc
 
 

@@ -147,6 +147,27 @@ def test_an_explicit_cancel_before_the_deadline_keeps_counting_as_cancelled():
         assert c.stats().total_cancelled == 1
 
 
+def test_a_cancelled_coroutine_body_interrupted_at_its_deadline_counts_as_cancelled():
+    """cancel_operation() first, then the deadline cancels the task: the user's cancel is
+    what ended it, so the item is cancelled with OperationCancelledError, not failed with
+    a bare asyncio.CancelledError."""
+    running = threading.Event()
+
+    async def body(_item: int) -> None:
+        running.set()
+        await asyncio.sleep(3600)  # ignores the cooperative request; the deadline interrupts
+
+    with WorkCoordinator(body, item_timeout=0.2, max_concurrency=1) as c:
+        future = c.submit(1)
+        assert running.wait(WAIT)
+        assert c.cancel_operation(future.operation_id)
+        with pytest.raises(OperationCancelledError) as info:
+            future.result(WAIT)
+        assert not isinstance(info.value, OperationTimeoutError)
+        stats = c.stats()
+        assert (stats.total_cancelled, stats.total_failed) == (1, 0)
+
+
 def test_a_plain_body_ignoring_its_deadline_is_abandoned(caplog: pytest.LogCaptureFixture):
     """After 2 * item_timeout the slot is freed, the thread abandoned, counted and logged."""
     gate = threading.Event()
