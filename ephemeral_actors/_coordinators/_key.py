@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CapturedKey", "capture"]
+__all__ = ["STABLE_KEY_TYPES", "CapturedKey", "capture"]
+
+STABLE_KEY_TYPES = frozenset({int, str, bytes, float, bool, complex, type(None)})
+"""Key types whose hash cannot change: filed as they are, with no capture around them.
+
+Most keys are ints and strings; a capture would cost an object per item and a Python
+`__hash__`/`__eq__` call in every dict lookup of the key.
+"""
 
 
 class CapturedKey:
@@ -55,12 +62,12 @@ class CapturedKey:
         return f"CapturedKey({self.raw!r})"
 
 
-def capture(raw: Any) -> CapturedKey:
-    """Capture `raw` with its current hash.
+def capture(raw: Any) -> Any:
+    """Capture `raw` with its current hash (a key of a stable type is its own capture).
 
     Raises:
         TypeError: `raw` is unhashable.
     """
-    if type(raw) is CapturedKey:
+    if type(raw) in STABLE_KEY_TYPES or type(raw) is CapturedKey:
         return raw
     return CapturedKey(raw, hash(raw))

@@ -49,7 +49,7 @@ from ephemeral_actors._coordinators._completions import CompletionStream, delive
 from ephemeral_actors._coordinators._exit import forget_at_exit, track_until_exit
 from ephemeral_actors._coordinators._failures import FailureLog, label_of
 from ephemeral_actors._coordinators._future import OperationFuture
-from ephemeral_actors._coordinators._key import CapturedKey
+from ephemeral_actors._coordinators._key import STABLE_KEY_TYPES, CapturedKey
 from ephemeral_actors._coordinators._limits import SCHEDULE_CLOCK
 from ephemeral_actors._coordinators._loops import LoopBinding, bind_running_loop, loop_lost
 from ephemeral_actors._coordinators._requests import (
@@ -712,10 +712,12 @@ class Core:
         if self.key_of is not None:
             request.raw_key, request.key = self._capture_key(request.item)
 
-    def _capture_key(self, item: Any) -> tuple[CapturedKey, str]:
+    def _capture_key(self, item: Any) -> tuple[Any, str]:
         """`item`'s key, as filed and as shown (in the sender's thread: user code)."""
         assert self.key_of is not None
         raw_key = self.key_of(item)
+        if type(raw_key) in STABLE_KEY_TYPES:
+            return raw_key, str(raw_key)
         try:
             # The key is filed under the hash it has now, whatever happens to it later.
             captured = CapturedKey(raw_key, hash(raw_key))
