@@ -26,7 +26,6 @@ The flag is a `threading.Lock` used only as an atomic test-and-set
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import threading
@@ -115,8 +114,12 @@ class Reply:
         if type(waiter) is tuple:
             loop, fut = waiter
             # A closed loop raises RuntimeError: its caller is gone, nobody is left to tell.
-            with contextlib.suppress(RuntimeError):
+            # (try/except, not contextlib.suppress: this is a hot path, and suppress
+            # costs an object and two calls, about 0.8 µs, every time.)
+            try:  # noqa: SIM105 - see above
                 loop.call_soon_threadsafe(_wake_future, fut)
+            except RuntimeError:
+                pass
         else:
             waiter.release()
 
@@ -179,8 +182,10 @@ class Parking:
             self.parked = False
             # Released twice (the waiter saw the mail before parking): a wake-up is then
             # pending, and the waiter re-checks its mailbox after any wake-up.
-            with contextlib.suppress(RuntimeError):
+            try:  # noqa: SIM105 - a hot path: suppress() costs ~0.8 µs
                 self._wakeup.release()
+            except RuntimeError:
+                pass
 
     def wait_for(self, mail: collections.deque[Any]) -> None:
         """Return once `mail` is non-empty (on the actor's own thread)."""

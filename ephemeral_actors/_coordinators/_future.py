@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import os
 import queue
@@ -490,8 +489,10 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
         if wakers:
             for loop, waker in wakers:
                 # A closed loop: its awaiter is gone and nobody is left to tell.
-                with contextlib.suppress(RuntimeError):
+                try:  # noqa: SIM105 - contextlib.suppress costs ~0.8 µs per await
                     loop.call_soon_threadsafe(_wake, waker)
+                except RuntimeError:
+                    pass
         if callbacks:
             if defer:
                 _RUNNER.run(self, callbacks)

@@ -8,7 +8,6 @@ Every wait with a deadline in the library goes through `Reply.wait`.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -119,8 +118,10 @@ def resolve(reply: Any, ok: bool, value: Any) -> None:
     """Settle a submit future (a Pykka future or an `AsyncReply`) from any thread."""
     if isinstance(reply, AsyncReply):
         # A closed loop raises RuntimeError: its caller is gone and nobody is left to tell.
-        with contextlib.suppress(RuntimeError):
+        try:  # noqa: SIM105 - contextlib.suppress costs ~0.8 µs per outcome
             reply.loop.call_soon_threadsafe(_set_future, reply.fut, ok, value)
+        except RuntimeError:
+            pass
     elif ok:
         reply.set(value)
     else:
