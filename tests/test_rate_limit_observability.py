@@ -72,13 +72,7 @@ def limited(clock: FakeClock) -> Iterator[tuple[Any, list[int]]]:
     c = WorkCoordinator(
         started.append, name="paced", max_concurrency=4, rate_limit=2.0, rate_burst=2
     )
-    try:
-        for i in range(6):
-            c.enqueue(i)
-        settle(c, started)
-        yield c, started
-    finally:
-        c.close(WAIT)
+    yield from _with_six_items(c, started)
 
 
 @pytest.fixture
@@ -92,6 +86,11 @@ def keyed(clock: FakeClock) -> Iterator[tuple[Any, list[int]]]:
         max_concurrency=4,
         rate_limit_per_key=1.0,
     )
+    yield from _with_six_items(c, started)
+
+
+def _with_six_items(c: Any, started: list[int]) -> Iterator[tuple[Any, list[int]]]:
+    """Enqueue items 0-5, let the limit settle, hand the coordinator over, close it."""
     try:
         for i in range(6):
             c.enqueue(i)

@@ -138,13 +138,7 @@ def test_an_explicit_cancel_before_the_deadline_keeps_counting_as_cancelled():
         op.raise_if_cancelled()
 
     with WorkCoordinator(body, item_timeout=0.1, max_concurrency=1) as c:
-        future = c.submit(1)
-        assert running.wait(WAIT)
-        assert c.cancel_operation(future.operation_id)
-        with pytest.raises(OperationCancelledError) as info:
-            future.result(WAIT)
-        assert not isinstance(info.value, OperationTimeoutError)
-        assert c.stats().total_cancelled == 1
+        _cancel_while_running_and_expect_cancelled(c, running)
 
 
 def test_a_cancelled_coroutine_body_interrupted_at_its_deadline_counts_as_cancelled():
@@ -158,14 +152,19 @@ def test_a_cancelled_coroutine_body_interrupted_at_its_deadline_counts_as_cancel
         await asyncio.sleep(3600)  # ignores the cooperative request; the deadline interrupts
 
     with WorkCoordinator(body, item_timeout=0.2, max_concurrency=1) as c:
-        future = c.submit(1)
-        assert running.wait(WAIT)
-        assert c.cancel_operation(future.operation_id)
-        with pytest.raises(OperationCancelledError) as info:
-            future.result(WAIT)
-        assert not isinstance(info.value, OperationTimeoutError)
-        stats = c.stats()
-        assert (stats.total_cancelled, stats.total_failed) == (1, 0)
+        _cancel_while_running_and_expect_cancelled(c, running)
+
+
+def _cancel_while_running_and_expect_cancelled(c: Any, running: threading.Event) -> None:
+    """Submit one item, cancel it once its body runs; it must end cancelled, not timed out."""
+    future = c.submit(1)
+    assert running.wait(WAIT)
+    assert c.cancel_operation(future.operation_id)
+    with pytest.raises(OperationCancelledError) as info:
+        future.result(WAIT)
+    assert not isinstance(info.value, OperationTimeoutError)
+    stats = c.stats()
+    assert (stats.total_cancelled, stats.total_failed) == (1, 0)
 
 
 def test_a_plain_body_ignoring_its_deadline_is_abandoned(caplog: pytest.LogCaptureFixture):
