@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from ephemeral_actors import CoordinatorOptions, KeyedWorkCoordinator, WorkCoordinator
+from ephemeral_actors import (
+    CoordinatorOptions,
+    CoordinatorStats,
+    KeyedWorkCoordinator,
+    WorkCoordinator,
+)
 from ephemeral_actors.testing import library_threads
 
 WAIT = 10.0
@@ -68,3 +74,24 @@ def run_all(c: Any, items: list[Any]) -> None:
         c.enqueue(item)
     c.complete()
     c.drain(WAIT)
+
+
+class FakeClock:
+    """A schedule clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def settle(c: Any, started: list[Any]) -> CoordinatorStats:
+    """Wait until every started body has recorded itself and none is running."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        s = c.stats()
+        if s.active_count == 0 and len(started) == s.total_completed:
+            return s
+        assert time.monotonic() < deadline, s
+        time.sleep(0.0005)

@@ -8,7 +8,6 @@ advances the clock (then `resume()` dispatches at the new time).
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,28 +27,7 @@ from ephemeral_actors._coordinators._limits import TokenBucket
 from ephemeral_actors.console import _plain_line, _row, render_table, summary
 from ephemeral_actors.metrics.prometheus import CoordinatorCollector
 from ephemeral_actors.testing import use_schedule_clock
-from tests.conftest import WAIT
-
-
-class FakeClock:
-    """A schedule clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def settle(c: Any, started: list[Any]) -> CoordinatorStats:
-    """Wait until every started body has recorded itself and none is running."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        s = c.stats()
-        if s.active_count == 0 and len(started) == s.total_completed:
-            return s
-        assert time.monotonic() < deadline, s
-        time.sleep(0.0005)
+from tests.conftest import WAIT, FakeClock, settle
 
 
 def advance(c: Any, clock: FakeClock, started: list[Any], seconds: float) -> CoordinatorStats:

@@ -19,33 +19,12 @@ from ephemeral_actors import (
 )
 from ephemeral_actors._coordinators._limits import TokenBucket
 from ephemeral_actors.testing import library_threads, use_clock, use_schedule_clock
-from tests.conftest import WAIT
+from tests.conftest import WAIT, FakeClock, settle
 
 PROPERTY = settings(
     max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 EPSILON = 1e-9
-
-
-class FakeClock:
-    """A schedule clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def settle(c: Any, started: list[Any]) -> None:
-    """Wait until every started body has recorded itself and none is running."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        s = c.stats()
-        if s.active_count == 0 and len(started) == s.total_completed:
-            return
-        assert time.monotonic() < deadline, s
-        time.sleep(0.0005)
 
 
 def worst_window(times: list[float], rate: float, burst: int) -> float:
