@@ -53,16 +53,25 @@ class _Yield(BaseException):
 class Timer:
     """A cancellable callback scheduled with `SharedDispatcher.call_later`."""
 
-    __slots__ = ("callback", "cancelled", "deadline")
+    __slots__ = ("callback", "cancelled", "deadline", "owner")
 
-    def __init__(self, deadline: float, callback: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        deadline: float,
+        callback: Callable[[], None],
+        owner: SharedDispatcher | None = None,
+    ) -> None:
         self.deadline = deadline
         self.callback = callback
         self.cancelled = False
+        self.owner = owner
 
     def cancel(self) -> None:
         """Do not run the callback (idempotent; harmless once it ran)."""
-        self.cancelled = True
+        if not self.cancelled:
+            self.cancelled = True
+            if self.owner is not None:
+                self.owner._cancelled()
 
 
 class SharedDispatcher:
@@ -74,6 +83,7 @@ class SharedDispatcher:
         self._cv = threading.Condition(threading.Lock())
         self._runq: collections.deque[PoolActor] = collections.deque()
         self._timers: list[tuple[float, int, Timer]] = []
+        self._dead_timers = 0  # cancelled timers still in `_timers`
         self._seq = itertools.count()
         self._threads: list[threading.Thread] = []
         self._refs = 0
@@ -88,6 +98,7 @@ class SharedDispatcher:
         self._cv = threading.Condition(threading.Lock())
         self._runq = collections.deque()
         self._timers = []
+        self._dead_timers = 0
         self._threads = []
         self._refs = 0
         self._generation += 1
@@ -138,11 +149,23 @@ class SharedDispatcher:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         """Run `callback` on a pool thread after `delay` seconds."""
-        timer = Timer(time.monotonic() + delay, callback)
+        timer = Timer(time.monotonic() + delay, callback, self)
         with self._cv:
             heapq.heappush(self._timers, (timer.deadline, next(self._seq), timer))
             self._cv.notify()
         return timer
+
+    def _cancelled(self) -> None:
+        # A cancelled timer would stay in the heap until its deadline: with long delays
+        # and frequent re-arming that is unbounded. Once most of the heap is dead,
+        # rebuild it without the dead (amortised O(1) per cancel).
+        with self._cv:
+            self._dead_timers += 1
+            timers = self._timers
+            if self._dead_timers > 64 and self._dead_timers * 2 > len(timers):
+                timers[:] = [entry for entry in timers if not entry[2].cancelled]
+                heapq.heapify(timers)
+                self._dead_timers = 0
 
     def _next_job_locked(self, generation: int) -> PoolActor | Timer | None:
         while True:
@@ -152,6 +175,7 @@ class SharedDispatcher:
                 timer = heapq.heappop(timers)[2]
                 if not timer.cancelled:
                     return timer
+                self._dead_timers -= 1
                 continue
             if self._runq:
                 return self._runq.popleft()

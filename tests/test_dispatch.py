@@ -201,6 +201,26 @@ def test_timers_run_on_the_dispatcher():
     assert not skipped.is_set()
 
 
+def test_cancelled_timers_do_not_pile_up_until_their_deadline():
+    """10,000 hour-long timers cancelled: the heap stays small, and live timers still run."""
+    dispatcher = SharedDispatcher(threads=1, name="ephemeral-actors-test-dispatch")
+    dispatcher.acquire()
+    try:
+        ran = threading.Event()
+        keep = dispatcher.call_later(3600.0, ran.set)  # a live one among the dead
+        for _ in range(10_000):
+            dispatcher.call_later(3600.0, ran.set).cancel()
+        assert len(dispatcher._timers) < 200
+        assert any(entry[2] is keep for entry in dispatcher._timers)
+        soon = threading.Event()
+        dispatcher.call_later(0.01, soon.set)
+        assert soon.wait(WAIT)
+        assert not ran.is_set()
+    finally:
+        for thread in dispatcher.release():
+            thread.join(WAIT)
+
+
 def test_dispatcher_threads_end_when_released():
     """A dispatcher's threads exit once its last reference is released."""
     dispatcher = SharedDispatcher(threads=2, name="ephemeral-actors-test-dispatch")
