@@ -21,6 +21,7 @@ from ephemeral_actors import (
     ResultCoordinator,
     ResultSnapshot,
     WorkCoordinator,
+    current_operation,
     messages,
 )
 from ephemeral_actors._mailbox import current_actor
@@ -424,3 +425,28 @@ def test_an_actor_messages_user_code_runs_outside_the_supervisors_turn():
         assert {s.label for s in c.get_snapshot()} == {"#1", "#2", "#3"}
     finally:
         c.close(WAIT)
+
+
+def test_facade_calls_and_actor_messages_from_one_thread_are_admitted_in_program_order():
+    """The intake fast path begins a turn only when the mailbox is empty, so an `enqueue`
+    never overtakes a `tell(Enqueue)` the same thread sent before it, even while workers'
+    reports keep the supervisor busy on other threads (SPEC 14: messages from one sender
+    are handled in order)."""
+    ranks: dict[int, int] = {}
+
+    def body(item: int) -> None:
+        op = current_operation()
+        assert op is not None
+        ranks[item] = op._seq  # its rank at admission
+
+    items = 6_000
+    with WorkCoordinator(body, max_concurrency=4, max_tracked_operations=items) as c:
+        for item in range(items):
+            if item % 3 == 0:
+                c.actor_ref.tell(Enqueue(item))
+            else:
+                c.enqueue(item)
+        c.complete()
+        c.drain(WAIT)
+    assert len(ranks) == items
+    assert sorted(ranks, key=ranks.__getitem__) == list(range(items))
