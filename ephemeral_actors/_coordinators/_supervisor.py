@@ -49,7 +49,7 @@ from ephemeral_actors._coordinators._completions import CompletionStream, delive
 from ephemeral_actors._coordinators._exit import forget_at_exit, track_until_exit
 from ephemeral_actors._coordinators._failures import FailureLog, label_of
 from ephemeral_actors._coordinators._future import OperationFuture
-from ephemeral_actors._coordinators._key import STABLE_KEY_TYPES, CapturedKey
+from ephemeral_actors._coordinators._key import capture
 from ephemeral_actors._coordinators._limits import SCHEDULE_CLOCK
 from ephemeral_actors._coordinators._loops import LoopBinding, bind_running_loop, loop_lost
 from ephemeral_actors._coordinators._requests import (
@@ -227,7 +227,7 @@ class Supervisor(pykka.Actor):
         # are closed without anybody waiting for their supervisor to stop.
         self._core = core
         self.actor_urn = uuid.uuid4().urn
-        self.actor_inbox = _Inbox(core)  # type: ignore[assignment]
+        self.actor_inbox = self._create_actor_inbox()
         self.actor_stopped = _StopFlag()  # type: ignore[assignment]
         self._actor_ref = pykka.ActorRef(self)
 
@@ -716,11 +716,9 @@ class Core:
         """`item`'s key, as filed and as shown (in the sender's thread: user code)."""
         assert self.key_of is not None
         raw_key = self.key_of(item)
-        if type(raw_key) in STABLE_KEY_TYPES:
-            return raw_key, str(raw_key)
         try:
             # The key is filed under the hash it has now, whatever happens to it later.
-            captured = CapturedKey(raw_key, hash(raw_key))
+            captured = capture(raw_key)
         except TypeError as exc:
             raise TypeError(
                 f"key_selector returned an unhashable key of type {type(raw_key).__name__}: "
@@ -790,22 +788,37 @@ class Core:
         supervisor is busy elsewhere, closed or full: the caller then sends a request,
         which queues behind other mail and waits for space as usual.
         """
+        op = self._now(self._on_admit_now, item, future, key, raw_key)
+        return None if op is BUSY else op
+
+    def _on_admit_now(
+        self, item: Any, future: Any, key: str | None, raw_key: Any
+    ) -> Operation | None:
+        if self.state is not _OPEN or self.npending >= self.bound or self.space_waiters:
+            return None
+        op = self._new_operation(key, raw_key, future)
+        self.backlog.push(op, item)
+        self._admitted(op)
+        return op
+
+    def _now(self, handler: Callable[..., Any], *args: Any) -> Any:
+        """`handler(*args)` in a turn this thread begins now; `BUSY` if it cannot begin one.
+
+        The supervisor is busy elsewhere or has mail (which must go first): the caller
+        then sends a message instead. A handler that raises is a supervisor crash, as
+        in `_receive` (the answer is then None).
+        """
         mailbox = self.mailbox
         token = mailbox.begin()
         if token is BUSY:
-            return None
-        op = None
+            return BUSY
         try:
-            if self.state is _OPEN and self.npending < self.bound and not self.space_waiters:
-                op = self._new_operation(key, raw_key, future)
-                self.backlog.push(op, item)
-                self._admitted(op)
+            return handler(*args)
         except BaseException as exc:
             self._crashed(exc)
-            op = None
+            return None
         finally:
             mailbox.finish(token)
-        return op
 
     def _admit(self, request: Intake) -> None:
         op = self._new_operation(request.key, request.raw_key, request.future)
@@ -1005,17 +1018,8 @@ class Core:
 
         Otherwise it is a message: whoever runs the turn handles it with the others.
         """
-        mailbox = self.mailbox
-        token = mailbox.begin()
-        if token is BUSY:
-            mailbox.post((self._on_report, (worker, op, outcome, error)))
-            return
-        try:
-            self._on_done(worker, op, outcome, error)
-        except BaseException as exc:
-            self._crashed(exc)
-        finally:
-            mailbox.finish(token)
+        if self._now(self._on_done, worker, op, outcome, error) is BUSY:
+            self.mailbox.post((self._on_report, (worker, op, outcome, error)))
 
     def _on_report(self, report: tuple[WorkerBase, Operation, int, BaseException | None]) -> None:
         self._on_done(*report)

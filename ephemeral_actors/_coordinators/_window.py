@@ -95,19 +95,21 @@ class Window:
             return
         order = self.order
         # Running and pinned records stay; set aside, they go back in front in order.
-        kept: list[Operation] = []
+        kept: list[Operation] | None = None
         while order:
             head = order[0]
             if excess <= 0 and (cutoff is None or head._started >= cutoff):
                 break
             order.popleft()
             if head._outcome == _RUNNING or head._pinned:
+                if kept is None:
+                    kept = []
                 kept.append(head)
                 continue
             del ops[head.id]
             head._in_window = False
             excess -= 1
-        if kept:
+        if kept is not None:
             order.extendleft(reversed(kept))
 
     def snapshot(self, now: float, with_results: bool) -> tuple[OperationSnapshot, ...]:
