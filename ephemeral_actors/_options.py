@@ -171,96 +171,95 @@ class CoordinatorOptions:
     has its own bucket of `rate_burst`."""
 
     def __post_init__(self) -> None:
-        """Validate and normalise every field."""
-        set_ = object.__setattr__
-        check_int("max_concurrency", self.max_concurrency, minimum=1)
-        check_int("max_concurrency_per_key", self.max_concurrency_per_key, minimum=1)
-        check_int("max_tracked_operations", self.max_tracked_operations, minimum=1)
-        check_int("fair_scheduling_threshold", self.fair_scheduling_threshold, minimum=1)
-        check_int("max_defer_attempts", self.max_defer_attempts, minimum=0)
-        check_int("max_concurrent_signal_handlers", self.max_concurrent_signal_handlers, minimum=1)
-        check_int("max_queued_signals", self.max_queued_signals, minimum=1)
-        check_int("max_restarts", self.max_restarts, minimum=0)
-        check_int("max_tracked_failures", self.max_tracked_failures, minimum=0)
-        check_int("rate_burst", self.rate_burst, minimum=1)
-        for rate in ("rate_limit", "rate_limit_per_key"):
-            set_(self, rate, _check_rate(rate, getattr(self, rate)))
-        for flag in ("enable_dynamic_concurrency", "enable_fair_scheduling"):
-            value = getattr(self, flag)
-            if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be a bool, got {type(value).__name__} {value!r}")
-        set_(
-            self,
-            "max_operation_lifetime",
-            check_seconds_or_none(
-                "max_operation_lifetime", self.max_operation_lifetime, allow_zero=False
-            ),
-        )
-        set_(
-            self,
-            "defer_check_interval",
-            check_seconds("defer_check_interval", self.defer_check_interval),
-        )
-        set_(self, "key_idle_timeout", check_seconds("key_idle_timeout", self.key_idle_timeout))
-        set_(self, "restart_window", check_seconds("restart_window", self.restart_window))
-        set_(
-            self,
-            "item_timeout",
-            check_seconds_or_none("item_timeout", self.item_timeout, allow_zero=False),
-        )
-        self._check_retry()
-        set_(
-            self, "exit_timeout", check_seconds("exit_timeout", self.exit_timeout, allow_zero=True)
-        )
-        for patterns in (
-            "cancel_on_signals",
-            "defer_on_signals",
-            "resume_on_signals",
-            "drain_on_signals",
-            "clear_on_signals",
-        ):
-            set_(self, patterns, _pattern_set(patterns, getattr(self, patterns)))
-        for callback in ("on_signal", "on_signal_async", "on_sample", "describe"):
-            value = getattr(self, callback)
-            if value is not None and not callable(value):
-                raise TypeError(
-                    f"{callback} must be callable or None, got {type(value).__name__} {value!r}"
-                )
-        if self.name is not None and not isinstance(self.name, str):
-            raise TypeError(
-                f"name must be a str or None, got {type(self.name).__name__} {self.name!r}"
-            )
-        self._check_signal_types()
-        if self.backend is not None and not callable(getattr(self.backend, "wrap", None)):
-            raise TypeError(
-                "backend must implement ephemeral_actors.backends.Backend (a wrap() method), "
-                f"got {type(self.backend).__name__} {self.backend!r}"
-            )
+        """Validate and normalise every field that is not its default.
 
-    def _check_retry(self) -> None:
-        from ephemeral_actors._retry import RetryPolicy  # noqa: PLC0415
+        A default is valid by construction, and checking it again would make building a
+        record cost more than building an unused coordinator should: so a field whose
+        value *is* its default object is skipped, and every other one goes through its
+        check, in field order (the first bad field is the one reported).
+        """
+        for name, default, check in _CHECKS:
+            value = getattr(self, name)
+            if value is not default:
+                normalised = check(name, value)
+                if normalised is not value:
+                    object.__setattr__(self, name, normalised)
 
-        if self.retry is not None and not isinstance(self.retry, RetryPolicy):
-            raise TypeError(
-                f"retry must be a RetryPolicy or None, got {type(self.retry).__name__} "
-                f"{self.retry!r}"
-            )
 
-    def _check_signal_types(self) -> None:
-        from ephemeral_actors._signals import SignalBus, SignalConstraints  # noqa: PLC0415
+def _int_at_least(minimum: int) -> Callable[[str, object], object]:
+    def check(name: str, value: object) -> object:
+        return check_int(name, value, minimum=minimum)
 
-        if self.signals is not None and not isinstance(self.signals, SignalBus):
-            raise TypeError(
-                f"signals must be a SignalBus or None, got {type(self.signals).__name__} "
-                f"{self.signals!r}"
-            )
-        if self.signal_constraints is not None and not isinstance(
-            self.signal_constraints, SignalConstraints
-        ):
-            raise TypeError(
-                "signal_constraints must be a SignalConstraints or None, "
-                f"got {type(self.signal_constraints).__name__} {self.signal_constraints!r}"
-            )
+    return check
+
+
+def _seconds(*, allow_zero: bool) -> Callable[[str, object], object]:
+    def check(name: str, value: object) -> object:
+        return check_seconds(name, value, allow_zero=allow_zero)
+
+    return check
+
+
+def _seconds_or_none(*, allow_zero: bool) -> Callable[[str, object], object]:
+    def check(name: str, value: object) -> object:
+        return check_seconds_or_none(name, value, allow_zero=allow_zero)
+
+    return check
+
+
+def _bool(name: str, value: object) -> object:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _callable_or_none(name: str, value: object) -> object:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _name(name: str, value: object) -> object:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _bus(name: str, value: object) -> object:
+    from ephemeral_actors._signals import SignalBus  # noqa: PLC0415 - imports the options
+
+    if value is not None and not isinstance(value, SignalBus):
+        raise TypeError(f"{name} must be a SignalBus or None, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _constraints(name: str, value: object) -> object:
+    from ephemeral_actors._signals import SignalConstraints  # noqa: PLC0415 - as above
+
+    if value is not None and not isinstance(value, SignalConstraints):
+        raise TypeError(
+            f"{name} must be a SignalConstraints or None, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _retry(name: str, value: object) -> object:
+    from ephemeral_actors._retry import RetryPolicy  # noqa: PLC0415 - as above
+
+    if value is not None and not isinstance(value, RetryPolicy):
+        raise TypeError(
+            f"{name} must be a RetryPolicy or None, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _backend(name: str, value: object) -> object:
+    if value is not None and not callable(getattr(value, "wrap", None)):
+        raise TypeError(
+            f"{name} must implement ephemeral_actors.backends.Backend (a wrap() method), "
+            f"got {type(value).__name__} {value!r}"
+        )
+    return value
 
 
 def _check_rate(name: str, value: object) -> float | None:
@@ -304,6 +303,52 @@ def _pattern_set(name: str, value: object) -> tuple[str, ...] | None:
     raise TypeError(
         f"{name} must be a str, an iterable of str or None, got {type(value).__name__} {value!r}"
     )
+
+
+_FIELD_CHECKS: dict[str, Callable[[str, object], object]] = {
+    "max_concurrency": _int_at_least(1),
+    "max_concurrency_per_key": _int_at_least(1),
+    "enable_dynamic_concurrency": _bool,
+    "max_tracked_operations": _int_at_least(1),
+    "max_operation_lifetime": _seconds_or_none(allow_zero=False),
+    "enable_fair_scheduling": _bool,
+    "fair_scheduling_threshold": _int_at_least(1),
+    "cancel_on_signals": _pattern_set,
+    "defer_on_signals": _pattern_set,
+    "resume_on_signals": _pattern_set,
+    "drain_on_signals": _pattern_set,
+    "clear_on_signals": _pattern_set,
+    "max_defer_attempts": _int_at_least(0),
+    "defer_check_interval": _seconds(allow_zero=False),
+    "signals": _bus,
+    "signal_constraints": _constraints,
+    "on_signal": _callable_or_none,
+    "on_signal_async": _callable_or_none,
+    "max_concurrent_signal_handlers": _int_at_least(1),
+    "max_queued_signals": _int_at_least(1),
+    "on_sample": _callable_or_none,
+    "key_idle_timeout": _seconds(allow_zero=False),
+    "name": _name,
+    "backend": _backend,
+    "max_restarts": _int_at_least(0),
+    "restart_window": _seconds(allow_zero=False),
+    "item_timeout": _seconds_or_none(allow_zero=False),
+    "retry": _retry,
+    "exit_timeout": _seconds(allow_zero=True),
+    "describe": _callable_or_none,
+    "max_tracked_failures": _int_at_least(0),
+    "rate_limit": _check_rate,
+    "rate_limit_per_key": _check_rate,
+    "rate_burst": _int_at_least(1),
+}
+"""Each field's check: `(name, value) -> value`, normalised, or raise naming the field."""
+
+_CHECKS: tuple[tuple[str, object, Callable[[str, object], object]], ...] = tuple(
+    # A field with a default factory (max_concurrency) has no default object: MISSING
+    # is never the value, so it is always checked.
+    (f.name, f.default, _FIELD_CHECKS[f.name])
+    for f in dataclasses.fields(CoordinatorOptions)
+)
 
 
 class OptionsKwargs(TypedDict, total=False):

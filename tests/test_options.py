@@ -168,6 +168,17 @@ def test_every_spec_option_field_is_covered_by_the_table():
     assert fields >= SPEC_FIELDS
 
 
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(CoordinatorOptions)])
+def test_every_field_is_checked(field):
+    """No field escapes validation: an arbitrary object is refused, naming the field.
+
+    Validation skips a field whose value is its default object (a default is valid), so
+    a field missing from the table of checks would accept anything: this fails then.
+    """
+    with pytest.raises(TypeError, match=rf"^{field} must"):
+        CoordinatorOptions(**{field: object()})
+
+
 # -- valid values ---------------------------------------------------------------------------
 
 

@@ -46,6 +46,7 @@ from ephemeral_actors._signals._event import check_signal_name
 
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Callable, Iterable
 
     from ephemeral_actors._coordinators._supervisor import Core
     from ephemeral_actors._operation import Operation
@@ -95,18 +96,23 @@ class _Mark:
         return bus is not None and now <= self.expires and bus.holds(self.event)
 
 
+def _matcher(patterns: str | Iterable[str] | None) -> Callable[[str], bool] | None:
+    # Most coordinators route no signal: None needs no compiling.
+    return None if patterns is None else compile_patterns(patterns)
+
+
 class SignalRouter:
     """Signal state of one coordinator, owned by its supervisor: `_on_*` run in its turn."""
 
     def __init__(self, core: Core, options: CoordinatorOptions) -> None:
         self.core = core
-        self.cancel = compile_patterns(options.cancel_on_signals)
-        self.defer = compile_patterns(options.defer_on_signals)
+        self.cancel = _matcher(options.cancel_on_signals)
+        self.defer = _matcher(options.defer_on_signals)
         if options.max_defer_attempts == 0:
             self.defer = None
-        self.resume = compile_patterns(options.resume_on_signals)
-        self.drain = compile_patterns(options.drain_on_signals)
-        self.clear = compile_patterns(options.clear_on_signals)
+        self.resume = _matcher(options.resume_on_signals)
+        self.drain = _matcher(options.drain_on_signals)
+        self.clear = _matcher(options.clear_on_signals)
         self.clear_patterns = options.clear_on_signals or ()
         self.constraints = options.signal_constraints or SignalConstraints.DEFAULT
         self.on_signal = options.on_signal
