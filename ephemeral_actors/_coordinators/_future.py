@@ -8,14 +8,14 @@ Why it does not simply call `concurrent.futures.Future.__init__`: that builds a
 `threading.Condition` (an `RLock`, a deque, bound methods) per future, about 7 µs
 and a heap of GC-tracked objects per `submit()`. A coordinator resolves most
 outcomes before anyone waits for them, so this future keeps its state in plain
-attributes and creates the Condition only when something has to wait on it: a
-blocking `result()`/`get()`, or `wait()`/`as_completed()`, which use
-`future._condition` and `future._waiters` directly. `set()` on a future nobody
-waits for or watches is one module-lock hold and two stores.
+attributes and creates the Condition only for `wait()`/`as_completed()`, which use
+`future._condition` and `future._waiters` directly. A blocking `result()`/`get()`
+parks on a plain lock of its own instead (`_parked`), which the resolution releases.
+`set()` on a future nobody waits for or watches is one module-lock hold and two stores.
 
 Locking protocol (why resolving stays cheap and still never loses a wake-up):
 
-* While `_cond` is None nobody can be waiting, so the state is guarded by the
+* While `_cond` is None the state (parked waiters included) is guarded by the
   module lock `_LOCK` alone. `_condition` creates the Condition under `_LOCK` too,
   so a resolution either happens wholly before the Condition exists (and a waiter
   then sees the outcome) or sees the Condition and resolves under it, notifying.
@@ -142,6 +142,7 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
     _cond: threading.Condition | None
     _callbacks: list[Callable[[concurrent.futures.Future[T]], object]] | None
     _loop_wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None
+    _parked: list[Any] | None
     _get_hook: Callable[[float | None], T] | None
 
     def __init__(self) -> None:
@@ -154,6 +155,7 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
         self._cond = None
         self._callbacks = None
         self._loop_wakers = None
+        self._parked = None
         self._get_hook = None
 
     def __repr__(self) -> str:
@@ -243,14 +245,42 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
     def _wait(self, timeout: float | None) -> None:
         if self._state in _DONE:
             return
-        if self._get_hook is None:
-            cond = self._condition
-            with cond:
-                # set_get_hook() also wakes us: the hook then computes the value here.
-                if not cond.wait_for(self._ready, timeout):
-                    raise _FutureTimeoutError(f"no outcome within {timeout} s")
+        if self._get_hook is None and not self._park(timeout):
+            raise _FutureTimeoutError(f"no outcome within {timeout} s")
         if self._state not in _DONE:
             self._run_get_hook(timeout)
+
+    def _park(self, timeout: float | None) -> bool:
+        """Block until the future is done or has a get hook; False on timeout.
+
+        A blocking `result()` parks on a lock of its own, which the resolution releases:
+        a Condition (an RLock, a deque, a waiter lock per wait and a notify loop) costs
+        several microseconds on both sides of the idle round trip, where it is the
+        whole hand-off back to the caller. `wait()`/`as_completed()` still use the
+        Condition, which `concurrent.futures` reads directly.
+        """
+        waiter = threading.Lock()
+        waiter.acquire()
+        lock, _cond = self._acquire()
+        try:
+            if self._ready():
+                return True
+            if self._parked is None:
+                self._parked = []
+            self._parked.append(waiter)
+        finally:
+            lock.release()
+        if waiter.acquire(True, -1 if timeout is None else max(0.0, timeout)):
+            return True
+        lock, _cond = self._acquire()
+        try:
+            # Released between the timeout and here: the outcome is in, so no timeout.
+            parked = self._parked
+            if parked is not None and waiter in parked:
+                parked.remove(waiter)
+            return self._ready()
+        finally:
+            lock.release()
 
     def _ready(self) -> bool:
         return self._state in _DONE or self._get_hook is not None
@@ -364,6 +394,7 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
                 self._cond is None
                 and self._callbacks is None
                 and self._loop_wakers is None
+                and self._parked is None
                 and self._get_hook is None
                 and self._state in _OPEN
             ):
@@ -408,9 +439,12 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
                 raise _AlreadyResolvedError(f"{self._state}: {self!r}")
             self._get_hook = func
             if cond is not None:
-                cond.notify_all()  # waiters blocked in get() compute the value now
+                cond.notify_all()
+            parked, self._parked = self._parked, None
         finally:
             lock.release()
+        # Waiters blocked in get() wake up and compute the value themselves.
+        _release_all(parked)
 
     def set_running_or_notify_cancel(self) -> bool:
         """Mark the operation as started; False if it was cancelled (do not run it).
@@ -484,8 +518,11 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
                 cond.notify_all()
             wakers, self._loop_wakers = self._loop_wakers, None
             callbacks, self._callbacks = self._callbacks, None
+            parked, self._parked = self._parked, None
         finally:
             lock.release()
+        if parked:
+            _release_all(parked)
         if wakers:
             for loop, waker in wakers:
                 # A closed loop: its awaiter is gone and nobody is left to tell.
@@ -514,6 +551,12 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
             _LOCK.release()
         cond.acquire()
         return cond, cond
+
+
+def _release_all(parked: list[Any] | None) -> None:
+    if parked:
+        for waiter in parked:
+            waiter.release()
 
 
 def _wake(waker: asyncio.Future[None]) -> None:

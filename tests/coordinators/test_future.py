@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import (
     ALL_COMPLETED,
@@ -299,6 +300,61 @@ def test_an_outcome_set_before_anyone_waits_creates_no_condition():
     assert f.exception() is None
     assert f.done()
     assert f._cond is None
+
+
+def _parked_waiter(f: OperationFuture[Any], kind: str) -> tuple[threading.Thread, list[Any]]:
+    """A thread blocked in `f.<kind>()`, returned once it is parked on the future."""
+    out: list[Any] = []
+
+    def wait() -> None:
+        try:
+            out.append(getattr(f, kind)(timeout=WAIT))
+        except BaseException as exc:  # the test inspects it
+            out.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    deadline = time.monotonic() + WAIT
+    # Polls an observable state (the waiter registered), not a guess at timing.
+    while not f._parked and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert f._parked, "the waiter never parked"
+    return thread, out
+
+
+@pytest.mark.parametrize("kind", ["result", "get", "exception"])
+def test_a_blocked_reader_parks_on_its_own_lock_and_builds_no_condition(kind):
+    """A blocking read is woken by the resolution without a Condition (the round trip's
+    hand-off back to the caller); the waiter list is emptied by the resolution."""
+    f: OperationFuture[int] = OperationFuture()
+    thread, out = _parked_waiter(f, kind)
+    f.set(7)
+    thread.join(WAIT)
+    assert out == [None if kind == "exception" else 7]
+    assert f._cond is None
+    assert f._parked is None
+
+
+def test_a_timed_out_reader_withdraws_and_later_readers_still_get_the_outcome():
+    """A waiter that times out leaves the waiter list: the resolution releases nobody twice."""
+    f: OperationFuture[int] = OperationFuture()
+    with pytest.raises(TimeoutError):
+        f.result(timeout=0.01)
+    assert not f._parked
+    thread, out = _parked_waiter(f, "result")
+    f.set_result(5)
+    thread.join(WAIT)
+    assert out == [5]
+    assert f.result(timeout=0) == 5
+
+
+def test_a_parked_reader_is_woken_by_a_get_hook_and_computes_the_value():
+    """set_get_hook() wakes a parked get(): the waiter runs the hook itself."""
+    f: OperationFuture[int] = OperationFuture()
+    thread, out = _parked_waiter(f, "get")
+    f.set_get_hook(lambda _timeout: 11)
+    thread.join(WAIT)
+    assert out == [11]
 
 
 def test_repr_shows_state_and_outcome_type():
