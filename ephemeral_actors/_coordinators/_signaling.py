@@ -104,6 +104,18 @@ def _matcher(patterns: str | Iterable[str] | None) -> Callable[[str], bool] | No
 class SignalRouter:
     """Signal state of one coordinator, owned by its supervisor: `_on_*` run in its turn."""
 
+    # Fields that start out the same in every router are class-level until first set:
+    # every coordinator builds a router, and most never see a signal.
+    cancel_prune_at = _PRUNE_FLOOR
+    defer_prune_at = _PRUNE_FLOOR
+    resumed_at: datetime | None = None
+    defer_timer: Timer | None = None
+    defer_attempts = 0
+    uses_dispatcher = False
+    subscription: Subscription | None = None
+    async_running = 0
+    async_closed = False
+
     def __init__(self, core: Core, options: CoordinatorOptions) -> None:
         self.core = core
         self.cancel = _matcher(options.cancel_on_signals)
@@ -122,18 +134,10 @@ class SignalRouter:
         self.interval = options.defer_check_interval
         self.cancel_marks: list[_Mark] = []
         self.defer_marks: list[_Mark] = []
-        self.cancel_prune_at = self.defer_prune_at = _PRUNE_FLOOR
-        self.resumed_at: datetime | None = None
-        self.defer_timer: Timer | None = None
-        self.defer_attempts = 0
-        self.uses_dispatcher = False
-        self.subscription: Subscription | None = None
         # on_signal_async: a bounded queue drained on the shared loop.
         self.async_limit = options.max_concurrent_signal_handlers
         self.async_bound = options.max_queued_signals
         self.async_queue: collections.deque[SignalEvent] = collections.deque()
-        self.async_running = 0
-        self.async_closed = False
 
     @property
     def routes(self) -> bool:

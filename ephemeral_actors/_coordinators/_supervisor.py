@@ -65,6 +65,7 @@ from ephemeral_actors._coordinators._requests import (
     resolve,
 )
 from ephemeral_actors._coordinators._schedule import Schedule, scheduled_request
+from ephemeral_actors._coordinators._signaling import SignalRouter
 from ephemeral_actors._coordinators._source import AsyncFeeder
 from ephemeral_actors._coordinators._window import CLOCK, Window, snapshot_of
 from ephemeral_actors._coordinators._workers import (
@@ -512,8 +513,6 @@ class Core:
             # Bound to the caller's running loop, or to the shared one with the first
             # item (hold_shared_loop): building a coordinator starts no thread.
             self.loop = bind_running_loop()
-        from ephemeral_actors._coordinators._signaling import SignalRouter  # noqa: PLC0415
-
         self.router = SignalRouter(self, options)
         # Delays and rate limits (SPEC 16) read a monotonic clock; built without a rate
         # limit, the schedule only comes with the first delayed item.
@@ -636,10 +635,12 @@ class Core:
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run `fn(*args)` in the supervisor's turn and return its answer (an ask)."""
         mailbox = self.mailbox
-        if mailbox.in_turn():
-            return fn(*args)
         token = mailbox.begin()
-        if token is not BUSY:
+        if token is BUSY:
+            if mailbox.in_turn():
+                # Called from the supervisor's own turn (its flag is ours): just run it.
+                return fn(*args)
+        else:
             # Idle with no mail: the turn is this thread's, so no request, no message and
             # no reply (as for intake). An exception is the caller's, as with a request.
             try:
