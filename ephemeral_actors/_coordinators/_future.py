@@ -400,6 +400,10 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
             ):
                 self._result = value
                 self._state = FINISHED
+                # A resolved future cannot be cancelled: drop the canceller, which holds
+                # the operation record (100k held futures kept 100k records alive, and
+                # every full garbage collection walked them).
+                self._canceller = None
                 return
         self._resolve(FINISHED, value, None, defer=True)
 
@@ -507,6 +511,7 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
             self._result = result
             self._exception = exception
             self._state = state
+            self._canceller = None  # as in set(): only a pending future can be cancelled
             if cond is not None:
                 for waiter in self._waiter_list:
                     if state != FINISHED:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import logging
 import queue
 import subprocess
@@ -37,6 +38,7 @@ from hypothesis import strategies as st
 
 from ephemeral_actors import (
     CoordinatorOptions,
+    Operation,
     OperationFuture,
     ResultCoordinator,
     WorkCoordinator,
@@ -355,6 +357,28 @@ def test_a_parked_reader_is_woken_by_a_get_hook_and_computes_the_value():
     f.set_get_hook(lambda _timeout: 11)
     thread.join(WAIT)
     assert out == [11]
+
+
+def test_a_resolved_future_does_not_keep_its_operation_record_alive():
+    """Once resolved, a future held by the caller no longer holds the operation's record.
+
+    Before, the canceller kept every record of every held future alive (and every full
+    garbage collection walked them), long after the window had trimmed it.
+    """
+
+    def live_records(op_id: int) -> list[Operation]:
+        gc.collect()
+        return [o for o in gc.get_objects() if type(o) is Operation and o.id == op_id]
+
+    with ResultCoordinator(lambda item: item, CoordinatorOptions(max_tracked_operations=1)) as c:
+        first = c.submit(1)
+        assert first.result(timeout=WAIT) == 1
+        assert c.submit(2).result(timeout=WAIT) == 2  # the window trims the first record
+        c.complete()
+        c.drain(timeout=WAIT)
+        assert live_records(first.operation_id) == []
+        assert not first.cancel()
+        assert first.result() == 1
 
 
 def test_repr_shows_state_and_outcome_type():
