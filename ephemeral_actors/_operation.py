@@ -152,6 +152,10 @@ class Operation:
         signals = self._signals
         return signals is not None and any(e.signal == name for e in signals)
 
+    def _cancel_pending(self) -> bool:
+        """Take this operation back if it has not started: its future's canceller."""
+        return self._core.cancel_pending(self)
+
     def _finish(self, outcome: int, error: BaseException | None, now: float) -> None:
         self._ended = now
         self._outcome = outcome

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import functools
 import inspect
 import itertools
 import logging
@@ -941,7 +940,7 @@ class Core:
             op._reply = future
             if type(future) is OperationFuture:
                 future.operation_id = op.id
-                future._canceller = functools.partial(self.cancel_pending, op)
+                future._canceller = op._cancel_pending  # a bound method: cheaper than a partial
         return op
 
     def _admitted(self, op: Operation) -> None:
