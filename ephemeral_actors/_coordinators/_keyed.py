@@ -103,28 +103,37 @@ class KeyChild(pykka.Actor):
 
     _urns = itertools.count(1)
 
+    # Every child starts with these: class-level until first set, so building one of
+    # (possibly) a hundred thousand children stores only what differs.
+    running = 0
+    in_ready = False
+    idle_since = 0.0
+    processed = 0
+    bucket: TokenBucket | None = None
+    throttled = False  # waiting in backlog.throttled for its next token
+
     def __init__(self, backlog: KeyedBacklog, key: Any) -> None:
         # pykka.Actor.__init__ minus the uuid4 and the threading.Event, which cost
         # microseconds and a kilobyte per actor; a key's child is made per key. Its
-        # urn, inbox and ActorRef are made the first time anyone asks (`__getattr__`):
-        # most children live and passivate without another actor ever addressing them.
-        self.actor_stopped = _StopFlag()  # type: ignore[assignment]
+        # stop flag, urn, inbox and ActorRef are made the first time anything asks
+        # (`__getattr__`): most children live and passivate without another actor ever
+        # addressing them, and an object fewer per child is less for the collector.
         self.backlog = backlog
         self.key = key
         self.mailbox: collections.deque[Entry] = collections.deque()
-        self.running = 0
-        self.in_ready = False
-        self.idle_since = 0.0
-        self.processed = 0
         rate = backlog.key_rate
-        self.bucket = None if rate is None else TokenBucket(rate, backlog.key_burst)
-        self.throttled = False  # waiting in backlog.throttled for its next token
+        if rate is not None:
+            self.bucket = TokenBucket(rate, backlog.key_burst)
 
     def __repr__(self) -> str:
         return f"<KeyChild key={self.key!r} pending={len(self.mailbox)} running={self.running}>"
 
     def __getattr__(self, name: str) -> Any:
-        # Only called for attributes not yet set: Pykka's addressing parts, made lazily.
+        # Only called for attributes not yet set: Pykka's parts, made lazily.
+        if name == "actor_stopped":
+            flag = _StopFlag()
+            object.__setattr__(self, "actor_stopped", flag)
+            return flag
         if name in _LAZY_PYKKA_PARTS:
             object.__setattr__(
                 self, "actor_urn", f"urn:ephemeral-actors:KeyChild:{next(self._urns)}"
