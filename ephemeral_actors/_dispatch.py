@@ -29,14 +29,22 @@ import os
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import pykka
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["DISPATCHER", "PoolActor", "SharedDispatcher", "Timer"]
+__all__ = [
+    "DISPATCHER",
+    "PoolActor",
+    "SharedDispatcher",
+    "Timer",
+    "TimerOwner",
+    "call_later",
+    "give_back",
+]
 
 logger = logging.getLogger("ephemeral_actors")
 _pykka_logger = logging.getLogger("pykka")
@@ -199,6 +207,35 @@ class SharedDispatcher:
 
 
 DISPATCHER = SharedDispatcher()
+
+
+class TimerOwner(Protocol):
+    """An actor that holds a reference on `DISPATCHER` while it has used a timer."""
+
+    uses_dispatcher: bool
+
+
+def call_later(owner: TimerOwner, delay: float, callback: Callable[[], None]) -> Timer:
+    """`DISPATCHER.call_later`, taking `owner`'s reference on the dispatcher first if needed.
+
+    Timers need the dispatcher's threads: an owner takes its reference with its first
+    timer, not when it is built, so building a coordinator starts no thread. Call it in
+    `owner`'s turn (it writes `owner.uses_dispatcher`).
+    """
+    if not owner.uses_dispatcher:
+        owner.uses_dispatcher = True
+        DISPATCHER.acquire()
+    return DISPATCHER.call_later(delay, callback)
+
+
+def give_back(owner: TimerOwner) -> list[threading.Thread]:
+    """Return `owner`'s reference on the dispatcher, if it took one; threads to join."""
+    if not owner.uses_dispatcher:
+        return []
+    owner.uses_dispatcher = False
+    return DISPATCHER.release()
+
+
 """The pool every coordinator's per-key child actors share."""
 
 

@@ -64,7 +64,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ephemeral_actors._coordinators._workers import FAILED, RUNNING, timed_out
-from ephemeral_actors._dispatch import DISPATCHER, Timer
+from ephemeral_actors._dispatch import Timer, call_later, give_back
 
 if TYPE_CHECKING:
     import threading
@@ -103,12 +103,7 @@ class Alarm:
             if timer.deadline <= due + _EARLY:
                 return
             timer.cancel()
-        if not self.uses_dispatcher:
-            # Timers need the shared dispatcher's threads: taken with the first one,
-            # not at construction (building a coordinator starts no thread).
-            self.uses_dispatcher = True
-            DISPATCHER.acquire()
-        self.timer = DISPATCHER.call_later(max(0.0, due - time.monotonic()), self._ring)
+        self.timer = call_later(self, max(0.0, due - time.monotonic()), self._ring)
 
     def _ring(self) -> None:
         """Timer callback (a dispatcher thread): timers are messages to the owner."""
@@ -119,10 +114,7 @@ class Alarm:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.uses_dispatcher:
-            self.uses_dispatcher = False
-            return DISPATCHER.release()
-        return []
+        return give_back(self)
 
 
 class Attempts:

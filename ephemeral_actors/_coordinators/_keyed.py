@@ -45,7 +45,7 @@ from ephemeral_actors._coordinators._base import CoordinatorBase
 from ephemeral_actors._coordinators._key import capture
 from ephemeral_actors._coordinators._limits import SCHEDULE_CLOCK, TokenBucket
 from ephemeral_actors._coordinators._supervisor import Core
-from ephemeral_actors._dispatch import DISPATCHER, Timer, _StopFlag
+from ephemeral_actors._dispatch import Timer, _StopFlag, call_later, give_back
 from ephemeral_actors._mailbox import CHECK_OWNERSHIP, check_owner
 from ephemeral_actors._options import merge_options
 
@@ -442,12 +442,7 @@ class KeyedBacklog:
             self._arm(self.idle_timeout)
 
     def _arm(self, delay: float) -> None:
-        if not self.uses_dispatcher:
-            # Timers need the shared dispatcher's threads: taken with the first idle key,
-            # not at construction (building a coordinator starts no thread).
-            self.uses_dispatcher = True
-            DISPATCHER.acquire()
-        self.reap_timer = DISPATCHER.call_later(delay, self._reap_due)
+        self.reap_timer = call_later(self, delay, self._reap_due)
 
     def _reap_due(self) -> None:
         """Timer callback (a dispatcher thread): timers are messages to the owner."""
@@ -550,10 +545,7 @@ class KeyedBacklog:
         self.ready.clear()
         self.ranked = None
         self.throttled.clear()
-        if self.uses_dispatcher:
-            self.uses_dispatcher = False
-            return DISPATCHER.release()
-        return []
+        return give_back(self)
 
 
 class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from ephemeral_actors._coordinators._limits import TokenBucket
 from ephemeral_actors._coordinators._requests import Intake, Scheduled
-from ephemeral_actors._dispatch import DISPATCHER
+from ephemeral_actors._dispatch import call_later, give_back
 from ephemeral_actors._records import RateLimitStats
 from ephemeral_actors._validate import MAX_SECONDS, check_seconds_or_none
 
@@ -217,15 +217,10 @@ class Schedule:
             if self.timer_due <= due:
                 return  # an earlier wake-up is armed; it re-arms for the rest
             self.timer.cancel()
-        if not self.uses_dispatcher:
-            # Timers need the shared dispatcher's threads: taken with the first timer,
-            # not at construction (building a coordinator starts no thread).
-            self.uses_dispatcher = True
-            DISPATCHER.acquire()
         self.generation += 1
         self.timer_due = due
         delay = min(max(0.0, due - self.clock()), MAX_SECONDS)
-        self.timer = DISPATCHER.call_later(delay, functools.partial(self._ring, self.generation))
+        self.timer = call_later(self, delay, functools.partial(self._ring, self.generation))
 
     def _ring(self, generation: int) -> None:
         """Timer callback (a dispatcher thread): timers are messages to the owner."""
@@ -287,10 +282,7 @@ class Schedule:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.uses_dispatcher:
-            self.uses_dispatcher = False
-            return DISPATCHER.release()
-        return []
+        return give_back(self)
 
 
 def _uncount(counter: Counter[Any], key: Any) -> None:

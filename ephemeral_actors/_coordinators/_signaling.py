@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ephemeral_actors._dispatch import DISPATCHER, Timer
+from ephemeral_actors._dispatch import DISPATCHER, Timer, call_later
 from ephemeral_actors._operation import _current
 from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._signals import SignalConstraints, SignalEvent, compile_patterns
@@ -306,12 +306,7 @@ class SignalRouter:
             self.defer_timer = None
         if self.core.closing:
             return
-        if not self.uses_dispatcher:
-            # Timers need the shared dispatcher's threads: taken with the first deferral,
-            # not at construction (building a coordinator starts no thread).
-            self.uses_dispatcher = True
-            DISPATCHER.acquire()
-        self.defer_timer = DISPATCHER.call_later(max(0.0, delay), self._recheck_due)
+        self.defer_timer = call_later(self, max(0.0, delay), self._recheck_due)
 
     def _recheck_due(self) -> None:
         """Timer callback (a dispatcher thread): timers are messages to the owner."""

@@ -76,7 +76,7 @@ from ephemeral_actors._coordinators._workers import (
     ThreadWorker,
     WorkerBase,
 )
-from ephemeral_actors._dispatch import DISPATCHER, _StopFlag
+from ephemeral_actors._dispatch import _StopFlag, call_later, give_back
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
     CoordinatorFaultedError,
@@ -626,10 +626,7 @@ class Core:
         )
 
     def _handoff(self, run: Callable[[], None]) -> None:
-        if not self.uses_dispatcher:
-            self.uses_dispatcher = True
-            DISPATCHER.acquire()
-        DISPATCHER.call_later(0.0, run)
+        call_later(self, 0.0, run)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run `fn(*args)` in the supervisor's turn and return its answer (an ask)."""
@@ -1772,10 +1769,7 @@ class Core:
                 thread.join(remaining(deadline))
 
     def _on_release_dispatcher(self, _: object) -> list[threading.Thread]:
-        if not self.uses_dispatcher:
-            return []
-        self.uses_dispatcher = False
-        return DISPATCHER.release()
+        return give_back(self)
 
     # -- signals (filled in by the signals layer) --------------------------------------
 
