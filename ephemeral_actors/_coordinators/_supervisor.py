@@ -1174,8 +1174,12 @@ class Core:
             self.failures.add(op)
         if self.streams:
             deliver(self, op)
-        if op._in_window:
-            self.window.trim(op._ended or 0.0)
+        window = self.window
+        ended = op._ended or 0.0
+        # Inlined: trim() itself returns at once here on most items (within the bound,
+        # nothing old enough), and this runs once per item.
+        if op._in_window and (len(window.ops) > window.bound or ended >= window.expiry):
+            window.trim(ended)
         if reply is not None:
             # Resolved at the end of the turn, after the counters are published: whoever
             # the future wakes reads counters that already include this operation.
