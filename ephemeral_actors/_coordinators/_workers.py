@@ -241,7 +241,7 @@ class AsyncWorker(WorkerBase):
         if entry is None:
             return  # a task ends when its mailbox is empty; nothing to stop
         self.inbox.append(entry)
-        if self.scheduled.acquire(blocking=False):
+        if self.scheduled.acquire(False):
             binding = self.core.loop
             if binding is None:
                 self.core.hold_shared_loop()
@@ -318,5 +318,5 @@ class AsyncWorker(WorkerBase):
                 self.processed += 1
                 report(self, op, outcome, error)
             self.scheduled.release()
-            if not inbox or not self.scheduled.acquire(blocking=False):
+            if not inbox or not self.scheduled.acquire(False):
                 return

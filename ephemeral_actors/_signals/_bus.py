@@ -173,7 +173,7 @@ class _Route:
         """Take `flag` and deliver everything queued; False if another thread holds it."""
         me = threading.get_ident()
         while True:
-            if not self.flag.acquire(blocking=blocking):
+            if not self.flag.acquire(blocking):
                 return False
             self.deliverer = me
             try:
