@@ -1,6 +1,6 @@
 """Side-by-side benchmarks for the actor runtime's performance targets (issue 11).
 
-Seven scenarios, each against what a Python user would write instead, each printing a
+Seven scenarios (and a pinned variant of the third), each against what a Python user would write instead, each printing a
 markdown table and one `target:` line per target (met, or missed by how much):
 
 1. no-op `enqueue` + complete + drain, concurrency 8: vs `ThreadPoolExecutor(8)`
@@ -9,7 +9,8 @@ markdown table and one `target:` line per target (met, or missed by how much):
 2. `submit` + every result: vs `ThreadPoolExecutor(8)` submit + result, asyncio
    gather over `Semaphore(8)` (and aiometer, when installed);
 3. idle round trip `submit(x).result()`: p50 / p99 / p99.9 vs the same on a
-   `ThreadPoolExecutor(8)` (and Pykka `ask`, and a SimpleQueue floor);
+   `ThreadPoolExecutor(8)` (and Pykka `ask`, and a SimpleQueue floor); `3p` is the
+   same with the process pinned to one CPU, where thread placement cannot decide it;
 4. 1 ms blocking bodies at concurrency 64, 4,000 and 20,000 items: efficiency;
 5. keyed work over distinct keys and over 1,000 keys: vs asyncio per-key Locks and
    `ThreadPoolExecutor(8)` with per-key future chaining; per-key order, peak threads;
@@ -706,7 +707,27 @@ def latency_rep(
     return [_latency_result(s) for s in samples]
 
 
-def scenario_3(sizes: Sizes, reps: int) -> Section:
+def scenario_3p(sizes: Sizes, reps: int) -> Section:
+    """Scenario 3 with this thread, and so every thread the runners start, on one CPU.
+
+    On this kind of VM a round trip between two threads on one CPU takes about 12 µs
+    and between two CPUs about 60-70 µs (a SimpleQueue ping-pong, measured with
+    `os.sched_setaffinity`), and which CPU each runner's worker thread lands on is luck
+    that then sticks: free-running figures flip between modes from run to run, for
+    every runner. Pinned, every runner pays the same hand-offs, and what differs is the
+    work each does on the critical path.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return Section(["### 3p. skipped: os.sched_setaffinity is not available here"], [])
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        return scenario_3(sizes, reps, pinned=True)
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def scenario_3(sizes: Sizes, reps: int, *, pinned: bool = False) -> Section:
     n, c = sizes.trips, CONCURRENCY
     specs: list[tuple[str, Opener, bool]] = [
         (f"WorkCoordinator({c}): submit(i).result()", open_coordinator, True),
@@ -730,11 +751,12 @@ def scenario_3(sizes: Sizes, reps: int) -> Section:
         # Our latency over the peer's (below 1: ours is quicker), per repetition.
         cells.append("" if row.ours else str(speed(ours, row, "p50")))
         lines.append(cells)
+    where = " (pinned to one CPU)" if pinned else ""
     return Section(
         [
             (
-                f"### 3. Idle round trip: {n:,} sequential trips per runner per repetition,"
-                " no-op body"
+                f"### 3{'p' if pinned else ''}. Idle round trip{where}: {n:,} sequential"
+                " trips per runner per repetition, no-op body"
             ),
             "",
             (
@@ -743,16 +765,24 @@ def scenario_3(sizes: Sizes, reps: int) -> Section:
                 " trips each. Each cell: median over repetitions of that repetition's"
                 " percentile (min-max). Last column: our latency / the peer's (below 1: ours"
                 f" is quicker).{' With so few trips, p99.9 is about the slowest trip.' if n < 1_000 else ''}"
+                + (
+                    " Pinned: the process and every thread it starts run on one CPU."
+                    if pinned
+                    else ""
+                )
             ),
             "",
             md_table(headings, lines),
         ],
         [
             ratio_verdict(
-                "p50 latency / ThreadPoolExecutor's", speed(ours, tpe, "p50"), 1.5, at_least=False
+                f"p50 latency / ThreadPoolExecutor's{where}",
+                speed(ours, tpe, "p50"),
+                1.5,
+                at_least=False,
             ),
             ratio_verdict(
-                "p99.9 latency / ThreadPoolExecutor's",
+                f"p99.9 latency / ThreadPoolExecutor's{where}",
                 speed(ours, tpe, "p999"),
                 2.0,
                 at_least=False,
@@ -1321,6 +1351,7 @@ SCENARIOS: dict[str, Callable[[Sizes, int], Section]] = {
     "1": scenario_1,
     "2": scenario_2,
     "3": scenario_3,
+    "3p": scenario_3p,
     "4": scenario_4,
     "5": scenario_5,
     "6": scenario_6,

@@ -263,11 +263,13 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
         waiter.acquire()
         lock, _cond = self._acquire()
         try:
-            if self._ready():
+            if self._state in _DONE or self._get_hook is not None:  # _ready(), inlined
                 return True
-            if self._parked is None:
-                self._parked = []
-            self._parked.append(waiter)
+            parked = self._parked
+            if parked is None:
+                self._parked = [waiter]
+            else:
+                parked.append(waiter)
         finally:
             lock.release()
         if waiter.acquire(True, -1 if timeout is None else max(0.0, timeout)):

@@ -1001,7 +1001,9 @@ class Core:
             return
         router = self.router
         schedule = self.schedule
-        while self.running < self.limit:
+        # npending counts every admitted item not yet started (backlog, children,
+        # delays, retries): at 0 there is nothing to pop, so no pop and no signal check.
+        while self.running < self.limit and self.npending:
             # One cancel check per item, before it is taken: the bus may clear or evict
             # the cancel signal at any moment, so a second check after taking could
             # disagree with the first and start an item during a deferral (issue 13, #15).
