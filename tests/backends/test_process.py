@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from ephemeral_actors import (
     WorkerCrashError,
     current_operation,
 )
+from ephemeral_actors._operation import _current
 from ephemeral_actors.backends import Backend, ProcessBackend
 from ephemeral_actors.testing import library_threads
 from tests.conftest import WAIT
@@ -202,6 +204,43 @@ def gate(packed: tuple[str, Any, Any]) -> str:
         if not release.wait(WAIT):
             raise AssertionError("never released")
     return name
+
+
+def note(packed: tuple[str, Any]) -> str:
+    """Record that this item ran."""
+    name, ran = packed
+    ran.append(name)
+    return name
+
+
+def size_after_gates(packed: tuple[str, Any, Any, bytes]) -> int:
+    """Item "A" signals, waits for `go`, signals again and waits for `release`; every item
+    returns the size of its blob."""
+    name, go, release, blob = packed
+    if name == "A":
+        op = current_operation()
+        op.signal("A.started")
+        if not go.wait(WAIT):
+            raise AssertionError("never let go")
+        op.signal("A.more")
+        if not release.wait(WAIT):
+            raise AssertionError("never released")
+    return len(blob)
+
+
+class CancelledStandIn:
+    """An operation that was asked to cancel before its body reached the backend."""
+
+    id = 4242
+    key = None
+    cancelled = True
+
+
+class NoReaders(asyncio.SelectorEventLoop):
+    """A loop that cannot watch sockets, like Windows' proactor loop."""
+
+    add_reader = asyncio.BaseEventLoop.add_reader  # raises NotImplementedError
+    add_writer = asyncio.BaseEventLoop.add_writer
 
 
 async def async_body(x: int) -> int:
@@ -489,17 +528,39 @@ def test_a_broken_pool_loses_and_hangs_nothing(make):
         after.close(WAIT)
 
 
-def test_a_pool_found_broken_at_submit_is_replaced_and_the_item_runs(make):
-    """A pool that broke before an item went in: the item runs on a fresh pool, no error."""
+def test_a_worker_process_killed_while_idle_is_replaced(make):
+    """A process killed from outside between items: its end is noticed while the backend is
+    idle, a fresh process replaces it, and the next item runs there without an error."""
     with ProcessBackend(max_workers=1) as solo:
-        c = make(ResultCoordinator, square, max_concurrency=1, backend=solo)
-        results = [c.submit(2).get(timeout=WAIT)]
-        (lane,) = solo._lanes
-        lane.pool._broken = "broken for the test"  # what the pool sets when a worker dies
-        results.append(c.submit(3).get(timeout=WAIT))
-        assert results == [4, 9]
-        assert solo.pool_restarts == 1
+        c = make(ResultCoordinator, pid_of, max_concurrency=1, backend=solo)
+        first = c.submit(0).get(timeout=WAIT)
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: solo.pool_restarts == 1)
+        wait_until(lambda: not alive(first))  # reaped without another item
+        second = c.submit(1).get(timeout=WAIT)
+        assert second not in (first, os.getpid())
+        s = c.stats()
+        assert (s.total_completed, s.total_failed, s.worker_restarts) == (2, 0, 0)
         c.close(WAIT)
+
+
+def test_a_worker_process_found_dead_at_submit_is_replaced_and_the_item_runs(make):
+    """A process that died while no loop watched it (its coordinator closed): the next item,
+    refused by its socket, runs in a fresh process, with no error."""
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(ResultCoordinator, pid_of, max_concurrency=1, backend=solo)
+        first = c.submit(0).get(timeout=WAIT)
+        c.close(WAIT)
+        (lane,) = solo._lanes
+        os.kill(first, signal.SIGKILL)
+        lane.process.join(WAIT)
+        assert not alive(first)
+        d = make(ResultCoordinator, pid_of, max_concurrency=1, backend=solo)
+        assert d.submit(1).get(timeout=WAIT) not in (first, os.getpid())
+        assert solo.pool_restarts == 1
+        s = d.stats()
+        assert (s.total_completed, s.total_failed, s.worker_restarts) == (1, 0, 0)
+        d.close(WAIT)
 
 
 def test_a_crash_fails_only_the_item_its_process_was_running(make):
@@ -753,6 +814,105 @@ def test_the_cancel_hook_withdraws_one_queued_item(make, manager):
         (withdrawn,) = [s for s in c.get_snapshot() if s.id == ids[3]]
         assert isinstance(withdrawn.error, OperationCancelledError)
         c.close(WAIT)
+
+
+# -- the lanes: read by the coordinator's loop ----------------------------------------------
+
+
+def test_lanes_run_no_thread_in_this_process(make, manager):
+    """The coordinator's loop reads the worker processes itself: while bodies run in two
+    processes, the backend has added no thread here (no pool manager, feeder or relay)."""
+    release = manager.Event()
+    before = set(threading.enumerate())
+    with ProcessBackend(max_workers=2) as pair:
+        c = make(WorkCoordinator, signal_then_wait, max_concurrency=4, backend=pair)
+        c.enqueue_many([(f"held.{i}", release) for i in range(4)])
+        wait_until(lambda: c.has_signal("held.0") and c.has_signal("held.1"))
+        wait_until(lambda: pair.in_flight == 4)
+        assert len(pair._lanes) == 2
+        added = [t.name for t in set(threading.enumerate()) - before]
+        # The coordinator's own threads (its loop, its supervisor) are named ours.
+        assert [n for n in added if not n.startswith("ephemeral-actors-")] == []
+        assert [n for n in added if n.startswith("ephemeral-actors-process")] == []
+        release.set()
+        c.complete()
+        c.drain(WAIT)
+        assert c.total_completed == 4
+        c.close(WAIT)
+
+
+def test_a_large_item_queued_behind_a_running_body_does_not_stall_the_loop(make, manager):
+    """A 16 MiB item for a process that is busy cannot be written at once: the rest waits in
+    the backend while the loop goes on reading that same process (its live signals arrive),
+    and the item runs whole once the process takes it."""
+    go, release = manager.Event(), manager.Event()
+    size = 16 << 20
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(ResultCoordinator, size_after_gates, max_concurrency=2, backend=solo)
+        first = c.submit(("A", go, release, b""))
+        wait_until(lambda: c.has_signal("A.started"))
+        big = c.submit(("B", go, release, b"x" * size))
+        wait_until(lambda: solo.in_flight == 2 and len(solo._lanes[0].jobs) == 2)
+        (lane,) = solo._lanes
+        # The process, busy with A, has not read all of B: the rest waits here, unsent.
+        wait_until(lambda: len(lane.outbuf) > 0)
+        go.set()
+        wait_until(lambda: c.has_signal("A.more"))  # read by the loop while B is unsent
+        assert lane.outbuf
+        release.set()
+        assert first.get(timeout=WAIT) == 0
+        assert big.get(timeout=WAIT) == size
+        assert not lane.outbuf
+        c.close(WAIT)
+
+
+def test_an_item_asked_to_cancel_before_it_reaches_the_backend_never_runs(backend, manager):
+    """An operation already asked to cancel when its body is called: the item is withdrawn at
+    once (there is no polling timer to catch it later), and the body never runs."""
+    ran = manager.list()
+    wrapped = backend.wrap(note, is_async=False)
+    token = _current.set(CancelledStandIn())  # type: ignore[arg-type]
+    try:
+        with pytest.raises(OperationCancelledError, match="4242"):
+            asyncio.run(wrapped(("never", ran)))
+    finally:
+        _current.reset(token)
+    assert asyncio.run(wrapped(("after", ran))) == "after"
+    assert list(ran) == ["after"]
+
+
+def test_a_body_awaited_on_another_loop_runs_while_the_home_loop_is_busy(make, backend, manager):
+    """The coordinators' loop watches the processes; a body awaited on another loop (here
+    asyncio.run in the test's thread) is served through it and its outcome comes back."""
+    release = manager.Event()
+    c = make(WorkCoordinator, signal_then_wait, backend=backend)
+    c.enqueue(("held", release))
+    wait_until(lambda: c.has_signal("held"))
+    assert backend._home is not None
+    assert backend._home.is_running()
+    wrapped = backend.wrap(square, is_async=False)
+    assert asyncio.run(wrapped(7)) == 49
+    release.set()
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 1
+
+
+def test_a_loop_that_cannot_watch_sockets_gets_a_private_one():
+    """A loop without add_reader (Windows' proactor loop): the backend watches its processes
+    from a selector loop of its own, on a thread that ends with shutdown()."""
+    with ProcessBackend(max_workers=1) as solo:
+        wrapped = solo.wrap(square, is_async=False)
+        loop = NoReaders()
+        try:
+            assert loop.run_until_complete(wrapped(6)) == 36
+            assert loop.run_until_complete(wrapped(7)) == 49
+        finally:
+            loop.close()
+        names = [t.name for t in threading.enumerate()]
+        assert any(n.startswith("ephemeral-actors-process-io") for n in names)
+    names = [t.name for t in threading.enumerate()]
+    assert not any(n.startswith("ephemeral-actors-process-io") for n in names)
 
 
 # -- sharing and lifecycle ----------------------------------------------------------------------
