@@ -858,10 +858,13 @@ class ProcessBackend:
             self._read_locked(lane, offers)
             if lane.ended:
                 self._unwatch_locked(lane)
-                lane.sock.close()
-                if lane in self._dying:
-                    self._dying.remove(lane)
-                self._reap_locked(lane.process)
+                # After shutdown() began, it closes the sockets and joins the
+                # processes itself (it may be watching this socket right now).
+                if self._state is not _State.SHUT_DOWN:
+                    lane.sock.close()
+                    if lane in self._dying:
+                        self._dying.remove(lane)
+                    self._reap_locked(lane.process)
             if self._home is _get_running_loop():
                 self._service_locked()
             settled = self._take_settlements_locked()

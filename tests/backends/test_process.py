@@ -966,6 +966,21 @@ def test_shutdown_leaves_no_process_and_no_thread(make):
     assert not any(t.name.startswith("ephemeral-actors-process-relay") for t in library)
 
 
+def test_shutdown_while_a_coordinator_loop_still_watches_the_processes(make):
+    """shutdown() with a coordinator still open: its loop and shutdown() both see each
+    process end; every process is joined, every socket closed, nothing raises."""
+    for _ in range(5):
+        b = ProcessBackend(max_workers=2)
+        c = make(ResultCoordinator, pid_of, max_concurrency=4, backend=b)
+        run_all(c, range(20))
+        pids = set(c.get_results())
+        lanes = list(b._lanes)
+        b.shutdown()
+        assert all(lane.sock.fileno() == -1 for lane in lanes)
+        assert not {p.pid for p in multiprocessing.active_children()} & pids
+        c.close(WAIT)
+
+
 def test_shutdown_fails_queued_items_and_lets_running_ones_finish(make, manager):
     """shutdown() with items waiting for a process: those fail (RuntimeError), A finishes."""
     ran = manager.list()
