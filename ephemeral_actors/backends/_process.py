@@ -101,6 +101,7 @@ standard pool.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import enum
@@ -111,6 +112,7 @@ import logging
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.process
+import multiprocessing.util
 import os
 import pickle
 import selectors
@@ -118,6 +120,7 @@ import signal
 import socket
 import threading
 import uuid
+import weakref
 from asyncio.events import _get_running_loop
 from typing import TYPE_CHECKING, Any, Final
 
@@ -273,6 +276,7 @@ class _Lane:
         # A socket pair, not a pipe: one duplex channel per lane, and sockets work with
         # a selector loop everywhere (Windows included).
         mine, theirs = socket.socketpair()
+        _OURS.add(mine)
         process = context.Process(  # type: ignore[attr-defined]
             target=_lane_main,
             args=(theirs, self.lock, self.state),
@@ -1177,6 +1181,41 @@ class ProcessBackend:
                     "event": "process.pool.replaced",
                 },
             )
+
+
+_OURS: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+"""This process's end of every lane's socket not garbage-collected yet."""
+
+
+def _let_lanes_go() -> None:
+    """At interpreter exit, end every lane socket that `shutdown()` did not close.
+
+    The lane processes are not daemonic (a body may start processes of its own), so
+    `multiprocessing`'s own exit hook, which runs after this one, joins them; each
+    then ends after its running body, as `shutdown()` would let it. `shutdown()` on
+    the socket, not `close()`, because a process forked meanwhile may hold a copy.
+    """
+    for sock in list(_OURS):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _close_in_forked_child() -> None:
+    """In a forked child (a new lane's process, or any fork), close our lane sockets.
+
+    Its copies would keep those sockets open: a lane's process (the new one included,
+    whose socket pair was made just before the fork) would not see the end of its
+    socket when this process ends.
+    """
+    for sock in list(_OURS):
+        sock.close()
+    _OURS.clear()
+
+
+# Registered after multiprocessing.util's exit hook (imported above), so it runs first.
+atexit.register(_let_lanes_go)
+if hasattr(os, "register_at_fork"):  # not on Windows, where nothing is forked
+    os.register_at_fork(after_in_child=_close_in_forked_child)
 
 
 def _resolve(settled: list[tuple[_Job, bytes | None, BaseException | None]]) -> None:

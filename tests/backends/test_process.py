@@ -9,12 +9,17 @@ whose proxies travel inside items.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -978,6 +983,54 @@ def test_shutdown_while_a_coordinator_loop_still_watches_the_processes(make):
         b.shutdown()
         assert all(lane.sock.fileno() == -1 for lane in lanes)
         assert not {p.pid for p in multiprocessing.active_children()} & pids
+        c.close(WAIT)
+
+
+def test_a_program_that_never_calls_shutdown_still_exits():
+    """The worker processes are not daemonic (multiprocessing joins them at exit): the
+    backend's exit hook lets them end, so the interpreter does not wait forever."""
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from ephemeral_actors.backends import ProcessBackend
+        from tests.backends.test_process import square
+
+        backend = ProcessBackend(max_workers=2)
+        wrapped = backend.wrap(square, is_async=False)
+
+        async def main():
+            return await asyncio.gather(wrapped(3), wrapped(4))
+
+        print(asyncio.run(main()))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=6 * WAIT,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "[9, 16]"), done.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_forked_worker_process_holds_no_other_lanes_socket(make):
+    """A lane's process, forked after another lane exists, closes its copy of that lane's
+    socket, so each lane's process sees the end of its own socket when this one ends."""
+    with ProcessBackend(max_workers=2, mp_context=multiprocessing.get_context("fork")) as pair:
+        c = make(ResultCoordinator, pid_of, max_concurrency=4, backend=pair)
+        run_all(c, range(8))
+        assert len(pair._lanes) == 2
+        first, second = pair._lanes
+        held = set()
+        for fd in Path(f"/proc/{second.process.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                held.add(str(fd.readlink()))
+        assert f"socket:[{os.fstat(first.sock.fileno()).st_ino}]" not in held
+        assert f"socket:[{os.fstat(second.sock.fileno()).st_ino}]" not in held
         c.close(WAIT)
 
 
