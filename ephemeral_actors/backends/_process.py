@@ -439,6 +439,9 @@ class ProcessBackend:
         self._private: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
         """The backend's own selector loop and its thread, made only for a loop without
         `add_reader`."""
+        self._received = memoryview(bytearray(_READ_SIZE))
+        """Where lane sockets are read into (under the lock), reused: a fresh buffer per
+        read this large would be mapped and unmapped by malloc every time."""
         self._lane_numbers = itertools.count(1)
         self._wraps = itertools.count(1)
         self._token = uuid.uuid4().hex[:12]
@@ -902,22 +905,23 @@ class ProcessBackend:
         if lane.ended:
             return
         try:
-            data = lane.sock.recv(_READ_SIZE)
+            got = lane.sock.recv_into(self._received)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
-        if not data:
+            got = 0
+        if not got:
             lane.ended = True
             if not lane.dead:
                 self._retire_locked(lane)
             return
+        fresh = self._received[:got]
         buf = lane.inbuf
         if buf:
-            buf += data
-            view: bytes | bytearray = buf
+            buf += fresh
+            view: memoryview | bytearray = buf
         else:
-            view = data
+            view = fresh
         size = len(view)
         offset = 0
         header, reply = LENGTH.size, LENGTH.size + REPLY.size
