@@ -36,9 +36,9 @@ with room, an idle lane first.
 **No thread per lane, and none per backend.** The backend's *home loop* — the
 event loop of the coordinator tasks that await its jobs (every coordinator shares
 one) — watches each lane's socket with `loop.add_reader`: an outcome wakes that
-loop once, the reader resolves the job's future in place (the awaiting task resumes
-in the same loop turn, no `call_soon_threadsafe` hop), and the next job goes out
-with one non-blocking write from the same loop. A write that does not fit the
+loop once, the reader resolves the job's future in place (the awaiting task is on
+that loop: no `call_soon_threadsafe` hop), and the next job goes out with one
+non-blocking write from the same loop. A write that does not fit the
 socket buffer (a multi-megabyte item queued behind a running body) keeps its rest
 in the lane's buffer and finishes through `loop.add_writer`, so the loop never
 blocks on a process that is busy. Live signals travel on the same socket, so there
@@ -57,13 +57,16 @@ shuts down every lane socket `shutdown()` did not close, and each process ends a
 its running body. An at-fork hook closes the lane sockets in every forked child, so
 no other process holds a copy that would hide the end of a lane's socket.
 
-Why this and not `concurrent.futures.ProcessPoolExecutor(max_workers=1)` per lane,
-as before 0.2.1: each such pool runs a manager thread and a queue feeder thread, and
-measured on a 2-CPU VM they cost this process 550 to 650 µs of CPU per item (a
-selector built per wait, condition variables, a queue, a thread hop back to the
-loop per outcome), CPU the worker processes then did not get; the loop-driven
-lanes cost about a tenth of that (see `benchmarks/bench_process.py`). The lane
-protocol — the lock, the shared integers, which job may be re-sent — is unchanged.
+Why this and not a `concurrent.futures.ProcessPoolExecutor(max_workers=1)` per
+lane, as the backend first did: each such pool runs a manager thread and a queue
+feeder thread, and on a 2-CPU VM they, the relay thread and the wake-ups between
+them cost this process 550 to 650 µs of CPU per item (a selector built per wait,
+condition variables, a queue, a thread hop back to the loop per outcome), CPU the
+worker processes then did not get. The loop-driven lanes cost about 200 µs per item
+all told, the coordinator's own work included, and a bare `ProcessPoolExecutor` fed
+one item at a time about 300 (`benchmarks/bench_process.py`, "here/item"); what is
+left is mostly the loop waking once per outcome. The lane protocol — the lock, the
+shared integers, which job may be re-sent — is the one the pools had.
 
 Why lanes and not one shared pool: the standard pool cannot say which process runs
 which item, nor stop one process without breaking the whole pool (a dead worker
