@@ -200,7 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     process, threads, raw1, raw_chunked = rows
     print(
         table(
-            ["runner", "wall s", "min-max", "items/s", "vs threads", "CPU here", "CPU workers"],
+            [
+                "runner",
+                "wall s",
+                "min-max",
+                "items/s",
+                "vs threads",
+                "CPU here",
+                "here/item",
+                "CPU workers",
+            ],
             [
                 [
                     r.label,
@@ -209,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r.rate:,.0f}",
                     f"{r.ratio(threads):.2f}x",
                     f"{statistics.median(c[0] for c in cpu[r.label]):.2f} s",
+                    f"{statistics.median(c[0] for c in cpu[r.label]) / r.items * 1e6:.0f} µs",
                     f"{statistics.median(c[1] for c in cpu[r.label]):.2f} s",
                 ]
                 for r in rows
@@ -217,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "  CPU here / CPU workers: medians of user + system CPU seconds per run, of this "
-        "process and of its worker processes"
+        "process and of its worker processes; here/item: CPU here per item (building and "
+        "tearing down the runner included)"
     )
     print(f"  ideal wall with {workers} busy cores and no overhead: {ideal:.3f} s")
     best_raw = min((raw1, raw_chunked), key=lambda r: r.wall)

@@ -12,25 +12,61 @@ coordinator event loop (here)                 a lane: one worker process
 await wrapped(item)
   pickle the item (TypeError naming its type)
   a job joins the backend's queue; a lane
-  with room takes it: lane.submit(...)  ─────▶ _run_in_child(): under the lane lock,
-  await the job's ticket, and every 0.1 s       skip a withdrawn job, else mark it
-  check op.cancelled (→ withdraw the job)       started; current_operation() is a
-                                                _ChildOperation; body(item) runs;
-                                                op.signal(name) records (seq, name)
-                                                and writes it to the relay pipe ──┐
-  relay thread: read the pipe and     ◀───────────────────────────────────────────┘
-    replay each event on the local Operation
-  ◀──── pickle((outcome, value, events)) ─────
-  replay events not yet relayed; return the value or raise the body's exception
+  with room takes it: one socket write ──────▶ _lane_main(): read the job; under the
+  await the job's future                        lane lock, skip a withdrawn job, else
+                                                mark it started; current_operation()
+                                                is a _ChildOperation; body(item) runs;
+  the lane's reader (loop.add_reader):          op.signal(name) writes (seq, event)
+    replay each event on the local  ◀────────── to the same socket at once
+    Operation
+    resolve the job's future        ◀────────── (outcome, value, events), pickled
+  replay events not yet replayed; return the value or raise the body's exception
 ```
 
-**Lanes: one process each.** The pool is `max_workers` *lanes*; each lane is a
-`concurrent.futures.ProcessPoolExecutor(max_workers=1)` — one worker process — plus
-a lock and a few shared integers (`multiprocessing.RawArray`): the process's pid, the
-sequence number of the last job it started, and the jobs withdrawn from it. A lane
-holds at most two jobs, the one its process runs and the next (so the process finds
-its next item queued when it finishes one); the others wait in the backend's queue
-and go to the first lane with room, an idle lane first.
+**Lanes: one process each.** The pool is `max_workers` *lanes*; each lane is one
+worker process (the `multiprocessing` context's `Process`, started with the
+platform's start method) running a small loop of ours (`_process_child._lane_main`),
+one end of a socket pair to talk to it, a lock, and a few shared integers
+(`multiprocessing.RawArray`): the sequence number of the last job the process
+started and the jobs withdrawn from it. A lane holds at most two jobs, the one its
+process runs and the next (so the process finds its next item queued when it
+finishes one); the others wait in the backend's queue and go to the first lane
+with room, an idle lane first.
+
+**No thread per lane, and none per backend.** The backend's *home loop* — the
+event loop of the coordinator tasks that await its jobs (every coordinator shares
+one) — watches each lane's socket with `loop.add_reader`: an outcome wakes that
+loop once, the reader resolves the job's future in place (the awaiting task is on
+that loop: no `call_soon_threadsafe` hop), and the next job goes out with one
+non-blocking write from the same loop. A write that does not fit the
+socket buffer (a multi-megabyte item queued behind a running body) keeps its rest
+in the lane's buffer and finishes through `loop.add_writer`, so the loop never
+blocks on a process that is busy. Live signals travel on the same socket, so there
+is no relay thread either. Lane state is guarded by the backend lock because
+`cancel()`, `kill()` and `shutdown()` come from other threads; the socket work
+itself happens on the home loop (or, in `shutdown()`, under that lock). A task
+awaiting a job on another loop than the home loop is served too: its job is handed
+to the home loop and its outcome comes back with `call_soon_threadsafe`; when the
+home loop has stopped, the next loop to submit becomes home. A loop without
+`add_reader` (Windows' proactor loop) gets a private selector loop on a backend
+thread as home.
+
+The lane processes are not daemonic (a body may start processes of its own):
+`multiprocessing` joins them at interpreter exit, so an exit hook of ours first
+shuts down every lane socket `shutdown()` did not close, and each process ends after
+its running body. An at-fork hook closes the lane sockets in every forked child, so
+no other process holds a copy that would hide the end of a lane's socket.
+
+Why this and not a `concurrent.futures.ProcessPoolExecutor(max_workers=1)` per
+lane, as the backend first did: each such pool runs a manager thread and a queue
+feeder thread, and on a 2-CPU VM they, the relay thread and the wake-ups between
+them cost this process 550 to 650 µs of CPU per item (a selector built per wait,
+condition variables, a queue, a thread hop back to the loop per outcome), CPU the
+worker processes then did not get. The loop-driven lanes cost about 200 µs per item
+all told, the coordinator's own work included, and a bare `ProcessPoolExecutor` fed
+one item at a time about 300 (`benchmarks/bench_process.py`, "here/item"); what is
+left is mostly the loop waking once per outcome. The lane protocol — the lock, the
+shared integers, which job may be re-sent — is the one the pools had.
 
 Why lanes and not one shared pool: the standard pool cannot say which process runs
 which item, nor stop one process without breaking the whole pool (a dead worker
@@ -47,31 +83,34 @@ the two had started:
   process takes the killed one's place — runs it. If the job has not started, it is
   withdrawn instead (the process skips it). Either way the job ends with
   `OperationCancelledError`, which the coordinator counts as the timeout.
-- **A crash** (`os._exit`, SIGSEGV, the OOM killer): the job the process had
-  started fails with `WorkerCrashError` — it may have run partly, so it is not re-run
-  (retry it with a `RetryPolicy` if the body is idempotent); the lane's other job,
-  which never started, is re-sent. Only that lane's process is replaced.
-- **Cancel** (`cancel(op_id)`, `Operation.cancelled`, `shutdown()`): a job not yet
-  started, queued here or in a lane, is withdrawn; a running body is never
-  interrupted.
+- **A crash** (`os._exit`, SIGSEGV, the OOM killer), seen as the end of the lane's
+  socket after every outcome the process sent: the job the process had started
+  fails with `WorkerCrashError` — it may have run partly, so it is not re-run (retry
+  it with a `RetryPolicy` if the body is idempotent); the lane's other job, which
+  never started, is re-sent. Only that lane's process is replaced. A process found
+  dead while idle (its socket refuses the next job) is replaced the same way, and
+  the job runs in the new one.
+- **Cancel** (`cancel(op_id)`, `shutdown()`): a job not yet started, queued here or
+  in a lane, is withdrawn; a running body is never interrupted. Every path by which
+  a coordinator asks an operation to cancel calls `cancel(op_id)`, and a job whose
+  operation was already asked to cancel when it reached the backend is withdrawn
+  there, so no timer polls `Operation.cancelled`.
 
 Nothing accepted is lost or left hanging: every job ends, completed or failed, and a
 job re-sent `_MAX_RESENDS` times without ever starting (a process that cannot even
 start) fails with `WorkerCrashError` rather than looping.
 
-Why `ProcessPoolExecutor` underneath and not loky or billiard: it is always there,
-it is what Python users know, and it gives each lane what it needs — a worker
-process started with the platform's start method, an initializer (for the signal
-pipe and the lane's shared state), pickling of calls and results, and
-`BrokenProcessPool` when the process dies. billiard (Celery's pool) does attribute
-a job to its process, with an acknowledgement message per job, but it is a heavier
-dependency with a different API; loky adds cloudpickle and a reusable executor,
-neither needed here, and reacts to a dead worker like the standard pool.
+Why not loky or billiard: billiard (Celery's pool) does attribute a job to its
+process, with an acknowledgement message per job, but it is a heavier dependency
+with a different API, and still runs result-handler threads; loky adds cloudpickle
+and a reusable executor, neither needed here, and reacts to a dead worker like the
+standard pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import enum
@@ -81,43 +120,48 @@ import itertools
 import logging
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.process
+import multiprocessing.util
 import os
 import pickle
+import selectors
 import signal
+import socket
 import threading
-import types
 import uuid
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any, Final, cast
+import weakref
+from asyncio.events import _get_running_loop
+from typing import TYPE_CHECKING, Any, Final
 
 from ephemeral_actors._errors import OperationCancelledError, WorkerCrashError
-from ephemeral_actors._operation import Operation, _current
+from ephemeral_actors._operation import _current
 from ephemeral_actors._validate import check_int
-from ephemeral_actors.backends._relay import Call, Event, RecordingOperation, portable_error
+from ephemeral_actors.backends._process_child import (
+    EVENT,
+    LENGTH,
+    OK,
+    PROTOCOL,
+    REPLY,
+    RESULT,
+    STARTED,
+    STOP,
+    WITHDRAWN,
+    _lane_main,
+    frame,
+    type_name,
+)
+from ephemeral_actors.backends._relay import Call
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from multiprocessing.connection import Connection
-    from multiprocessing.synchronize import Lock as ProcessLock
     from types import TracebackType
     from typing import Self
+
 
 __all__ = ["ProcessBackend"]
 
 logger = logging.getLogger("ephemeral_actors")
 
-_POLL_INTERVAL: Final = 0.1
-"""Seconds between checks of `Operation.cancelled` while an item waits for its process."""
-_RELAY_WAIT: Final = 0.2
-"""Seconds the relay thread waits for a message; it stops this long after the last item."""
-_MAX_LIVE_EVENT: Final = 4000
-"""Largest relayed event, in bytes: a pipe write this small is atomic (PIPE_BUF is 4096),
-so worker processes share one pipe without a lock, and one dying mid-write cannot
-leave half a message. Larger events travel only with the body's outcome."""
-_BODY_CACHE: Final = 64
-"""Bodies each worker process keeps unpickled (least recently used dropped first)."""
-_PROTOCOL: Final = pickle.HIGHEST_PROTOCOL
 _DEPTH: Final = 2
 """Jobs a lane holds: the one its process runs and the next one."""
 _MAX_RESENDS: Final = 3
@@ -127,154 +171,12 @@ _LANE_LOCK_WAIT: Final = 1.0
 means that process died holding it, and the lane is then treated as dead."""
 _KILL: Final = getattr(signal, "SIGKILL", signal.SIGTERM)
 """SIGKILL where there is one; on Windows `os.kill` with SIGTERM is TerminateProcess."""
-
-# Outcomes a worker returns, with the value and the body's events.
-_OK: Final = 0
-_RAISED: Final = 1
-_SKIPPED: Final = 2
-"""The job was withdrawn before the process started it; its body did not run."""
-
-# The lane's shared integers (a RawArray of 4): its process's pid, the sequence
-# number of the last job that process started, and two slots of withdrawn jobs (a
-# lane holds at most two, with consecutive numbers, so seq % 2 picks the slot).
-_PID: Final = 0
-_STARTED: Final = 1
-_WITHDRAWN: Final = 2
-
-
-# -- the worker side ------------------------------------------------------------------------
-#
-# Everything in this section runs in the worker processes.
-
-_relay_writer: Connection | None = None
-"""This worker's end of the backend's signal pipe (set by the pool's initializer)."""
-_lane_lock: ProcessLock | None = None
-"""This worker's lane lock (set by the pool's initializer)."""
-_lane_state: Any = None
-"""This worker's lane's shared integers (set by the pool's initializer)."""
-_bodies: collections.OrderedDict[str, Callable[[Any], Any]] = collections.OrderedDict()
-"""Unpickled bodies by wrap token, so a body is unpickled once per process, not per item."""
-
-
-def _init_worker(writer: Connection, lock: ProcessLock | None = None, state: Any = None) -> None:
-    """The lane's initializer: keep the signal pipe's writing end and the lane's state."""
-    global _relay_writer, _lane_lock, _lane_state  # noqa: PLW0603 - one per worker process
-    _relay_writer = writer
-    _lane_lock = lock
-    _lane_state = state
-    if state is not None:
-        state[_PID] = os.getpid()
-
-
-class _ChildOperation(RecordingOperation):
-    """`current_operation()` for a body running in a worker process.
-
-    Each event is written to the backend's signal pipe as it happens (if it is small
-    enough for an atomic write); all of them also return with the outcome.
-    `cancelled` is always False: a body in a worker process is never asked to stop.
-    """
-
-    __slots__ = ("_call",)
-
-    where = "in a worker process"
-
-    def __init__(self, op_id: int, key: str | None, call: int) -> None:
-        super().__init__(op_id, key)
-        self._call = call
-
-    def push(self, event: Event) -> None:
-        """Write `event` to the signal pipe now (best effort: the outcome carries it too)."""
-        writer = _relay_writer
-        if writer is None:
-            return
-        try:
-            data = pickle.dumps((self._call, event), _PROTOCOL)
-        except Exception:
-            return
-        if len(data) <= _MAX_LIVE_EVENT:
-            with contextlib.suppress(OSError):
-                writer.send_bytes(data)
-
-
-def _run_in_child(
-    token: str,
-    body_bytes: bytes,
-    item_bytes: bytes,
-    *,
-    op_id: int,
-    key: str | None,
-    call: int,
-    seq: int = 0,
-) -> bytes:
-    """Run one item in a worker process; return the pickled (outcome, value, events).
-
-    `seq` is the job's number in its lane: under the lane lock, a withdrawn job is
-    skipped, and any other is marked started before its body runs. The backend holds
-    that lock while it decides to kill this process or withdraw a job, so neither
-    can race with the start of the next job.
-    """
-    lock, state = _lane_lock, _lane_state
-    if seq and lock is not None:
-        with lock:
-            if state[_WITHDRAWN + seq % 2] == seq:
-                return _SKIPPED_BYTES
-            state[_STARTED] = seq
-    body = _bodies.get(token)
-    if body is None:
-        body = _bodies[token] = pickle.loads(body_bytes)  # noqa: S301 - our own bytes
-        if len(_bodies) > _BODY_CACHE:
-            _bodies.popitem(last=False)
-    else:
-        _bodies.move_to_end(token)
-    op = _ChildOperation(op_id, key, call) if op_id else None
-    events = op.events if op is not None else []
-    reset = _current.set(cast("Operation | None", op))  # a duck-typed stand-in
-    try:
-        item = pickle.loads(item_bytes)  # noqa: S301 - pickled by the backend
-        result = body(item)
-        if type(result) is types.CoroutineType:
-            result.close()
-            raise TypeError(  # noqa: TRY301 - reported like any body failure
-                "the body returned a coroutine; ProcessBackend runs plain (def) bodies"
-            )
-    except BaseException as exc:
-        return _pack(_RAISED, portable_error(exc, "a worker process"), events)
-    finally:
-        _current.reset(reset)
-    return _pack(_OK, result, events)
-
-
-_SKIPPED_BYTES: Final = pickle.dumps((_SKIPPED, None, []), _PROTOCOL)
-
-
-def _pack(outcome: int, value: Any, events: list[Event]) -> bytes:
-    """Pickle an outcome; a value that cannot be pickled becomes the item's failure."""
-    with contextlib.suppress(Exception):
-        return pickle.dumps((outcome, value, events), _PROTOCOL)
-    with contextlib.suppress(Exception):  # an event's cause does not pickle: drop them
-        return pickle.dumps((outcome, value, []), _PROTOCOL)
-    try:
-        pickle.dumps(value, _PROTOCOL)
-    except Exception as why:
-        error: BaseException = TypeError(
-            f"the body's {'result' if outcome == _OK else 'exception'}, a "
-            f"{_type_name(value)}, cannot be pickled to leave the worker process "
-            f"({type(why).__name__}: {why})"
-        )
-    else:  # pragma: no cover - the value pickles alone but not with its events
-        error = RuntimeError("the body's outcome cannot be pickled")
-    with contextlib.suppress(Exception):
-        return pickle.dumps((_RAISED, error, events), _PROTOCOL)
-    return pickle.dumps((_RAISED, error, []), _PROTOCOL)
-
-
-def _type_name(value: Any) -> str:
-    kind = type(value)
-    module = kind.__module__
-    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
-
-
-# -- the coordinator side ---------------------------------------------------------------------
+_READ_SIZE: Final = 1 << 18
+"""Bytes read from a lane's socket per wake-up (more stay readable for the next one)."""
+_REAP_RETRY: Final = 0.01
+"""Seconds before looking again for the exit status of a process whose socket closed."""
+_SHUTDOWN_POLL: Final = 0.1
+"""Seconds `shutdown()` waits at a time for the lanes' sockets (it re-checks between)."""
 
 
 class _State(enum.Enum):
@@ -307,35 +209,42 @@ class _Wrapped:
 class _Job:
     """One item handed to the backend, from its queue through a lane to its outcome.
 
-    `ticket` is what the coordinator's task awaits. It is set running when made, so
-    only the backend resolves it (`asyncio.wrap_future` would otherwise cancel it
-    with the task), and `settled`, written under the backend lock, lets exactly one
-    path resolve it.
+    `waiter` is the future the coordinator's task awaits, on that task's loop;
+    `settled`, written under the backend lock, lets exactly one path decide the
+    outcome.
     """
 
     __slots__ = (
-        "call_id",
+        "call",
         "item_bytes",
         "key",
         "lane",
+        "loop",
         "op_id",
         "resends",
         "seq",
         "settled",
-        "ticket",
+        "waiter",
         "wrapped",
     )
 
     def __init__(
-        self, wrapped: _Wrapped, item_bytes: bytes, op_id: int, key: str | None, call_id: int
+        self,
+        wrapped: _Wrapped,
+        item_bytes: bytes,
+        op_id: int,
+        key: str | None,
+        *,
+        call: Call | None,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.wrapped = wrapped
         self.item_bytes = item_bytes
         self.op_id = op_id
         self.key = key
-        self.call_id = call_id
-        self.ticket: Future[bytes] = Future()
-        self.ticket.set_running_or_notify_cancel()
+        self.call = call
+        self.loop = loop
+        self.waiter: asyncio.Future[bytes] = loop.create_future()
         self.lane: _Lane | None = None
         """The lane holding it, or None while it waits in the backend's queue."""
         self.seq = 0
@@ -349,38 +258,85 @@ class _Job:
 
 
 class _Lane:
-    """One worker process: a one-process `ProcessPoolExecutor`, its lock and shared state."""
+    """One worker process, the socket to it, its lock and shared state."""
 
-    __slots__ = ("dead", "jobs", "killed", "lock", "number", "pool", "seqs", "state")
+    __slots__ = (
+        "broken",
+        "dead",
+        "ended",
+        "inbuf",
+        "jobs",
+        "killed",
+        "lock",
+        "number",
+        "outbuf",
+        "process",
+        "reading",
+        "seqs",
+        "sock",
+        "state",
+        "writing",
+    )
 
-    def __init__(
-        self, number: int, context: multiprocessing.context.BaseContext, writer: Connection
-    ) -> None:
+    def __init__(self, number: int, context: multiprocessing.context.BaseContext) -> None:
         self.number = number
         self.lock = context.Lock()
-        self.state: Any = context.RawArray("q", 4)
-        self.pool = ProcessPoolExecutor(
-            1,
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(writer, self.lock, self.state),
+        self.state: Any = context.RawArray("q", 3)
+        # A socket pair, not a pipe: one duplex channel per lane, and sockets work with
+        # a selector loop everywhere (Windows included).
+        mine, theirs = socket.socketpair()
+        _OURS.add(mine)
+        process = context.Process(  # type: ignore[attr-defined]
+            target=_lane_main,
+            args=(theirs, self.lock, self.state),
+            name=f"ephemeral-actors-process-{number}",
         )
+        try:
+            process.start()
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()  # the process has its own copy; ours would hide its end
+        mine.setblocking(False)
+        self.process: multiprocessing.process.BaseProcess = process
+        self.sock = mine
         self.jobs: dict[int, _Job] = {}
-        """Its jobs by number: at most `_DEPTH`, the one its process runs and the next."""
+        """Its jobs by number: at most `_DEPTH`, the one its process runs and the next.
+        A withdrawn job stays until its process answers that it skipped it."""
         self.seqs = itertools.count(1)
+        self.inbuf = bytearray()
+        """Bytes read from its socket that do not make a whole frame yet."""
+        self.outbuf = bytearray()
+        """Bytes for its socket that did not fit yet (sent by the home loop's writer)."""
+        self.reading: asyncio.AbstractEventLoop | None = None
+        """The loop watching its socket for reading (None: not watched)."""
+        self.writing: asyncio.AbstractEventLoop | None = None
+        """The loop watching its socket for writing (only while `outbuf` has bytes)."""
+        self.broken = False
+        """A write to its socket failed: its process is gone, the end of file follows."""
         self.dead = False
         """Its process died or was killed: it takes no more jobs, and the backend holds
         its lock for good, so `started` is final."""
+        self.ended = False
+        """Its socket reached the end of file: nothing more will come from it."""
         self.killed = 0
         """The number of the job its process was killed for (0: not killed)."""
 
     def __repr__(self) -> str:
         state = "dead" if self.dead else "live"
-        return f"<lane {self.number} {state} pid={self.state[_PID]} jobs={sorted(self.jobs)}>"
+        return (
+            f"<lane {self.number} {state} pid={self.process.pid} jobs={sorted(self.jobs)} "
+            f"unsent={len(self.outbuf)}>"
+        )
 
     def started(self) -> int:
         """The number of the last job its process started (0: none yet)."""
-        return int(self.state[_STARTED])
+        return int(self.state[STARTED])
+
+    def room(self) -> bool:
+        """Whether it can take a job now."""
+        return len(self.jobs) < _DEPTH and not (self.dead or self.broken)
 
 
 class ProcessBackend:
@@ -388,10 +344,10 @@ class ProcessBackend:
 
     The coordinator — supervision, per-key order, limits, the window, signals,
     pause/resume, deferral, cancel — stays in this process; only `body(item)` runs in
-    one of `max_workers` worker processes the backend owns (each a one-process
-    `concurrent.futures.ProcessPoolExecutor`, see the module documentation). Items
-    in flight cost the coordinator no thread: the wrapped body is a coroutine
-    function that awaits the item's outcome.
+    one of `max_workers` worker processes the backend owns (see the module
+    documentation). Items in flight cost the coordinator no thread: the wrapped body
+    is a coroutine function that awaits the item's outcome, and the coordinator's
+    event loop reads the processes' outcomes itself.
 
     Bodies, items, results and exceptions cross the process boundary with `pickle`:
 
@@ -467,19 +423,28 @@ class ProcessBackend:
         self._lock = threading.Lock()
         self._state = _State.NEW
         self._lanes: list[_Lane] = []
-        self._retired: list[_Lane] = []
-        """Dead lanes whose pool may still be tearing itself down (`shutdown()` joins them)."""
+        self._dying: list[_Lane] = []
+        """Dead lanes whose socket is still open: it is read until its end of file, then
+        closed by the home loop (or `shutdown()`)."""
+        self._unreaped: list[multiprocessing.process.BaseProcess] = []
+        """Exited lane processes whose exit status was not collected yet."""
         self._waiting: collections.deque[_Job] = collections.deque()
         self._jobs: dict[int, _Job] = {}
         """Unsettled jobs by operation id, for `cancel` and `kill`."""
         self._settlements: list[tuple[_Job, bytes | None, BaseException | None]] = []
-        """Jobs settled under the lock, resolved right after it is released (a ticket's
-        callbacks take the lock)."""
-        self._reader: Connection | None = None
-        self._writer: Connection | None = None
-        self._relay_thread: threading.Thread | None = None
-        self._calls: dict[int, Call] = {}
-        self._call_ids = itertools.count(1)
+        """Jobs settled under the lock, resolved right after it is released."""
+        self._replaced: list[tuple[int, str]] = []
+        """Lane deaths to log once the lock is released: (operation id, error type)."""
+        self._home: asyncio.AbstractEventLoop | None = None
+        """The loop that watches the lanes' sockets (see the module documentation)."""
+        self._kicked = False
+        """A `_service` call is scheduled on the home loop."""
+        self._private: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+        """The backend's own selector loop and its thread, made only for a loop without
+        `add_reader`."""
+        self._received = memoryview(bytearray(_READ_SIZE))
+        """Where lane sockets are read into (under the lock), reused: a fresh buffer per
+        read this large would be mapped and unmapped by malloc every time."""
         self._lane_numbers = itertools.count(1)
         self._wraps = itertools.count(1)
         self._token = uuid.uuid4().hex[:12]
@@ -545,7 +510,7 @@ class ProcessBackend:
                 "asyncio.run()"
             )
         try:
-            body_bytes = pickle.dumps(body, _PROTOCOL)
+            body_bytes = pickle.dumps(body, PROTOCOL)
         except Exception as why:
             raise TypeError(
                 f"ProcessBackend: the body {name} cannot be pickled, so it cannot be sent "
@@ -573,8 +538,7 @@ class ProcessBackend:
     def cancel(self, op_id: int) -> bool:
         """Withdraw operation `op_id`'s item if no worker process has started it yet.
 
-        The coordinator calls this when it is asked to cancel a running operation;
-        without that call the backend notices `Operation.cancelled` within 0.1 s.
+        The coordinator calls this whenever it asks a running operation to cancel.
 
         Returns:
             True if the item was withdrawn (its operation then ends cancelled).
@@ -619,24 +583,32 @@ class ProcessBackend:
                     ),
                 )
             elif not lane.lock.acquire(timeout=_LANE_LOCK_WAIT):
-                # Its process died holding the lock (a few stores long): the pool
-                # reports the death, and the dead lane's jobs are settled then.
+                # Its process died holding the lock (a few stores long): the end of its
+                # socket follows, and the dead lane's jobs are settled then.
                 stopped = False
             else:
                 started = lane.started()
                 if started == job.seq:
                     # The lock is never released: the process cannot start the lane's
                     # next job before the signal lands, and `started` stays final.
-                    killed_pid = int(lane.state[_PID])
+                    killed_pid = lane.process.pid or 0
                     lane.killed = job.seq
-                    self._bury_locked(lane)
                     self._kills += 1
                     if killed_pid > 0:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(killed_pid, _KILL)
+                    self._settle_locked(
+                        job,
+                        None,
+                        OperationCancelledError(
+                            f"operation {op_id} was stopped: its worker process was killed"
+                        ),
+                    )
+                    self._retire_locked(lane)  # re-queues the job behind it
+                    self._kick_locked()  # a fresh lane takes it
                     stopped = True
                 elif started < job.seq:
-                    lane.state[_WITHDRAWN + job.seq % 2] = job.seq
+                    lane.state[WITHDRAWN + job.seq % 2] = job.seq
                     lane.lock.release()
                     self._settle_locked(
                         job,
@@ -670,9 +642,10 @@ class ProcessBackend:
     def shutdown(self) -> None:
         """Shut down: items not yet started fail, running bodies finish first.
 
-        Waits for the worker processes to exit and the relay thread to end, so no
-        process or thread of the backend is left. Close the coordinators that use the
-        backend first. Idempotent.
+        Waits for the worker processes to exit, so no process of the backend is
+        left (and no thread: it runs none, except a private loop where a coordinator's
+        loop cannot watch sockets). Close the coordinators that use the backend first.
+        Idempotent.
         """
         with self._lock:
             if self._state is _State.SHUT_DOWN:
@@ -685,24 +658,100 @@ class ProcessBackend:
             for lane in self._lanes:
                 for job in list(lane.jobs.values()):
                     self._withdraw_locked(job, _shut_down_error(job))
-            lanes = [*self._retired, *self._lanes]
-            self._lanes = []
-            self._retired = []
+                # Each process exits once it has answered every job sent before this.
+                self._send_locked(lane, STOP)
+            lanes = [*self._lanes, *self._dying]
             settled = self._take_settlements_locked()
         _resolve(settled)
-        for lane in lanes:
-            lane.pool.shutdown(wait=True, cancel_futures=True)
+        self._pump_until_ended(lanes)
+        self._on_home(functools.partial(self._close_sockets, lanes))
         with self._lock:
-            thread = self._relay_thread
-            reader, writer = self._reader, self._writer
-            self._reader = self._writer = None
-        if thread is not None and writer is not None:
-            with contextlib.suppress(OSError):
-                writer.send_bytes(pickle.dumps(None))  # wakes the thread to see the state
+            processes = [lane.process for lane in lanes] + self._unreaped
+            self._unreaped = []
+            private, self._private = self._private, None
+        for process in processes:
+            with contextlib.suppress(ValueError):  # closed already: it was reaped
+                process.join()
+                process.close()
+        if private is not None:
+            loop, thread = private
+            loop.call_soon_threadsafe(loop.stop)
             thread.join()
-        for end in (reader, writer):
-            if end is not None:
-                end.close()
+            loop.close()
+        self._log_replaced()
+
+    def _pump_until_ended(self, lanes: list[_Lane]) -> None:
+        """Read and write the lanes' sockets here until each has reached its end.
+
+        The home loop may still run on another thread, or not at all any more; all
+        socket work happens under the backend lock, so both may do it.
+        """
+        with selectors.DefaultSelector() as selector:
+            while True:
+                with self._lock:
+                    open_lanes = [lane for lane in lanes if not lane.ended]
+                    for lane in open_lanes:
+                        events = selectors.EVENT_READ
+                        if lane.outbuf:
+                            events |= selectors.EVENT_WRITE
+                        with contextlib.suppress(KeyError):
+                            selector.unregister(lane.sock)
+                        selector.register(lane.sock, events, lane)
+                if not open_lanes:
+                    return
+                ready = selector.select(_SHUTDOWN_POLL)
+                offers: list[tuple[Call, bytes]] = []
+                with self._lock:
+                    for key, mask in ready:
+                        lane = key.data
+                        if mask & selectors.EVENT_WRITE:
+                            self._flush_locked(lane)
+                        if mask & selectors.EVENT_READ:
+                            self._read_locked(lane, offers)
+                    for lane in lanes:
+                        if lane.ended:
+                            with contextlib.suppress(KeyError):
+                                selector.unregister(lane.sock)
+                    settled = self._take_settlements_locked()
+                _offer(offers)
+                _resolve(settled)
+
+    def _close_sockets(self, lanes: list[_Lane]) -> None:
+        """Stop watching the lanes' sockets and close them (on the home loop's thread)."""
+        with self._lock:
+            for lane in lanes:
+                self._unwatch_locked(lane)
+                lane.sock.close()
+            self._lanes = []
+            self._dying = []
+
+    def _on_home(self, fn: Callable[[], None]) -> None:
+        """Run `fn` where the lanes' sockets may be unwatched.
+
+        That is on the home loop's thread, or here when that loop is not running (it
+        then watches nothing any more).
+        """
+        home = self._home
+        if home is None or _get_running_loop() is home or not home.is_running():
+            fn()
+            return
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+
+        try:
+            home.call_soon_threadsafe(run)
+        except RuntimeError:  # closed meanwhile
+            fn()
+            return
+        while not done.wait(_SHUTDOWN_POLL):
+            if not home.is_running():  # stopped before it ran `run`
+                fn()
+                return
 
     # -- running one item (a task on the coordinator's event loop) ---------------------------
 
@@ -710,35 +759,40 @@ class ProcessBackend:
         op = _current.get()
         item_bytes = _dump_item(item)
         op_id, key = (op.id, op.key) if op is not None else (0, None)
-        call_id = next(self._call_ids)
         call = Call(op) if op is not None else None
-        job = _Job(wrapped, item_bytes, op_id, key, call_id)
+        loop = asyncio.get_running_loop()
+        job = _Job(wrapped, item_bytes, op_id, key, call=call, loop=loop)
         with self._lock:
             if self._state is _State.SHUT_DOWN:
                 raise RuntimeError("ProcessBackend is shut down; build a new one")
-            # Counted before the job can reach a process, so the relay thread (which
-            # runs while anything is unfinished) is there before the body can signal.
             self._unfinished += 1
             self._submitted += 1
-            if call is not None:
-                self._calls[call_id] = call
             if op_id:
                 self._jobs[op_id] = job
-            if self._writer is None:
-                self._reader, self._writer = self.mp_context.Pipe(duplex=False)
-            if self._relay_thread is None:
-                self._start_relay_thread_locked()
-            self._waiting.append(job)
-            handoffs = self._assign_locked()
+            if op is not None and op.cancelled:
+                # Asked to cancel before it got here: `cancel(op_id)` found nothing to
+                # withdraw then, so it is withdrawn now (the flag was set before that
+                # call took the lock, and this check runs under it).
+                self._settle_locked(job, None, _cancelled_error(job))
+            else:
+                self._waiting.append(job)
+                if loop is not self._home:
+                    self._adopt_locked(loop)
+                if _get_running_loop() is self._home:
+                    self._service_locked()
+                else:
+                    self._kick_locked()
             settled = self._take_settlements_locked()
-        job.ticket.add_done_callback(self._finished)
         _resolve(settled)
-        self._hand_over(handoffs)
+        self._log_replaced()
         try:
-            payload = await self._await(job, op)
-        finally:
-            with self._lock:
-                self._calls.pop(call_id, None)
+            payload = await job.waiter
+        except asyncio.CancelledError:
+            # The task was cancelled: at a deadline (the coordinator then kills the
+            # process if the body started), or as its loop closes. A job no process
+            # has started must not run later.
+            self._withdraw(job, _cancelled_error(job))
+            raise
         try:
             outcome, value, events = pickle.loads(payload)  # noqa: S301 - our worker's bytes
         except Exception as why:
@@ -748,41 +802,212 @@ class ProcessBackend:
             ) from why
         if call is not None:
             call.offer(events, final=True)
-        if outcome == _OK:
+        if outcome == OK:
             return value
         raise value
 
-    async def _await(self, job: _Job, op: Operation | None) -> bytes:
-        """Await the job's outcome; withdraw it if this task is cancelled first."""
-        waiter = asyncio.wrap_future(job.ticket)
-        if op is not None:
-            _CancelWatch(op, self, job, waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            # The ticket itself is never cancelled, so this task is: at a deadline
-            # (the coordinator then kills the process if the body started), or as
-            # its loop closes. A job no process has started must not run later.
-            self._withdraw(
-                job,
-                OperationCancelledError(
-                    f"operation {job.op_id} was cancelled before a worker process started it"
-                ),
+    # -- the home loop (the backend lock guards everything below) -----------------------------
+
+    def _adopt_locked(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A job arrived from `loop`, not the home loop: make it home if home is idle."""
+        home = self._home
+        if home is not None and not home.is_closed() and home.is_running():
+            return  # served there; its outcome comes back to `loop` thread-safely
+        if _watches_sockets(loop):
+            self._home = loop
+        else:
+            self._home = self._private_loop_locked()
+
+    def _private_loop_locked(self) -> asyncio.AbstractEventLoop:
+        if self._private is None:
+            loop = asyncio.SelectorEventLoop()
+            thread = threading.Thread(
+                target=loop.run_forever,
+                name=f"ephemeral-actors-process-io-{self._token}",
+                daemon=True,
             )
-            raise
+            thread.start()
+            self._private = (loop, thread)
+        return self._private[0]
 
-    def _finished(self, _ticket: Future[bytes]) -> None:
+    def _kick_locked(self) -> None:
+        """Have the home loop run `_service` soon (from a thread that is not its own)."""
+        home = self._home
+        if home is None or self._kicked:
+            return
+        self._kicked = True
+        try:
+            home.call_soon_threadsafe(self._service)
+        except RuntimeError:  # closed: the next job to arrive makes a new home
+            self._kicked = False
+
+    def _service(self) -> None:
         with self._lock:
-            self._unfinished -= 1
+            self._kicked = False
+            if _get_running_loop() is self._home:
+                self._service_locked()
+            settled = self._take_settlements_locked()
+        _resolve(settled)
+        self._log_replaced()
 
-    # -- jobs and lanes (the backend lock guards everything below) ---------------------------
+    def _service_locked(self) -> None:
+        """On the home loop: give waiting jobs to lanes, and watch every lane's socket."""
+        self._assign_locked()
+        home = self._home
+        assert home is not None
+        for lanes in (self._lanes, self._dying):
+            for lane in lanes:
+                if lane.reading is not home and not lane.ended:
+                    if lane.reading is not None:  # an earlier home, stopped or closed
+                        lane.reading.remove_reader(lane.sock)
+                    home.add_reader(lane.sock, self._readable, lane)
+                    lane.reading = home
+                if lane.outbuf and lane.writing is not home and not lane.ended:
+                    if lane.writing is not None:
+                        lane.writing.remove_writer(lane.sock)
+                    home.add_writer(lane.sock, self._writable, lane)
+                    lane.writing = home
 
-    def _assign_locked(self) -> list[_Job]:
-        """Give waiting jobs to lanes with room; the jobs to hand over after the lock."""
-        handoffs: list[_Job] = []
+    def _readable(self, lane: _Lane) -> None:
+        offers: list[tuple[Call, bytes]] = []
+        with self._lock:
+            self._read_locked(lane, offers)
+            if lane.ended:
+                self._unwatch_locked(lane)
+                # After shutdown() began, it closes the sockets and joins the
+                # processes itself (it may be watching this socket right now).
+                if self._state is not _State.SHUT_DOWN:
+                    lane.sock.close()
+                    if lane in self._dying:
+                        self._dying.remove(lane)
+                    self._reap_locked(lane.process)
+            if self._home is _get_running_loop():
+                self._service_locked()
+            settled = self._take_settlements_locked()
+        _offer(offers)
+        _resolve(settled)
+        self._log_replaced()
+
+    def _writable(self, lane: _Lane) -> None:
+        with self._lock:
+            self._flush_locked(lane)
+            if not lane.outbuf and lane.writing is not None:
+                lane.writing.remove_writer(lane.sock)
+                lane.writing = None
+
+    def _unwatch_locked(self, lane: _Lane) -> None:
+        if lane.reading is not None:
+            lane.reading.remove_reader(lane.sock)
+            lane.reading = None
+        if lane.writing is not None:
+            lane.writing.remove_writer(lane.sock)
+            lane.writing = None
+
+    def _read_locked(self, lane: _Lane, offers: list[tuple[Call, bytes]]) -> None:
+        """Read what `lane`'s socket has; settle the jobs whose outcome came."""
+        if lane.ended:
+            return
+        try:
+            got = lane.sock.recv_into(self._received)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            got = 0
+        if not got:
+            lane.ended = True
+            if not lane.dead:
+                self._retire_locked(lane)
+            return
+        fresh = self._received[:got]
+        buf = lane.inbuf
+        if buf:
+            buf += fresh
+            view: memoryview | bytearray = buf
+        else:
+            view = fresh
+        size = len(view)
+        offset = 0
+        header, reply = LENGTH.size, LENGTH.size + REPLY.size
+        jobs = lane.jobs
+        while size - offset >= header:
+            end = offset + header + LENGTH.unpack_from(view, offset)[0]
+            if end > size:
+                break
+            tag, seq = REPLY.unpack_from(view, offset + header)
+            payload = bytes(view[offset + reply : end])
+            offset = end
+            if tag == RESULT:
+                job = jobs.pop(seq, None)
+                if job is not None and not job.settled:
+                    self._settle_locked(job, payload, None)
+            elif tag == EVENT:
+                job = jobs.get(seq)
+                if job is not None and job.call is not None and not job.settled:
+                    offers.append((job.call, payload))
+        if buf:
+            del buf[:offset]
+        elif offset < size:
+            buf += view[offset:]
+
+    def _send_locked(self, lane: _Lane, data: bytes) -> None:
+        """Write `data` to `lane`'s socket now, as far as it goes; keep the rest."""
+        if lane.broken:
+            return
+        if lane.outbuf:
+            lane.outbuf += data
+            return
+        try:
+            sent = lane.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            # Its process is gone (it closed its end): its jobs are settled when the
+            # end of file is read, after any outcome it sent before dying.
+            lane.broken = True
+            return
+        if sent < len(data):
+            lane.outbuf += memoryview(data)[sent:]
+
+    def _flush_locked(self, lane: _Lane) -> None:
+        if not lane.outbuf or lane.ended:
+            return
+        try:
+            sent = lane.sock.send(lane.outbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            lane.broken = True
+            lane.outbuf.clear()
+            return
+        del lane.outbuf[:sent]
+
+    def _reap_locked(self, process: multiprocessing.process.BaseProcess) -> None:
+        """Collect an exited process's status now, or soon (its socket closed first)."""
+        try:
+            process.join(0)
+            if process.exitcode is not None:
+                process.close()
+                return
+        except ValueError:  # closed: shutdown() reaped it
+            return
+        self._unreaped.append(process)
+        if len(self._unreaped) == 1:
+            asyncio.get_running_loop().call_later(_REAP_RETRY, self._reap)
+
+    def _reap(self) -> None:
+        with self._lock:
+            waiting = self._unreaped
+            self._unreaped = []
+            for process in waiting:
+                self._reap_locked(process)
+
+    # -- jobs and lanes ----------------------------------------------------------------------
+
+    def _assign_locked(self) -> None:
+        """Give waiting jobs to lanes with room (on the home loop)."""
         waiting = self._waiting
         if self._state is _State.SHUT_DOWN:
-            return handoffs
+            return
         while waiting:
             if waiting[0].settled:  # withdrawn while it waited
                 waiting.popleft()
@@ -792,25 +1017,39 @@ class ProcessBackend:
                 break
             job = waiting.popleft()
             job.lane = lane
-            job.seq = next(lane.seqs)
-            lane.jobs[job.seq] = job
-            handoffs.append(job)
-        return handoffs
+            job.seq = seq = next(lane.seqs)
+            lane.jobs[seq] = job
+            wrapped = job.wrapped
+            self._send_locked(
+                lane,
+                frame(
+                    pickle.dumps(
+                        (
+                            seq,
+                            wrapped.token,
+                            wrapped.body_bytes,
+                            job.item_bytes,
+                            job.op_id,
+                            job.key,
+                        ),
+                        PROTOCOL,
+                    )
+                ),
+            )
 
     def _lane_with_room_locked(self) -> _Lane | None:
         """An idle lane, else a new one (up to `max_workers`), else one with one job."""
         fallback = None
         for lane in self._lanes:
-            held = len(lane.jobs)
-            if held == 0:
-                return lane
-            if held < _DEPTH and fallback is None:
-                fallback = lane
+            if lane.room():
+                if not lane.jobs:
+                    return lane
+                if fallback is None:
+                    fallback = lane
         if len(self._lanes) < self.max_workers:
-            assert self._writer is not None  # made with the first job
             try:
-                lane = _Lane(next(self._lane_numbers), self.mp_context, self._writer)
-            except Exception as exc:  # out of file descriptors or semaphores, say
+                lane = _Lane(next(self._lane_numbers), self.mp_context)
+            except Exception as exc:  # out of file descriptors or processes, say
                 if fallback is None and not self._lanes:
                     # No process could run the waiting jobs: fail them rather than
                     # leave them waiting for a lane that cannot be built.
@@ -830,99 +1069,6 @@ class ProcessBackend:
             return lane
         return fallback
 
-    def _hand_over(self, jobs: list[_Job]) -> None:
-        """Submit assigned jobs to their lanes' pools (outside the lock: it may fork)."""
-        for job in jobs:
-            lane = job.lane
-            assert lane is not None
-            wrapped = job.wrapped
-            try:
-                future = lane.pool.submit(
-                    _run_in_child,
-                    wrapped.token,
-                    wrapped.body_bytes,
-                    job.item_bytes,
-                    op_id=job.op_id,
-                    key=job.key,
-                    call=job.call_id,
-                    seq=job.seq,
-                )
-            except Exception as exc:
-                self._refused(job, lane, exc)
-            else:
-                future.add_done_callback(functools.partial(self._lane_done, job, lane))
-
-    def _refused(self, job: _Job, lane: _Lane, error: Exception) -> None:
-        """`lane`'s pool refused `job` (it broke before the job went in)."""
-        with self._lock:
-            lane.jobs.pop(job.seq, None)
-            buried = isinstance(error, BrokenProcessPool) and self._retire_locked(lane)
-            if not job.settled:
-                if self._state is _State.SHUT_DOWN:
-                    self._settle_locked(job, None, _shut_down_error(job))
-                elif isinstance(error, BrokenProcessPool):
-                    self._resend_locked(job)  # none of it ran: a fresh lane may take it
-                else:
-                    self._settle_locked(job, None, error)
-            handoffs = self._assign_locked()
-            settled = self._take_settlements_locked()
-        if buried:
-            _log_replaced(job.op_id, error)
-        _resolve(settled)
-        self._hand_over(handoffs)
-
-    def _lane_done(self, job: _Job, lane: _Lane, future: Future[bytes]) -> None:
-        """`job`'s future in `lane` ended (a lane's manager thread runs this)."""
-        payload: bytes | None = None
-        error: BaseException | None = None
-        try:
-            payload = future.result()
-        except CancelledError:
-            # shutdown(cancel_futures=True) took it before the process did.
-            error = _shut_down_error(job)
-        except BaseException as exc:
-            error = exc
-        with self._lock:
-            lane.jobs.pop(job.seq, None)
-            broken = isinstance(error, BrokenProcessPool)
-            buried = broken and self._retire_locked(lane)
-            if job.settled:
-                pass  # withdrawn (its process skipped it) or stopped already
-            elif not broken:
-                self._settle_locked(job, payload, error)
-            elif lane.killed == job.seq:
-                self._settle_locked(
-                    job,
-                    None,
-                    OperationCancelledError(
-                        f"operation {job.op_id} was stopped: its worker process was killed"
-                    ),
-                )
-            elif job.seq > lane.started():
-                # Its process died before starting it (the lock kept it from starting
-                # after a kill): nothing of it ran, so it runs elsewhere.
-                if self._state is _State.SHUT_DOWN:
-                    self._settle_locked(job, None, _shut_down_error(job))
-                else:
-                    self._resend_locked(job)
-            else:
-                self._settle_locked(
-                    job,
-                    None,
-                    WorkerCrashError(
-                        f"a worker process died while running operation {job.op_id} "
-                        "(os._exit, a signal such as SIGKILL or SIGSEGV, or the OOM killer); "
-                        "its body may or may not have run to the end"
-                    ),
-                )
-            handoffs = self._assign_locked()
-            settled = self._take_settlements_locked()
-        if buried:
-            assert error is not None
-            _log_replaced(job.op_id, error)
-        _resolve(settled)
-        self._hand_over(handoffs)
-
     def _withdraw(self, job: _Job, error: BaseException) -> bool:
         with self._lock:
             withdrawn = self._withdraw_locked(job, error)
@@ -940,18 +1086,66 @@ class ProcessBackend:
                 if lane.started() >= job.seq:  # final: the dead lane's lock is ours
                     return False
             elif not lane.lock.acquire(timeout=_LANE_LOCK_WAIT):
-                return False  # its process died holding the lock; the pool reports it
+                return False  # its process died holding the lock; its socket's end says so
             else:
                 try:
                     if lane.started() >= job.seq:
                         return False
                     # Its process checks this slot, under the same lock, before it
                     # starts the job: it will skip it.
-                    lane.state[_WITHDRAWN + job.seq % 2] = job.seq
+                    lane.state[WITHDRAWN + job.seq % 2] = job.seq
                 finally:
                     lane.lock.release()
         self._settle_locked(job, None, error)
         return True
+
+    def _retire_locked(self, lane: _Lane) -> None:
+        """`lane`'s process is dead or being killed: settle or re-queue its jobs.
+
+        Called with the lane lock held for good (a kill), or once its socket ended.
+        """
+        if lane.dead:
+            return
+        stopped = self._state is _State.SHUT_DOWN and lane.ended
+        if not lane.killed:
+            # Take its lock for good, so `started` is final. A timeout means it died
+            # holding the lock, before starting anything new.
+            lane.lock.acquire(timeout=_LANE_LOCK_WAIT)
+        lane.dead = True
+        if lane in self._lanes:
+            self._lanes.remove(lane)
+        if not lane.ended:
+            self._dying.append(lane)
+        if not stopped:  # else it exited as asked, by shutdown()
+            self._pool_restarts += 1
+        started = lane.started()
+        crashed = 0
+        # Highest number first: each goes to the head of the queue, so they keep order.
+        for seq in sorted(lane.jobs, reverse=True):
+            job = lane.jobs[seq]
+            if job.settled:
+                continue
+            if seq > started:
+                # Its process died before starting it (the lock kept it from starting
+                # after a kill): nothing of it ran, so it runs elsewhere.
+                if self._state is _State.SHUT_DOWN:
+                    self._settle_locked(job, None, _shut_down_error(job))
+                else:
+                    self._resend_locked(job)
+            else:
+                crashed = job.op_id or -1
+                self._settle_locked(
+                    job,
+                    None,
+                    WorkerCrashError(
+                        f"a worker process died while running operation {job.op_id} "
+                        "(os._exit, a signal such as SIGKILL or SIGSEGV, or the OOM killer); "
+                        "its body may or may not have run to the end"
+                    ),
+                )
+        lane.jobs.clear()
+        if not (lane.killed or stopped):
+            self._replaced.append((max(crashed, 0), "WorkerCrashError"))
 
     def _resend_locked(self, job: _Job) -> None:
         """`job` never started and its lane is dead: back to the head of the queue."""
@@ -970,29 +1164,9 @@ class ProcessBackend:
         job.seq = 0
         self._waiting.appendleft(job)
 
-    def _retire_locked(self, lane: _Lane) -> bool:
-        """`lane`'s pool broke: take it out of service; True the first time."""
-        if lane.dead:
-            return False
-        # Take its lock for good: should its process still be alive (a result that
-        # could not be read), it cannot start another job, so `started` is final. A
-        # timeout means it died holding the lock, before starting anything new.
-        lane.lock.acquire(timeout=_LANE_LOCK_WAIT)
-        self._bury_locked(lane)
-        return True
-
-    def _bury_locked(self, lane: _Lane) -> None:
-        lane.dead = True
-        if lane in self._lanes:
-            self._lanes.remove(lane)
-        self._pool_restarts += 1
-        # A dead lane's pool tears itself down: its manager thread fails the lane's
-        # futures, joins the process and ends. Keep it until then, for shutdown().
-        self._retired = [r for r in self._retired if _tearing_down(r.pool)]
-        self._retired.append(lane)
-
     def _settle_locked(self, job: _Job, payload: bytes | None, error: BaseException | None) -> None:
         job.settled = True
+        self._unfinished -= 1
         if self._jobs.get(job.op_id) is job:
             del self._jobs[job.op_id]
         self._settlements.append((job, payload, error))
@@ -1003,85 +1177,103 @@ class ProcessBackend:
             self._settlements = []
         return settled
 
-    # -- the signal relay ---------------------------------------------------------------
-
-    def _start_relay_thread_locked(self) -> None:
-        # The thread runs while any item is in the pool and ends soon after the last one.
-        assert self._reader is not None
-        self._relay_thread = threading.Thread(
-            target=self._relay_loop,
-            args=(self._reader,),
-            name=f"ephemeral-actors-process-relay-{self._token}",
-            daemon=True,
-        )
-        self._relay_thread.start()
-
-    def _relay_loop(self, reader: Connection) -> None:
-        """Replay relayed events on their local operations while any item is in the pool."""
-        while True:
-            try:
-                data = reader.recv_bytes() if reader.poll(_RELAY_WAIT) else None
-            except (EOFError, OSError):  # pragma: no cover - the parent holds a writer
-                with self._lock:
-                    self._relay_thread = None
-                return
-            if data is not None:
-                message = pickle.loads(data)  # noqa: S301 - our workers' bytes
-                if message is not None:
-                    call_id, event = message
-                    with self._lock:
-                        call = self._calls.get(call_id)
-                    if call is not None:
-                        call.offer((event,))
-                    continue
-            with self._lock:
-                if self._unfinished == 0 or self._state is _State.SHUT_DOWN:
-                    self._relay_thread = None
-                    return
-
-
-class _CancelWatch:
-    """A timer on the coordinator's loop: withdraws the job once `op` is cancelled.
-
-    It checks `op.cancelled` every `_POLL_INTERVAL` until the job ends or is asked
-    to stop once; a job a process already started then finishes (a body in a
-    worker process is never interrupted by a cancel request).
-    """
-
-    __slots__ = ("backend", "handle", "job", "op")
-
-    def __init__(
-        self, op: Operation, backend: ProcessBackend, job: _Job, waiter: asyncio.Future[bytes]
-    ) -> None:
-        self.op = op
-        self.backend = backend
-        self.job = job
-        self.handle = waiter.get_loop().call_later(_POLL_INTERVAL, self.check)
-        waiter.add_done_callback(self.stop)
-
-    def check(self) -> None:
-        if self.op.cancelled:
-            self.backend._withdraw(
-                self.job,
-                OperationCancelledError(
-                    f"operation {self.job.op_id} was cancelled before a worker process started it"
-                ),
+    def _log_replaced(self) -> None:
+        if not self._replaced:
+            return
+        with self._lock:
+            replaced, self._replaced = self._replaced, []
+        for op_id, error_type in replaced:
+            logger.warning(
+                "ProcessBackend: a worker process died; the operation it was running failed "
+                "with WorkerCrashError, and a fresh process takes its place",
+                extra={
+                    "coordinator": None,
+                    "operation_id": op_id or None,
+                    "key": None,
+                    "error_type": error_type,
+                    "event": "process.pool.replaced",
+                },
             )
-        else:
-            self.handle = asyncio.get_running_loop().call_later(_POLL_INTERVAL, self.check)
 
-    def stop(self, _waiter: asyncio.Future[bytes]) -> None:
-        self.handle.cancel()
+
+_OURS: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+"""This process's end of every lane's socket not garbage-collected yet."""
+
+
+def _let_lanes_go() -> None:
+    """At interpreter exit, end every lane socket that `shutdown()` did not close.
+
+    The lane processes are not daemonic (a body may start processes of its own), so
+    `multiprocessing`'s own exit hook, which runs after this one, joins them; each
+    then ends after its running body, as `shutdown()` would let it. `shutdown()` on
+    the socket, not `close()`, because a process forked meanwhile may hold a copy.
+    """
+    for sock in list(_OURS):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _close_in_forked_child() -> None:
+    """In a forked child (a new lane's process, or any fork), close our lane sockets.
+
+    Its copies would keep those sockets open: a lane's process (the new one included,
+    whose socket pair was made just before the fork) would not see the end of its
+    socket when this process ends.
+    """
+    for sock in list(_OURS):
+        sock.close()
+    _OURS.clear()
+
+
+# Registered after multiprocessing.util's exit hook (imported above), so it runs first.
+atexit.register(_let_lanes_go)
+if hasattr(os, "register_at_fork"):  # not on Windows, where nothing is forked
+    os.register_at_fork(after_in_child=_close_in_forked_child)
 
 
 def _resolve(settled: list[tuple[_Job, bytes | None, BaseException | None]]) -> None:
-    """Resolve settled jobs' tickets (outside the backend lock: callbacks take it)."""
+    """Resolve settled jobs' futures (outside the backend lock), each on its own loop."""
+    if not settled:
+        return
+    running = _get_running_loop()
     for job, payload, error in settled:
-        if error is not None:
-            job.ticket.set_exception(error)
+        if job.loop is running:
+            _set(job.waiter, payload, error)
         else:
-            assert payload is not None
-            job.ticket.set_result(payload)
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody awaits
+                job.loop.call_soon_threadsafe(_set, job.waiter, payload, error)
+
+
+def _set(waiter: asyncio.Future[bytes], payload: bytes | None, error: BaseException | None) -> None:
+    if waiter.done():  # its task was cancelled
+        return
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        assert payload is not None
+        waiter.set_result(payload)
+
+
+def _offer(offers: list[tuple[Call, bytes]]) -> None:
+    """Replay live events on their local operations (outside the backend lock)."""
+    for call, data in offers:
+        try:
+            event = pickle.loads(data)  # noqa: S301 - our worker's bytes
+        except Exception:
+            logger.exception("ProcessBackend: could not unpickle a relayed event")
+            continue
+        call.offer((event,))
+
+
+def _watches_sockets(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether `loop` has `add_reader` (a selector loop has; Windows' proactor loop has not)."""
+    return type(loop).add_reader is not asyncio.BaseEventLoop.add_reader
+
+
+def _cancelled_error(job: _Job) -> OperationCancelledError:
+    return OperationCancelledError(
+        f"operation {job.op_id} was cancelled before a worker process started it"
+    )
 
 
 def _shut_down_error(job: _Job) -> RuntimeError:
@@ -1090,37 +1282,13 @@ def _shut_down_error(job: _Job) -> RuntimeError:
     )
 
 
-def _log_replaced(op_id: int, error: BaseException) -> None:
-    logger.warning(
-        "ProcessBackend: a worker process died; the operation it was running failed with "
-        "WorkerCrashError, and a fresh process takes its place",
-        extra={
-            "coordinator": None,
-            "operation_id": op_id or None,
-            "key": None,
-            "error_type": type(error).__name__,
-            "event": "process.pool.replaced",
-        },
-    )
-
-
-def _tearing_down(pool: ProcessPoolExecutor) -> bool:
-    """Whether a broken pool's manager thread may still run (True if unknown)."""
-    # A private attribute, read defensively: without it, dead lanes are simply kept
-    # until shutdown() joins them.
-    thread = getattr(pool, "_executor_manager_thread", pool)
-    if thread is pool:
-        return True
-    return isinstance(thread, threading.Thread) and thread.is_alive()
-
-
 def _dump_item(item: Any) -> bytes:
     try:
-        return pickle.dumps(item, _PROTOCOL)
+        return pickle.dumps(item, PROTOCOL)
     except Exception as why:
         raise TypeError(
             f"ProcessBackend: items must be picklable to reach a worker process, and this "
-            f"{_type_name(item)} is not ({type(why).__name__}: {why})"
+            f"{type_name(item)} is not ({type(why).__name__}: {why})"
         ) from why
 
 

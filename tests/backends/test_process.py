@@ -9,11 +9,17 @@ whose proxies travel inside items.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +38,7 @@ from ephemeral_actors import (
     WorkerCrashError,
     current_operation,
 )
+from ephemeral_actors._operation import _current
 from ephemeral_actors.backends import Backend, ProcessBackend
 from ephemeral_actors.testing import library_threads
 from tests.conftest import WAIT
@@ -202,6 +209,43 @@ def gate(packed: tuple[str, Any, Any]) -> str:
         if not release.wait(WAIT):
             raise AssertionError("never released")
     return name
+
+
+def note(packed: tuple[str, Any]) -> str:
+    """Record that this item ran."""
+    name, ran = packed
+    ran.append(name)
+    return name
+
+
+def size_after_gates(packed: tuple[str, Any, Any, bytes]) -> int:
+    """Item "A" signals, waits for `go`, signals again and waits for `release`; every item
+    returns the size of its blob."""
+    name, go, release, blob = packed
+    if name == "A":
+        op = current_operation()
+        op.signal("A.started")
+        if not go.wait(WAIT):
+            raise AssertionError("never let go")
+        op.signal("A.more")
+        if not release.wait(WAIT):
+            raise AssertionError("never released")
+    return len(blob)
+
+
+class CancelledStandIn:
+    """An operation that was asked to cancel before its body reached the backend."""
+
+    id = 4242
+    key = None
+    cancelled = True
+
+
+class NoReaders(asyncio.SelectorEventLoop):
+    """A loop that cannot watch sockets, like Windows' proactor loop."""
+
+    add_reader = asyncio.BaseEventLoop.add_reader  # raises NotImplementedError
+    add_writer = asyncio.BaseEventLoop.add_writer
 
 
 async def async_body(x: int) -> int:
@@ -489,17 +533,39 @@ def test_a_broken_pool_loses_and_hangs_nothing(make):
         after.close(WAIT)
 
 
-def test_a_pool_found_broken_at_submit_is_replaced_and_the_item_runs(make):
-    """A pool that broke before an item went in: the item runs on a fresh pool, no error."""
+def test_a_worker_process_killed_while_idle_is_replaced(make):
+    """A process killed from outside between items: its end is noticed while the backend is
+    idle, a fresh process replaces it, and the next item runs there without an error."""
     with ProcessBackend(max_workers=1) as solo:
-        c = make(ResultCoordinator, square, max_concurrency=1, backend=solo)
-        results = [c.submit(2).get(timeout=WAIT)]
-        (lane,) = solo._lanes
-        lane.pool._broken = "broken for the test"  # what the pool sets when a worker dies
-        results.append(c.submit(3).get(timeout=WAIT))
-        assert results == [4, 9]
-        assert solo.pool_restarts == 1
+        c = make(ResultCoordinator, pid_of, max_concurrency=1, backend=solo)
+        first = c.submit(0).get(timeout=WAIT)
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: solo.pool_restarts == 1)
+        wait_until(lambda: not alive(first))  # reaped without another item
+        second = c.submit(1).get(timeout=WAIT)
+        assert second not in (first, os.getpid())
+        s = c.stats()
+        assert (s.total_completed, s.total_failed, s.worker_restarts) == (2, 0, 0)
         c.close(WAIT)
+
+
+def test_a_worker_process_found_dead_at_submit_is_replaced_and_the_item_runs(make):
+    """A process that died while no loop watched it (its coordinator closed): the next item,
+    refused by its socket, runs in a fresh process, with no error."""
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(ResultCoordinator, pid_of, max_concurrency=1, backend=solo)
+        first = c.submit(0).get(timeout=WAIT)
+        c.close(WAIT)
+        (lane,) = solo._lanes
+        os.kill(first, signal.SIGKILL)
+        lane.process.join(WAIT)
+        assert not alive(first)
+        d = make(ResultCoordinator, pid_of, max_concurrency=1, backend=solo)
+        assert d.submit(1).get(timeout=WAIT) not in (first, os.getpid())
+        assert solo.pool_restarts == 1
+        s = d.stats()
+        assert (s.total_completed, s.total_failed, s.worker_restarts) == (1, 0, 0)
+        d.close(WAIT)
 
 
 def test_a_crash_fails_only_the_item_its_process_was_running(make):
@@ -755,6 +821,105 @@ def test_the_cancel_hook_withdraws_one_queued_item(make, manager):
         c.close(WAIT)
 
 
+# -- the lanes: read by the coordinator's loop ----------------------------------------------
+
+
+def test_lanes_run_no_thread_in_this_process(make, manager):
+    """The coordinator's loop reads the worker processes itself: while bodies run in two
+    processes, the backend has added no thread here (no pool manager, feeder or relay)."""
+    release = manager.Event()
+    before = set(threading.enumerate())
+    with ProcessBackend(max_workers=2) as pair:
+        c = make(WorkCoordinator, signal_then_wait, max_concurrency=4, backend=pair)
+        c.enqueue_many([(f"held.{i}", release) for i in range(4)])
+        wait_until(lambda: c.has_signal("held.0") and c.has_signal("held.1"))
+        wait_until(lambda: pair.in_flight == 4)
+        assert len(pair._lanes) == 2
+        added = [t.name for t in set(threading.enumerate()) - before]
+        # The coordinator's own threads (its loop, its supervisor) are named ours.
+        assert [n for n in added if not n.startswith("ephemeral-actors-")] == []
+        assert [n for n in added if n.startswith("ephemeral-actors-process")] == []
+        release.set()
+        c.complete()
+        c.drain(WAIT)
+        assert c.total_completed == 4
+        c.close(WAIT)
+
+
+def test_a_large_item_queued_behind_a_running_body_does_not_stall_the_loop(make, manager):
+    """A 16 MiB item for a process that is busy cannot be written at once: the rest waits in
+    the backend while the loop goes on reading that same process (its live signals arrive),
+    and the item runs whole once the process takes it."""
+    go, release = manager.Event(), manager.Event()
+    size = 16 << 20
+    with ProcessBackend(max_workers=1) as solo:
+        c = make(ResultCoordinator, size_after_gates, max_concurrency=2, backend=solo)
+        first = c.submit(("A", go, release, b""))
+        wait_until(lambda: c.has_signal("A.started"))
+        big = c.submit(("B", go, release, b"x" * size))
+        wait_until(lambda: solo.in_flight == 2 and len(solo._lanes[0].jobs) == 2)
+        (lane,) = solo._lanes
+        # The process, busy with A, has not read all of B: the rest waits here, unsent.
+        wait_until(lambda: len(lane.outbuf) > 0)
+        go.set()
+        wait_until(lambda: c.has_signal("A.more"))  # read by the loop while B is unsent
+        assert lane.outbuf
+        release.set()
+        assert first.get(timeout=WAIT) == 0
+        assert big.get(timeout=WAIT) == size
+        assert not lane.outbuf
+        c.close(WAIT)
+
+
+def test_an_item_asked_to_cancel_before_it_reaches_the_backend_never_runs(backend, manager):
+    """An operation already asked to cancel when its body is called: the item is withdrawn at
+    once (there is no polling timer to catch it later), and the body never runs."""
+    ran = manager.list()
+    wrapped = backend.wrap(note, is_async=False)
+    token = _current.set(CancelledStandIn())  # type: ignore[arg-type]
+    try:
+        with pytest.raises(OperationCancelledError, match="4242"):
+            asyncio.run(wrapped(("never", ran)))
+    finally:
+        _current.reset(token)
+    assert asyncio.run(wrapped(("after", ran))) == "after"
+    assert list(ran) == ["after"]
+
+
+def test_a_body_awaited_on_another_loop_runs_while_the_home_loop_is_busy(make, backend, manager):
+    """The coordinators' loop watches the processes; a body awaited on another loop (here
+    asyncio.run in the test's thread) is served through it and its outcome comes back."""
+    release = manager.Event()
+    c = make(WorkCoordinator, signal_then_wait, backend=backend)
+    c.enqueue(("held", release))
+    wait_until(lambda: c.has_signal("held"))
+    assert backend._home is not None
+    assert backend._home.is_running()
+    wrapped = backend.wrap(square, is_async=False)
+    assert asyncio.run(wrapped(7)) == 49
+    release.set()
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 1
+
+
+def test_a_loop_that_cannot_watch_sockets_gets_a_private_one():
+    """A loop without add_reader (Windows' proactor loop): the backend watches its processes
+    from a selector loop of its own, on a thread that ends with shutdown()."""
+    with ProcessBackend(max_workers=1) as solo:
+        wrapped = solo.wrap(square, is_async=False)
+        loop = NoReaders()
+        try:
+            assert loop.run_until_complete(wrapped(6)) == 36
+            assert loop.run_until_complete(wrapped(7)) == 49
+        finally:
+            loop.close()
+        names = [t.name for t in threading.enumerate()]
+        assert any(n.startswith("ephemeral-actors-process-io") for n in names)
+    names = [t.name for t in threading.enumerate()]
+    assert not any(n.startswith("ephemeral-actors-process-io") for n in names)
+
+
 # -- sharing and lifecycle ----------------------------------------------------------------------
 
 
@@ -804,6 +969,69 @@ def test_shutdown_leaves_no_process_and_no_thread(make):
     left = [t.name for t in set(threading.enumerate()) - threads_before - library]
     assert left == []
     assert not any(t.name.startswith("ephemeral-actors-process-relay") for t in library)
+
+
+def test_shutdown_while_a_coordinator_loop_still_watches_the_processes(make):
+    """shutdown() with a coordinator still open: its loop and shutdown() both see each
+    process end; every process is joined, every socket closed, nothing raises."""
+    for _ in range(5):
+        b = ProcessBackend(max_workers=2)
+        c = make(ResultCoordinator, pid_of, max_concurrency=4, backend=b)
+        run_all(c, range(20))
+        pids = set(c.get_results())
+        lanes = list(b._lanes)
+        b.shutdown()
+        assert all(lane.sock.fileno() == -1 for lane in lanes)
+        assert not {p.pid for p in multiprocessing.active_children()} & pids
+        c.close(WAIT)
+
+
+def test_a_program_that_never_calls_shutdown_still_exits():
+    """The worker processes are not daemonic (multiprocessing joins them at exit): the
+    backend's exit hook lets them end, so the interpreter does not wait forever."""
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from ephemeral_actors.backends import ProcessBackend
+        from tests.backends.test_process import square
+
+        backend = ProcessBackend(max_workers=2)
+        wrapped = backend.wrap(square, is_async=False)
+
+        async def main():
+            return await asyncio.gather(wrapped(3), wrapped(4))
+
+        print(asyncio.run(main()))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=6 * WAIT,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "[9, 16]"), done.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_forked_worker_process_holds_no_other_lanes_socket(make):
+    """A lane's process, forked after another lane exists, closes its copy of that lane's
+    socket, so each lane's process sees the end of its own socket when this one ends."""
+    with ProcessBackend(max_workers=2, mp_context=multiprocessing.get_context("fork")) as pair:
+        c = make(ResultCoordinator, pid_of, max_concurrency=4, backend=pair)
+        run_all(c, range(8))
+        assert len(pair._lanes) == 2
+        first, second = pair._lanes
+        held = set()
+        for fd in Path(f"/proc/{second.process.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                held.add(str(fd.readlink()))
+        assert f"socket:[{os.fstat(first.sock.fileno()).st_ino}]" not in held
+        assert f"socket:[{os.fstat(second.sock.fileno()).st_ino}]" not in held
+        c.close(WAIT)
 
 
 def test_shutdown_fails_queued_items_and_lets_running_ones_finish(make, manager):
