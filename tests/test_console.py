@@ -173,7 +173,10 @@ def test_summary_has_counts_signals_and_failures_without_messages(make, bus):
     assert all(
         re.fullmatch(r"  failed op \d+ key=k[01] \w+ after \d+\.\d{3} s", f) for f in failures
     )
-    assert "4111" not in text
+    # The message's own text, not its digits alone: a random 19-digit operation id in
+    # the summary can contain "4111" (it did, once in a few hundred runs).
+    assert "card number" not in text
+    assert "4111-" not in text
     assert "customer-" not in text
     assert lines[-1].startswith("bus: ")
 
