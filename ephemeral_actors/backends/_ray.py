@@ -36,6 +36,7 @@ import enum
 import inspect
 import itertools
 import logging
+import signal
 import threading
 import time
 import types
@@ -157,6 +158,7 @@ def _execute(
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> tuple[int, Any, list[_Event]]:
     """Run `body(item)` in a Ray worker; return (outcome, result or exception, events)."""
+    _let_ray_cancel_interrupt()
     op = _RemoteOperation(op_id, key, relay_name) if op_id else None
     events = op.events if op is not None else []
     token = _current.set(cast("Operation | None", op))
@@ -182,6 +184,21 @@ def _execute(
     finally:
         _current.reset(token)
     return _OK, result, events
+
+
+def _let_ray_cancel_interrupt() -> None:
+    """Give this worker Python's SIGINT handler back if it was started ignoring SIGINT.
+
+    `ray.cancel` interrupts a running task with SIGINT (a `KeyboardInterrupt` in the
+    body). A driver that ignores SIGINT when it starts a local cluster (under `nohup`,
+    as a background job of a non-interactive shell, as many daemons do) hands that
+    disposition down to every worker process, and Python then never installs its
+    handler there: cancel and `item_timeout` silently stopped interrupting bodies.
+    Only possible on the worker's main thread, where Ray runs plain tasks.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to do
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _portable(exc: BaseException) -> BaseException:

@@ -597,6 +597,61 @@ def test_a_backend_starts_and_owns_ray_when_none_is_running(tmp_path):
     assert done.stdout.strip().endswith("ok")
 
 
+def test_cancel_interrupts_bodies_when_the_driver_ignores_sigint(tmp_path):
+    """A driver started ignoring SIGINT (nohup, a background job) can still cancel.
+
+    Ray interrupts a running task with SIGINT; workers of a cluster started by such a
+    driver inherit "ignore", and cancel did nothing (found by running CI as a
+    background job). Runs in a fresh interpreter that ignores SIGINT before Ray starts.
+    If the cancel does not interrupt, the body runs its 30 s and completes: the test
+    then fails on the counts, not on a clock.
+    """
+    script = tmp_path / "ignoring.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import signal
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+            import threading, time
+            import ray
+            from ephemeral_actors import WorkCoordinator, current_operation
+            from ephemeral_actors.backends import RayBackend
+
+            def long_running(_):
+                current_operation().signal("long.started")
+                for _ in range(600):
+                    time.sleep(0.05)
+
+            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+            backend = RayBackend()
+            c = WorkCoordinator(long_running, backend=backend)
+            c.enqueue(1)
+            while not c.has_signal("long.started"):
+                time.sleep(0.05)
+            c.cancel()
+            c.drain(60)
+            print(f"cancelled={c.total_cancelled} completed={c.total_completed}")
+            c.close(60)
+            backend.shutdown()
+            ray.shutdown()
+            """
+        ),
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "cancelled=1 completed=0" in done.stdout, done.stdout
+
+
 def test_module_level_bodies_share_one_remote_function(backend):
     """A module-level body is exported to Ray once per backend; closures get their own."""
     assert backend._task_for(square, False) is backend._task_for(square, False)
