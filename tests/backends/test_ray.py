@@ -551,6 +551,26 @@ def test_repr_shows_state_and_mode(ray_cluster):
     assert "actors=3" in repr(RayBackend(actors=3))
 
 
+def run_driver(tmp_path: Path, source: str) -> str:
+    """Run `source` as a Ray driver in a fresh interpreter; its stdout (it must exit 0).
+
+    For what needs its own Ray: this module's cluster is already up.
+    """
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent(source), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 def test_a_backend_starts_and_owns_ray_when_none_is_running(tmp_path):
     """Without a running Ray, the backend starts one (from a worker thread), owns and ends it.
 
@@ -559,10 +579,9 @@ def test_a_backend_starts_and_owns_ray_when_none_is_running(tmp_path):
     started on such a thread (Linux ties Ray's head processes to their starting
     thread); the backend starts Ray on a thread of its own instead.
     """
-    script = tmp_path / "owner.py"
-    script.write_text(
-        textwrap.dedent(
-            """
+    stdout = run_driver(
+        tmp_path,
+        """
             import ray
             from ephemeral_actors import CoordinatorOptions, ResultCoordinator
             from ephemeral_actors.backends import RayBackend
@@ -580,21 +599,9 @@ def test_a_backend_starts_and_owns_ray_when_none_is_running(tmp_path):
             backend.shutdown()
             assert not ray.is_initialized()
             print("ok")
-            """
-        ),
-        encoding="utf-8",
+            """,
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().endswith("ok")
+    assert stdout.strip().endswith("ok")
 
 
 def test_cancel_interrupts_bodies_when_the_driver_ignores_sigint(tmp_path):
@@ -606,14 +613,13 @@ def test_cancel_interrupts_bodies_when_the_driver_ignores_sigint(tmp_path):
     If the cancel does not interrupt, the body runs its 30 s and completes: the test
     then fails on the counts, not on a clock.
     """
-    script = tmp_path / "ignoring.py"
-    script.write_text(
-        textwrap.dedent(
-            """
+    stdout = run_driver(
+        tmp_path,
+        """
             import signal
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-            import threading, time
+            import time
             import ray
             from ephemeral_actors import WorkCoordinator, current_operation
             from ephemeral_actors.backends import RayBackend
@@ -635,21 +641,9 @@ def test_cancel_interrupts_bodies_when_the_driver_ignores_sigint(tmp_path):
             c.close(60)
             backend.shutdown()
             ray.shutdown()
-            """
-        ),
-        encoding="utf-8",
+            """,
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "cancelled=1 completed=0" in done.stdout, done.stdout
+    assert "cancelled=1 completed=0" in stdout, stdout
 
 
 def test_module_level_bodies_share_one_remote_function(backend):
