@@ -413,8 +413,7 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
             else:
                 parked = None
         if parked is not None:
-            for waiter in parked:
-                waiter.release()
+            _release_all(parked)
             return
         self._resolve(FINISHED, value, None, defer=True)
 
@@ -537,8 +536,7 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
             parked, self._parked = self._parked, None
         finally:
             lock.release()
-        if parked:
-            _release_all(parked)
+        _release_all(parked)
         if wakers:
             for loop, waker in wakers:
                 # A closed loop: its awaiter is gone and nobody is left to tell.
