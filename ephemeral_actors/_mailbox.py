@@ -248,9 +248,20 @@ class Mailbox:
         end_turn: Called at the end of every turn, still inside it.
         handoff: Called with a zero-argument callable to continue a turn that reached
             `THROUGHPUT` on another thread (a dispatcher); None: the turn goes on.
+        crashed: Called with what a handler run by `now` raised (the owner's crash);
+            None: it propagates to the caller of `now`.
     """
 
-    __slots__ = ("_end_turn", "_flag", "_handle", "_handoff", "_queue", "owner", "processed")
+    __slots__ = (
+        "_crashed",
+        "_end_turn",
+        "_flag",
+        "_handle",
+        "_handoff",
+        "_queue",
+        "owner",
+        "processed",
+    )
 
     def __init__(
         self,
@@ -258,8 +269,10 @@ class Mailbox:
         handle: Callable[[Any], None],
         end_turn: Callable[[], None],
         handoff: Callable[[Callable[[], None]], None] | None = None,
+        crashed: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.owner = owner
+        self._crashed = crashed
         self._queue: collections.deque[Any] = collections.deque()
         self._flag = threading.Lock()
         self._handle = handle
@@ -281,6 +294,46 @@ class Mailbox:
             self._run()
             return True
         return False
+
+    def now(self, handler: Callable[..., Any], *args: Any) -> Any:
+        """`handler(*args)` in a turn this thread begins now; `BUSY` if it cannot begin one.
+
+        `begin`, the handler and `finish` in one frame: the hot paths (intake, a worker's
+        outcome report) run a turn per item, and the two calls cost as much as the
+        bookkeeping they wrap. A handler that raises is the owner's crash, passed to
+        `crashed` (the answer is then None); without `crashed` it propagates.
+        """
+        queue = self._queue
+        flag = self._flag
+        if queue or not flag.acquire(False):
+            return BUSY
+        if queue:
+            # Mail arrived between the check and the flag: see `begin`.
+            self._run()
+            return BUSY
+        ident = _get_ident()
+        previous = _in_turn.get(ident)
+        _in_turn[ident] = self.owner
+        answer = None
+        try:
+            answer = handler(*args)
+        except BaseException as exc:
+            if self._crashed is None:
+                raise
+            self._crashed(exc)
+        finally:
+            self.processed += 1
+            try:
+                self._end_turn()
+            finally:
+                if previous is None:
+                    del _in_turn[ident]
+                else:
+                    _in_turn[ident] = previous
+                flag.release()
+        if queue and flag.acquire(False):
+            self._run()
+        return answer
 
     def begin(self) -> object:
         """Start a turn in this thread if the actor is idle and its mailbox empty.

@@ -504,9 +504,9 @@ class Core:
         self.streams: list[CompletionStream] = []
         self.loop: LoopBinding | None = None
 
-        self.mailbox = Mailbox(self, self._receive, self._end_turn, self._handoff)
+        self.mailbox = Mailbox(self, self._receive, self._end_turn, self._handoff, self._crashed)
         self.view: tuple[Any, ...] = ()
-        self._publish()
+        self._end_turn()  # publishes the first view
         self.holds_shared_loop = False
         if self.is_async:
             # Bound to the caller's running loop, or to the shared one with the first
@@ -591,23 +591,8 @@ class Core:
             self._close_if_orphaned_and_idle()
         if self.waiters:
             self._check_waiters()
-        self._publish()
-        replies = self.replies
-        if replies:
-            self.replies = []
-            for reply in replies:
-                reply._finish()
-        outcomes = self.outcomes
-        if outcomes:
-            self.outcomes = []
-            for future, ok, value in outcomes:
-                if ok is None:
-                    future._set_cancelled()
-                else:
-                    resolve(future, ok, value)
-
-    def _publish(self) -> None:
-        # One tuple per turn, not per item: counters read from it are mutually consistent.
+        # The view: one tuple per turn, not per item, so counters read from it are
+        # mutually consistent.
         npending = self.npending
         running = self.running
         state = self.state
@@ -624,6 +609,19 @@ class Core:
             self.deferring,
             state is not _OPEN and not npending and not running and not self.source_open,
         )
+        replies = self.replies
+        if replies:
+            self.replies = []
+            for reply in replies:
+                reply._finish()
+        outcomes = self.outcomes
+        if outcomes:
+            self.outcomes = []
+            for future, ok, value in outcomes:
+                if ok is None:
+                    future._set_cancelled()
+                else:
+                    resolve(future, ok, value)
 
     def _handoff(self, run: Callable[[], None]) -> None:
         call_later(self, 0.0, run)
@@ -748,7 +746,12 @@ class Core:
         `priority` and `delay` (SPEC 16) are validated here, in the caller's thread.
         """
         if self.fast_intake and priority.__class__ is int and not priority and delay is None:
-            return self._accept_fast(item, future, timeout, mode)
+            if self.key_of is not None:
+                return self._accept_keyed(item, future, timeout, mode)
+            op: Operation | None = self.mailbox.now(self._on_admit_now, item, future, None, None)
+            if op is None or op is BUSY:
+                return self.post_intake(Intake(item, future, mode), timeout)
+            return op
         request = self._new_request(item, future, mode, priority, delay)
         if self.key_of is not None or self.check_item is not None:
             try:
@@ -759,19 +762,16 @@ class Core:
                 raise
         return self.post_intake(request, timeout)
 
-    def _accept_fast(
+    def _accept_keyed(
         self, item: Any, future: Any, timeout: float | None, mode: int
     ) -> Operation | None:
-        """`accept` for an item with no priority, delay, label or backend check."""
-        if self.key_of is None:
-            raw_key = key = None
-        else:
-            try:
-                raw_key, key = self._capture_key(item)
-            except Exception:
-                if mode == TRY:
-                    return None
-                raise
+        """`accept` for a keyed item with no priority, delay, label or backend check."""
+        try:
+            raw_key, key = self._capture_key(item)
+        except Exception:
+            if mode == TRY:
+                return None
+            raise
         if mode < TRY or not self.fair_threshold:
             op = self._admit_now(item, future, key, raw_key)
             if op is not None:
@@ -888,7 +888,7 @@ class Core:
         supervisor is busy elsewhere, closed or full: the caller then sends a request,
         which queues behind other mail and waits for space as usual.
         """
-        op = self._now(self._on_admit_now, item, future, key, raw_key)
+        op = self.mailbox.now(self._on_admit_now, item, future, key, raw_key)
         return None if op is BUSY else op
 
     def _on_admit_now(
@@ -896,29 +896,18 @@ class Core:
     ) -> Operation | None:
         if self.state is not _OPEN or self.npending >= self.bound or self.space_waiters:
             return None
-        op = self._new_operation(key, raw_key, future)
+        if future is None:
+            op = Operation(self, next_operation_id(), key, raw_key)
+        else:
+            op = self._new_operation(key, raw_key, future)
         self.backlog.push(op, item)
-        self._admitted(op)
+        # _admitted, written out: this is the turn of every plain item.
+        self.npending += 1
+        op._seq = self.enqueued = self.enqueued + 1
+        self.unsettled += 1
+        if self.running < self.limit:
+            self._dispatch()
         return op
-
-    def _now(self, handler: Callable[..., Any], *args: Any) -> Any:
-        """`handler(*args)` in a turn this thread begins now; `BUSY` if it cannot begin one.
-
-        The supervisor is busy elsewhere or has mail (which must go first): the caller
-        then sends a message instead. A handler that raises is a supervisor crash, as
-        in `_receive` (the answer is then None).
-        """
-        mailbox = self.mailbox
-        token = mailbox.begin()
-        if token is BUSY:
-            return BUSY
-        try:
-            return handler(*args)
-        except BaseException as exc:
-            self._crashed(exc)
-            return None
-        finally:
-            mailbox.finish(token)
 
     def _admit(self, request: Intake) -> None:
         op = self._new_operation(request.key, request.raw_key, request.future)
@@ -1120,8 +1109,80 @@ class Core:
 
         Otherwise it is a message: whoever runs the turn handles it with the others.
         """
-        if self._now(self._on_done, worker, op, outcome, error) is BUSY:
+        if self.mailbox.now(self._on_done, worker, op, outcome, error) is BUSY:
             self.mailbox.post((self._on_report, (worker, op, outcome, error)))
+
+    def report_and_take(
+        self, worker: WorkerBase, op: Operation, outcome: int, error: BaseException | None
+    ) -> tuple[Operation, Any] | None:
+        """`report`, and the worker's next item if the same turn could start one for it.
+
+        The worker runs the item it is given without going through its mailbox; None: it
+        reads its mailbox as usual (where a dispatch may have put an item meanwhile).
+        """
+        entry = self.mailbox.now(self._on_done_and_take, worker, op, outcome, error)
+        if entry is BUSY:
+            self.mailbox.post((self._on_report, (worker, op, outcome, error)))
+            return None
+        return cast("tuple[Operation, Any] | None", entry)
+
+    def _on_done_and_take(
+        self, worker: WorkerBase, op: Operation, outcome: int, error: BaseException | None
+    ) -> tuple[Operation, Any] | None:
+        # The turn of a busy coordinator, once per item: a plain completion (no error,
+        # future, retry, stream or callback) and a plain start, written out. Anything
+        # else takes `_on_done`, which handles every case.
+        if (
+            error is not None
+            or op._reply is not None
+            or worker.current is not op
+            or op._outcome != RUNNING
+            or worker.retired
+            or self.attempts is not None
+            or self.streams
+            or self.observers
+            or self.on_sample is not None
+        ):
+            self._on_done(worker, op, outcome, error)
+            return None
+        ended = self.now()
+        op._ended = ended
+        op._outcome = outcome
+        self.running -= 1
+        self.backlog.ended(op)
+        op._raw_key = None  # the key may be the item itself: no payload is kept
+        self.completed += 1
+        self.unsettled -= 1
+        window = self.window
+        if op._in_window and (len(window.ops) > window.bound or ended >= window.expiry):
+            window.trim(ended)
+        entry = None
+        if (
+            self.npending
+            and self.running < self.limit
+            and not self.paused
+            and self.processing
+            and not self.deferring
+            and not self.router.cancel_marks
+            and self.schedule is None
+        ):
+            entry = self.backlog.pop()
+        if entry is None:
+            worker.current = None
+            self.idle.append(worker)
+            self._dispatch()
+            return None
+        self.npending -= 1
+        started = entry[0]
+        started._started = self.now()
+        window.add(started)
+        self.running += 1
+        worker.current = started
+        if self.space_waiters and self.npending <= self.low_water:
+            self._admit_waiting()
+        if self.running < self.limit and self.npending:
+            self._dispatch()
+        return entry
 
     def _on_report(self, report: tuple[WorkerBase, Operation, int, BaseException | None]) -> None:
         self._on_done(*report)

@@ -78,7 +78,31 @@ class Window:
         order.append(op)
         if len(order) == 1:
             self._set_expiry()
-        if len(ops) > self.bound:
+            return
+        excess = len(ops) - self.bound
+        if excess <= 0:
+            return
+        if excess > 1:
+            self.trim(op._started)
+            return
+        # The usual case of a full window, once per item (trim, written out): the oldest
+        # finished record makes room. Records still running stay where they are; a few
+        # of them at most (the concurrency) lie ahead of it.
+        index = 0
+        for old in order:
+            if old._outcome != _RUNNING and not old._pinned:
+                break
+            index += 1
+        else:
+            return  # every record is running or pinned: none may go
+        if index:
+            del order[index]
+        else:
+            order.popleft()
+            self._set_expiry()
+        del ops[old.id]
+        old._in_window = False
+        if op._started >= self.expiry:
             self.trim(op._started)
 
     def get(self, op_id: int) -> Operation | None:

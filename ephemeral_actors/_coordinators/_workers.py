@@ -174,16 +174,19 @@ class ThreadWorker(WorkerBase):
         body = core.body
         capture = core.capture_results
         post = core.mailbox.post
-        report = core.report
+        report_and_take = core.report_and_take
         wait_for = self.parking.wait_for
+        entry: tuple[Operation, Any] | None = None
         while True:
-            if not inbox:
-                wait_for(inbox)
-            entry = inbox.popleft()
             if entry is None:
-                return
+                # Nothing handed over with the last report: the mailbox, as usual.
+                if not inbox:
+                    wait_for(inbox)
+                entry = inbox.popleft()
+                if entry is None:
+                    return
             op, item = entry
-            del entry
+            entry = None
             try:
                 outcome, error = run_plain(body, capture, op, item)
             except WorkerCrashError as crash:
@@ -193,7 +196,7 @@ class ThreadWorker(WorkerBase):
             # nor the error whose traceback frames may hold it.
             del item
             self.processed += 1
-            report(self, op, outcome, error)
+            entry = report_and_take(self, op, outcome, error)
             del op, error
 
     def join(self, timeout: float | None) -> bool:
