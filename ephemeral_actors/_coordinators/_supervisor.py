@@ -381,6 +381,7 @@ class Core:
         "orphaned",
         "outcomes",
         "paused",
+        "plain_intake",
         "processing",
         "replies",
         "restart_window",
@@ -462,6 +463,7 @@ class Core:
         self.key_of = key_selector
         # Items with no backend check and no label take the intake fast path.
         self.fast_intake = self.check_item is None and options.describe is None
+        self.plain_intake = self.fast_intake and key_selector is None
         self.now = CLOCK.get()
         self.running = 0
         self.limit = limit
@@ -748,10 +750,7 @@ class Core:
         if self.fast_intake and priority.__class__ is int and not priority and delay is None:
             if self.key_of is not None:
                 return self._accept_keyed(item, future, timeout, mode)
-            op: Operation | None = self.mailbox.now(self._on_admit_now, item, future, None, None)
-            if op is None or op is BUSY:
-                return self.post_intake(Intake(item, future, mode), timeout)
-            return op
+            return self.accept_plain(item, future, timeout, mode)
         request = self._new_request(item, future, mode, priority, delay)
         if self.key_of is not None or self.check_item is not None:
             try:
@@ -761,6 +760,18 @@ class Core:
                     return None
                 raise
         return self.post_intake(request, timeout)
+
+    def accept_plain(
+        self, item: Any, future: Any, timeout: float | None, mode: int
+    ) -> Operation | None:
+        """`accept` for an item of a `plain_intake` coordinator with no priority or delay.
+
+        The facade calls it directly for such items: the intake of every plain item.
+        """
+        op: Operation | None = self.mailbox.now(self._on_admit_now, item, future, None, None)
+        if op is None or op is BUSY:
+            return self.post_intake(Intake(item, future, mode), timeout)
+        return op
 
     def _accept_keyed(
         self, item: Any, future: Any, timeout: float | None, mode: int
@@ -1130,11 +1141,10 @@ class Core:
         self, worker: WorkerBase, op: Operation, outcome: int, error: BaseException | None
     ) -> tuple[Operation, Any] | None:
         # The turn of a busy coordinator, once per item: a plain completion (no error,
-        # future, retry, stream or callback) and a plain start, written out. Anything
-        # else takes `_on_done`, which handles every case.
+        # retry, stream or callback) and a plain start, written out. Anything else
+        # takes `_on_done`, which handles every case.
         if (
             error is not None
-            or op._reply is not None
             or worker.current is not op
             or op._outcome != RUNNING
             or worker.retired
@@ -1156,6 +1166,11 @@ class Core:
         window = self.window
         if op._in_window and (len(window.ops) > window.bound or ended >= window.expiry):
             window.trim(ended)
+        reply = op._reply
+        if reply is not None:
+            # Resolved at the end of the turn, after the counters are published (_finish).
+            op._reply = None
+            self.outcomes.append((reply, True, op._result if self.capture_results else None))
         entry = None
         if (
             self.npending

@@ -28,8 +28,6 @@ from ephemeral_actors._operation import _current
 from ephemeral_actors._runtime import SHARED_LOOP
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ephemeral_actors._coordinators._supervisor import Core
     from ephemeral_actors._operation import Operation
 
@@ -43,7 +41,6 @@ __all__ = [
     "ThreadWorker",
     "WorkerBase",
     "failure",
-    "run_plain",
 ]
 
 RUNNING: Final = 0
@@ -52,37 +49,14 @@ FAILED: Final = 2
 CANCELLED: Final = 3
 
 
+_RETURNED_A_COROUTINE: Final = (
+    "the body returned a coroutine; declare it with 'async def' so the coordinator runs it "
+    "on its event loop"
+)
+
+
 class InjectedWorkerCrash(BaseException):
     """Raised by `ephemeral_actors.testing.crash_worker()` inside a body."""
-
-
-def run_plain(
-    body: Callable[[Any], Any], capture: bool, op: Operation, item: Any
-) -> tuple[int, BaseException | None]:
-    """Run a plain body with `op` current (on a worker thread); (outcome, error).
-
-    Raises:
-        WorkerCrashError: The body asked for a crash (`testing.crash_worker()`).
-    """
-    token = _current.set(op)
-    try:
-        result = body(item)
-        if type(result) is types.CoroutineType:
-            result.close()
-            raise TypeError(  # noqa: TRY301 - recorded like any body failure
-                "the body returned a coroutine; declare it with 'async def' so the "
-                "coordinator runs it on its event loop"
-            )
-    except InjectedWorkerCrash:
-        raise WorkerCrashError("worker crash injected by testing.crash_worker()") from None
-    except BaseException as exc:
-        return failure(op, exc)
-    finally:
-        _current.reset(token)
-    if capture:
-        op._result = result
-        op._has_result = True
-    return COMPLETED, None
 
 
 def failure(op: Operation, exc: BaseException) -> tuple[int, BaseException]:
@@ -176,6 +150,8 @@ class ThreadWorker(WorkerBase):
         post = core.mailbox.post
         report_and_take = core.report_and_take
         wait_for = self.parking.wait_for
+        set_current = _current.set
+        reset_current = _current.reset
         entry: tuple[Operation, Any] | None = None
         while True:
             if entry is None:
@@ -187,14 +163,30 @@ class ThreadWorker(WorkerBase):
                     return
             op, item = entry
             entry = None
+            # The body, with `op` current; inline, not a helper: this runs once per item.
+            token = set_current(op)
+            error: BaseException | None = None
             try:
-                outcome, error = run_plain(body, capture, op, item)
-            except WorkerCrashError as crash:
+                result = body(item)
+                if type(result) is types.CoroutineType:
+                    result.close()
+                    raise TypeError(_RETURNED_A_COROUTINE)  # noqa: TRY301 - a body failure
+            except InjectedWorkerCrash:
+                reset_current(token)
+                crash = WorkerCrashError("worker crash injected by testing.crash_worker()")
                 post((core._on_worker_died, (self, crash)))
                 return
+            except BaseException as exc:
+                outcome, error = failure(op, exc)
+            else:
+                outcome = COMPLETED
+                if capture:
+                    op._result = result
+                    op._has_result = True
+            reset_current(token)
             # A parked worker must not keep its last item alive (no payload is kept),
             # nor the error whose traceback frames may hold it.
-            del item
+            item = result = None
             self.processed += 1
             entry = report_and_take(self, op, outcome, error)
             del op, error
