@@ -620,7 +620,9 @@ class Core:
         if outcomes:
             self.outcomes = []
             for future, ok, value in outcomes:
-                if ok is None:
+                if ok and type(future) is OperationFuture:
+                    future.set(value)  # resolve's usual case, without its frame
+                elif ok is None:
                     future._set_cancelled()
                 else:
                     resolve(future, ok, value)
