@@ -1150,6 +1150,7 @@ class Core:
             or worker.current is not op
             or op._outcome != RUNNING
             or worker.retired
+            or worker.abandoned
             or self.attempts is not None
             or self.streams
             or self.observers
