@@ -158,8 +158,9 @@ class CoordinatorBase(Generic[T]):
         if timeout is not None:
             timeout = check_seconds_or_none("timeout", timeout)
         core = self._core
-        if core.plain_intake and priority.__class__ is int and not priority and delay is None:
-            op = core.accept_plain(item, None, timeout, BLOCK)
+        accept = core.accept_default
+        if accept is not None and priority.__class__ is int and not priority and delay is None:
+            op = accept(item, None, timeout, BLOCK)
         else:
             op = core.accept(item, None, timeout, BLOCK, priority, delay)
         assert op is not None
@@ -231,8 +232,9 @@ class CoordinatorBase(Generic[T]):
         """
         future: OperationFuture[Any] = OperationFuture()
         core = self._core
-        if core.plain_intake and priority.__class__ is int and not priority and delay is None:
-            core.accept_plain(item, future, None, BLOCK)
+        accept = core.accept_default
+        if accept is not None and priority.__class__ is int and not priority and delay is None:
+            accept(item, future, None, BLOCK)
         else:
             core.accept(item, future, None, BLOCK, priority, delay)
         return future

@@ -337,6 +337,7 @@ class Core:
     __slots__ = (
         "__weakref__",
         "_built",
+        "accept_default",
         "attempts",
         "backend",
         "backend_cancel",
@@ -357,7 +358,6 @@ class Core:
         "failed",
         "failures",
         "fair_threshold",
-        "fast_intake",
         "fault_error",
         "feeder",
         "holds_shared_loop",
@@ -381,7 +381,6 @@ class Core:
         "orphaned",
         "outcomes",
         "paused",
-        "plain_intake",
         "processing",
         "replies",
         "restart_window",
@@ -462,8 +461,16 @@ class Core:
         self.fair_threshold = self.backlog.fair_threshold
         self.key_of = key_selector
         # Items with no backend check and no label take the intake fast path.
-        self.fast_intake = self.check_item is None and options.describe is None
-        self.plain_intake = self.fast_intake and key_selector is None
+        fast_intake = self.check_item is None and options.describe is None
+        # What `accept` calls for such an item without a priority or a delay; the facade
+        # calls it directly (None: every item takes `accept`).
+        self.accept_default: Callable[[Any, Any, float | None, int], Operation | None] | None = (
+            None
+            if not fast_intake
+            else self.accept_plain
+            if key_selector is None
+            else self.accept_keyed
+        )
         self.now = CLOCK.get()
         self.running = 0
         self.limit = limit
@@ -749,10 +756,9 @@ class Core:
         coordinator never waits for, nor is refused, backlog space it would free itself.
         `priority` and `delay` (SPEC 16) are validated here, in the caller's thread.
         """
-        if self.fast_intake and priority.__class__ is int and not priority and delay is None:
-            if self.key_of is not None:
-                return self._accept_keyed(item, future, timeout, mode)
-            return self.accept_plain(item, future, timeout, mode)
+        accept = self.accept_default
+        if accept is not None and priority.__class__ is int and not priority and delay is None:
+            return accept(item, future, timeout, mode)
         request = self._new_request(item, future, mode, priority, delay)
         if self.key_of is not None or self.check_item is not None:
             try:
@@ -766,19 +772,22 @@ class Core:
     def accept_plain(
         self, item: Any, future: Any, timeout: float | None, mode: int
     ) -> Operation | None:
-        """`accept` for an item of a `plain_intake` coordinator with no priority or delay.
+        """`accept` for an unkeyed item with no priority, delay, label or backend check.
 
-        The facade calls it directly for such items: the intake of every plain item.
+        The facade calls it (as `accept_default`) directly for such items.
         """
         op: Operation | None = self.mailbox.now(self._on_admit_now, item, future, None, None)
         if op is None or op is BUSY:
             return self.post_intake(Intake(item, future, mode), timeout)
         return op
 
-    def _accept_keyed(
+    def accept_keyed(
         self, item: Any, future: Any, timeout: float | None, mode: int
     ) -> Operation | None:
-        """`accept` for a keyed item with no priority, delay, label or backend check."""
+        """`accept` for a keyed item with no priority, delay, label or backend check.
+
+        The facade calls it (as `accept_default`) directly for such items.
+        """
         try:
             raw_key, key = self._capture_key(item)
         except Exception:
@@ -786,9 +795,9 @@ class Core:
                 return None
             raise
         if mode < TRY or not self.fair_threshold:
-            op = self._admit_now(item, future, key, raw_key)
-            if op is not None:
-                return op
+            op = self.mailbox.now(self._on_admit_now, item, future, key, raw_key)
+            if op is not None and op is not BUSY:
+                return cast("Operation", op)
         request = Intake(item, future, mode)
         request.raw_key = raw_key
         request.key = key
@@ -893,16 +902,6 @@ class Core:
             self.space_waiters.append(request)
             return
         self._admit(request)
-
-    def _admit_now(self, item: Any, future: Any, key: str | None, raw_key: Any) -> Operation | None:
-        """Admit a plain item in a turn run right here, if the supervisor is idle.
-
-        The fast path of intake: no request, no message, no reply. None when the
-        supervisor is busy elsewhere, closed or full: the caller then sends a request,
-        which queues behind other mail and waits for space as usual.
-        """
-        op = self.mailbox.now(self._on_admit_now, item, future, key, raw_key)
-        return None if op is BUSY else op
 
     def _on_admit_now(
         self, item: Any, future: Any, key: str | None, raw_key: Any
