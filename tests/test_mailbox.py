@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from ephemeral_actors._mailbox import BUSY, Mailbox, current_actor
 from tests.conftest import WAIT
 
@@ -63,3 +65,66 @@ def test_begin_and_finish_make_a_turn_and_run_what_arrived_meanwhile():
     assert again is not BUSY
     box.finish(again)
     assert current_actor() is None
+
+
+def test_now_runs_the_handler_in_a_turn_and_answers_with_its_value():
+    owner = Owner()
+    ends: list[object] = []
+    box = Mailbox(owner, lambda m: None, lambda: ends.append(current_actor()))
+    assert box.now(lambda a, b: (a, b, current_actor()), 1, 2) == (1, 2, owner)
+    assert ends == [owner]  # the turn ended inside the turn, as every turn does
+    assert current_actor() is None
+    assert box.processed == 1
+
+
+def test_now_is_busy_while_another_thread_runs_a_turn_or_mail_waits():
+    handled: list[str] = []
+    box = Mailbox(Owner(), handled.append, lambda: None)
+    token = box.begin()
+    answer: list[object] = []
+    thread = threading.Thread(target=lambda: answer.append(box.now(lambda: "ran")))
+    thread.start()
+    thread.join(WAIT)
+    assert answer == [BUSY]
+    box.finish(token)
+    box._queue.append("earlier")  # a sender between its append and its flag check
+    assert box.now(lambda: "ran") is BUSY
+    box.post("later")
+    assert handled == ["earlier", "later"]
+
+
+def test_now_runs_mail_that_arrived_during_its_turn():
+    handled: list[str] = []
+    box = Mailbox(Owner(), handled.append, lambda: None)
+
+    def handler() -> str:
+        posted = threading.Event()
+        thread = threading.Thread(target=lambda: (box.post("meanwhile"), posted.set()))
+        thread.start()
+        assert posted.wait(WAIT)
+        thread.join(WAIT)
+        assert handled == []  # the turn is this thread's: the mail waits for it
+        return "done"
+
+    assert box.now(handler) == "done"
+    assert handled == ["meanwhile"]
+
+
+def test_now_passes_a_handler_crash_to_crashed_or_to_the_caller():
+    crashes: list[BaseException] = []
+    ends: list[int] = []
+    box = Mailbox(Owner(), lambda m: None, lambda: ends.append(1), crashed=crashes.append)
+    boom = RuntimeError("boom")
+
+    def fail() -> None:
+        raise boom
+
+    assert box.now(fail) is None
+    assert crashes == [boom]
+    assert ends == [1]
+    assert current_actor() is None
+    plain = Mailbox(Owner(), lambda m: None, lambda: None)
+    with pytest.raises(RuntimeError) as raised:
+        plain.now(fail)
+    assert raised.value is boom
+    assert plain.now(lambda: "free again") == "free again"  # the flag was released
