@@ -322,6 +322,8 @@ class Mailbox:
                 raise
             self._crashed(exc)
         finally:
+            # `finish`, written out (as `_run` writes it out): a call here per turn is
+            # what this method exists to save.
             self.processed += 1
             try:
                 self._end_turn()
