@@ -353,6 +353,42 @@ def test_pause_holds_new_starts_and_resume_releases(make):
     assert c.total_completed == 5
 
 
+@pytest.mark.parametrize("keyed", [False, True])
+def test_busy_workers_start_nothing_after_pause_returns(make, keyed):
+    """Workers that report and take their next item in one turn still honour pause().
+
+    Short bodies keep every worker on the path where the outcome turn hands the
+    worker its next item; once pause() returns, no body may begin, so the bodies that
+    ran are exactly the items the counters say started, and the rest stay pending.
+    """
+    entered: list[int] = []
+    many = threading.Event()
+
+    def body(item: int) -> None:
+        entered.append(item)
+        if len(entered) == 300:
+            many.set()
+
+    options = {"key": (lambda i: i % 50)} if keyed else {}
+    c = make(body, max_concurrency=4, max_tracked_operations=5_000, **options)
+    for i in range(5_000):
+        c.enqueue(i)
+    assert many.wait(WAIT)
+    c.pause()
+    started = c.total_enqueued - c.pending_count
+    deadline = time.monotonic() + WAIT
+    while c.active_count and time.monotonic() < deadline:  # no event marks "all reported"
+        time.sleep(0.001)
+    assert c.active_count == 0
+    assert len(entered) == started == c.total_completed
+    assert started < 5_000, "every item ran before pause(): the test proved nothing"
+    assert c.pending_count == 5_000 - started
+    c.resume()
+    c.complete()
+    c.drain(WAIT)
+    assert sorted(entered) == list(range(5_000))
+
+
 def test_set_max_concurrency_requires_opt_in(make):
     """Without enable_dynamic_concurrency the limit cannot change."""
     c = make(lambda _: None)
