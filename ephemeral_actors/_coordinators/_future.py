@@ -213,7 +213,7 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
             BaseException: The exception the operation ended with.
         """
         if self._state == FINISHED and self._exception is None:
-            return cast("T", self._result)  # the common case, without a call
+            return self._result  # type: ignore[return-value]  # the common case: no call, not even cast()
         self._wait(timeout)
         return self._outcome()
 
@@ -226,7 +226,7 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
             BaseException: The exception the operation ended with.
         """
         if self._state == FINISHED and self._exception is None:
-            return cast("T", self._result)  # the common case, without a call
+            return self._result  # type: ignore[return-value]  # the common case: no call, not even cast()
         self._wait(timeout)
         return self._outcome()
 

@@ -795,9 +795,9 @@ class Core:
                 return None
             raise
         if mode < TRY or not self.fair_threshold:
-            op = self.mailbox.now(self._on_admit_now, item, future, key, raw_key)
+            op: Operation | None = self.mailbox.now(self._on_admit_now, item, future, key, raw_key)
             if op is not None and op is not BUSY:
-                return cast("Operation", op)
+                return op
         request = Intake(item, future, mode)
         request.raw_key = raw_key
         request.key = key
@@ -1132,11 +1132,13 @@ class Core:
         The worker runs the item it is given without going through its mailbox; None: it
         reads its mailbox as usual (where a dispatch may have put an item meanwhile).
         """
-        entry = self.mailbox.now(self._on_done_and_take, worker, op, outcome, error)
+        entry: tuple[Operation, Any] | None = self.mailbox.now(
+            self._on_done_and_take, worker, op, outcome, error
+        )
         if entry is BUSY:
             self.mailbox.post((self._on_report, (worker, op, outcome, error)))
             return None
-        return cast("tuple[Operation, Any] | None", entry)
+        return entry
 
     def _on_done_and_take(
         self, worker: WorkerBase, op: Operation, outcome: int, error: BaseException | None
