@@ -462,8 +462,8 @@ class Core:
         self.key_of = key_selector
         # Items with no backend check and no label take the intake fast path.
         fast_intake = self.check_item is None and options.describe is None
-        # What `accept` calls for such an item without a priority or a delay; the facade
-        # calls it directly (None: every item takes `accept`).
+        # What `accept` calls for such an item without a priority or a delay (None: the
+        # general path for every item).
         self.accept_default: Callable[[Any, Any, float | None, int], Operation | None] | None = (
             None
             if not fast_intake
@@ -772,10 +772,7 @@ class Core:
     def accept_plain(
         self, item: Any, future: Any, timeout: float | None, mode: int
     ) -> Operation | None:
-        """`accept` for an unkeyed item with no priority, delay, label or backend check.
-
-        The facade calls it (as `accept_default`) directly for such items.
-        """
+        """`accept` for an unkeyed item with no priority, delay, label or backend check."""
         op: Operation | None = self.mailbox.now(self._on_admit_now, item, future, None, None)
         if op is None or op is BUSY:
             return self.post_intake(Intake(item, future, mode), timeout)
@@ -784,10 +781,7 @@ class Core:
     def accept_keyed(
         self, item: Any, future: Any, timeout: float | None, mode: int
     ) -> Operation | None:
-        """`accept` for a keyed item with no priority, delay, label or backend check.
-
-        The facade calls it (as `accept_default`) directly for such items.
-        """
+        """`accept` for a keyed item with no priority, delay, label or backend check."""
         try:
             raw_key, key = self._capture_key(item)
         except Exception:
