@@ -33,6 +33,9 @@ class Backlog(Protocol):
     fair_threshold: int
     """Per-key pending bound for `try_enqueue` (0: no fair scheduling)."""
 
+    tracks_ended: bool
+    """Whether `ended` does anything: the per-item turn skips the call when not."""
+
     def push(self, op: Operation, item: Any, priority: int = 0) -> None:
         """Take an accepted item (lower `priority` starts first; equal ones FIFO)."""
 
@@ -86,6 +89,7 @@ class FifoBacklog:
     __slots__ = ("items", "ranked", "sequence")
 
     fair_threshold = 0
+    tracks_ended = False
 
     def __init__(self) -> None:
         self.items: deque[Entry] = deque()

@@ -112,10 +112,12 @@ class CoordinatorBase(Generic[T]):
         # Nobody can close it any more: it closes itself once its work is done, so its
         # threads do not outlive the work (issue 13, finding 14).
         core.mailbox.post((core._on_orphaned, None))
-        view = core.view
-        if view[0] + view[1] > 0:
+        # Two counters read apart (not an ask: this may run in any thread, in a
+        # garbage collection): enough to decide on a warning.
+        pending, active = core.npending, core.running
+        if pending + active > 0:
             warnings.warn(
-                f"unclosed coordinator {core.name!r} with {view[0]} pending and {view[1]} "
+                f"unclosed coordinator {core.name!r} with {pending} pending and {active} "
                 "active operation(s) was garbage-collected; its work goes on until it ends "
                 "(at the latest at interpreter exit): close() it, or use it with 'with'",
                 ResourceWarning,
@@ -257,52 +259,53 @@ class CoordinatorBase(Generic[T]):
     @property
     def pending_count(self) -> int:
         """Items accepted and not yet started."""
-        return self._core.view[0]  # type: ignore[no-any-return]
+        return self._core.npending
 
     @property
     def active_count(self) -> int:
         """Operations running now."""
-        return self._core.view[1]  # type: ignore[no-any-return]
+        return self._core.running
 
     @property
     def total_enqueued(self) -> int:
         """Items ever accepted."""
-        return self._core.view[2]  # type: ignore[no-any-return]
+        return self._core.enqueued
 
     @property
     def total_completed(self) -> int:
         """Operations that ended successfully."""
-        return self._core.view[3]  # type: ignore[no-any-return]
+        return self._core.completed
 
     @property
     def total_failed(self) -> int:
         """Operations whose body raised (cancellations are counted apart)."""
-        return self._core.view[4]  # type: ignore[no-any-return]
+        return self._core.failed
 
     @property
     def total_cancelled(self) -> int:
         """Items dropped by `cancel()` or a signal, and bodies that acknowledged cancellation."""
-        return self._core.view[5]  # type: ignore[no-any-return]
+        return self._core.cancelled
 
     @property
     def is_completed(self) -> bool:
         """True once intake is closed by `complete()`, `cancel()` or `close()`."""
-        return self._core.view[8] is not CoordinatorState.RUNNING
+        return self._core.state is not CoordinatorState.RUNNING
 
     @property
     def is_drained(self) -> bool:
         """True once completed with nothing pending or active."""
-        return self._core.view[10]  # type: ignore[no-any-return]
+        core = self._core
+        return bool(core.call(core.is_drained_now))
 
     @property
     def is_paused(self) -> bool:
         """True while `pause()` holds new operations back."""
-        return self._core.view[7]  # type: ignore[no-any-return]
+        return self._core.paused
 
     @property
     def max_concurrency(self) -> int:
         """The current global concurrency limit."""
-        return self._core.view[6]  # type: ignore[no-any-return]
+        return self._core.limit
 
     @property
     def name(self) -> str:
@@ -569,7 +572,7 @@ class CoordinatorBase(Generic[T]):
 
     def _check_drainable(self) -> None:
         core = self._core
-        if core.view[8] is CoordinatorState.RUNNING and not self._has_source:
+        if core.state is CoordinatorState.RUNNING and not self._has_source:
             raise CoordinatorNotCompletedError(
                 f"drain() on coordinator {core.name!r} needs complete() first "
                 "(or a coordinator built with from_iterable)"

@@ -98,8 +98,7 @@ def finish_at_exit(core: Core, deadline: float) -> bool:
     """
     if core.closing or core.closed_event.is_set():
         return True
-    view = core.view
-    if view[0] + view[1] == 0:
+    if core.call(_is_idle, core):  # an ask: both counters at one instant
         return True
     waiter = Wait(0, lambda: _is_idle(core))
     core.mailbox.post((core._on_wait, waiter))

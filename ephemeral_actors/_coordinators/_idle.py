@@ -29,10 +29,9 @@ def _waiter(core: Core) -> Wait:
 
 
 def _timed_out(core: Core, timeout: float | None) -> TimeoutError:
-    view = core.view
     return TimeoutError(
         f"coordinator {core.name!r} was not idle within {timeout} s "
-        f"({view[0]} pending, {view[1]} active)"
+        f"({core.npending} pending, {core.running} active)"
     )
 
 

@@ -264,6 +264,8 @@ class KeyedBacklog:
     Owned by the supervisor: every method runs in its turn.
     """
 
+    tracks_ended = True  # a key's running count and passivation
+
     def __init__(self, options: CoordinatorOptions) -> None:
         self.per_key = options.max_concurrency_per_key
         self.fair_threshold = (

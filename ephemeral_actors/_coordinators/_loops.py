@@ -141,13 +141,12 @@ def loop_lost(core: Core, worker: AsyncWorker) -> None:
     if worker.current is not None and worker.current._outcome != RUNNING:
         worker.current = None
     if core.processing:
-        view = core.view
         logger.warning(
             "coordinator %r: the event loop its bodies run on closed with %d pending and "
             "%d active; cancelling them",
             core.name,
-            view[0],
-            view[1],
+            core.npending,
+            core.running,
             extra={
                 "coordinator": core.name,
                 "operation_id": None,

@@ -33,7 +33,7 @@ def offer(core: Core, item: Any) -> Admission:
             CoordinatorState,
         )
 
-        if core.view[8] is not CoordinatorState.RUNNING:
+        if core.state is not CoordinatorState.RUNNING:
             return Admission.CLOSED
         return Admission.KEY_ERROR
     if core.post_intake(request, None) is not None:

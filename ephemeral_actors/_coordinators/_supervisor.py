@@ -14,8 +14,9 @@ Message flow (docs/concepts.md draws it):
 * **Supervisor.** Only its turn writes the backlog, window, counters, worker set,
   marks and waiters. Control calls, state queries, signal routing, timers and the
   Pykka `tell`/`ask` messages of `ephemeral_actors.messages` are all messages to it.
-  At the end of every turn it publishes an immutable view (the counters) and answers
-  the requests of the turn, so a reader sees every write of a call that returned.
+  At the end of every turn it answers the requests of the turn (and resolves its
+  futures), so a reader sees every write of a call that returned. A single counter
+  is read from its field; several at one instant are an ask (`stats()`).
 * **Callbacks.** `on_sample` and observers run on the coordinator's callbacks actor
   (a thread of its own, started with the first callback), never in the supervisor's
   turn; it reports back when they returned, which is when `drain()` may return.
@@ -94,6 +95,8 @@ from ephemeral_actors._mailbox import (
     CHECK_OWNERSHIP,
     Mailbox,
     Reply,
+    _get_ident,
+    _in_turn,
     check_owner,
     handle_envelope,
 )
@@ -400,7 +403,6 @@ class Core:
         "supervisor_ref",
         "unsettled",
         "uses_dispatcher",
-        "view",
         "waiters",
         "window",
         "worker_numbers",
@@ -514,8 +516,6 @@ class Core:
         self.loop: LoopBinding | None = None
 
         self.mailbox = Mailbox(self, self._receive, self._end_turn, self._handoff, self._crashed)
-        self.view: tuple[Any, ...] = ()
-        self._end_turn()  # publishes the first view
         self.holds_shared_loop = False
         if self.is_async:
             # Bound to the caller's running loop, or to the shared one with the first
@@ -596,28 +596,12 @@ class Core:
         self._fault(error)
 
     def _end_turn(self) -> None:
+        # The written-out turns (`_admit_now`, `report_and_take`) skip this call unless
+        # one of these four has work: a new duty here goes into their test too.
         if self.orphaned:
             self._close_if_orphaned_and_idle()
         if self.waiters:
             self._check_waiters()
-        # The view: one tuple per turn, not per item, so counters read from it are
-        # mutually consistent.
-        npending = self.npending
-        running = self.running
-        state = self.state
-        self.view = (
-            npending,
-            running,
-            self.enqueued,
-            self.completed,
-            self.failed,
-            self.cancelled,
-            self.limit,
-            self.paused,
-            state,
-            self.deferring,
-            state is not _OPEN and not npending and not running and not self.source_open,
-        )
         replies = self.replies
         if replies:
             self.replies = []
@@ -673,11 +657,10 @@ class Core:
     # -- reading state -----------------------------------------------------------------
 
     def __repr__(self) -> str:
-        view = self.view
         return (
-            f"<{self.kind} {self.name!r} {view[8].value} pending={view[0]} "
-            f"active={view[1]} completed={view[3]} failed={view[4]} "
-            f"cancelled={view[5]} limit={view[6]}>"
+            f"<{self.kind} {self.name!r} {self.state.value} pending={self.npending} "
+            f"active={self.running} completed={self.completed} failed={self.failed} "
+            f"cancelled={self.cancelled} limit={self.limit}>"
         )
 
     def is_drained_now(self) -> bool:
@@ -773,8 +756,8 @@ class Core:
         self, item: Any, future: Any, timeout: float | None, mode: int
     ) -> Operation | None:
         """`accept` for an unkeyed item with no priority, delay, label or backend check."""
-        op: Operation | None = self.mailbox.now(self._on_admit_now, item, future, None, None)
-        if op is None or op is BUSY:
+        op = self._admit_now(item, future, None, None)
+        if op is None:
             return self.post_intake(Intake(item, future, mode), timeout)
         return op
 
@@ -789,8 +772,8 @@ class Core:
                 return None
             raise
         if mode < TRY or not self.fair_threshold:
-            op: Operation | None = self.mailbox.now(self._on_admit_now, item, future, key, raw_key)
-            if op is not None and op is not BUSY:
+            op = self._admit_now(item, future, key, raw_key)
+            if op is not None:
                 return op
         request = Intake(item, future, mode)
         request.raw_key = raw_key
@@ -897,22 +880,60 @@ class Core:
             return
         self._admit(request)
 
-    def _on_admit_now(
-        self, item: Any, future: Any, key: str | None, raw_key: Any
-    ) -> Operation | None:
-        if self.state is not _OPEN or self.npending >= self.bound or self.space_waiters:
+    def _admit_now(self, item: Any, future: Any, key: str | None, raw_key: Any) -> Operation | None:
+        """Admit `item` in a turn begun here, if the supervisor is idle with no mail.
+
+        The intake turn of every plain item: `Mailbox.now` with `_admitted` written out
+        (the two frames and the argument tuple they cost were a tenth of the intake).
+        None: no turn could begin, or the item needs the general path (closed, full,
+        producers waiting), which then decides.
+        """
+        mailbox = self.mailbox
+        queue = mailbox._queue
+        flag = mailbox._flag
+        if queue or not flag.acquire(False):
             return None
-        if future is None:
-            op = Operation(self, next_operation_id(), key, raw_key)
-        else:
-            op = self._new_operation(key, raw_key, future)
-        self.backlog.push(op, item)
-        # _admitted, written out: this is the turn of every plain item.
-        self.npending += 1
-        op._seq = self.enqueued = self.enqueued + 1
-        self.unsettled += 1
-        if self.running < self.limit:
-            self._dispatch()
+        op = None
+        ident = _get_ident()
+        previous = _in_turn.get(ident)
+        _in_turn[ident] = self
+        try:
+            if (
+                not queue  # mail that came before the flag goes first: the general path
+                and self.state is _OPEN
+                and self.npending < self.bound
+                and not self.space_waiters
+            ):
+                op = Operation(self, next_operation_id(), key, raw_key)
+                if future is not None:
+                    # `_new_operation`, written out
+                    op._reply = future
+                    if type(future) is OperationFuture:
+                        future.operation_id = op.id
+                        future._canceller = op._cancel_pending
+                self.backlog.push(op, item)
+                self.npending += 1
+                op._seq = self.enqueued = self.enqueued + 1
+                self.unsettled += 1
+                if self.running < self.limit:
+                    self._dispatch()
+        except BaseException as exc:
+            op = None
+            self._crashed(exc)
+        finally:
+            mailbox.processed += 1
+            try:
+                # `_end_turn` has nothing to do in most of these turns: skip its frame.
+                if self.outcomes or self.replies or self.waiters or self.orphaned:
+                    self._end_turn()
+            finally:
+                if previous is None:
+                    del _in_turn[ident]
+                else:
+                    _in_turn[ident] = previous
+                flag.release()
+        if queue and flag.acquire(False):
+            mailbox._run()
         return op
 
     def _admit(self, request: Intake) -> None:
@@ -1126,12 +1147,42 @@ class Core:
         The worker runs the item it is given without going through its mailbox; None: it
         reads its mailbox as usual (where a dispatch may have put an item meanwhile).
         """
-        entry: tuple[Operation, Any] | None = self.mailbox.now(
-            self._on_done_and_take, worker, op, outcome, error
-        )
-        if entry is BUSY:
-            self.mailbox.post((self._on_report, (worker, op, outcome, error)))
+        # `Mailbox.now`, written out as `_admit_now` writes it: this is the turn of
+        # every item a busy coordinator runs.
+        mailbox = self.mailbox
+        queue = mailbox._queue
+        flag = mailbox._flag
+        if queue or not flag.acquire(False):
+            mailbox.post((self._on_report, (worker, op, outcome, error)))
             return None
+        if queue:
+            # Mail arrived between the check and the flag: it goes first (see `begin`).
+            mailbox._run()
+            mailbox.post((self._on_report, (worker, op, outcome, error)))
+            return None
+        entry = None
+        ident = _get_ident()
+        previous = _in_turn.get(ident)
+        _in_turn[ident] = self
+        try:
+            entry = self._on_done_and_take(worker, op, outcome, error)
+        except BaseException as exc:
+            entry = None
+            self._crashed(exc)
+        finally:
+            mailbox.processed += 1
+            try:
+                # `_end_turn` has nothing to do in most of these turns: skip its frame.
+                if self.outcomes or self.replies or self.waiters or self.orphaned:
+                    self._end_turn()
+            finally:
+                if previous is None:
+                    del _in_turn[ident]
+                else:
+                    _in_turn[ident] = previous
+                flag.release()
+        if queue and flag.acquire(False):
+            mailbox._run()
         return entry
 
     def _on_done_and_take(
@@ -1156,8 +1207,9 @@ class Core:
         ended = self.now()
         op._ended = ended
         op._outcome = outcome
-        self.running -= 1
-        self.backlog.ended(op)
+        backlog = self.backlog
+        if backlog.tracks_ended:
+            backlog.ended(op)
         op._raw_key = None  # the key may be the item itself: no payload is kept
         self.completed += 1
         self.unsettled -= 1
@@ -1169,18 +1221,21 @@ class Core:
             # Resolved at the end of the turn, after the counters are published (_finish).
             op._reply = None
             self.outcomes.append((reply, True, op._result if self.capture_results else None))
+        # `running` still counts `op`: it drops only if no item takes its slot, so a
+        # reader of the field never sees a dip between one item and the next.
         entry = None
         if (
             self.npending
-            and self.running < self.limit
+            and self.running <= self.limit
             and not self.paused
             and self.processing
             and not self.deferring
             and not self.router.cancel_marks
             and self.schedule is None
         ):
-            entry = self.backlog.pop()
+            entry = backlog.pop()
         if entry is None:
+            self.running -= 1
             worker.current = None
             self.idle.append(worker)
             self._dispatch()
@@ -1189,7 +1244,6 @@ class Core:
         started = entry[0]
         started._started = self.now()
         window.add(started)
-        self.running += 1
         worker.current = started
         if self.space_waiters and self.npending <= self.low_water:
             self._admit_waiting()
@@ -1552,10 +1606,9 @@ class Core:
         if not waiter.wait(timeout):
             self.call(self._on_forget_wait, waiter)
             if not waiter.done:
-                view = self.view
                 raise TimeoutError(
                     f"coordinator {self.name!r} did not drain within {timeout} s "
-                    f"({view[0]} pending, {view[1]} active)"
+                    f"({self.npending} pending, {self.running} active)"
                 )
         waiter.result()
 
@@ -1814,7 +1867,7 @@ class Core:
         own = 1 if (op := _current.get()) is not None and op._core is self else 0
         if not self.wait_idle(deadline, own):
             logger.warning(
-                f"coordinator {self.name!r}: close() abandoned {self.view[1] - own} running "
+                f"coordinator {self.name!r}: close() abandoned {self.running - own} running "
                 "operation(s) that did not return in time; their threads end when they return"
             )
         workers: list[WorkerBase] = self.call(self._on_stop_workers, None)

@@ -368,6 +368,11 @@ def test_busy_workers_start_nothing_after_pause_returns(make, keyed):
         entered.append(item)
         if len(entered) == 300:
             many.set()
+        elif len(entered) > 300:
+            # Past the 300th, each body takes a moment (releasing the GIL, as real work
+            # does): otherwise the workers can run all 5,000 before the test thread
+            # gets the GIL back to call pause().
+            time.sleep(0.0002)
 
     options = {"key": (lambda i: i % 50)} if keyed else {}
     c = make(body, max_concurrency=4, max_tracked_operations=5_000, **options)
