@@ -30,10 +30,12 @@ import enum
 import inspect
 import itertools
 import logging
+import queue
 import threading
 import time
 import types
 from collections import deque
+from concurrent.futures import InvalidStateError
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -611,12 +613,25 @@ class Core:
         if outcomes:
             self.outcomes = []
             for future, ok, value in outcomes:
-                if ok and type(future) is OperationFuture:
-                    future.set(value)  # resolve's usual case, without its frame
-                elif ok is None:
-                    future._set_cancelled()
-                else:
-                    resolve(future, ok, value)
+                try:
+                    if ok and type(future) is OperationFuture:
+                        future.set(value)  # resolve's usual case, without its frame
+                    elif ok is None:
+                        future._set_cancelled()
+                    else:
+                        resolve(future, ok, value)
+                except (InvalidStateError, queue.Full):
+                    self._resolved_elsewhere(future)
+
+    def _resolved_elsewhere(self, future: Any) -> None:
+        # The caller resolved the future itself (`set_result` is public API): its value
+        # stands, the operation's outcome is in the counters and its record, and the
+        # turn goes on (it used to end here, and took the reporting worker with it).
+        logger.warning(
+            f"coordinator {self.name!r}: the future of operation "
+            f"{getattr(future, 'operation_id', '?')} was already resolved by its caller; "
+            "the operation's own outcome is in its record"
+        )
 
     def _handoff(self, run: Callable[[], None]) -> None:
         call_later(self, 0.0, run)
@@ -1218,9 +1233,10 @@ class Core:
             window.trim(ended)
         reply = op._reply
         if reply is not None:
-            # Resolved at the end of the turn, after the counters are published (_finish).
             op._reply = None
-            self.outcomes.append((reply, True, op._result if self.capture_results else None))
+            if type(reply) is not OperationFuture:
+                self.outcomes.append((reply, True, op._result if self.capture_results else None))
+                reply = None
         # `running` still counts `op`: it drops only if no item takes its slot, so a
         # reader of the field never sees a dip between one item and the next.
         entry = None
@@ -1239,16 +1255,24 @@ class Core:
             worker.current = None
             self.idle.append(worker)
             self._dispatch()
-            return None
-        self.npending -= 1
-        started = entry[0]
-        started._started = self.now()
-        window.add(started)
-        worker.current = started
-        if self.space_waiters and self.npending <= self.low_water:
-            self._admit_waiting()
-        if self.running < self.limit and self.npending:
-            self._dispatch()
+        else:
+            self.npending -= 1
+            started = entry[0]
+            started._started = self.now()
+            window.add(started)
+            worker.current = started
+            if self.space_waiters and self.npending <= self.low_water:
+                self._admit_waiting()
+            if self.running < self.limit and self.npending:
+                self._dispatch()
+        if reply is not None:
+            # The future, resolved here rather than from `outcomes` at the end of the
+            # turn (a tuple and a loop saved per item), but still after every write of
+            # the turn: whoever it wakes reads counters that count this operation.
+            try:
+                reply.set(op._result if self.capture_results else None)
+            except InvalidStateError:
+                self._resolved_elsewhere(reply)
         return entry
 
     def _on_report(self, report: tuple[WorkerBase, Operation, int, BaseException | None]) -> None:

@@ -974,3 +974,36 @@ def test_resolution_racing_readers_wakes_every_reader_once(readers, outcome, con
     expected = outcome.removeprefix("pykka-")
     assert sorted(seen) == sorted((kind, expected) for kind in readers)
     assert len(callback_calls) == callback_count
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_future_its_caller_resolved_does_not_stop_the_coordinator(caplog, fails):
+    """`set_result` is public: a caller who resolves a submit future keeps its value.
+
+    The operation still runs and is counted; the worker that finds the future resolved
+    goes on to the next item (it used to die with the turn, and the next item never
+    ran), and the coordinator says what happened.
+    """
+    gate = threading.Event()
+
+    def body(item: int) -> int:
+        gate.wait(WAIT)
+        if fails and item == 1:
+            raise ValueError("boom")
+        return item
+
+    c = ResultCoordinator(body, CoordinatorOptions(max_concurrency=1))
+    try:
+        first, second = c.submit(1), c.submit(2)
+        first.set_result(99)
+        with caplog.at_level(logging.WARNING, logger="ephemeral_actors"):
+            gate.set()
+            assert second.result(timeout=WAIT) == 2
+        assert first.result() == 99
+        c.complete()
+        c.drain(WAIT)
+        stats = c.stats()
+        assert (stats.total_completed, stats.total_failed) == ((1, 1) if fails else (2, 0))
+        assert any("already resolved by its caller" in r.getMessage() for r in caplog.records)
+    finally:
+        c.close(WAIT)
