@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Callable
 
     from ephemeral_actors._operation import Operation
 
@@ -38,6 +39,9 @@ class Backlog(Protocol):
 
     def push(self, op: Operation, item: Any, priority: int = 0) -> None:
         """Take an accepted item (lower `priority` starts first; equal ones FIFO)."""
+
+    def append(self, entry: Entry, /) -> None:
+        """`push` of an `(operation, item)` entry at priority 0 (the intake path)."""
 
     def pop(self) -> Entry | None:
         """The next item that may start now (None if none may)."""
@@ -86,7 +90,7 @@ class FifoBacklog:
     once that heap empties, the deque takes over again.
     """
 
-    __slots__ = ("items", "ranked", "sequence")
+    __slots__ = ("append", "items", "ranked", "sequence")
 
     fair_threshold = 0
     tracks_ended = False
@@ -95,6 +99,17 @@ class FifoBacklog:
         self.items: deque[Entry] = deque()
         self.ranked: list[tuple[int, int, Entry]] | None = None
         self.sequence = itertools.count()
+        # `append` is the deque's own (a C call per accepted item) while no priority
+        # is in play; the heap's push while one is.
+        self.append: Callable[[Entry], None] = self.items.append
+
+    def _append_ranked(self, entry: Entry) -> None:
+        assert self.ranked is not None
+        heapq.heappush(self.ranked, (0, next(self.sequence), entry))
+
+    def _unrank(self) -> None:
+        self.ranked = None
+        self.append = self.items.append
 
     def push(self, op: Operation, item: Any, priority: int = 0) -> None:
         if not priority and self.ranked is None:
@@ -106,6 +121,7 @@ class FifoBacklog:
             sequence = self.sequence
             ranked = self.ranked = [(0, next(sequence), entry) for entry in self.items]
             self.items.clear()
+            self.append = self._append_ranked
         heapq.heappush(ranked, (priority, next(self.sequence), (op, item)))
 
     def pop(self) -> Entry | None:
@@ -117,7 +133,7 @@ class FifoBacklog:
             return None
         entry = heapq.heappop(ranked)[2]
         if not ranked:
-            self.ranked = None
+            self._unrank()
         return entry
 
     def take_all(self) -> list[Entry]:
@@ -125,7 +141,7 @@ class FifoBacklog:
         self.items.clear()
         if self.ranked is not None:
             dropped.extend(ranked[2] for ranked in sorted(self.ranked))
-            self.ranked = None
+            self._unrank()
         return dropped
 
     def remove(self, op_id: int) -> Operation | None:
@@ -142,7 +158,7 @@ class FifoBacklog:
                     ranked.pop()
                     heapq.heapify(ranked)
                     if not ranked:
-                        self.ranked = None
+                        self._unrank()
                     return entry[0]
         return None
 

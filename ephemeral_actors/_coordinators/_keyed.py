@@ -308,6 +308,9 @@ class KeyedBacklog:
                 self._rank()
         child.receive_item(op, item)
 
+    def append(self, entry: Entry, /) -> None:
+        self.push(entry[0], entry[1])
+
     def pop(self) -> Entry | None:
         ranked = self.ranked
         if ranked is not None:

@@ -926,7 +926,7 @@ class Core:
                     if type(future) is OperationFuture:
                         future.operation_id = op.id
                         future._canceller = op._cancel_pending
-                self.backlog.push(op, item)
+                self.backlog.append((op, item))
                 self.npending += 1
                 op._seq = self.enqueued = self.enqueued + 1
                 self.unsettled += 1
@@ -1258,7 +1258,7 @@ class Core:
         else:
             self.npending -= 1
             started = entry[0]
-            started._started = self.now()
+            started._started = ended  # the same turn: one clock read serves both
             window.add(started)
             worker.current = started
             if self.space_waiters and self.npending <= self.low_water:
