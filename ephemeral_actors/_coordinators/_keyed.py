@@ -93,6 +93,10 @@ _LAZY_PYKKA_PARTS = frozenset({"actor_urn", "actor_inbox", "_actor_ref"})
 _CHILD_STATE = frozenset({"mailbox", "running", "in_ready", "idle_since", "processed"})
 
 
+_STOPPED = _StopFlag()
+_STOPPED.set()
+
+
 class KeyChild(pykka.Actor):
     """The child actor of one key: its mailbox holds the key's items, in order.
 
@@ -131,7 +135,9 @@ class KeyChild(pykka.Actor):
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes not yet set: Pykka's parts, made lazily.
         if name == "actor_stopped":
-            flag = _StopFlag()
+            # After close, a child nobody had addressed is stopped like the rest (close
+            # sets only the flags that exist: see KeyedBacklog.close).
+            flag = _STOPPED if self.backlog.closed else _StopFlag()
             object.__setattr__(self, "actor_stopped", flag)
             return flag
         if name in _LAZY_PYKKA_PARTS:
@@ -255,7 +261,14 @@ class KeyChild(pykka.Actor):
 
     def stop_now(self) -> None:
         """Stop this actor (passivation or close): later asks get `ActorDeadError`."""
-        self.actor_stopped.set()
+        flag = self.__dict__.get("actor_stopped")
+        if flag is None:
+            # Nobody has asked for the flag: share one already set (a stopped child is
+            # never started again) rather than make one per child. Closing a coordinator
+            # with 100,000 idle keys spent 0.25 s making flags only to set them.
+            object.__setattr__(self, "actor_stopped", _STOPPED)
+        else:
+            flag.set()
 
 
 class KeyedBacklog:
@@ -543,8 +556,13 @@ class KeyedBacklog:
         if self.reap_timer is not None:
             self.reap_timer.cancel()
             self.reap_timer = None
+        # Only the children someone addressed have a flag to set; the others read as
+        # stopped from now on (KeyChild.__getattr__). A stop_now() per child took 0.25 s
+        # for 100,000 idle keys, making flags only to set them.
         for child in self.children.values():
-            child.stop_now()
+            flag = child.__dict__.get("actor_stopped")
+            if flag is not None:
+                flag.set()
         self.children.clear()
         self.idle_keys.clear()
         self.ready.clear()

@@ -7,11 +7,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pykka
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ephemeral_actors import CoordinatorOptions, KeyedWorkCoordinator, for_each
+from ephemeral_actors._coordinators._keyed import GetKeyState
 from ephemeral_actors.testing import library_threads
 from tests.conftest import WAIT
 
@@ -205,6 +207,27 @@ def test_idle_keys_are_reaped_and_a_returning_key_works(make):
     wait_until(lambda: c.active_keys == 0)
     assert c.submit(3).get(timeout=WAIT) is None
     assert c.total_completed == 21
+
+
+def test_close_stops_every_child_addressed_or_not(make):
+    """close() stops every key's child, whether or not anything ever addressed it.
+
+    Children make their stop flag and ActorRef only when asked; close sets the flags
+    that exist and every other child reads as stopped from then on (an ask to a
+    child whose ref was made gets ActorDeadError).
+    """
+    c = make(lambda i: i, lambda _: None)
+    for k in range(3):
+        c.submit(k).get(timeout=WAIT)
+    children = dict(c._core.backlog.children)
+    assert set(children) >= {0, 1, 2}
+    addressed = children[0].actor_ref  # makes its flag and ref
+    assert "actor_stopped" not in children[1].__dict__
+    c.close(WAIT)
+    assert all(child.actor_stopped.is_set() for child in children.values())
+    assert children[1].actor_stopped.wait(0)
+    with pytest.raises(pykka.ActorDeadError):
+        addressed.ask(GetKeyState(), timeout=WAIT)
 
 
 def test_threads_do_not_grow_with_keys(make):
