@@ -181,11 +181,20 @@ class KeyChild(pykka.Actor):
 
     # Handlers (in the supervisor's turn).
 
-    def receive_item(self, op: Operation, item: Any) -> None:
+    def receive_item(self, entry: Entry) -> None:
         """An item of this key was accepted: it waits in this mailbox."""
         self.processed += 1
-        self.mailbox.append((op, item))
-        self._ask_for_slot()
+        self.mailbox.append(entry)
+        # `_ask_for_slot`, written out (this runs once per keyed item; the mailbox is
+        # not empty now).
+        if not self.in_ready:
+            backlog = self.backlog
+            if self.running < backlog.per_key:
+                if backlog.plain:
+                    self.in_ready = True
+                    backlog.ready.append(self)
+                else:
+                    backlog.make_ready(self)
 
     def take(self) -> Entry | None:
         """A global slot was granted: hand over the oldest item (None if none may start)."""
@@ -206,7 +215,14 @@ class KeyChild(pykka.Actor):
         if backlog.priorities:
             backlog.priorities.pop(entry[0].id, None)
         self.running += 1
-        self._ask_for_slot()  # to the back of the ready queue: keys take turns
+        if mailbox and self.running < backlog.per_key:
+            # `_ask_for_slot` (in_ready is False here), written out: to the back of the
+            # ready queue, so keys take turns.
+            if backlog.plain:
+                self.in_ready = True
+                backlog.ready.append(self)
+            else:
+                backlog.make_ready(self)
         return entry
 
     def ended(self) -> None:
@@ -309,20 +325,20 @@ class KeyedBacklog:
         self.core: Core
 
     def push(self, op: Operation, item: Any, priority: int = 0) -> None:
-        key = op._raw_key
+        if priority:
+            self.priorities[op.id] = priority
+            if self.ranked is None:
+                self._rank()
+        self.append((op, item))
+
+    def append(self, entry: Entry, /) -> None:
+        key = entry[0]._raw_key
         child = self.children.get(key)
         if child is None:
             child = self.children[key] = KeyChild(self, key)
         elif child.idle:
             self.idle_keys.pop(key, None)
-        if priority:
-            self.priorities[op.id] = priority
-            if self.ranked is None:
-                self._rank()
-        child.receive_item(op, item)
-
-    def append(self, entry: Entry, /) -> None:
-        self.push(entry[0], entry[1])
+        child.receive_item(entry)
 
     def pop(self) -> Entry | None:
         ranked = self.ranked
@@ -402,7 +418,7 @@ class KeyedBacklog:
             if child.mailbox:
                 dropped.extend(child.drop_all())
                 if child.running == 0:
-                    self._went_idle(child, now)
+                    self.went_idle(child, now)
         self.ready.clear()
         if self.ranked is not None:
             self.ranked.clear()
@@ -445,10 +461,10 @@ class KeyedBacklog:
                 items += waiting
         return keys, items, self.key_holds
 
-    def went_idle(self, child: KeyChild) -> None:
-        self._went_idle(child, time.monotonic())
-
-    def _went_idle(self, child: KeyChild, now: float) -> None:
+    def went_idle(self, child: KeyChild, now: float | None = None) -> None:
+        """`child` has nothing waiting or running: it may be passivated from `now`."""
+        if now is None:
+            now = time.monotonic()
         bucket = child.bucket
         if bucket is not None:
             # Its bucket goes with the child: keep the child until the bucket is full
