@@ -76,13 +76,21 @@ class SharedLoop:
             if self._refs <= 0:
                 return None  # taken before a fork, released in the child: already reset
             self._refs -= 1
-            on_loop = threading.current_thread() is self._thread
+            loop, thread = self._loop, self._thread
+            on_loop = threading.current_thread() is thread
             while not self._refs and self._tasks and self._loop is not None and not on_loop:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
                 self._idle.wait(remaining)
-            return self._maybe_stop_locked()
+            stopping = self._maybe_stop_locked()
+            if stopping is None and loop is not None and self._loop is not loop:
+                # The last task stopped the loop while we waited (`_task_done`): it is
+                # still shutting down, so the caller joins it too. Returning None here let
+                # close() return with the old loop alive, and a backend could hand the next
+                # coordinator's job to that dying loop, whose result nobody then read.
+                return thread
+            return stopping
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` as a task on the loop; the loop stays up until it returns.
