@@ -176,6 +176,8 @@ _READ_SIZE: Final = 1 << 18
 _REAP_RETRY: Final = 0.01
 """Seconds before looking again for the exit status of a process whose socket closed."""
 _SHUTDOWN_POLL: Final = 0.1
+_HOME_CHECK: Final = 1.0
+"""Seconds a job waits before its loop checks that the home loop still serves it."""
 """Seconds `shutdown()` waits at a time for the lanes' sockets (it re-checks between)."""
 
 
@@ -786,7 +788,7 @@ class ProcessBackend:
         _resolve(settled)
         self._log_replaced()
         try:
-            payload = await job.waiter
+            payload = await self._outcome_of(job, loop)
         except asyncio.CancelledError:
             # The task was cancelled: at a deadline (the coordinator then kills the
             # process if the body started), or as its loop closes. A job no process
@@ -805,6 +807,37 @@ class ProcessBackend:
         if outcome == OK:
             return value
         raise value
+
+    async def _outcome_of(self, job: _Job, loop: asyncio.AbstractEventLoop) -> bytes:
+        """The job's outcome; re-home the backend here if its home loop stopped serving it.
+
+        The home loop reads every lane's socket. When it is another coordinator's loop
+        and that loop closes (its `asyncio.run` ends) while this job is in flight, nobody
+        reads the worker's reply: checked once a second while a job waits, this loop
+        then becomes home and takes over the sockets (their unread bytes included).
+        """
+        waiter = job.waiter
+        while True:
+            try:
+                done, _ = await asyncio.wait((waiter,), timeout=_HOME_CHECK)
+            except asyncio.CancelledError:
+                waiter.cancel()  # as `await waiter` would: a late outcome is then dropped
+                raise
+            if done:
+                return waiter.result()
+            with self._lock:
+                home = self._home
+                if home is loop or (
+                    home is not None and not home.is_closed() and home.is_running()
+                ):
+                    continue
+                self._adopt_locked(loop)
+                if self._home is loop:
+                    self._service_locked()
+                else:
+                    self._kick_locked()
+                settled = self._take_settlements_locked()
+            _resolve(settled)
 
     # -- the home loop (the backend lock guards everything below) -----------------------------
 

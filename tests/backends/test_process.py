@@ -211,6 +211,14 @@ def gate(packed: tuple[str, Any, Any]) -> str:
     return name
 
 
+def mark_then_sleep(packed: tuple[Any, int]) -> int:
+    """Set the event, then take half a second: the outcome comes after the caller left."""
+    started, x = packed
+    started.set()
+    time.sleep(0.5)
+    return x * 10
+
+
 def note(packed: tuple[str, Any]) -> str:
     """Record that this item ran."""
     name, ran = packed
@@ -1090,3 +1098,33 @@ def test_constructor_validation():
         ProcessBackend(mp_context="spawn")  # type: ignore[arg-type]
     assert ProcessBackend().max_workers >= 1
     assert "new" in repr(ProcessBackend(max_workers=3))
+
+
+def test_a_result_outlives_the_caller_loop_that_served_it(make, manager):
+    """A coordinator's result is read even after the loop that served the backend closed.
+
+    The backend serves every job from one home loop, which reads the workers' sockets.
+    Here that home is another coordinator's loop (an `asyncio.run` that ends) while a
+    job of a coordinator on the shared loop is in flight: the waiting job notices the
+    home is gone and its own loop takes over the sockets. Its result used to be left
+    unread for good.
+    """
+    backend = ProcessBackend(max_workers=2)
+    try:
+        waiting = make(ResultCoordinator, mark_then_sleep, max_concurrency=2, backend=backend)
+        started = manager.Event()
+
+        async def main() -> Any:
+            served_here = ResultCoordinator(
+                square, CoordinatorOptions(max_concurrency=2, backend=backend)
+            )
+            assert await served_here.submit_async(3) == 9  # the backend's home: this loop
+            future = waiting.submit((started, 5))
+            assert await asyncio.to_thread(started.wait, WAIT)  # in flight, served here
+            served_here.close(WAIT)
+            return future
+
+        future = asyncio.run(main())  # the home loop closes with the job in flight
+        assert future.result(timeout=WAIT) == 50
+    finally:
+        backend.shutdown()
