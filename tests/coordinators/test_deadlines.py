@@ -130,14 +130,18 @@ def test_an_explicit_cancel_before_the_deadline_keeps_counting_as_cancelled():
     running = threading.Event()
 
     def body(_item: int) -> None:
+        start = time.monotonic()
         running.set()
         op = current_operation()
         while not op.cancelled:
             threading.Event().wait(0.005)
-        threading.Event().wait(0.15)  # outlive the deadline, then honour the request
+        # Outlive the deadline (0.5 s), then honour the request well before the thread
+        # would be abandoned (1.0 s). Timed from the start, not from the cancel: a cancel
+        # that came late on a loaded machine used to push the body past 2 * deadline.
+        threading.Event().wait(max(0.0, start + 0.7 - time.monotonic()))
         op.raise_if_cancelled()
 
-    with WorkCoordinator(body, item_timeout=0.1, max_concurrency=1) as c:
+    with WorkCoordinator(body, item_timeout=0.5, max_concurrency=1) as c:
         _cancel_while_running_and_expect_cancelled(c, running)
 
 
