@@ -3,10 +3,10 @@
 An actor here is a mailbox, a behaviour (`handle`) and a *scheduled* flag. A sender
 appends its message; if that flips the flag from idle to scheduled, the sender runs
 the actor's **turn** itself: it handles every message in the mailbox (its own and
-whatever other threads added meanwhile), calls `end_turn` (the owner publishes its
-read model and answers the requests of the turn), clears the flag and leaves. A
-sender that finds the actor scheduled only appends: the thread running the turn
-handles its message. One thread at a time runs an actor's turn, so the actor's
+whatever other threads added meanwhile), calls `end_turn` (the owner answers the
+requests of the turn; the bus also publishes its read model there), clears the flag
+and leaves. A sender that finds the actor scheduled only appends: the thread running
+the turn handles its message. One thread at a time runs an actor's turn, so the actor's
 state needs no lock; but the actor is not pinned to a thread (Akka and Proto.Actor
 dispatchers, flat combining).
 
@@ -300,8 +300,11 @@ class Mailbox:
 
         `begin`, the handler and `finish` in one frame: the hot paths (intake, a worker's
         outcome report) run a turn per item, and the two calls cost as much as the
-        bookkeeping they wrap. A handler that raises is the owner's crash, passed to
-        `crashed` (the answer is then None); without `crashed` it propagates.
+        bookkeeping they wrap. The supervisor's two per-item turns (`Core._admit_now`,
+        `Core.report_and_take`) write this method out once more, handler included: a
+        change to the turn protocol here is made there too. A handler that raises is
+        the owner's crash, passed to `crashed` (the answer is then None); without
+        `crashed` it propagates.
         """
         queue = self._queue
         flag = self._flag

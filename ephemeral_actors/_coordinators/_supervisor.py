@@ -904,9 +904,9 @@ class Core:
         producers waiting), which then decides.
         """
         mailbox = self.mailbox
-        queue = mailbox._queue
+        mail = mailbox._queue
         flag = mailbox._flag
-        if queue or not flag.acquire(False):
+        if mail or not flag.acquire(False):
             return None
         op = None
         ident = _get_ident()
@@ -914,18 +914,15 @@ class Core:
         _in_turn[ident] = self
         try:
             if (
-                not queue  # mail that came before the flag goes first: the general path
+                not mail  # mail that came before the flag goes first: the general path
                 and self.state is _OPEN
                 and self.npending < self.bound
                 and not self.space_waiters
             ):
-                op = Operation(self, next_operation_id(), key, raw_key)
-                if future is not None:
-                    # `_new_operation`, written out
-                    op._reply = future
-                    if type(future) is OperationFuture:
-                        future.operation_id = op.id
-                        future._canceller = op._cancel_pending
+                if future is None:
+                    op = Operation(self, next_operation_id(), key, raw_key)
+                else:
+                    op = self._new_operation(key, raw_key, future)
                 self.backlog.append((op, item))
                 self.npending += 1
                 op._seq = self.enqueued = self.enqueued + 1
@@ -947,7 +944,7 @@ class Core:
                 else:
                     _in_turn[ident] = previous
                 flag.release()
-        if queue and flag.acquire(False):
+        if mail and flag.acquire(False):
             mailbox._run()
         return op
 
@@ -1165,12 +1162,12 @@ class Core:
         # `Mailbox.now`, written out as `_admit_now` writes it: this is the turn of
         # every item a busy coordinator runs.
         mailbox = self.mailbox
-        queue = mailbox._queue
+        mail = mailbox._queue
         flag = mailbox._flag
-        if queue or not flag.acquire(False):
+        if mail or not flag.acquire(False):
             mailbox.post((self._on_report, (worker, op, outcome, error)))
             return None
-        if queue:
+        if mail:
             # Mail arrived between the check and the flag: it goes first (see `begin`).
             mailbox._run()
             mailbox.post((self._on_report, (worker, op, outcome, error)))
@@ -1196,7 +1193,7 @@ class Core:
                 else:
                     _in_turn[ident] = previous
                 flag.release()
-        if queue and flag.acquire(False):
+        if mail and flag.acquire(False):
             mailbox._run()
         return entry
 
