@@ -1235,7 +1235,7 @@ class Core:
                 self.outcomes.append((reply, True, op._result if self.capture_results else None))
                 reply = None
         # `running` still counts `op`: it drops only if no item takes its slot, so a
-        # reader of the field never sees a dip between one item and the next.
+        # reader of the field sees no dip between one item and the next on this path.
         entry = None
         if (
             self.npending
