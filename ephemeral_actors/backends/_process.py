@@ -817,6 +817,11 @@ class ProcessBackend:
         then becomes home and takes over the sockets (their unread bytes included).
         """
         waiter = job.waiter
+        if self._home is loop:
+            # This loop reads the sockets itself, and it cannot stop while a task of
+            # its own waits: no check is needed (the timed wait below costs a timer and
+            # a callback per item).
+            return await waiter
         while True:
             try:
                 done, _ = await asyncio.wait((waiter,), timeout=_HOME_CHECK)
