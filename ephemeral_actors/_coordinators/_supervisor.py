@@ -343,6 +343,7 @@ class Core:
         "__weakref__",
         "_built",
         "accept_default",
+        "accept_unchecked",
         "attempts",
         "backend",
         "backend_cancel",
@@ -464,17 +465,18 @@ class Core:
         self.backlog: Backlog = FifoBacklog() if backlog is None else backlog
         self.fair_threshold = self.backlog.fair_threshold
         self.key_of = key_selector
-        # Items with no backend check and no label take the intake fast path.
-        fast_intake = self.check_item is None and options.describe is None
-        # What `accept` calls for such an item without a priority or a delay (None: the
-        # general path for every item).
+        # What `accept` calls for an item without a priority or a delay (None: the
+        # general path for every item). Items with a label take the general path.
         self.accept_default: Callable[[Any, Any, float | None, int], Operation | None] | None = (
             None
-            if not fast_intake
+            if options.describe is not None
             else self.accept_plain
             if key_selector is None
             else self.accept_keyed
         )
+        self.accept_unchecked = self.accept_default
+        if self.accept_default is not None and self.check_item is not None:
+            self.accept_default = self.accept_checked
         self.now = CLOCK.get()
         self.running = 0
         self.limit = limit
@@ -775,6 +777,20 @@ class Core:
         if op is None:
             return self.post_intake(Intake(item, future, mode), timeout)
         return op
+
+    def accept_checked(
+        self, item: Any, future: Any, timeout: float | None, mode: int
+    ) -> Operation | None:
+        """`accept_plain` or `accept_keyed` for a backend's item, checked first."""
+        assert self.check_item is not None
+        assert self.accept_unchecked is not None
+        try:
+            self.check_item(item)  # TypeError for an item the backend cannot ship
+        except Exception:
+            if mode == TRY:
+                return None
+            raise
+        return self.accept_unchecked(item, future, timeout, mode)
 
     def accept_keyed(
         self, item: Any, future: Any, timeout: float | None, mode: int

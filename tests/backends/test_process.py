@@ -485,6 +485,24 @@ def test_an_unpicklable_item_is_refused_at_intake(make, backend):
     assert c.total_enqueued == 2
 
 
+def test_a_keyed_coordinator_refuses_an_unpicklable_item_at_intake(make, backend):
+    """The same for keyed items, whose intake checks the item before taking its key."""
+    keys: list[Any] = []
+
+    def key_of(item: Any) -> int:
+        keys.append(item)
+        return 0
+
+    c = make(KeyedWorkCoordinator, key_of, square, max_concurrency=2, backend=backend)
+    with pytest.raises(TypeError, match="_thread.lock"):
+        c.enqueue(threading.Lock())
+    assert c.try_enqueue(threading.Lock()) is False
+    assert keys == []  # refused before its key was asked for
+    run_all(c, [2, 3])
+    assert c.total_enqueued == 2
+    assert c.total_completed == 2
+
+
 def test_the_wrapped_body_still_fails_an_unpicklable_item(backend):
     """Called outside a coordinator, the wrapped body fails the item with check_item's error."""
     run = backend.wrap(square, is_async=False)
