@@ -300,6 +300,7 @@ def test_every_item_ends_within_twice_its_deadline(
     gate = threading.Event()
     started: dict[int, float] = {}
     ended: dict[int, float] = {}
+    late: list[int] = []  # bodies that honoured the cancel after their abandonment
     done = threading.Semaphore(0)
 
     def sync_body(behaviour: str) -> None:
@@ -308,6 +309,11 @@ def test_every_item_ends_within_twice_its_deadline(
         if behaviour == "honours":
             while not op.cancelled:
                 gate.wait(0.002)
+            if time.monotonic() - started[op.id] > 1.5 * timeout:
+                # A loaded machine can hold a polling body (or its report) until the
+                # grace period, one more timeout, is over: it may then be abandoned
+                # like a body that ignores its deadline, and rightly so.
+                late.append(op.id)
             op.raise_if_cancelled()
         elif behaviour == "ignores":
             gate.wait(WAIT)
@@ -339,7 +345,7 @@ def test_every_item_ends_within_twice_its_deadline(
             assert ended[op_id] - started[op_id] <= 2 * timeout + SLACK
         s = c.stats()
         assert s.total_completed + s.total_failed == len(behaviours)
-        assert s.abandoned_threads <= behaviours.count("ignores")
+        assert s.abandoned_threads <= behaviours.count("ignores") + len(late)
     finally:
         gate.set()
         c.close(WAIT)
