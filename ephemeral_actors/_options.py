@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import difflib
+import itertools
 import math
 import operator
 import os
@@ -186,12 +187,15 @@ class CoordinatorOptions:
         value *is* its default object is skipped, and every other one goes through its
         check, in field order (the first bad field is the one reported).
         """
-        # One C call reads every field; the loop then only compares identities.
-        for value, (name, default, check) in zip(_read_all(self), _CHECKS, strict=True):
-            if value is not default:
-                normalised = check(name, value)
-                if normalised is not value:
-                    object.__setattr__(self, name, normalised)
+        # One C call reads every field and another compares them with the defaults by
+        # identity: Python code runs only for the fields that differ.
+        values = _read_all(self)
+        for index in itertools.compress(_INDICES, map(operator.is_not, values, _DEFAULT_VALUES)):
+            name, _default, check = _CHECKS[index]
+            value = values[index]
+            normalised = check(name, value)
+            if normalised is not value:
+                object.__setattr__(self, name, normalised)
 
 
 def _int_at_least(minimum: int) -> Callable[[str, object], object]:
@@ -359,6 +363,8 @@ _CHECKS: tuple[tuple[str, object, Callable[[str, object], object]], ...] = tuple
 )
 _read_all = operator.attrgetter(*(name for name, _default, _check in _CHECKS))
 """`options -> (every field's value, in field order)`."""
+_DEFAULT_VALUES = tuple(default for _name, default, _check in _CHECKS)
+_INDICES = range(len(_CHECKS))
 
 
 class OptionsKwargs(TypedDict, total=False):
