@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import time
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from ephemeral_actors._operation import Operation
 
 __all__ = ["CompletionStream", "as_completed", "as_completed_async", "deliver"]
+
+logger = logging.getLogger("ephemeral_actors")
 
 
 class CompletionStream:
@@ -93,6 +96,20 @@ def _on_open(core: Core, stream: CompletionStream) -> None:
     )
     for op in ended:
         stream.put(_future_of(core, op))
+    # Accepted before the call, ended, and without a record any more (trimmed from the
+    # window, or dropped before it started): nothing is left to yield for them, and
+    # keeping every result for a stream nobody had opened yet would be unbounded. Say
+    # so rather than yield fewer futures silently.
+    missing = core.completed + core.failed + core.cancelled - len(ended)
+    if missing > 0:
+        logger.warning(
+            "as_completed() on coordinator %r leaves out %d item(s) that ended before the "
+            "call and whose records had left the window (max_tracked_operations=%d); "
+            "open the stream before those items end, or raise the window's bound",
+            core.name,
+            missing,
+            core.window.bound,
+        )
     stream.watermark = core.enqueued
     stream.expected = core.npending + core.running
     stream.total = len(ended) + stream.expected

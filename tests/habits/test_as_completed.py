@@ -58,6 +58,27 @@ def test_items_already_ended_come_first_and_later_items_are_not_included():
         assert [f.result() for f in stream] == [1]
 
 
+def test_items_whose_records_left_the_window_are_named_in_a_warning(caplog):
+    """An item that ended before the call and was trimmed cannot be yielded: a warning
+    says how many were left out; a stream that leaves nothing out says nothing."""
+    with ResultCoordinator(lambda i: i, max_tracked_operations=3) as results:
+        for i in range(3):
+            results.enqueue(i)
+        results.wait_idle(WAIT)
+        with caplog.at_level("WARNING", logger="ephemeral_actors"):
+            assert sorted(f.result() for f in results.as_completed(WAIT)) == [0, 1, 2]
+        assert not [r for r in caplog.records if "as_completed" in r.getMessage()]
+        for i in range(3, 10):
+            results.enqueue(i)
+        results.wait_idle(WAIT)
+        with caplog.at_level("WARNING", logger="ephemeral_actors"):
+            yielded = [f.result() for f in results.as_completed(WAIT)]
+    assert len(yielded) == 3  # the window's three records (running ones outlive older)
+    (warning,) = [r for r in caplog.records if "as_completed" in r.getMessage()]
+    assert "leaves out 7 item(s)" in warning.getMessage()
+    assert "max_tracked_operations=3" in warning.getMessage()
+
+
 def test_cancelled_items_come_as_cancelled_futures():
     """Items dropped by cancel() are delivered as cancelled futures."""
     gate = threading.Event()
