@@ -282,11 +282,9 @@ class SignalRouter:
         if defer_for is None:
             return None
         # Until its *emit* time + defer_for. An operation's signal is observed as it is
-        # emitted; a bus event replayed at subscription may be older: the bus's own
-        # clock (which stamped it) says how much of its time is gone.
-        elapsed = 0.0
-        if bus is not None:
-            elapsed = max(0.0, bus._clock() - event.timestamp.timestamp())
+        # emitted; a bus event replayed at subscription may be older: the bus, which
+        # received it, says how much of its time is gone.
+        elapsed = 0.0 if bus is None else bus._elapsed(event)
         return time.monotonic() + defer_for - elapsed
 
     @staticmethod

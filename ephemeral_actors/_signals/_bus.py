@@ -464,9 +464,11 @@ class SignalBus:
 
     The window never holds more than `max_capacity` events (when full, the oldest
     is dropped) and no read returns an event older than `max_age` seconds, counted
-    from when the bus received it. Every method is thread-safe. The bus has no
-    thread of its own: its turns run on the threads that call it, and subscriber
-    callbacks run on the emitting (or subscribing) thread, outside the bus's turn.
+    from when the bus received it on a monotonic clock (a step of the wall clock
+    neither ages events early nor keeps them past their time). Every method is
+    thread-safe. The bus has no thread of its own: its turns run on the threads that
+    call it, and subscriber callbacks run on the emitting (or subscribing) thread,
+    outside the bus's turn.
     See the module docstring for delivery order, callbacks that call back in, and
     exactly what `unsubscribe()` guarantees.
 
@@ -474,7 +476,8 @@ class SignalBus:
         max_capacity: Most events kept; >= 1.
         max_age: Seconds an event stays readable; > 0 (int, float or timedelta).
         name: Used in logs, errors and `repr`.
-        _clock: Seconds since the epoch, for tests; defaults to `time.time`.
+        _clock: Seconds since the epoch, for tests: it then also measures ages.
+            Defaults to `time.time` for timestamps, with ages on `time.monotonic`.
 
     Raises:
         TypeError: An argument has the wrong type.
@@ -495,7 +498,12 @@ class SignalBus:
             raise TypeError(f"name must be a str or None, got {type(name).__name__} {name!r}")
         self._name = name
         self._clock = time.time if _clock is None else _clock
-        self._state = _BusState(self._max_capacity, self._max_age, self._clock, self._describe())
+        # Ages are differences of receive times: a monotonic clock, unless a test injects
+        # one clock for both.
+        self._age_clock = time.monotonic if _clock is None else _clock
+        self._state = _BusState(
+            self._max_capacity, self._max_age, self._age_clock, self._describe()
+        )
         self._ref: pykka.ActorRef[_BusActor] = self._state.actor.actor_ref
         pykka.ActorRegistry.register(self._ref)
 
@@ -724,8 +732,20 @@ class SignalBus:
             entry is not None
             and entry[2] is event
             and entry[0] >= view.lo
-            and entry[1] >= self._clock() - self._max_age
+            and entry[1] >= self._age_clock() - self._max_age
         )
+
+    def _elapsed(self, event: SignalEvent) -> float:
+        """Seconds since the bus received `event`, on its age clock (read of the view).
+
+        An event no longer in the window falls back to its timestamp on the bus clock.
+        """
+        view = self._state.view
+        key = id(event)
+        entry = view.young.get(key) or view.old.get(key)
+        if entry is None or entry[2] is not event:
+            return max(0.0, self._clock() - event.timestamp.timestamp())
+        return max(0.0, self._age_clock() - entry[1])
 
     def actor_stats(self) -> ActorStats:
         """The bus actor's statistics (SPEC 14): role "bus"; answers after close too."""

@@ -488,3 +488,21 @@ def test_concurrent_emitters_never_overfill_the_window(threads, per_thread, capa
         for index in range(threads):
             mine = [e.signal for e in delivered if e.operation_id == index]
             assert mine == [f"t{index}.{n}" for n in range(per_thread)]
+
+
+def test_a_wall_clock_step_neither_ages_events_early_nor_keeps_them(monkeypatch):
+    """Timestamps come from the wall clock, ages from a monotonic one: an NTP step of an
+    hour either way leaves a fresh event readable."""
+    import time  # noqa: PLC0415 - patched below, for this test only
+
+    wall = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: wall[0])
+    with SignalBus(max_age=60.0) as bus:
+        event = bus.emit("fresh")
+        assert event.timestamp == dt.datetime.fromtimestamp(1_000_000.0, dt.UTC)
+        wall[0] += 3600.0  # the wall clock jumps forward an hour
+        assert bus.holds(event)
+        assert bus.sense() == (event,)
+        wall[0] -= 7200.0  # and back two
+        assert bus.holds(event)
+        assert bus.count == 1

@@ -137,3 +137,21 @@ def test_a_replayed_timed_signal_counts_from_its_emit_time():
             assert c.stats().is_deferred
             bus.emit("go")
             assert not c.stats().is_deferred
+
+
+def test_a_wall_clock_step_does_not_end_a_replayed_timed_deferral(monkeypatch):
+    """A coordinator that subscribes after the wall clock jumped an hour still defers
+    for the event's duration: the time gone is measured on the bus's monotonic clock."""
+    wall = [2_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: wall[0])
+    with SignalBus() as bus:
+        bus.emit("slow-down", defer_for=3600)
+        wall[0] += 3600.0  # an NTP step: by the wall clock, the deferral is over
+        c, starts = deferred_coordinator(bus)
+        with c:
+            c.enqueue(1)
+            assert c.stats().is_deferred  # replayed at subscription, with its time left
+            bus.emit("go")
+            c.complete()
+            c.drain(WAIT)
+        assert len(starts) == 1
