@@ -90,10 +90,12 @@ def deliver(core: Core, op: Operation) -> None:
 
 def _on_open(core: Core, stream: CompletionStream) -> None:
     """Open a stream (supervisor's turn): what already ended now, the rest as it ends."""
-    ended = sorted(
-        (op for op in core.window if op._outcome != RUNNING and op._ended is not None),
-        key=lambda op: op._ended or 0.0,
-    )
+    records = {op.id: op for op in core.window if op._outcome != RUNNING and op._ended is not None}
+    # Failed and cancelled records outlive the window in the failure log: a stream
+    # opened after a large batch still reports its failures.
+    for op_id, op in core.failures.ops.items():
+        records.setdefault(op_id, op)
+    ended = sorted(records.values(), key=lambda op: (op._ended or 0.0, op._seq))
     for op in ended:
         stream.put(_future_of(core, op))
     # Accepted before the call, ended, and without a record any more (trimmed from the
@@ -104,11 +106,13 @@ def _on_open(core: Core, stream: CompletionStream) -> None:
     if missing > 0:
         logger.warning(
             "as_completed() on coordinator %r leaves out %d item(s) that ended before the "
-            "call and whose records had left the window (max_tracked_operations=%d); "
-            "open the stream before those items end, or raise the window's bound",
+            "call and whose records had left the window (max_tracked_operations=%d, "
+            "max_tracked_failures=%d); open the stream before those items end, or raise "
+            "those bounds",
             core.name,
             missing,
             core.window.bound,
+            core.failures.bound,
         )
     stream.watermark = core.enqueued
     stream.expected = core.npending + core.running

@@ -146,8 +146,9 @@ class ResultCoordinator(CoordinatorBase[T], Generic[T, R]):
         """Futures of everything accepted before the call, in completion order.
 
         Like `concurrent.futures.as_completed`: items that already ended come first
-        (those still in the window: a record the window trimmed cannot be reported,
-        and a WARNING says how many were left out), then each item as it ends. A
+        (those still in the window, and failed or cancelled ones still in the failure
+        log: a record both trimmed cannot be reported, and a WARNING says how many
+        were left out), then each item as it ends. A
         failed item's future raises its exception (traceback cleared); a cancelled
         item (dropped, signal-cancelled, or a body that acknowledged cancellation)
         comes as a cancelled future. Items accepted after the call are not included.

@@ -79,6 +79,29 @@ def test_items_whose_records_left_the_window_are_named_in_a_warning(caplog):
     assert "max_tracked_operations=3" in warning.getMessage()
 
 
+def test_failures_that_left_the_window_still_come_from_the_failure_log(caplog):
+    """Failed records outlive the window in the failure log, and the stream yields them;
+    only the completed items the window trimmed are left out (and counted)."""
+
+    def body(i: int) -> int:
+        if i < 5:
+            raise ValueError(i)
+        return i
+
+    with ResultCoordinator(body, max_concurrency=1, max_tracked_operations=2) as results:
+        for i in range(10):
+            results.enqueue(i)
+        results.wait_idle(WAIT)
+        with caplog.at_level("WARNING", logger="ephemeral_actors"):
+            futures = list(results.as_completed(WAIT))
+    failed = sorted(f.exception().args[0] for f in futures if f.exception() is not None)
+    completed = sorted(f.result() for f in futures if f.exception() is None)
+    assert failed == [0, 1, 2, 3, 4]
+    assert completed == [8, 9]
+    (warning,) = [r for r in caplog.records if "as_completed" in r.getMessage()]
+    assert "leaves out 3 item(s)" in warning.getMessage()
+
+
 def test_cancelled_items_come_as_cancelled_futures():
     """Items dropped by cancel() are delivered as cancelled futures."""
     gate = threading.Event()
