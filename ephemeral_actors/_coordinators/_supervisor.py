@@ -150,6 +150,26 @@ _ORDER = {s: i for i, s in enumerate(CoordinatorState)}
 _PROCESSING = frozenset({CoordinatorState.RUNNING, CoordinatorState.COMPLETING})
 
 
+def _item_preparer(backend: Any) -> Callable[[Any], Any] | None:
+    """What intake calls on each item offered to a coordinator that runs on `backend`.
+
+    The backend's `prepare_item` (it returns what the wrapped body will receive), else
+    its `check_item` (it raises for a bad item, which then goes on as given).
+    """
+    prepare = getattr(backend, "prepare_item", None)
+    if prepare is not None:
+        return cast("Callable[[Any], Any]", prepare)
+    check = getattr(backend, "check_item", None)
+    if check is None:
+        return None
+
+    def checked(item: Any) -> Any:
+        check(item)
+        return item
+
+    return checked
+
+
 def _is_coroutine_function(fn: Any) -> bool:
     if type(fn) is types.FunctionType:
         # The common case, read straight from the code flags (inspect's checks cost
@@ -353,7 +373,6 @@ class Core:
         "callbacks",
         "cancelled",
         "capture_results",
-        "check_item",
         "closed_event",
         "closing",
         "completed",
@@ -387,6 +406,7 @@ class Core:
         "orphaned",
         "outcomes",
         "paused",
+        "prepare_item",
         "processing",
         "replies",
         "restart_window",
@@ -441,9 +461,10 @@ class Core:
             body = self.backend.wrap(body, is_async=self.is_async)
             self.is_async = _is_coroutine_function(body)
         self.body = body
-        # Optional backend hooks (SPEC 17): check an item before it is accepted (in the
-        # sender's thread), and withdraw a running operation's remote work.
-        self.check_item: Callable[[Any], None] | None = getattr(self.backend, "check_item", None)
+        # Optional backend hooks (SPEC 17): check an item before it is accepted, or
+        # prepare what the wrapped body will receive (in the sender's thread), and
+        # withdraw a running operation's remote work.
+        self.prepare_item = _item_preparer(self.backend)
         self.backend_cancel: Callable[[int], bool] | None = getattr(self.backend, "cancel", None)
         self.capture_results = capture_results
         self.bound = options.max_tracked_operations
@@ -475,8 +496,10 @@ class Core:
             else self.accept_keyed
         )
         self.accept_unchecked = self.accept_default
-        if self.accept_default is not None and self.check_item is not None:
-            self.accept_default = self.accept_checked
+        if self.prepare_item is not None:
+            # A keyed item's key comes from the item as given, not as prepared: keyed
+            # items of a backend take the general path, which keeps both.
+            self.accept_default = None if key_selector is not None else self.accept_checked
         self.now = CLOCK.get()
         self.running = 0
         self.limit = limit
@@ -760,7 +783,7 @@ class Core:
         if accept is not None and priority.__class__ is int and not priority and delay is None:
             return accept(item, future, timeout, mode)
         request = self._new_request(item, future, mode, priority, delay)
-        if self.key_of is not None or self.check_item is not None:
+        if self.key_of is not None or self.prepare_item is not None:
             try:
                 self._keyed_intake(request)
             except Exception:
@@ -781,11 +804,11 @@ class Core:
     def accept_checked(
         self, item: Any, future: Any, timeout: float | None, mode: int
     ) -> Operation | None:
-        """`accept_plain` or `accept_keyed` for a backend's item, checked first."""
-        assert self.check_item is not None
+        """`accept_plain` for a backend's item, checked and prepared first."""
+        assert self.prepare_item is not None
         assert self.accept_unchecked is not None
         try:
-            self.check_item(item)  # TypeError for an item the backend cannot ship
+            item = self.prepare_item(item)  # TypeError for an item the backend cannot ship
         except Exception:
             if mode == TRY:
                 return None
@@ -836,11 +859,13 @@ class Core:
         return cast("Operation | None", request.result())
 
     def _keyed_intake(self, request: Intake) -> None:
-        """Check the item and compute its key (in the sender's thread: user code)."""
-        if self.check_item is not None:
-            self.check_item(request.item)  # TypeError for an item the backend cannot ship
+        """Check or prepare the item and compute its key (in the sender's thread)."""
+        item = request.item
+        if self.prepare_item is not None:
+            # TypeError for an item the backend cannot ship, before its key is asked for.
+            request.item = self.prepare_item(item)
         if self.key_of is not None:
-            request.raw_key, request.key = self._capture_key(request.item)
+            request.raw_key, request.key = self._capture_key(item)  # the item as given
 
     def _capture_key(self, item: Any) -> tuple[Any, str]:
         """`item`'s key, as filed and as shown (in the sender's thread: user code)."""

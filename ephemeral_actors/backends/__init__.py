@@ -15,12 +15,15 @@ exception, and should watch `current_operation().cancelled` to cancel remote wor
 A wrapped callable with a `close()` method is closed when its coordinator closes.
 
 Optional hooks, looked up on the backend by name when a coordinator is built:
-`check_item(item)` raises `TypeError` for an item the backend cannot ship (called at
-intake, in the caller's thread); `cancel(op_id) -> bool` withdraws the remote work of
-an operation asked to cancel; `kill(op_id) -> bool` stops an operation's body at
-once, and is called when the operation passes `item_timeout`: when it answers True the
-attempt ends with what the wrapped body then raises (`OperationCancelledError` counts
-as the timeout), else the task awaiting it is cancelled. `ProcessBackend` has all three.
+`prepare_item(item)` returns what the wrapped body will receive for `item` (say, the
+item already serialised) and raises `TypeError` for an item the backend cannot ship;
+without it, `check_item(item)` only raises. Either is called at intake, in the
+caller's thread, on the item as given (a keyed coordinator takes the key from that
+too). `cancel(op_id) -> bool` withdraws the remote work of an operation asked to
+cancel; `kill(op_id) -> bool` stops an operation's body at once, and is called when
+the operation passes `item_timeout`: when it answers True the attempt ends with what
+the wrapped body then raises (`OperationCancelledError` counts as the timeout), else
+the task awaiting it is cancelled. `ProcessBackend` has all of them.
 
 `ProcessBackend` (worker processes, standard library only) needs no extra.
 Backends that need an optional dependency are imported on first use, by name:

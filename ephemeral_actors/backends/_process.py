@@ -529,13 +529,25 @@ class ProcessBackend:
     def check_item(self, item: Any) -> None:
         """Raise `TypeError` naming the item's type if it cannot be sent to a worker process.
 
-        Coordinators call this when an item is offered, so a bad item is refused at
-        `enqueue`/`submit` rather than failing later.
-
         Raises:
             TypeError: `item` does not pickle.
         """
         _dump_item(item)
+
+    def prepare_item(self, item: Any) -> Any:
+        """`item`, pickled for a worker process: what a coordinator keeps and runs.
+
+        Coordinators call this when an item is offered, in the caller's thread, so a
+        bad item is refused at `enqueue`/`submit` rather than failing later, and the
+        item is pickled once, off the event loop that talks to the processes. Later
+        changes to a mutable item do not reach the worker process.
+
+        Raises:
+            TypeError: `item` does not pickle.
+
+        Added in version 0.2.0.
+        """
+        return _Shipped(_dump_item(item))
 
     def cancel(self, op_id: int) -> bool:
         """Withdraw operation `op_id`'s item if no worker process has started it yet.
@@ -759,7 +771,7 @@ class ProcessBackend:
 
     async def _run(self, wrapped: _Wrapped, item: Any) -> Any:
         op = _current.get()
-        item_bytes = _dump_item(item)
+        item_bytes = item.data if type(item) is _Shipped else _dump_item(item)
         op_id, key = (op.id, op.key) if op is not None else (0, None)
         call = Call(op) if op is not None else None
         loop = asyncio.get_running_loop()
@@ -1318,6 +1330,18 @@ def _shut_down_error(job: _Job) -> RuntimeError:
     return RuntimeError(
         f"ProcessBackend was shut down before a worker process started operation {job.op_id}"
     )
+
+
+class _Shipped:
+    """An item pickled at intake (`prepare_item`): a wrapped body sends it as it is."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"<item pickled for a worker process, {len(self.data)} bytes>"
 
 
 def _dump_item(item: Any) -> bytes:

@@ -283,6 +283,27 @@ class CountsUnpickling:
         return type(self).unpickled
 
 
+class CountsPickling:
+    """An item that counts how often it was pickled in this process."""
+
+    pickled = 0
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __getstate__(self) -> dict[str, Any]:
+        type(self).pickled += 1
+        return self.__dict__
+
+
+def value_of(item: CountsPickling) -> int:
+    return item.value
+
+
+def contents(items: list[int]) -> list[int]:
+    return items
+
+
 class AsyncCallable:
     async def __call__(self, x: int) -> int:
         return x
@@ -501,6 +522,29 @@ def test_a_keyed_coordinator_refuses_an_unpicklable_item_at_intake(make, backend
     run_all(c, [2, 3])
     assert c.total_enqueued == 2
     assert c.total_completed == 2
+
+
+def test_an_item_is_pickled_once_at_intake(make, backend):
+    """prepare_item pickles the item in the caller's thread; the event loop sends those
+    bytes as they are (it pickled every item a second time before)."""
+    c = make(ResultCoordinator, value_of, max_concurrency=2, backend=backend)
+    before = CountsPickling.pickled
+    futures = [c.submit(CountsPickling(n)) for n in range(5)]
+    assert CountsPickling.pickled - before == 5  # at intake, before any item ran
+    assert sorted(f.result(WAIT) for f in futures) == [0, 1, 2, 3, 4]
+    assert CountsPickling.pickled - before == 5
+
+
+def test_a_process_body_sees_its_item_as_it_was_offered(make, backend):
+    """The item is pickled when it is offered: a later change does not reach the worker
+    process, as with any message sent to another process."""
+    c = make(ResultCoordinator, contents, max_concurrency=1, backend=backend)
+    c.pause()
+    items = [1, 2]
+    future = c.submit(items)
+    items.append(3)
+    c.resume()
+    assert future.result(WAIT) == [1, 2]
 
 
 def test_the_wrapped_body_still_fails_an_unpicklable_item(backend):
