@@ -496,7 +496,7 @@ class Core:
             else self.accept_keyed
         )
         self.accept_unchecked = self.accept_default
-        if self.prepare_item is not None:
+        if self.accept_default is not None and self.prepare_item is not None:
             # A keyed item's key comes from the item as given, not as prepared: keyed
             # items of a backend take the general path, which keeps both.
             self.accept_default = None if key_selector is not None else self.accept_checked

@@ -524,6 +524,17 @@ def test_a_keyed_coordinator_refuses_an_unpicklable_item_at_intake(make, backend
     assert c.total_completed == 2
 
 
+def test_labelled_items_of_a_backend_are_labelled_as_given(make, backend):
+    """With `describe`, intake takes the general path: the label comes from the item as
+    offered, the body gets it through the backend, a bad item is still refused."""
+    c = make(ResultCoordinator, square, backend=backend, describe=lambda x: f"n={x}")
+    with pytest.raises(TypeError, match="_thread.lock"):
+        c.enqueue(threading.Lock())
+    run_all(c, [2, 3])
+    assert sorted(c.get_results()) == [4, 9]
+    assert sorted(s.label for s in c.get_snapshot()) == ["n=2", "n=3"]
+
+
 def test_an_item_is_pickled_once_at_intake(make, backend):
     """prepare_item pickles the item in the caller's thread; the event loop sends those
     bytes as they are (it pickled every item a second time before)."""
