@@ -148,11 +148,10 @@ class ResultCoordinator(CoordinatorBase[T], Generic[T, R]):
         Like `concurrent.futures.as_completed`: items that already ended come first
         (those still in the window, and failed or cancelled ones still in the failure
         log: a record both trimmed cannot be reported, and a WARNING says how many
-        were left out), then each item as it ends. A
-        failed item's future raises its exception (traceback cleared); a cancelled
-        item (dropped, signal-cancelled, or a body that acknowledged cancellation)
-        comes as a cancelled future. Items accepted after the call are not included.
-        Iterating does not close intake.
+        were left out), then each item as it ends. A failed item's future raises its
+        exception (traceback cleared); a cancelled item (dropped, signal-cancelled, or
+        a body that acknowledged cancellation) comes as a cancelled future. Items
+        accepted after the call are not included. Iterating does not close intake.
 
         Args:
             timeout: Seconds, from the call, for the whole iteration; `None` waits as

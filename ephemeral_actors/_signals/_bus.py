@@ -112,6 +112,13 @@ class _View(NamedTuple):
     closed: bool
 
 
+def _entry_of(view: _View, event: SignalEvent) -> _Entry | None:
+    """`event`'s entry in `view` (this very object, by identity), or None."""
+    key = id(event)
+    entry = view.young.get(key) or view.old.get(key)
+    return entry if entry is not None and entry[2] is event else None
+
+
 # -- subscriptions: the bus's routes and their delivery mailboxes ---------------------------
 
 _delivering = threading.local()
@@ -726,11 +733,9 @@ class SignalBus:
         published or returned from `sense`.
         """
         view = self._state.view
-        key = id(event)
-        entry = view.young.get(key) or view.old.get(key)
+        entry = _entry_of(view, event)
         return (
             entry is not None
-            and entry[2] is event
             and entry[0] >= view.lo
             and entry[1] >= self._age_clock() - self._max_age
         )
@@ -740,10 +745,8 @@ class SignalBus:
 
         An event no longer in the window falls back to its timestamp on the bus clock.
         """
-        view = self._state.view
-        key = id(event)
-        entry = view.young.get(key) or view.old.get(key)
-        if entry is None or entry[2] is not event:
+        entry = _entry_of(self._state.view, event)
+        if entry is None:
             return max(0.0, self._clock() - event.timestamp.timestamp())
         return max(0.0, self._age_clock() - entry[1])
 

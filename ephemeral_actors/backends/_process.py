@@ -176,9 +176,9 @@ _READ_SIZE: Final = 1 << 18
 _REAP_RETRY: Final = 0.01
 """Seconds before looking again for the exit status of a process whose socket closed."""
 _SHUTDOWN_POLL: Final = 0.1
-_HOME_CHECK: Final = 1.0
-"""Seconds a job waits before its loop checks that the home loop still serves it."""
 """Seconds `shutdown()` waits at a time for the lanes' sockets (it re-checks between)."""
+_HOME_CHECK: Final = 1.0
+"""Seconds a job of another loop waits before checking that the home loop still serves it."""
 
 
 class _State(enum.Enum):
@@ -844,9 +844,7 @@ class ProcessBackend:
                 return waiter.result()
             with self._lock:
                 home = self._home
-                if home is loop or (
-                    home is not None and not home.is_closed() and home.is_running()
-                ):
+                if home is loop or _serving(home):
                     continue
                 self._adopt_locked(loop)
                 if self._home is loop:
@@ -860,8 +858,7 @@ class ProcessBackend:
 
     def _adopt_locked(self, loop: asyncio.AbstractEventLoop) -> None:
         """A job arrived from `loop`, not the home loop: make it home if home is idle."""
-        home = self._home
-        if home is not None and not home.is_closed() and home.is_running():
+        if _serving(self._home):
             return  # served there; its outcome comes back to `loop` thread-safely
         if _watches_sockets(loop):
             self._home = loop
@@ -1330,6 +1327,11 @@ def _shut_down_error(job: _Job) -> RuntimeError:
     return RuntimeError(
         f"ProcessBackend was shut down before a worker process started operation {job.op_id}"
     )
+
+
+def _serving(home: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether `home` can still read the lanes' sockets (it exists and runs)."""
+    return home is not None and not home.is_closed() and home.is_running()
 
 
 class _Shipped:
