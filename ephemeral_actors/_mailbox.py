@@ -19,9 +19,15 @@ what everyone else appended.
 A turn is bounded (`THROUGHPUT` messages): past that, the rest is handed to a shared
 dispatcher thread, so a caller is never captured by other threads' traffic.
 
-The flag is a `threading.Lock` used only as an atomic test-and-set
-(`acquire(False)`, positional: a keyword argument costs a C call twice as long): nobody
-ever blocks on it.
+The flag is a one-token deque: taking the token (`pop`) is the atomic test-and-set,
+putting it back (`append`) the release, and nobody ever blocks on it. A
+`threading.Lock` used the same way (`acquire(False)`) parses its arguments as keywords
+and costs four times as much, twice per item.
+
+Who runs a turn: the mailbox's `holder` is the thread ident of the thread in its turn
+(0 outside turns), which is what `in_turn` asks. Ownership check mode also keeps, per
+thread, the innermost actor whose turn it runs (turns nest when one actor's turn posts
+to another idle actor), so a write is allowed only in its owner's own, innermost turn.
 """
 
 from __future__ import annotations
@@ -43,7 +49,6 @@ __all__ = [
     "Parking",
     "Reply",
     "check_owner",
-    "current_actor",
     "handle_envelope",
 ]
 
@@ -57,16 +62,24 @@ CHECK_OWNERSHIP: Final = os.environ.get("EPHEMERAL_ACTORS_CHECK_OWNERSHIP", "") 
 
 _get_ident = threading.get_ident
 _in_turn: dict[int, object] = {}
-"""Thread ident -> the actor whose turn that thread runs (innermost, when turns nest).
-
-A dict keyed by `get_ident()` rather than a `threading.local`: every turn writes it
-twice, and a dict item costs half a thread-local attribute.
-"""
+"""Ownership check mode only: thread ident -> the actor whose turn that thread runs
+(innermost, when turns nest). Outside that mode nothing writes it: every turn would
+pay two dict writes for a question only the checks ask."""
 
 
-def current_actor() -> object | None:
-    """The actor whose turn this thread is running (None outside every turn)."""
-    return _in_turn.get(_get_ident())
+def _enter_checked(ident: int, owner: object) -> object:
+    """Ownership check mode: mark `owner` as the innermost turn of thread `ident`."""
+    previous = _in_turn.get(ident)
+    _in_turn[ident] = owner
+    return previous
+
+
+def _leave_checked(ident: int, previous: object) -> None:
+    """Ownership check mode: the turn of thread `ident` ended; `previous` is innermost again."""
+    if previous is None:
+        _in_turn.pop(ident, None)
+    else:
+        _in_turn[ident] = previous
 
 
 def check_owner(owner: object, what: str) -> None:
@@ -259,6 +272,7 @@ class Mailbox:
         "_handle",
         "_handoff",
         "_queue",
+        "holder",
         "owner",
         "processed",
     )
@@ -274,7 +288,9 @@ class Mailbox:
         self.owner = owner
         self._crashed = crashed
         self._queue: collections.deque[Any] = collections.deque()
-        self._flag = threading.Lock()
+        self._flag: collections.deque[bool] = collections.deque((True,))
+        self.holder = 0
+        """The ident of the thread in this actor's turn; 0 outside turns."""
         self._handle = handle
         self._end_turn = end_turn
         self._handoff = handoff
@@ -283,6 +299,17 @@ class Mailbox:
     def __len__(self) -> int:
         return len(self._queue)
 
+    def take(self) -> bool:
+        """Take the flag if it is free (the atomic test-and-set); True if taken."""
+        flag = self._flag
+        if flag:
+            try:
+                flag.pop()
+            except IndexError:  # another thread took it between the test and the pop
+                return False
+            return True
+        return False
+
     def post(self, message: Any) -> bool:
         """Append `message`; run the turn here if the actor was idle.
 
@@ -290,7 +317,7 @@ class Mailbox:
             True if this call ran the turn (so the message has been handled).
         """
         self._queue.append(message)
-        if self._flag.acquire(False):
+        if self.take():
             self._run()
             return True
         return False
@@ -308,15 +335,19 @@ class Mailbox:
         """
         queue = self._queue
         flag = self._flag
-        if queue or not flag.acquire(False):
+        if queue or not flag:
+            return BUSY
+        try:
+            flag.pop()
+        except IndexError:
             return BUSY
         if queue:
             # Mail arrived between the check and the flag: see `begin`.
             self._run()
             return BUSY
-        ident = _get_ident()
-        previous = _in_turn.get(ident)
-        _in_turn[ident] = self.owner
+        ident = self.holder = _get_ident()
+        if CHECK_OWNERSHIP:
+            previous = _enter_checked(ident, self.owner)
         answer = None
         try:
             answer = handler(*args)
@@ -331,12 +362,11 @@ class Mailbox:
             try:
                 self._end_turn()
             finally:
-                if previous is None:
-                    del _in_turn[ident]
-                else:
-                    _in_turn[ident] = previous
-                flag.release()
-        if queue and flag.acquire(False):
+                self.holder = 0
+                if CHECK_OWNERSHIP:
+                    _leave_checked(ident, previous)
+                flag.append(True)
+        if queue and self.take():
             self._run()
         return answer
 
@@ -350,17 +380,15 @@ class Mailbox:
         Returns:
             `BUSY` if no turn was begun; else a token for `finish`.
         """
-        if self._queue or not self._flag.acquire(False):
+        if self._queue or not self.take():
             return BUSY
         if self._queue:
             # Mail arrived between the check and the flag: its sender left it to whoever
             # holds the flag, so run it now, and let the caller post behind it.
             self._run()
             return BUSY
-        ident = _get_ident()
-        previous = _in_turn.get(ident)
-        _in_turn[ident] = self.owner
-        return previous
+        ident = self.holder = _get_ident()
+        return _enter_checked(ident, self.owner) if CHECK_OWNERSHIP else None
 
     def finish(self, token: object) -> None:
         """End a turn started by `begin` (`token` is its answer); then run any new mail."""
@@ -368,25 +396,25 @@ class Mailbox:
         try:
             self._end_turn()
         finally:
-            if token is None:
-                del _in_turn[_get_ident()]
-            else:
-                _in_turn[_get_ident()] = token
-            self._flag.release()
-        if self._queue and self._flag.acquire(False):
+            if CHECK_OWNERSHIP:
+                _leave_checked(self.holder, token)
+            self.holder = 0
+            self._flag.append(True)
+        if self._queue and self.take():
             self._run()
 
     def in_turn(self) -> bool:
         """True if this thread is running this actor's turn."""
-        return _in_turn.get(_get_ident()) is self.owner
+        return self.holder == _get_ident()
 
     def _run(self) -> None:
         queue = self._queue
         handle = self._handle
         ident = _get_ident()
-        previous = _in_turn.get(ident)
         while True:
-            _in_turn[ident] = self.owner
+            self.holder = ident
+            if CHECK_OWNERSHIP:
+                previous = _enter_checked(ident, self.owner)
             count = 0
             handed_off = False
             try:
@@ -401,12 +429,11 @@ class Mailbox:
                 try:
                     self._end_turn()
                 finally:
-                    if previous is None:
-                        del _in_turn[ident]
-                    else:
-                        _in_turn[ident] = previous
+                    self.holder = 0
+                    if CHECK_OWNERSHIP:
+                        _leave_checked(ident, previous)
                     if not handed_off:
-                        self._flag.release()
+                        self._flag.append(True)
             if handed_off:
                 assert self._handoff is not None
                 # The flag stays taken: the dispatcher thread continues this actor.
@@ -414,5 +441,5 @@ class Mailbox:
                 return
             # A message appended after the last check and before the release found the
             # flag taken and left; whoever gets the flag now runs it.
-            if not queue or not self._flag.acquire(False):
+            if not queue or not self.take():
                 return

@@ -97,8 +97,9 @@ from ephemeral_actors._mailbox import (
     CHECK_OWNERSHIP,
     Mailbox,
     Reply,
+    _enter_checked,
     _get_ident,
-    _in_turn,
+    _leave_checked,
     check_owner,
     handle_envelope,
 )
@@ -947,12 +948,16 @@ class Core:
         mailbox = self.mailbox
         mail = mailbox._queue
         flag = mailbox._flag
-        if mail or not flag.acquire(False):
+        if mail or not flag:
+            return None
+        try:
+            flag.pop()
+        except IndexError:
             return None
         op = None
-        ident = _get_ident()
-        previous = _in_turn.get(ident)
-        _in_turn[ident] = self
+        ident = mailbox.holder = _get_ident()
+        if CHECK_OWNERSHIP:
+            previous = _enter_checked(ident, self)
         try:
             if (
                 not mail  # mail that came before the flag goes first: the general path
@@ -980,12 +985,11 @@ class Core:
                 if self.outcomes or self.replies or self.waiters or self.orphaned:
                     self._end_turn()
             finally:
-                if previous is None:
-                    del _in_turn[ident]
-                else:
-                    _in_turn[ident] = previous
-                flag.release()
-        if mail and flag.acquire(False):
+                mailbox.holder = 0
+                if CHECK_OWNERSHIP:
+                    _leave_checked(ident, previous)
+                flag.append(True)
+        if mail and mailbox.take():
             mailbox._run()
         return op
 
@@ -1205,7 +1209,12 @@ class Core:
         mailbox = self.mailbox
         mail = mailbox._queue
         flag = mailbox._flag
-        if mail or not flag.acquire(False):
+        if mail or not flag:
+            mailbox.post((self._on_report, (worker, op, outcome, error)))
+            return None
+        try:
+            flag.pop()
+        except IndexError:  # taken by another thread since the test
             mailbox.post((self._on_report, (worker, op, outcome, error)))
             return None
         if mail:
@@ -1214,9 +1223,9 @@ class Core:
             mailbox.post((self._on_report, (worker, op, outcome, error)))
             return None
         entry = None
-        ident = _get_ident()
-        previous = _in_turn.get(ident)
-        _in_turn[ident] = self
+        ident = mailbox.holder = _get_ident()
+        if CHECK_OWNERSHIP:
+            previous = _enter_checked(ident, self)
         try:
             entry = self._on_done_and_take(worker, op, outcome, error)
         except BaseException as exc:
@@ -1229,12 +1238,11 @@ class Core:
                 if self.outcomes or self.replies or self.waiters or self.orphaned:
                     self._end_turn()
             finally:
-                if previous is None:
-                    del _in_turn[ident]
-                else:
-                    _in_turn[ident] = previous
-                flag.release()
-        if mail and flag.acquire(False):
+                mailbox.holder = 0
+                if CHECK_OWNERSHIP:
+                    _leave_checked(ident, previous)
+                flag.append(True)
+        if mail and mailbox.take():
             mailbox._run()
         return entry
 
