@@ -23,13 +23,19 @@ def test_consecutive_ids_do_not_look_consecutive():
 
 
 @given(st.integers(min_value=0, max_value=2**63 - 1), st.integers(min_value=0, max_value=2**63 - 1))
-def test_the_scrambling_is_a_bijection(x, y):
-    # Distinct counters never share an id: multiplication by an odd constant modulo
-    # 2**63 and an XOR are both invertible.
-    def scramble(n: int) -> int:
-        return n * _ids._MULTIPLIER & _ids._MASK ^ _ids._SALT
+def test_the_progression_is_a_bijection(x, y):
+    # Distinct positions never share an id: adding a multiple of an odd step modulo
+    # 2**63 is invertible.
+    def nth(n: int) -> int:
+        return (_ids._SALT + n * _ids._STEP) & _ids._MASK
 
-    assert (scramble(x) == scramble(y)) == (x == y)
+    assert (nth(x) == nth(y)) == (x == y)
+
+
+def test_ids_follow_the_progression():
+    first = _ids.next_operation_id()
+    second = _ids.next_operation_id()
+    assert second == (first + _ids._STEP) & _ids._MASK
 
 
 def _child_ids(conn) -> None:  # type: ignore[no-untyped-def]

@@ -90,12 +90,11 @@ class FifoBacklog:
     once that heap empties, the deque takes over again.
     """
 
-    __slots__ = ("append", "items", "ranked", "sequence")
-
-    fair_threshold = 0
-    tracks_ended = False
+    __slots__ = ("append", "fair_threshold", "items", "ranked", "sequence", "tracks_ended")
 
     def __init__(self) -> None:
+        self.fair_threshold = 0
+        self.tracks_ended = False  # a slot, not a class default: read once per item
         self.items: deque[Entry] = deque()
         self.ranked: list[tuple[int, int, Entry]] | None = None
         self.sequence = itertools.count()

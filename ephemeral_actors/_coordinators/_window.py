@@ -72,22 +72,22 @@ class Window:
     def add(self, op: Operation) -> None:
         """Record a started operation (trimming the oldest finished ones past the bound)."""
         op._in_window = True
-        ops = self.ops
-        ops[op.id] = op
+        self.ops[op.id] = op
         order = self.order
         order.append(op)
-        if len(order) == 1:
-            self._set_expiry()
+        size = len(order)
+        if size <= self.bound:
+            if size == 1:
+                self._set_expiry()
             return
-        excess = len(ops) - self.bound
-        if excess <= 0:
-            return
-        if excess > 1:
+        if size > self.bound + 1:
             self.trim(op._started)
             return
         # trim() for the usual case of a full window, written out because it runs once
-        # per item (the call and trim's checks cost 6 % of a no-op item's instructions):
-        # the oldest finished record makes room, in place, as trim does it.
+        # per item (the call, trim's checks and `_set_expiry`'s frame were a twentieth of
+        # a no-op item's instructions): the oldest finished record makes room, in place.
+        # Running records may lie ahead of it (a worker still waiting for the GIL holds
+        # the oldest start while another worker finishes later ones).
         index = 0
         for old in order:
             if old._outcome != _RUNNING and not old._pinned:
@@ -96,12 +96,14 @@ class Window:
         else:
             return  # every record is running or pinned: none may go
         del order[index]
-        del ops[old.id]
+        del self.ops[old.id]
         old._in_window = False
-        if not index:
-            self._set_expiry()
-        if op._started >= self.expiry:
-            self.trim(op._started)
+        lifetime = self.lifetime
+        if lifetime is not None:
+            if not index:
+                self.expiry = order[0]._started + lifetime
+            if op._started >= self.expiry:
+                self.trim(op._started)
 
     def get(self, op_id: int) -> Operation | None:
         return self.ops.get(op_id)

@@ -122,6 +122,11 @@ class ThreadWorker(WorkerBase):
         self.core = core
         self.number = number
         self.current = None
+        # Instance values, not the class defaults: CPython 3.11 specializes reads of an
+        # instance's own attributes, and the supervisor reads these once per item.
+        self.processed = 0
+        self.retired = False
+        self.abandoned = False
         self.inbox: deque[tuple[Operation, Any] | None] = deque()
         self.parking = Parking()
         self.thread = threading.Thread(
@@ -206,6 +211,9 @@ class AsyncWorker(WorkerBase):
         self.core = core
         self.number = number
         self.current = None
+        self.processed = 0
+        self.retired = False
+        self.abandoned = False
         self.inbox: deque[tuple[Operation, Any] | None] = deque()
         self.scheduled = threading.Lock()  # test-and-set flag, as in _mailbox.Mailbox
 
