@@ -327,7 +327,7 @@ class Mailbox:
 
         `begin`, the handler and `finish` in one frame: the hot paths (intake, a worker's
         outcome report) run a turn per item, and the two calls cost as much as the
-        bookkeeping they wrap. The supervisor's two per-item turns (`Core._admit_now`,
+        bookkeeping they wrap. The supervisor's two per-item turns (`Core.accept_plain`,
         `Core.report_and_take`) write this method out once more, handler included: a
         change to the turn protocol here is made there too. A handler that raises is
         the owner's crash, passed to `crashed` (the answer is then None); without

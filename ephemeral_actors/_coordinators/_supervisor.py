@@ -386,6 +386,7 @@ class Core:
         "fair_threshold",
         "fault_error",
         "feeder",
+        "fifo",
         "holds_shared_loop",
         "idle",
         "is_async",
@@ -485,6 +486,10 @@ class Core:
         self.npending = 0
         self.window = Window(options.max_tracked_operations, options.max_operation_lifetime)
         self.backlog: Backlog = FifoBacklog() if backlog is None else backlog
+        # A plain FIFO backlog's deque, which the busy turn pops without a call (None
+        # for any other backlog). It holds every pending item while no priority is in
+        # play; with one, it is empty and the backlog's own `pop` takes over.
+        self.fifo = self.backlog.items if type(self.backlog) is FifoBacklog else None
         self.fair_threshold = self.backlog.fair_threshold
         self.key_of = key_selector
         # What `accept` calls for an item without a priority or a delay (None: the
@@ -624,7 +629,7 @@ class Core:
         self._fault(error)
 
     def _end_turn(self) -> None:
-        # The written-out turns (`_admit_now`, `report_and_take`) skip this call unless
+        # The written-out turns (`accept_plain`, `report_and_take`) skip this call unless
         # one of these four has work: a new duty here goes into their test too.
         if self.orphaned:
             self._close_if_orphaned_and_idle()
@@ -793,15 +798,6 @@ class Core:
                 raise
         return self.post_intake(request, timeout)
 
-    def accept_plain(
-        self, item: Any, future: Any, timeout: float | None, mode: int
-    ) -> Operation | None:
-        """`accept` for an unkeyed item with no priority, delay, label or backend check."""
-        op = self._admit_now(item, future, None, None)
-        if op is None:
-            return self.post_intake(Intake(item, future, mode), timeout)
-        return op
-
     def accept_checked(
         self, item: Any, future: Any, timeout: float | None, mode: int
     ) -> Operation | None:
@@ -827,12 +823,23 @@ class Core:
                 return None
             raise
         if mode < TRY or not self.fair_threshold:
-            op = self._admit_now(item, future, key, raw_key)
-            if op is not None:
-                return op
+            return self.accept_plain(item, future, timeout, mode, key, raw_key)
+        return self._accept_posted(item, future, timeout, mode, key, raw_key)
+
+    def _accept_posted(  # noqa: PLR0917 - the fallback of the hot path: positional
+        self,
+        item: Any,
+        future: Any,
+        timeout: float | None,
+        mode: int,
+        key: str | None,
+        raw_key: Any,
+    ) -> Operation | None:
+        """The general path of a plain or keyed item: an intake message, and its answer."""
         request = Intake(item, future, mode)
-        request.raw_key = raw_key
-        request.key = key
+        if key is not None:
+            request.raw_key = raw_key
+            request.key = key
         return self.post_intake(request, timeout)
 
     def _new_request(
@@ -937,23 +944,32 @@ class Core:
             return
         self._admit(request)
 
-    def _admit_now(self, item: Any, future: Any, key: str | None, raw_key: Any) -> Operation | None:
-        """Admit `item` in a turn begun here, if the supervisor is idle with no mail.
+    def accept_plain(  # noqa: PLR0917 - the hot path passes every argument positionally
+        self,
+        item: Any,
+        future: Any,
+        timeout: float | None,
+        mode: int,
+        key: str | None = None,
+        raw_key: Any = None,
+    ) -> Operation | None:
+        """`accept` for an item with no priority, delay, label or backend check.
 
-        The intake turn of every plain item: `Mailbox.now` with `_admitted` written out
-        (the two frames and the argument tuple they cost were a tenth of the intake).
-        None: no turn could begin, or the item needs the general path (closed, full,
-        producers waiting), which then decides.
+        The intake turn of every such item, begun here if the supervisor is idle with
+        no mail: `Mailbox.now` with `_admitted` written out (the two frames and the
+        argument tuple they cost were a tenth of the intake). If no turn could begin,
+        or the item needs the general path (closed, full, producers waiting), an
+        intake message decides (`_accept_posted`).
         """
         mailbox = self.mailbox
         mail = mailbox._queue
         flag = mailbox._flag
         if mail or not flag:
-            return None
+            return self._accept_posted(item, future, timeout, mode, key, raw_key)
         try:
             flag.pop()
-        except IndexError:
-            return None
+        except IndexError:  # taken by another thread since the test
+            return self._accept_posted(item, future, timeout, mode, key, raw_key)
         op = None
         ident = mailbox.holder = _get_ident()
         if CHECK_OWNERSHIP:
@@ -991,6 +1007,8 @@ class Core:
                 flag.append(True)
         if mail and mailbox.take():
             mailbox._run()
+        if op is None:
+            return self._accept_posted(item, future, timeout, mode, key, raw_key)
         return op
 
     def _admit(self, request: Intake) -> None:
@@ -1204,7 +1222,7 @@ class Core:
         The worker runs the item it is given without going through its mailbox; None: it
         reads its mailbox as usual (where a dispatch may have put an item meanwhile).
         """
-        # `Mailbox.now`, written out as `_admit_now` writes it: this is the turn of
+        # `Mailbox.now`, written out as `accept_plain` writes it: this is the turn of
         # every item a busy coordinator runs.
         mailbox = self.mailbox
         mail = mailbox._queue
@@ -1227,7 +1245,78 @@ class Core:
         if CHECK_OWNERSHIP:
             previous = _enter_checked(ident, self)
         try:
-            entry = self._on_done_and_take(worker, op, outcome, error)
+            # The turn itself, once per item, written out (a frame less): a plain
+            # completion (no error, retry, stream or callback) and a plain start.
+            # Anything else takes `_on_done`, which handles every case.
+            if (
+                error is not None
+                or worker.current is not op
+                or op._outcome != RUNNING
+                or worker.retired
+                or worker.abandoned
+                or self.attempts is not None
+                or self.streams
+                or self.observers
+                or self.on_sample is not None
+            ):
+                self._on_done(worker, op, outcome, error)
+            else:
+                ended = self.now()
+                op._ended = ended
+                op._outcome = outcome
+                backlog = self.backlog
+                if backlog.tracks_ended:
+                    backlog.ended(op)
+                op._raw_key = None  # the key may be the item itself: no payload is kept
+                self.completed += 1
+                self.unsettled -= 1
+                window = self.window
+                if op._in_window and (len(window.ops) > window.bound or ended >= window.expiry):
+                    window.trim(ended)
+                reply = op._reply
+                if reply is not None:
+                    op._reply = None
+                    if type(reply) is not OperationFuture:
+                        value = op._result if self.capture_results else None
+                        self.outcomes.append((reply, True, value))
+                        reply = None
+                # `running` still counts `op`: it drops only if no item takes its slot,
+                # so a reader sees no dip between one item and the next on this path.
+                if (
+                    self.npending
+                    and self.running <= self.limit
+                    and not self.paused
+                    and self.processing
+                    and not self.deferring
+                    and not self.router.cancel_marks
+                    and self.schedule is None
+                ):
+                    fifo = self.fifo  # the FIFO backlog's deque, popped without a frame
+                    entry = fifo.popleft() if fifo else backlog.pop()
+                if entry is None:
+                    self.running -= 1
+                    worker.current = None
+                    self.idle.append(worker)
+                    self._dispatch()
+                else:
+                    self.npending -= 1
+                    started = entry[0]
+                    started._started = ended  # the same turn: one clock read serves both
+                    window.add(started)
+                    worker.current = started
+                    if self.space_waiters and self.npending <= self.low_water:
+                        self._admit_waiting()
+                    if self.running < self.limit and self.npending:
+                        self._dispatch()
+                if reply is not None:
+                    # The future, resolved here rather than from `outcomes` at the end of
+                    # the turn (a tuple and a loop saved per item), but still after every
+                    # write of the turn: whoever it wakes reads counters that count this
+                    # operation.
+                    try:
+                        reply.set(op._result if self.capture_results else None)
+                    except InvalidStateError:
+                        self._resolved_elsewhere(reply)
         except BaseException as exc:
             entry = None
             self._crashed(exc)
@@ -1244,81 +1333,6 @@ class Core:
                 flag.append(True)
         if mail and mailbox.take():
             mailbox._run()
-        return entry
-
-    def _on_done_and_take(
-        self, worker: WorkerBase, op: Operation, outcome: int, error: BaseException | None
-    ) -> tuple[Operation, Any] | None:
-        # The turn of a busy coordinator, once per item: a plain completion (no error,
-        # retry, stream or callback) and a plain start, written out. Anything else
-        # takes `_on_done`, which handles every case.
-        if (
-            error is not None
-            or worker.current is not op
-            or op._outcome != RUNNING
-            or worker.retired
-            or worker.abandoned
-            or self.attempts is not None
-            or self.streams
-            or self.observers
-            or self.on_sample is not None
-        ):
-            self._on_done(worker, op, outcome, error)
-            return None
-        ended = self.now()
-        op._ended = ended
-        op._outcome = outcome
-        backlog = self.backlog
-        if backlog.tracks_ended:
-            backlog.ended(op)
-        op._raw_key = None  # the key may be the item itself: no payload is kept
-        self.completed += 1
-        self.unsettled -= 1
-        window = self.window
-        if op._in_window and (len(window.ops) > window.bound or ended >= window.expiry):
-            window.trim(ended)
-        reply = op._reply
-        if reply is not None:
-            op._reply = None
-            if type(reply) is not OperationFuture:
-                self.outcomes.append((reply, True, op._result if self.capture_results else None))
-                reply = None
-        # `running` still counts `op`: it drops only if no item takes its slot, so a
-        # reader of the field sees no dip between one item and the next on this path.
-        entry = None
-        if (
-            self.npending
-            and self.running <= self.limit
-            and not self.paused
-            and self.processing
-            and not self.deferring
-            and not self.router.cancel_marks
-            and self.schedule is None
-        ):
-            entry = backlog.pop()
-        if entry is None:
-            self.running -= 1
-            worker.current = None
-            self.idle.append(worker)
-            self._dispatch()
-        else:
-            self.npending -= 1
-            started = entry[0]
-            started._started = ended  # the same turn: one clock read serves both
-            window.add(started)
-            worker.current = started
-            if self.space_waiters and self.npending <= self.low_water:
-                self._admit_waiting()
-            if self.running < self.limit and self.npending:
-                self._dispatch()
-        if reply is not None:
-            # The future, resolved here rather than from `outcomes` at the end of the
-            # turn (a tuple and a loop saved per item), but still after every write of
-            # the turn: whoever it wakes reads counters that count this operation.
-            try:
-                reply.set(op._result if self.capture_results else None)
-            except InvalidStateError:
-                self._resolved_elsewhere(reply)
         return entry
 
     def _on_report(self, report: tuple[WorkerBase, Operation, int, BaseException | None]) -> None:
