@@ -1092,6 +1092,7 @@ class Core:
             return
         router = self.router
         schedule = self.schedule
+        fifo = self.fifo
         # npending counts every admitted item not yet started (backlog, children,
         # delays, retries): at 0 there is nothing to pop, so no pop and no signal check.
         while self.running < self.limit and self.npending:
@@ -1101,7 +1102,12 @@ class Core:
             signal = router.cancelling_signal() if router.cancel_marks else None
             if signal is None and self.deferring:
                 return
-            entry = self.backlog.pop() if schedule is None else schedule.pop()
+            if schedule is not None:
+                entry = schedule.pop()
+            elif fifo:
+                entry = fifo.popleft()  # a plain FIFO backlog's deque: no frame
+            else:
+                entry = self.backlog.pop()
             if entry is None:
                 return
             self.npending -= 1

@@ -141,8 +141,11 @@ class ThreadWorker(WorkerBase):
 
     def post(self, entry: tuple[Operation, Any] | None) -> None:
         self.inbox.append(entry)
-        # Wake only on the edge: a worker that is running finds the entry itself.
-        self.parking.wake()
+        # Wake only on the edge: a worker that is running finds the entry itself (the
+        # test is `Parking.wake`'s own, made here to save its frame when not parked).
+        parking = self.parking
+        if parking.parked:
+            parking.wake()
 
     def depth(self) -> int:
         return len(self.inbox)
@@ -157,6 +160,7 @@ class ThreadWorker(WorkerBase):
         wait_for = self.parking.wait_for
         set_current = _current.set
         reset_current = _current.reset
+        coroutine = types.CoroutineType
         entry: tuple[Operation, Any] | None = None
         while True:
             if entry is None:
@@ -173,7 +177,7 @@ class ThreadWorker(WorkerBase):
             error: BaseException | None = None
             try:
                 result = body(item)
-                if type(result) is types.CoroutineType:
+                if type(result) is coroutine:
                     result.close()
                     raise TypeError(_RETURNED_A_COROUTINE)  # noqa: TRY301 - a body failure
             except InjectedWorkerCrash:
