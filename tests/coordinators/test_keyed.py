@@ -222,7 +222,7 @@ def test_close_stops_every_child_addressed_or_not(make):
     children = dict(c._core.backlog.children)
     assert set(children) >= {0, 1, 2}
     addressed = children[0].actor_ref  # makes its flag and ref
-    assert "actor_stopped" not in children[1].__dict__
+    assert "_stopped" not in children[1].__dict__  # no flag made
     c.close(WAIT)
     assert all(child.actor_stopped.is_set() for child in children.values())
     assert children[1].actor_stopped.wait(0)
