@@ -371,7 +371,15 @@ class KeyedBacklog:
             child = self.children[key] = KeyChild(self, key)
         elif child.idle:
             self.idle_keys.pop(key, None)
-        child.receive_item(entry)
+        # `child.receive_item(entry)`, written out: this runs once per keyed item.
+        child.processed += 1
+        child.mailbox.append(entry)
+        if not child.in_ready and child.running < self.per_key:
+            if self.plain:
+                child.in_ready = True
+                self.ready.append(child)
+            else:
+                self.make_ready(child)
 
     def pop(self) -> Entry | None:
         ranked = self.ranked
@@ -382,10 +390,27 @@ class KeyedBacklog:
                     return entry
             return None
         ready = self.ready
+        per_key = self.per_key
         while ready:
-            entry = ready.popleft().take()
-            if entry is not None:
-                return entry
+            child = ready.popleft()
+            if not self.plain or self.priorities:
+                entry = child.take()
+                if entry is not None:
+                    return entry
+                continue
+            # `child.take()`, written out for a key with no rate and no priorities:
+            # this runs once per keyed item.
+            child.processed += 1
+            child.in_ready = False
+            mailbox = child.mailbox
+            if not mailbox or child.running >= per_key:
+                continue
+            entry = mailbox.popleft()
+            child.running += 1
+            if mailbox and child.running < per_key:
+                child.in_ready = True  # to the back of the ready queue: keys take turns
+                ready.append(child)
+            return entry
         return None
 
     # -- scheduling (SPEC 16) ----------------------------------------------------------
@@ -472,7 +497,13 @@ class KeyedBacklog:
     def ended(self, op: Operation) -> None:
         child = self.children.get(op._raw_key)
         if child is not None:  # a running key is never passivated
-            child.ended()
+            # `child.ended()`, written out: this runs once per keyed item.
+            child.processed += 1
+            child.running -= 1
+            if child.mailbox:
+                child._ask_for_slot()
+            elif not child.running:
+                self.went_idle(child)
 
     def requeue(self, op: Operation, item: Any) -> None:
         # A key holding a retrying item counts it as running, so it is never passivated.

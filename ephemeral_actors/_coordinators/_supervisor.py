@@ -51,7 +51,7 @@ from ephemeral_actors._coordinators._completions import CompletionStream, delive
 from ephemeral_actors._coordinators._exit import forget_at_exit, track_until_exit
 from ephemeral_actors._coordinators._failures import FailureLog, label_of
 from ephemeral_actors._coordinators._future import OperationFuture
-from ephemeral_actors._coordinators._key import capture
+from ephemeral_actors._coordinators._key import STABLE_KEY_TYPES, capture
 from ephemeral_actors._coordinators._limits import SCHEDULE_CLOCK
 from ephemeral_actors._coordinators._loops import LoopBinding, bind_running_loop, loop_lost
 from ephemeral_actors._coordinators._requests import (
@@ -816,8 +816,15 @@ class Core:
         self, item: Any, future: Any, timeout: float | None, mode: int
     ) -> Operation | None:
         """`accept` for a keyed item with no priority, delay, label or backend check."""
+        key_of = self.key_of
+        assert key_of is not None
         try:
-            raw_key, key = self._capture_key(item)
+            raw_key = key_of(item)
+            # `_capture_key`, written out for a key of a stable type (its own capture).
+            if type(raw_key) in STABLE_KEY_TYPES:
+                key = str(raw_key)
+            else:
+                raw_key, key = self._captured(raw_key)
         except Exception:
             if mode == TRY:
                 return None
@@ -878,7 +885,11 @@ class Core:
     def _capture_key(self, item: Any) -> tuple[Any, str]:
         """`item`'s key, as filed and as shown (in the sender's thread: user code)."""
         assert self.key_of is not None
-        raw_key = self.key_of(item)
+        return self._captured(self.key_of(item))
+
+    @staticmethod
+    def _captured(raw_key: Any) -> tuple[Any, str]:
+        """`raw_key` as filed and as shown."""
         try:
             # The key is filed under the hash it has now, whatever happens to it later.
             captured = capture(raw_key)
