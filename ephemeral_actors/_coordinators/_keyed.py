@@ -503,7 +503,13 @@ class KeyedBacklog:
             if child.mailbox:
                 child._ask_for_slot()
             elif not child.running:
-                self.went_idle(child)
+                if child.bucket is not None or self.reap_timer is None:
+                    self.went_idle(child)
+                else:
+                    # `went_idle`, written out for a key with no rate while the reaper
+                    # is armed: with one item per key, every item ends its key's work.
+                    child.idle_since = time.monotonic()
+                    self.idle_keys[child.key] = child
 
     def requeue(self, op: Operation, item: Any) -> None:
         # A key holding a retrying item counts it as running, so it is never passivated.
