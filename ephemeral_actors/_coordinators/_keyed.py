@@ -99,8 +99,9 @@ _STOPPED.set()
 class KeyChild(pykka.Actor):
     """The child actor of one key: its mailbox holds the key's items, in order.
 
-    Its handlers (`receive_item`, `take`, `ended`, `drop_all`) run in its supervisor's
-    turn; nothing else touches `mailbox` or `running`. Other actors may `ask` it
+    Its handlers (`take`, `requeue`, `drop_all`, `remove`) and the per-item paths of
+    its backlog (`KeyedBacklog.append`, `pop` and `ended`) run in its supervisor's turn;
+    nothing else touches `mailbox` or `running`. Other actors may `ask` it
     `GetKeyState()` or `stop()` it through its `actor_ref`.
     """
 
@@ -212,22 +213,11 @@ class KeyChild(pykka.Actor):
         """Nothing waiting and nothing running."""
         return not self.mailbox and self.running == 0
 
-    # Handlers (in the supervisor's turn).
-
-    def receive_item(self, entry: Entry) -> None:
-        """An item of this key was accepted: it waits in this mailbox."""
-        self.processed += 1
-        self.mailbox.append(entry)
-        # `_ask_for_slot`, written out (this runs once per keyed item; the mailbox is
-        # not empty now).
-        if not self.in_ready:
-            backlog = self.backlog
-            if self.running < backlog.per_key:
-                if backlog.plain:
-                    self.in_ready = True
-                    backlog.ready.append(self)
-                else:
-                    backlog.make_ready(self)
+    # Handlers (in the supervisor's turn). An item's arrival and its operation's end
+    # are handled by `KeyedBacklog.append` and `KeyedBacklog.ended` themselves, and a
+    # plain key's item is taken by `KeyedBacklog.pop`: once per keyed item, a frame
+    # each was a tenth of the item's instructions. They write the child's fields in
+    # the same turn a handler here would.
 
     def take(self) -> Entry | None:
         """A global slot was granted: hand over the oldest item (None if none may start)."""
@@ -257,15 +247,6 @@ class KeyChild(pykka.Actor):
             else:
                 backlog.make_ready(self)
         return entry
-
-    def ended(self) -> None:
-        """One of this key's operations ended."""
-        self.processed += 1
-        self.running -= 1
-        if self.mailbox:
-            self._ask_for_slot()
-        elif self.running == 0:
-            self.backlog.went_idle(self)
 
     def requeue(self, op: Operation, item: Any) -> None:
         """A started item of this key is to run again (a retry): back to the head.
@@ -371,7 +352,8 @@ class KeyedBacklog:
             child = self.children[key] = KeyChild(self, key)
         elif child.idle:
             self.idle_keys.pop(key, None)
-        # `child.receive_item(entry)`, written out: this runs once per keyed item.
+        # The child's arrival handler: the item waits in its mailbox, and the key asks
+        # for a global slot unless it has one pending or its running limit is reached.
         child.processed += 1
         child.mailbox.append(entry)
         if not child.in_ready and child.running < self.per_key:
@@ -391,15 +373,16 @@ class KeyedBacklog:
             return None
         ready = self.ready
         per_key = self.per_key
+        # `KeyChild.take`, written out below for keys with no rate while no item has a
+        # priority: this runs once per keyed item.
+        plain = self.plain and not self.priorities
         while ready:
             child = ready.popleft()
-            if not self.plain or self.priorities:
+            if not plain:
                 entry = child.take()
                 if entry is not None:
                     return entry
                 continue
-            # `child.take()`, written out for a key with no rate and no priorities:
-            # this runs once per keyed item.
             child.processed += 1
             child.in_ready = False
             mailbox = child.mailbox
@@ -497,19 +480,13 @@ class KeyedBacklog:
     def ended(self, op: Operation) -> None:
         child = self.children.get(op._raw_key)
         if child is not None:  # a running key is never passivated
-            # `child.ended()`, written out: this runs once per keyed item.
+            # The child's end handler: the key asks for its next slot, or goes idle.
             child.processed += 1
             child.running -= 1
             if child.mailbox:
                 child._ask_for_slot()
             elif not child.running:
-                if child.bucket is not None or self.reap_timer is None:
-                    self.went_idle(child)
-                else:
-                    # `went_idle`, written out for a key with no rate while the reaper
-                    # is armed: with one item per key, every item ends its key's work.
-                    child.idle_since = time.monotonic()
-                    self.idle_keys[child.key] = child
+                self.went_idle(child)
 
     def requeue(self, op: Operation, item: Any) -> None:
         # A key holding a retrying item counts it as running, so it is never passivated.

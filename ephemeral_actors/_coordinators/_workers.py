@@ -219,7 +219,9 @@ class AsyncWorker(WorkerBase):
         self.retired = False
         self.abandoned = False
         self.inbox: deque[tuple[Operation, Any] | None] = deque()
-        self.scheduled = threading.Lock()  # test-and-set flag, as in _mailbox.Mailbox
+        # Scheduled flag: a Lock used only as a test-and-set, taken once per burst of
+        # mail (not per item, as a mailbox flag is, which is why that one is a deque).
+        self.scheduled = threading.Lock()
 
         # Deadlines (item_timeout): the task running the body and the operation in it,
         # both touched only on the loop's thread.
