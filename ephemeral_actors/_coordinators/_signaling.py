@@ -46,7 +46,6 @@ from ephemeral_actors._signals._event import check_signal_name
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable, Iterable
 
     from ephemeral_actors._coordinators._supervisor import Core
     from ephemeral_actors._operation import Operation
@@ -96,11 +95,6 @@ class _Mark:
         return bus is not None and now <= self.expires and bus.holds(self.event)
 
 
-def _matcher(patterns: str | Iterable[str] | None) -> Callable[[str], bool] | None:
-    # Most coordinators route no signal: None needs no compiling.
-    return None if patterns is None else compile_patterns(patterns)
-
-
 class SignalRouter:
     """Signal state of one coordinator, owned by its supervisor: `_on_*` run in its turn."""
 
@@ -118,14 +112,20 @@ class SignalRouter:
 
     def __init__(self, core: Core, options: CoordinatorOptions) -> None:
         self.core = core
-        self.cancel = _matcher(options.cancel_on_signals)
-        self.defer = _matcher(options.defer_on_signals)
-        if options.max_defer_attempts == 0:
-            self.defer = None
-        self.resume = _matcher(options.resume_on_signals)
-        self.drain = _matcher(options.drain_on_signals)
-        self.clear = _matcher(options.clear_on_signals)
-        self.clear_patterns = options.clear_on_signals or ()
+        cancel = options.cancel_on_signals
+        defer = options.defer_on_signals
+        resume = options.resume_on_signals
+        drain = options.drain_on_signals
+        clear = options.clear_on_signals
+        # Most coordinators route no signal: None needs no compiling (nor a call each).
+        self.cancel = None if cancel is None else compile_patterns(cancel)
+        self.defer = (
+            None if defer is None or options.max_defer_attempts == 0 else compile_patterns(defer)
+        )
+        self.resume = None if resume is None else compile_patterns(resume)
+        self.drain = None if drain is None else compile_patterns(drain)
+        self.clear = None if clear is None else compile_patterns(clear)
+        self.clear_patterns = clear or ()
         self.constraints = options.signal_constraints or SignalConstraints.DEFAULT
         self.on_signal = options.on_signal
         self.on_signal_async = options.on_signal_async

@@ -466,8 +466,10 @@ class Core:
         # Optional backend hooks (SPEC 17): check an item before it is accepted, or
         # prepare what the wrapped body will receive (in the sender's thread), and
         # withdraw a running operation's remote work.
-        self.prepare_item = _item_preparer(self.backend)
-        self.backend_cancel: Callable[[int], bool] | None = getattr(self.backend, "cancel", None)
+        self.prepare_item = None if self.backend is None else _item_preparer(self.backend)
+        self.backend_cancel: Callable[[int], bool] | None = (
+            None if self.backend is None else getattr(self.backend, "cancel", None)
+        )
         self.capture_results = capture_results
         self.bound = options.max_tracked_operations
         # Blocked producers are let in once the backlog is down to this, not at every
