@@ -25,7 +25,7 @@ def _waiter(core: Core) -> Wait:
     def idle() -> bool:  # evaluated in the supervisor's turn
         return core.unsettled == 0 or core.fault_error is not None
 
-    return Wait(0, idle)
+    return Wait(0, idle, settled=True)
 
 
 def _timed_out(core: Core, timeout: float | None) -> TimeoutError:

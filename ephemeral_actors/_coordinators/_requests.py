@@ -85,14 +85,22 @@ class Call(Reply):
 
 
 class Wait(Reply):
-    """Wait until drained (`idle` = -1), until at most `idle` run, or until `until()`."""
+    """Wait until drained (`idle` = -1), until at most `idle` run, or until `until()`.
 
-    __slots__ = ("idle", "until")
+    `settled`: the wait cannot end while an accepted operation is unsettled, unless the
+    coordinator faulted (`drain`, `wait_idle`). The supervisor then skips checking it
+    in the turns of a busy coordinator.
+    """
 
-    def __init__(self, idle: int, until: Callable[[], bool] | None = None) -> None:
+    __slots__ = ("idle", "settled", "until")
+
+    def __init__(
+        self, idle: int, until: Callable[[], bool] | None = None, *, settled: bool = False
+    ) -> None:
         super().__init__()
         self.idle = idle
         self.until = until
+        self.settled = settled
 
 
 class AsyncReply:

@@ -429,6 +429,7 @@ class Core:
         "unsettled",
         "uses_dispatcher",
         "waiters",
+        "waiters_settled",
         "window",
         "worker_numbers",
         "worker_restarts",
@@ -532,6 +533,9 @@ class Core:
         self.worker_numbers = 0
         self.space_waiters: deque[Intake] = deque()
         self.waiters: list[Wait] = []
+        # Every waiter waits for all accepted work to settle: none can be answered while
+        # `unsettled` (and no fault), so a busy turn need not check them.
+        self.waiters_settled = True
         self.replies: list[Reply] = []
         # (future, True: result / False: error / None: cancelled, value)
         self.outcomes: list[tuple[Any, bool | None, Any]] = []
@@ -635,7 +639,9 @@ class Core:
         # one of these four has work: a new duty here goes into their test too.
         if self.orphaned:
             self._close_if_orphaned_and_idle()
-        if self.waiters:
+        if self.waiters and (
+            not self.unsettled or not self.waiters_settled or self.fault_error is not None
+        ):
             self._check_waiters()
         replies = self.replies
         if replies:
@@ -1674,21 +1680,27 @@ class Core:
     def _check_waiters(self) -> None:
         settled = self.is_drained_now() and self.unsettled == 0
         kept: list[Wait] = []
+        kept_settled = True
         for waiter in self.waiters:
             if waiter.until is not None:
                 if not waiter.until():
                     kept.append(waiter)
+                    kept_settled = kept_settled and waiter.settled
                     continue
             elif self.fault_error is not None:
                 waiter.error = self.fault_error
             elif not (settled if waiter.idle < 0 else self.running <= waiter.idle):
                 kept.append(waiter)
+                kept_settled = kept_settled and waiter.settled
                 continue
             self.replies.append(waiter)
         self.waiters = kept
+        self.waiters_settled = kept_settled
 
     def _on_wait(self, waiter: Wait) -> None:
-        self.waiters.append(waiter)  # answered at the end of this turn if already true
+        # Answered at the end of this turn if already true.
+        self.waiters_settled = waiter.settled and (self.waiters_settled or not self.waiters)
+        self.waiters.append(waiter)
 
     def _on_forget_wait(self, waiter: Wait) -> None:
         if waiter in self.waiters:
@@ -1704,7 +1716,7 @@ class Core:
 
     def wait_settled(self, timeout: float | None) -> None:
         self._check_self_wait("drain()")
-        waiter = Wait(-1)
+        waiter = Wait(-1, settled=True)
         self.mailbox.post((self._on_wait, waiter))
         if not waiter.wait(timeout):
             self.call(self._on_forget_wait, waiter)
@@ -1717,7 +1729,7 @@ class Core:
 
     async def wait_settled_async(self) -> None:
         self._check_self_wait("drain_async()", blocking=False)
-        waiter = Wait(-1)
+        waiter = Wait(-1, settled=True)
         self.mailbox.post((self._on_wait, waiter))
         try:
             await waiter.wait_async()

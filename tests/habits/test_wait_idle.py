@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
-from ephemeral_actors import CoordinatorOptions, WorkCoordinator
+from ephemeral_actors import CoordinatorFaultedError, CoordinatorOptions, WorkCoordinator
+from ephemeral_actors._coordinators._requests import Wait
+from ephemeral_actors.testing import crash_worker
 from tests.conftest import WAIT
 
 
@@ -157,3 +160,72 @@ def test_blocking_wait_on_the_bodies_own_loop_raises():
             work.close()  # from the loop's thread: returns without waiting
 
     asyncio.run(main())
+
+
+def test_a_fault_ends_wait_idle_while_work_is_still_running():
+    """A busy turn skips checking waits for settled work, but never once the coordinator
+    faulted: `wait_idle()` raises then, although an item still runs."""
+
+    gate = threading.Event()
+    started = threading.Event()
+
+    def body(item: int) -> None:
+        if item == 0:
+            started.set()
+            assert gate.wait(WAIT)
+        else:
+            crash_worker()
+
+    work = WorkCoordinator(body, max_concurrency=2, max_restarts=0)
+    outcome: list[BaseException | None] = []
+
+    def wait() -> None:
+        try:
+            work.wait_idle(WAIT)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        work.enqueue(0)
+        assert started.wait(WAIT)
+        waiting = threading.Thread(target=wait)
+        waiting.start()
+        work.enqueue(1)  # crashes its worker: max_restarts=0 faults the coordinator
+        waiting.join(WAIT)
+        assert not waiting.is_alive()
+        assert work.active_count == 1  # item 0 still runs, yet the wait ended
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], CoordinatorFaultedError)
+    finally:
+        gate.set()
+        work.close(WAIT)
+
+
+def test_a_wait_for_running_work_is_answered_while_a_settled_wait_is_pending():
+    """Waits of both kinds at once: the one that can end while work runs is not held
+    back by the one that cannot (close() waits for running work this way)."""
+
+    gate = threading.Event()
+    started = threading.Event()
+
+    def body(_: int) -> None:
+        started.set()
+        assert gate.wait(WAIT)
+
+    work = WorkCoordinator(body, max_concurrency=1)
+    core = work._core
+    try:
+        work.enqueue(0)
+        assert started.wait(WAIT)
+        settled = Wait(0, lambda: core.unsettled == 0, settled=True)
+        core.call(core._on_wait, settled)
+        assert not settled.done
+        # Answered in the turn that files it, while an operation is unsettled.
+        assert core.wait_for(lambda: core.running == 1, time.monotonic() + WAIT)
+        assert not settled.done
+        gate.set()
+        assert settled.wait(WAIT)
+    finally:
+        gate.set()
+        work.close(WAIT)
