@@ -1296,7 +1296,7 @@ class Core:
                 self.completed += 1
                 self.unsettled -= 1
                 window = self.window
-                if op._in_window and (len(window.ops) > window.bound or ended >= window.expiry):
+                if ended >= window.expiry:  # past the age bound, or over the size bound
                     window.trim(ended)
                 reply = op._reply
                 if reply is not None:
@@ -1417,7 +1417,7 @@ class Core:
         ended = op._ended or 0.0
         # Inlined: trim() itself returns at once here on most items (within the bound,
         # nothing old enough), and this runs once per item.
-        if op._in_window and (len(window.ops) > window.bound or ended >= window.expiry):
+        if ended >= window.expiry:  # past the age bound, or over the size bound
             window.trim(ended)
         if reply is not None:
             # Resolved at the end of the turn, after the counters are published: whoever

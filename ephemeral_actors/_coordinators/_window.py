@@ -36,6 +36,7 @@ and without patching module globals: the clock is injected at construction.
 
 _RUNNING = 0
 _NEVER = float("inf")
+_AT_ONCE = float("-inf")
 
 
 def utc(ts: float) -> datetime:
@@ -59,9 +60,10 @@ class Window:
         self.bound = bound
         self.lifetime = lifetime
         self.expiry = _NEVER
-        """When the oldest record reaches `lifetime` (never, without one or when empty):
-        before then, a window within its bound has nothing to trim, which `trim` sees
-        with two reads instead of a look at the oldest record (it runs twice per item)."""
+        """The earliest time a trim can have work: when the oldest record reaches
+        `lifetime` (never, without one or when empty), or at once (-inf) while running
+        or pinned records hold the window over its bound. Before then `trim` has
+        nothing to do, which a finishing operation's turn sees with one comparison."""
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -94,7 +96,8 @@ class Window:
                 break
             index += 1
         else:
-            return  # every record is running or pinned: none may go
+            self.expiry = _AT_ONCE  # every record is running or pinned: none may go yet
+            return
         del order[index]
         del self.ops[old.id]
         old._in_window = False
@@ -121,7 +124,12 @@ class Window:
     def _set_expiry(self) -> None:
         order = self.order
         lifetime = self.lifetime
-        self.expiry = order[0]._started + lifetime if order and lifetime is not None else _NEVER
+        if len(order) > self.bound:
+            self.expiry = _AT_ONCE
+        elif order and lifetime is not None:
+            self.expiry = order[0]._started + lifetime
+        else:
+            self.expiry = _NEVER
 
     def trim(self, now: float) -> None:
         """Apply the size and age bounds."""
