@@ -381,3 +381,34 @@ def test_options_must_be_coordinator_options(build: Callable[[Any], Any], option
     """Passing anything but CoordinatorOptions or None as options is a TypeError naming it."""
     with pytest.raises(TypeError, match="options"):
         build(options)
+
+
+def test_options_behave_as_a_value_whatever_builds_them():
+    """The constructor is generated (it checks only values that are not defaults): equal
+    records compare and hash alike, pickle and copy round-trip, nothing can be deleted,
+    an unknown keyword is refused, and the first bad field in field order is reported."""
+    import copy  # noqa: PLC0415 - only this test needs them
+    import pickle  # noqa: PLC0415
+
+    options = CoordinatorOptions(
+        max_concurrency=3, max_operation_lifetime=dt.timedelta(seconds=5), name="n"
+    )
+    same = CoordinatorOptions(name="n", max_operation_lifetime=5.0, max_concurrency=3)
+    assert options == same
+    assert hash(options) == hash(same)
+    assert options != CoordinatorOptions(max_concurrency=3)
+    assert pickle.loads(pickle.dumps(options)) == options
+    assert copy.copy(options) == options
+    assert copy.deepcopy(options) == options
+    assert dataclasses.asdict(options)["max_operation_lifetime"] == 5.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del options.name  # type: ignore[misc]
+    with pytest.raises(TypeError, match="max_concurency"):
+        CoordinatorOptions(max_concurency=3)  # type: ignore[call-arg]
+    # Two bad fields: the one declared first is named, whatever the keyword order.
+    with pytest.raises(ValueError, match="max_tracked_operations"):
+        CoordinatorOptions(restart_window=-1.0, max_tracked_operations=0)
+    # A default object is not re-checked, but an equal value given anew is.
+    with pytest.raises(ValueError, match="max_concurrency_per_key"):
+        CoordinatorOptions(max_concurrency_per_key=0)
+    assert CoordinatorOptions(max_concurrency_per_key=int("1")).max_concurrency_per_key == 1
