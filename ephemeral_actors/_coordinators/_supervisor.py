@@ -1680,22 +1680,19 @@ class Core:
     def _check_waiters(self) -> None:
         settled = self.is_drained_now() and self.unsettled == 0
         kept: list[Wait] = []
-        kept_settled = True
         for waiter in self.waiters:
             if waiter.until is not None:
                 if not waiter.until():
                     kept.append(waiter)
-                    kept_settled = kept_settled and waiter.settled
                     continue
             elif self.fault_error is not None:
                 waiter.error = self.fault_error
             elif not (settled if waiter.idle < 0 else self.running <= waiter.idle):
                 kept.append(waiter)
-                kept_settled = kept_settled and waiter.settled
                 continue
             self.replies.append(waiter)
         self.waiters = kept
-        self.waiters_settled = kept_settled
+        self.waiters_settled = all(waiter.settled for waiter in kept)
 
     def _on_wait(self, waiter: Wait) -> None:
         # Answered at the end of this turn if already true.
