@@ -17,26 +17,58 @@ if TYPE_CHECKING:
     from ephemeral_actors._coordinators._supervisor import Core
     from ephemeral_actors._signals import SignalEvent, SignalPropagation
 
-__all__ = ["Operation", "current_operation"]
+__all__ = ["Operation", "RunningCell", "current_operation", "running_operation"]
 
-_current: contextvars.ContextVar[Operation | None] = contextvars.ContextVar(
+
+class RunningCell:
+    """What a thread worker's context holds: the operation its body runs now, or None.
+
+    A thread worker sets its context's variable to its cell once, then writes `op`
+    around each body. Setting the variable itself for each item (a new context map,
+    a token, and the reset) was a twentieth of a no-op item's instructions. Only the
+    worker's own thread writes the cell.
+    """
+
+    __slots__ = ("op",)
+
+    def __init__(self) -> None:
+        self.op: Operation | None = None
+
+
+_current: contextvars.ContextVar[Operation | RunningCell | None] = contextvars.ContextVar(
     "ephemeral_actors_current_operation", default=None
 )
+"""The running operation: an `Operation` in a coroutine body's task (and in remote
+bodies' stand-ins), a `RunningCell` in a thread worker. Read it through
+`running_operation()`."""
+
+
+def running_operation() -> Operation | None:
+    """The operation whose body runs in this context, or None."""
+    value = _current.get()
+    if value.__class__ is RunningCell:
+        return value.op
+    return value  # type: ignore[return-value]
 
 
 def current_operation() -> Operation:
     """Return the `Operation` whose body is running in this context.
 
     Works in sync bodies (the worker thread's context) and in coroutine bodies
-    (the task's context).
+    (the task's context). In a sync body, a context copied from the body
+    (`contextvars.copy_context()`) follows its worker: run after the body ended, it
+    sees the worker's next operation or none. Pass the operation itself to code
+    that outlives the body.
 
     Raises:
         NoCurrentOperationError: Called outside a body.
     """
     op = _current.get()
+    if op.__class__ is RunningCell:
+        op = op.op
     if op is None:
         raise NoCurrentOperationError("current_operation() called outside a coordinator body")
-    return op
+    return op  # type: ignore[return-value]
 
 
 class Operation:

@@ -103,7 +103,7 @@ from ephemeral_actors._mailbox import (
     check_owner,
     handle_envelope,
 )
-from ephemeral_actors._operation import Operation, _current
+from ephemeral_actors._operation import Operation, running_operation
 from ephemeral_actors._options import resolve_concurrency
 from ephemeral_actors._records import (
     ActorStats,
@@ -766,7 +766,7 @@ class Core:
 
     def in_own_body(self) -> bool:
         """True if the calling code runs inside one of this coordinator's bodies or callbacks."""
-        op = _current.get()
+        op = running_operation()
         if op is not None and op._core is self:
             return True
         callbacks = self.callbacks
@@ -872,7 +872,7 @@ class Core:
     def post_intake(self, request: Intake, timeout: float | None) -> Operation | None:
         """Send a prepared intake request to the supervisor and wait for its answer."""
         mode = request.mode
-        if ((op := _current.get()) is not None and op._core is self) or self.on_own_loop():
+        if ((op := running_operation()) is not None and op._core is self) or self.on_own_loop():
             # A body (or anything on the loop its bodies run on) must not wait for space
             # only the bodies can free (SPEC 15, work that makes work).
             request.mode = FORCE if mode == BLOCK else TRY_OWN if mode == TRY else mode
@@ -915,7 +915,7 @@ class Core:
         self._keyed_intake(request)
         # Awaiting space does not block the loop (its bodies go on), so only a body
         # itself skips the wait here, not every caller on the bodies' loop.
-        if (op := _current.get()) is not None and op._core is self:
+        if (op := running_operation()) is not None and op._core is self:
             request.mode = FORCE
         self.mailbox.post((self._on_accept, request))
         try:
@@ -1976,7 +1976,7 @@ class Core:
         self.cancel()
         if isinstance(self.feeder, AsyncFeeder):
             self.feeder.stop()  # its source may await for ever (issue 13, #3)
-        own = 1 if (op := _current.get()) is not None and op._core is self else 0
+        own = 1 if (op := running_operation()) is not None and op._core is self else 0
         if not self.wait_idle(deadline, own):
             logger.warning(
                 f"coordinator {self.name!r}: close() abandoned {self.running - own} running "

@@ -24,7 +24,7 @@ from ephemeral_actors._errors import (
     WorkerCrashError,
 )
 from ephemeral_actors._mailbox import Parking
-from ephemeral_actors._operation import _current
+from ephemeral_actors._operation import RunningCell, _current
 from ephemeral_actors._runtime import SHARED_LOOP
 
 if TYPE_CHECKING:
@@ -158,8 +158,10 @@ class ThreadWorker(WorkerBase):
         post = core.mailbox.post
         report_and_take = core.report_and_take
         wait_for = self.parking.wait_for
-        set_current = _current.set
-        reset_current = _current.reset
+        # The context's variable holds this worker's cell from here on; each body
+        # only writes the cell (see `RunningCell`).
+        cell = RunningCell()
+        _current.set(cell)
         coroutine = types.CoroutineType
         entry: tuple[Operation, Any] | None = None
         while True:
@@ -173,7 +175,7 @@ class ThreadWorker(WorkerBase):
             op, item = entry
             entry = None
             # The body, with `op` current; inline, not a helper: this runs once per item.
-            token = set_current(op)
+            cell.op = op
             error: BaseException | None = None
             try:
                 result = body(item)
@@ -181,7 +183,7 @@ class ThreadWorker(WorkerBase):
                     result.close()
                     raise TypeError(_RETURNED_A_COROUTINE)  # noqa: TRY301 - a body failure
             except InjectedWorkerCrash:
-                reset_current(token)
+                cell.op = None
                 crash = WorkerCrashError("worker crash injected by testing.crash_worker()")
                 post((core._on_worker_died, (self, crash)))
                 return
@@ -192,7 +194,7 @@ class ThreadWorker(WorkerBase):
                 if capture:
                     op._result = result
                     op._has_result = True
-            reset_current(token)
+            cell.op = None
             # A parked worker must not keep its last item alive (no payload is kept),
             # nor the error whose traceback frames may hold it.
             item = result = None

@@ -134,7 +134,7 @@ from asyncio.events import _get_running_loop
 from typing import TYPE_CHECKING, Any, Final
 
 from ephemeral_actors._errors import OperationCancelledError, WorkerCrashError
-from ephemeral_actors._operation import _current
+from ephemeral_actors._operation import running_operation
 from ephemeral_actors._validate import check_int
 from ephemeral_actors.backends._process_child import (
     EVENT,
@@ -770,7 +770,7 @@ class ProcessBackend:
     # -- running one item (a task on the coordinator's event loop) ---------------------------
 
     async def _run(self, wrapped: _Wrapped, item: Any) -> Any:
-        op = _current.get()
+        op = running_operation()
         item_bytes = item.data if type(item) is _Shipped else _dump_item(item)
         op_id, key = (op.id, op.key) if op is not None else (0, None)
         call = Call(op) if op is not None else None

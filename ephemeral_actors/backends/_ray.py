@@ -50,7 +50,7 @@ import ray.exceptions
 from ray import cloudpickle
 
 from ephemeral_actors._errors import OperationCancelledError, WorkerCrashError
-from ephemeral_actors._operation import Operation, _current
+from ephemeral_actors._operation import Operation, _current, running_operation
 from ephemeral_actors._public import publish
 from ephemeral_actors._validate import check_int
 from ephemeral_actors.backends._relay import Call, RecordingOperation, portable_error
@@ -659,7 +659,7 @@ class RayBackend:
         if self._state is not _State.STARTED or not ray.is_initialized():
             # Starting a local Ray takes seconds: not on the coordinator's event loop.
             await asyncio.to_thread(self.start)
-        op = _current.get()
+        op = running_operation()
         ref, slot = wrapped.submit(item, op)
         call = None if op is None else Call(op)
         with self._lock:

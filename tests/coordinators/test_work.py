@@ -592,6 +592,33 @@ def test_current_operation_inside_and_outside_bodies(make):
         current_operation()
 
 
+def test_current_operation_in_contexts_a_body_copies_and_in_later_bodies(make):
+    """Contexts a sync body copies see its operation; each later body sees its own.
+
+    A thread worker keeps one cell in its context and writes each body's operation
+    into it: `asyncio.to_thread` (a copied context, another thread) must still see
+    the body's operation while the body waits for it, and no item may see another's.
+    """
+    import asyncio  # noqa: PLC0415 - only this test runs an event loop in a body
+
+    seen: list[tuple[int, int, int]] = []
+
+    def body(_: int) -> None:
+        own = current_operation().id
+        copied = asyncio.run(asyncio.to_thread(lambda: current_operation().id))
+        seen.append((own, copied, current_operation().id))
+
+    c = make(body)
+    ids = [c.enqueue(i) for i in range(20)]
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 20
+    assert sorted(own for own, _, _ in seen) == sorted(ids)
+    assert all(own == copied == after for own, copied, after in seen)
+    with pytest.raises(NoCurrentOperationError):
+        current_operation()
+
+
 @pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt, GeneratorExit])
 def test_base_exception_in_body_is_recorded_and_stops_nothing(make, exc_type):
     """A body raising SystemExit/KeyboardInterrupt fails its item; other actors live on."""

@@ -695,7 +695,7 @@ def _pause_worker_after_take(took: threading.Event, go: threading.Event) -> Call
     """
     code = ThreadWorker.run.__code__
     lines, first = inspect.getsourcelines(ThreadWorker.run)
-    target = first + next(i for i, line in enumerate(lines) if "token = set_current(op)" in line)
+    target = first + next(i for i, line in enumerate(lines) if "cell.op = op" in line)
     fired = False
 
     def local(frame: Any, event: str, _arg: Any) -> Any:
