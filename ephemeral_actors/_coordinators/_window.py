@@ -82,14 +82,30 @@ class Window:
             if size == 1:
                 self._set_expiry()
             return
-        if size > self.bound + 1:
+        oldest = order[0]
+        if size > self.bound + 1 or oldest._outcome == _RUNNING or oldest._pinned:
+            self._make_room(op)
+            return
+        # trim() for the usual case of a full window whose oldest record has finished,
+        # written out because it runs once per item (the call, trim's checks and
+        # `_set_expiry`'s frame were a twentieth of a no-op item's instructions).
+        order.popleft()
+        del self.ops[oldest.id]
+        oldest._in_window = False
+        lifetime = self.lifetime
+        if lifetime is not None:
+            expiry = self.expiry = order[0]._started + lifetime
+            if op._started >= expiry:
+                self.trim(op._started)
+
+    def _make_room(self, op: Operation) -> None:
+        """`add` past the bound when the oldest record may not go (or the bound shrank)."""
+        order = self.order
+        if len(order) > self.bound + 1:
             self.trim(op._started)
             return
-        # trim() for the usual case of a full window, written out because it runs once
-        # per item (the call, trim's checks and `_set_expiry`'s frame were a twentieth of
-        # a no-op item's instructions): the oldest finished record makes room, in place.
-        # Running records may lie ahead of it (a worker still waiting for the GIL holds
-        # the oldest start while another worker finishes later ones).
+        # Running records may lie ahead of the oldest finished one (a worker still
+        # waiting for the GIL holds the oldest start while another finishes later ones).
         index = 0
         for old in order:
             if old._outcome != _RUNNING and not old._pinned:
@@ -101,12 +117,8 @@ class Window:
         del order[index]
         del self.ops[old.id]
         old._in_window = False
-        lifetime = self.lifetime
-        if lifetime is not None:
-            if not index:
-                self.expiry = order[0]._started + lifetime
-            if op._started >= self.expiry:
-                self.trim(op._started)
+        if self.lifetime is not None and op._started >= self.expiry:
+            self.trim(op._started)
 
     def get(self, op_id: int) -> Operation | None:
         return self.ops.get(op_id)

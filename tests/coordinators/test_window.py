@@ -9,7 +9,7 @@ older than the lifetime; running and pinned records stay, whatever their age.
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ephemeral_actors._coordinators._window import Window
@@ -39,6 +39,55 @@ def _model_trim(kept: list[Operation], bound: int, lifetime: float | None, now: 
 
 
 @settings(max_examples=300, deadline=None)
+# The window's age expiry after a size trim took its oldest record: the next oldest
+# (B, started at 2) ages out at 7, and the finish at 8 must trim it.
+@example(
+    bound=2,
+    lifetime=5.0,
+    actions=[
+        ("start", 0),
+        ("start", 0),
+        ("finish", 0),
+        ("finish", 1),
+        ("start", 0),
+        ("unpin", 0),
+        ("unpin", 0),
+        ("finish", 2),
+    ],
+)
+# A start makes room by taking A; B, the oldest then, is past its lifetime at once.
+@example(
+    bound=2,
+    lifetime=3.0,
+    actions=[
+        ("start", 0),
+        ("start", 0),
+        ("finish", 0),
+        ("finish", 1),
+        ("unpin", 0),
+        ("start", 0),
+    ],
+)
+# A pinned oldest record stays when a start needs room; nothing else may go either.
+@example(
+    bound=1,
+    lifetime=None,
+    actions=[("start", 0), ("finish", 0), ("pin", 0), ("start", 0)],
+)
+# Room made behind a running oldest record (B goes); then C, aged by then, goes too.
+@example(
+    bound=3,
+    lifetime=3.0,
+    actions=[
+        ("start", 0),
+        ("start", 0),
+        ("start", 0),
+        ("finish", 1),
+        ("finish", 2),
+        ("unpin", 0),
+        ("start", 0),
+    ],
+)
 @given(
     bound=st.integers(min_value=1, max_value=6),
     lifetime=st.none() | st.floats(min_value=1.0, max_value=10.0),
@@ -61,6 +110,7 @@ def test_window_keeps_what_the_rule_keeps_in_start_order(
             model.append(op)
             if len(model) > bound:
                 _model_trim(model, bound, lifetime, now)
+            _check(window, model, known)
             continue
         if not known:
             continue
@@ -81,7 +131,11 @@ def test_window_keeps_what_the_rule_keeps_in_start_order(
         elif action == "age":
             window.trim(now)
             _model_trim(model, bound, lifetime, now)
-        assert [o.id for o in window] == [o.id for o in model]
-        assert len(window) == len(model)
-        assert all(o._in_window == (o in model) for o in known)
-        assert all(window.get(o.id) is o for o in model)
+        _check(window, model, known)
+
+
+def _check(window: Window, model: list[Operation], known: list[Operation]) -> None:
+    assert [o.id for o in window] == [o.id for o in model]
+    assert len(window) == len(model)
+    assert all(o._in_window == (o in model) for o in known)
+    assert all(window.get(o.id) is o for o in model)
