@@ -15,6 +15,7 @@ from ephemeral_actors import (
     KeyedWorkCoordinator,
     WorkCoordinator,
 )
+from ephemeral_actors._coordinators._supervisor import STALE_FAST_PATHS
 from ephemeral_actors.testing import library_threads
 
 WAIT = 10.0
@@ -44,6 +45,19 @@ def _no_leaked_threads() -> Iterator[None]:
         thread.join(WAIT)
     alive = [t.name for t in leaked if t.is_alive()]
     assert not alive, f"threads outlived the test: {alive}"
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_fast_paths() -> Iterator[None]:
+    """Ownership check mode: fail a test in which a turn found a stale fast-path flag.
+
+    A turn run by a timer on the dispatcher thread only logs what it raises, so the
+    check's record is what makes such a test fail.
+    """
+    del STALE_FAST_PATHS[:]
+    yield
+    found, STALE_FAST_PATHS[:] = list(STALE_FAST_PATHS), []
+    assert not found, found
 
 
 @pytest.fixture

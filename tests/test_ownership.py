@@ -57,6 +57,39 @@ def test_a_write_from_outside_the_supervisor_turn_is_caught():
     assert lines[1].startswith("child: KeyChild.running of <keyed")
 
 
+def test_a_field_change_that_skips_the_fast_path_refresh_is_caught():
+    """In check mode, a turn fails on a busy-turn flag left stale by a change of a field
+    it derives from (here `deferring`, set without `refresh_fast_paths()`)."""
+    out = run_isolated(
+        """
+        import os
+        os.environ["EPHEMERAL_ACTORS_CHECK_OWNERSHIP"] = "1"
+        from ephemeral_actors import WorkCoordinator
+
+        c = WorkCoordinator(lambda item: None, max_concurrency=1)
+        core = c._core
+        core.call(lambda _: core.refresh_fast_paths(), None)  # with the refresh: fine
+
+        def forget(_):
+            core.deferring = True  # a write in the turn, without the refresh
+
+        try:
+            core.call(forget, None)
+        except AssertionError as exc:
+            print("caught:", exc)
+
+        def restore(_):
+            core.deferring = False
+            core.refresh_fast_paths()
+
+        core.call(restore, None)
+        c.close(30)
+        """
+    )
+    assert out.startswith("caught: coordinator 'work-")
+    assert "stale fast-path flags (True, True)" in out
+
+
 def test_without_the_mode_nothing_is_checked():
     """Without the variable the check costs nothing and does not fire."""
     out = run_isolated(

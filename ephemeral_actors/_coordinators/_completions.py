@@ -86,6 +86,7 @@ def deliver(core: Core, op: Operation) -> None:
             stream.expected -= 1
     if any(s.expected <= 0 for s in streams):
         core.streams = [s for s in streams if s.expected > 0]
+        core.refresh_fast_paths()
 
 
 def _on_open(core: Core, stream: CompletionStream) -> None:
@@ -119,11 +120,13 @@ def _on_open(core: Core, stream: CompletionStream) -> None:
     stream.total = len(ended) + stream.expected
     if stream.expected > 0:
         core.streams = [*core.streams, stream]
+        core.refresh_fast_paths()
 
 
 def _on_close(core: Core, stream: CompletionStream) -> None:
     if stream in core.streams:
         core.streams = [s for s in core.streams if s is not stream]
+        core.refresh_fast_paths()
 
 
 def _deadline(timeout: float | None) -> float | None:

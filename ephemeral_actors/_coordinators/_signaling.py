@@ -248,6 +248,7 @@ class SignalRouter:
             if len(self.cancel_marks) > self.cancel_prune_at:
                 self.cancel_marks = self._present(self.cancel_marks)
                 self.cancel_prune_at = max(_PRUNE_FLOOR, 2 * len(self.cancel_marks))
+            core.refresh_fast_paths()
             core.request_cancel_running()
             core._dispatch()  # idle workers cancel the backlog as it reaches dispatch
         if self.resume is not None and self.resume(signal):
@@ -267,6 +268,7 @@ class SignalRouter:
                 self.defer_prune_at = max(_PRUNE_FLOOR, 2 * len(self.defer_marks))
             if not core.deferring:
                 core.deferring = True
+                core.refresh_fast_paths()
                 self.defer_attempts = 0
                 self._arm(self.interval if until is None else until - time.monotonic())
             elif until is None:
@@ -296,6 +298,8 @@ class SignalRouter:
         """The name of a present cancel signal, forgetting marks that are gone."""
         marks = self._present(self.cancel_marks)
         self.cancel_marks = marks
+        if not marks:
+            self.core.refresh_fast_paths()
         return marks[-1].event.signal if marks else None
 
     def _arm(self, delay: float) -> None:
@@ -342,6 +346,7 @@ class SignalRouter:
             self.defer_timer = None
         if core.deferring:
             core.deferring = False
+            core.refresh_fast_paths()
             core._dispatch()
 
     # -- on_signal_async --------------------------------------------------------------------

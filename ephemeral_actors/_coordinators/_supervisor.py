@@ -342,6 +342,9 @@ class Supervisor(pykka.Actor):
             self._core.fault(None)
 
 
+STALE_FAST_PATHS: list[str] = []
+"""Ownership check mode: what `Core.check_fast_paths` found (the test suite fails on it)."""
+
 _FIELDS_NOT_OWNED = frozenset(
     {
         # Set once while the core is built, or handles the facade keeps (not actor state).
@@ -408,6 +411,8 @@ class Core:
         "orphaned",
         "outcomes",
         "paused",
+        "plain_end",
+        "plain_start",
         "prepare_item",
         "processing",
         "replies",
@@ -571,6 +576,8 @@ class Core:
             self.schedule = Schedule(self)
         # The core holds the actor itself: an ActorRef only keeps a weak reference, and
         # this actor has no thread to keep it alive.
+        self.plain_end = self.plain_start = False
+        self.refresh_fast_paths()
         self.supervisor = Supervisor(self)
         self.supervisor_ref: pykka.ActorRef[Supervisor] = self.supervisor.actor_ref
         pykka.ActorRegistry.register(self.supervisor_ref)
@@ -587,6 +594,47 @@ class Core:
     def start(self) -> None:
         """Finish construction: things that may call back into a fully built core."""
         self.router.start()
+
+    def refresh_fast_paths(self) -> None:
+        """Recompute the busy turn's two flags; call after changing any field they read.
+
+        `report_and_take` runs once per item and used to test nine fields to decide
+        whether an outcome is plain and whether the next item may start at once; these
+        change only on control calls, signals and the first delayed item. Ownership
+        check mode verifies at every turn that no change was left out
+        (`check_fast_paths`).
+        """
+        # An outcome with nothing but the counters and the window to update.
+        self.plain_end = (
+            self.attempts is None
+            and not self.streams
+            and not self.observers
+            and self.on_sample is None
+        )
+        # The next item may start in the finishing turn with no check but the limit.
+        self.plain_start = (
+            not self.paused
+            and self.processing
+            and not self.deferring
+            and not self.router.cancel_marks
+            and self.schedule is None
+        )
+
+    def check_fast_paths(self) -> None:
+        """Ownership check mode: fail if a flag of `refresh_fast_paths` is stale.
+
+        Also recorded in `STALE_FAST_PATHS`: a turn run by a timer on the dispatcher
+        thread logs what it raises, and the test suite fails on the record instead.
+        """
+        flags = (self.plain_end, self.plain_start)
+        self.refresh_fast_paths()
+        if (self.plain_end, self.plain_start) != flags:
+            message = (
+                f"coordinator {self.name!r}: stale fast-path flags {flags}; a change to a "
+                "field they read did not call refresh_fast_paths()"
+            )
+            STALE_FAST_PATHS.append(message)
+            raise AssertionError(message)
 
     def hold_shared_loop(self) -> None:
         """Take this coordinator's reference on the shared loop, once (before a spawn)."""
@@ -637,6 +685,8 @@ class Core:
     def _end_turn(self) -> None:
         # The written-out turns (`accept_plain`, `report_and_take`) skip this call unless
         # one of these four has work: a new duty here goes into their test too.
+        if CHECK_OWNERSHIP:
+            self.check_fast_paths()
         if self.orphaned:
             self._close_if_orphaned_and_idle()
         if self.waiters and (
@@ -993,6 +1043,7 @@ class Core:
         ident = mailbox.holder = _get_ident()
         if CHECK_OWNERSHIP:
             previous = _enter_checked(ident, self)
+            self.check_fast_paths()
         try:
             if (
                 not mail  # mail that came before the flag goes first: the general path
@@ -1066,6 +1117,7 @@ class Core:
             return
         if self.schedule is None:
             self.schedule = Schedule(self)
+            self.refresh_fast_paths()
         self.schedule.delay(op, request.item, request.priority, request.delay)
 
     def _admit_waiting(self) -> None:
@@ -1269,6 +1321,7 @@ class Core:
         ident = mailbox.holder = _get_ident()
         if CHECK_OWNERSHIP:
             previous = _enter_checked(ident, self)
+            self.check_fast_paths()
         try:
             # The turn itself, once per item, written out (a frame less): a plain
             # completion (no error, retry, stream or callback) and a plain start.
@@ -1279,10 +1332,7 @@ class Core:
                 or op._outcome != RUNNING
                 or worker.retired
                 or worker.abandoned
-                or self.attempts is not None
-                or self.streams
-                or self.observers
-                or self.on_sample is not None
+                or not self.plain_end
             ):
                 self._on_done(worker, op, outcome, error)
             else:
@@ -1307,15 +1357,7 @@ class Core:
                         reply = None
                 # `running` still counts `op`: it drops only if no item takes its slot,
                 # so a reader sees no dip between one item and the next on this path.
-                if (
-                    self.npending
-                    and self.running <= self.limit
-                    and not self.paused
-                    and self.processing
-                    and not self.deferring
-                    and not self.router.cancel_marks
-                    and self.schedule is None
-                ):
+                if self.npending and self.running <= self.limit and self.plain_start:
                     fifo = self.fifo  # the FIFO backlog's deque, popped without a frame
                     entry = fifo.popleft() if fifo else backlog.pop()
                 if entry is None:
@@ -1479,6 +1521,7 @@ class Core:
 
     def _on_set_observers(self, observers: tuple[Callable[[OperationSnapshot], None], ...]) -> None:
         self.observers = observers
+        self.refresh_fast_paths()
 
     def deliver_callbacks(self, op: Operation) -> None:
         """Call the observers with `op`, then `on_sample` with the window."""
@@ -1576,6 +1619,7 @@ class Core:
 
     def _on_pause(self, paused: bool) -> None:
         self.paused = paused
+        self.refresh_fast_paths()
         if not paused:
             self._dispatch()
 
@@ -1632,6 +1676,7 @@ class Core:
             raise AssertionError(f"coordinator {self.name!r}: {self.state.value} -> {new.value}")
         self.state = new
         self.processing = new in _PROCESSING
+        self.refresh_fast_paths()
 
     def _drop_backlog(self, make_error: Callable[[], BaseException]) -> None:
         dropped = self.backlog.take_all()
@@ -1843,6 +1888,7 @@ class Core:
         self._drop_backlog(lambda: CoordinatorFaultedError(str(fault)))
         self.on_sample = None
         self.observers = ()
+        self.refresh_fast_paths()
         self._intake_closed()
 
     @property
