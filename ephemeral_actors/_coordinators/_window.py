@@ -99,7 +99,11 @@ class Window:
                 self.trim(op._started)
 
     def _make_room(self, op: Operation) -> None:
-        """`add` past the bound when the oldest record may not go (or the bound shrank)."""
+        """`add` past the bound when the oldest record is running or pinned.
+
+        Or when the window is over its bound already: running and pinned records held
+        it there.
+        """
         order = self.order
         if len(order) > self.bound + 1:
             self.trim(op._started)
