@@ -63,12 +63,10 @@ def current_operation() -> Operation:
     Raises:
         NoCurrentOperationError: Called outside a body.
     """
-    op = _current.get()
-    if op.__class__ is RunningCell:
-        op = op.op
+    op = running_operation()
     if op is None:
         raise NoCurrentOperationError("current_operation() called outside a coordinator body")
-    return op  # type: ignore[return-value]
+    return op
 
 
 class Operation:

@@ -82,8 +82,11 @@ class Window:
             if size == 1:
                 self._set_expiry()
             return
+        if size > self.bound + 1:  # running or pinned records held it over the bound
+            self.trim(op._started)
+            return
         oldest = order[0]
-        if size > self.bound + 1 or oldest._outcome == _RUNNING or oldest._pinned:
+        if oldest._outcome == _RUNNING or oldest._pinned:
             self._make_room(op)
             return
         # trim() for the usual case of a full window whose oldest record has finished,
@@ -99,15 +102,8 @@ class Window:
                 self.trim(op._started)
 
     def _make_room(self, op: Operation) -> None:
-        """`add` past the bound when the oldest record is running or pinned.
-
-        Or when the window is over its bound already: running and pinned records held
-        it there.
-        """
+        """`add` one past the bound when the oldest record is running or pinned."""
         order = self.order
-        if len(order) > self.bound + 1:
-            self.trim(op._started)
-            return
         # Running records may lie ahead of the oldest finished one (a worker still
         # waiting for the GIL holds the oldest start while another finishes later ones).
         index = 0
