@@ -74,6 +74,22 @@ def _model_trim(kept: list[Operation], bound: int, lifetime: float | None, now: 
     lifetime=None,
     actions=[("start", 0), ("finish", 0), ("pin", 0), ("start", 0)],
 )
+# Pinned records held the window two over its bound; unpinned, a start trims both.
+@example(
+    bound=1,
+    lifetime=None,
+    actions=[
+        ("start", 0),
+        ("finish", 0),
+        ("pin", 0),
+        ("start", 0),
+        ("pin", 1),
+        ("finish", 1),
+        ("unpin", 0),
+        ("unpin", 1),
+        ("start", 0),
+    ],
+)
 # Room made behind a running oldest record (B goes); then C, aged by then, goes too.
 @example(
     bound=3,
