@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BLOCK",
     "FORCE",
+    "PROBE",
     "TRY",
     "TRY_OWN",
     "AsyncReply",
@@ -39,6 +40,9 @@ TRY: Final = 2
 """Answer None instead of waiting or raising; fair scheduling applies."""
 TRY_OWN: Final = 3
 """`TRY` from a body of the same coordinator: never refused for space (SPEC 15)."""
+PROBE: Final = 4
+"""Accept in a turn the caller begins at once, or answer None with no message sent:
+the fast path of the async intake, whose general path awaits instead of blocking."""
 
 
 class Intake(Reply):

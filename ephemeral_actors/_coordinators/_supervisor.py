@@ -57,6 +57,7 @@ from ephemeral_actors._coordinators._loops import LoopBinding, bind_running_loop
 from ephemeral_actors._coordinators._requests import (
     BLOCK,
     FORCE,
+    PROBE,
     TRY,
     TRY_OWN,
     Call,
@@ -367,6 +368,7 @@ class Core:
         "__weakref__",
         "_built",
         "accept_default",
+        "accept_probe",
         "accept_unchecked",
         "attempts",
         "backend",
@@ -510,6 +512,14 @@ class Core:
             else self.accept_keyed
         )
         self.accept_unchecked = self.accept_default
+        # The async intake's fast path: plain items only. A keyed or a backend's item
+        # would have its key computed (user code) or its payload prepared twice when the
+        # probe is refused and the general path takes over.
+        self.accept_probe: Callable[[Any, Any, float | None, int], Operation | None] | None = (
+            self.accept_plain
+            if options.describe is None and key_selector is None and self.prepare_item is None
+            else None
+        )
         if self.accept_default is not None and self.prepare_item is not None:
             # A keyed item's key comes from the item as given, not as prepared: keyed
             # items of a backend take the general path, which keeps both.
@@ -901,6 +911,8 @@ class Core:
         raw_key: Any,
     ) -> Operation | None:
         """The general path of a plain or keyed item: an intake message, and its answer."""
+        if mode == PROBE:
+            return None  # no message: the async caller awaits the general path instead
         request = Intake(item, future, mode)
         if key is not None:
             request.raw_key = raw_key
@@ -961,6 +973,14 @@ class Core:
     async def accept_async(
         self, item: Any, future: Any, priority: int = 0, delay: float | None = None
     ) -> Operation:
+        probe = self.accept_probe
+        if probe is not None and priority.__class__ is int and not priority and delay is None:
+            # A plain item's turn begun here, as `enqueue` begins it, when the supervisor
+            # is idle with space: no request, no message and no wait (half of the cost
+            # of an async intake). Refused (busy, full or closed), it takes the path below.
+            op = probe(item, future, None, PROBE)
+            if op is not None:
+                return op
         request = self._new_request(item, future, BLOCK, priority, delay)
         self._keyed_intake(request)
         # Awaiting space does not block the loop (its bodies go on), so only a body
@@ -1028,7 +1048,8 @@ class Core:
         no mail: `Mailbox.now` with `_admitted` written out (the two frames and the
         argument tuple they cost were a tenth of the intake). If no turn could begin,
         or the item needs the general path (closed, full, producers waiting), an
-        intake message decides (`_accept_posted`).
+        intake message decides (`_accept_posted`); with `PROBE`, the answer is None
+        and the caller takes the general path itself (`accept_async`).
         """
         mailbox = self.mailbox
         mail = mailbox._queue

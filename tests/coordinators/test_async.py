@@ -610,3 +610,32 @@ def test_sync_source_key_selector_error_comes_out_of_drain():
         assert c.total_enqueued == 1
     finally:
         c.close(WAIT)
+
+
+def test_enqueue_async_into_a_full_keyed_backlog_runs_the_selector_once():
+    """An async intake that must wait for space computes the item's key once, not per attempt."""
+    calls: list[Any] = []
+
+    def selector(item: tuple[str, int]) -> str:
+        calls.append(item)
+        return item[0]
+
+    c = KeyedWorkCoordinator(selector, lambda _: None, CoordinatorOptions(max_tracked_operations=1))
+    try:
+        c.pause()
+        c.enqueue(("a", 1))  # the backlog is now full
+
+        async def main() -> int:
+            producer = asyncio.create_task(c.enqueue_async(("b", 2)))
+            await tick_until(10, [0])
+            assert not producer.done()
+            c.resume()
+            return await asyncio.wait_for(producer, WAIT)
+
+        assert asyncio.run(main()) > 0
+        assert calls == [("a", 1), ("b", 2)]
+        c.complete()
+        c.drain(WAIT)
+        assert c.total_completed == 2
+    finally:
+        c.close(WAIT)
