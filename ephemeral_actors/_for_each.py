@@ -31,6 +31,7 @@ def _build(
     option_fields: OptionsKwargs,
     where: str,
     fail_fast: _FailFast | None,
+    on_loop: bool = False,
 ) -> CoordinatorBase[T]:
     options = merge_options(options, option_fields, where=where)
     if not isinstance(items, Iterable | AsyncIterable):
@@ -51,7 +52,7 @@ def _build(
         # Watching before the first item is read, so no failure can go unseen.
         fail_fast.coordinator = coordinator
         coordinator.add_observer(fail_fast.observe)
-    coordinator._start_source(items)
+    coordinator._start_source(items, on_loop=on_loop)
     return coordinator
 
 
@@ -151,7 +152,9 @@ async def for_each_async(
 ) -> CoordinatorStats:
     """`for_each` for asyncio: awaits without blocking the event loop.
 
-    Coroutine bodies run on the awaiting task's loop. Cancelling the awaiting task
+    Coroutine bodies run on the awaiting task's loop; so does the reading of `items`
+    when it is an in-memory collection (a list, tuple, range, set, dict or deque),
+    while other iterables are read on a thread. Cancelling the awaiting task
     stops intake, asks running work to cancel and re-raises `CancelledError`.
     `fail_fast` is as in `for_each`.
     """
@@ -164,6 +167,7 @@ async def for_each_async(
         option_fields=option_fields,
         where="for_each_async",
         fail_fast=watch,
+        on_loop=True,
     )
     try:
         await coordinator.drain_async()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -208,6 +209,64 @@ def test_for_each_async_with_a_sync_source():
     assert isinstance(stats, CoordinatorStats)
     assert (stats.total_completed, stats.total_failed) == (20, 10)
     assert stats.is_drained
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        list(range(20)),
+        tuple(range(20)),
+        range(20),
+        dict.fromkeys(range(20)),
+        dict.fromkeys(range(20)).keys(),
+        collections.deque(range(20)),
+    ],
+    ids=["list", "tuple", "range", "dict", "dict_keys", "deque"],
+)
+def test_for_each_async_reads_an_in_memory_collection_on_the_callers_loop(items):
+    """With coroutine bodies, an in-memory collection is read on the loop: no reader thread.
+
+    The backlog holds 4 of the 20 items, so a reader thread would still be waiting for
+    space (alive) while every body runs.
+    """
+    readers_seen: list[list[str]] = []
+    order: list[int] = []
+
+    async def body(item: int) -> None:
+        readers_seen.append([t.name for t in library_threads() if t.name.endswith("-source")])
+        order.append(item)
+        await asyncio.sleep(0)
+
+    async def main() -> CoordinatorStats:
+        return await for_each_async(items, body, max_concurrency=1, max_tracked_operations=4)
+
+    stats = asyncio.run(main())
+    assert stats.total_completed == 20
+    assert order == list(range(20))
+    assert readers_seen == [[]] * 20
+
+
+def test_for_each_async_reads_a_generator_on_a_thread():
+    """A generator may block in `next()`: it is read on a thread, never on the bodies' loop.
+
+    The source waits for the first body before yielding its second item; read on the
+    loop, it would block the loop that body needs, and raise after WAIT seconds.
+    """
+    first_body_ran = threading.Event()
+
+    def source() -> Iterator[int]:
+        yield 0
+        assert first_body_ran.wait(WAIT), "the source blocked the loop its bodies run on"
+        yield 1
+
+    async def body(item: int) -> None:
+        first_body_ran.set()
+
+    async def main() -> CoordinatorStats:
+        return await for_each_async(source(), body, max_concurrency=1)
+
+    stats = asyncio.run(main())
+    assert stats.total_completed == 2
 
 
 def test_for_each_async_with_an_async_source_and_async_body():

@@ -20,7 +20,7 @@ from ephemeral_actors._coordinators import _idle, _loops
 from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._coordinators._offer import offer as _offer
 from ephemeral_actors._coordinators._requests import BLOCK, TRY
-from ephemeral_actors._coordinators._source import AsyncFeeder
+from ephemeral_actors._coordinators._source import IN_MEMORY, AsyncFeeder
 from ephemeral_actors._coordinators._supervisor import CoordinatorState, Core
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
@@ -77,12 +77,19 @@ class CoordinatorBase(Generic[T]):
     def _make_core(self, body: Callable[[T], Any], options: CoordinatorOptions) -> Core:
         return Core(body, options, kind=self._kind, capture_results=self._capture_results)
 
-    def _start_source(self, source: object) -> None:
+    def _start_source(self, source: object, *, on_loop: bool = False) -> None:
+        """Start reading `source` into this coordinator.
+
+        `on_loop` (`for_each_async`): read an in-memory collection on the loop the
+        coroutine bodies are bound to, as an async source is read, not on a thread.
+        """
         core = self._core
         self._has_source = True
         core.set_source_open()
-        if isinstance(source, AsyncIterable):
-            feeder = AsyncFeeder(core, source)
+        if isinstance(source, AsyncIterable) or (
+            on_loop and core.loop is not None and type(source) in IN_MEMORY
+        ):
+            feeder = AsyncFeeder(core, cast("AsyncIterable[Any] | Iterable[Any]", source))
             core.feeder = feeder
             feeder.start()
         elif isinstance(source, Iterable):

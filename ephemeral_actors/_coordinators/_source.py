@@ -1,27 +1,49 @@
-"""The reader of an async `from_iterable` source: a task on the shared event loop.
+"""The reader of an async `from_iterable` source: a task on the coordinator's loop.
 
 It accepts what the source yields, as `enqueue_async` would, until the source ends
 or raises (re-raised from `drain()`). A source may await its next item for ever,
 so `close()` does not wait for it to yield: it cancels the task (issue 13, finding
 3), and a cancellation that `close()` asked for is not a source error.
+
+`for_each_async` also reads an in-memory collection (a list, a range, ...) this way
+when the coroutine bodies run on the caller's loop: iterating it cannot block the
+loop, and intake then needs no thread of its own and no hand-off between threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterable
+from typing import TYPE_CHECKING, Any, Final
 
 from ephemeral_actors._errors import CoordinatorClosedError, CoordinatorFaultedError
 from ephemeral_actors._runtime import SHARED_LOOP
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable
+    from collections.abc import Iterable
 
     from ephemeral_actors._coordinators._supervisor import Core
 
-__all__ = ["AsyncFeeder"]
+__all__ = ["IN_MEMORY", "AsyncFeeder"]
+
+IN_MEMORY: Final = frozenset(
+    {
+        list,
+        tuple,
+        range,
+        set,
+        frozenset,
+        dict,
+        collections.deque,
+        type({}.keys()),
+        type({}.values()),
+        type({}.items()),
+    }
+)
+"""Exact types of sources whose iteration never blocks (a subclass may override it)."""
 
 
 class AsyncFeeder:
@@ -31,7 +53,7 @@ class AsyncFeeder:
     thread that reads a synchronous source.
     """
 
-    def __init__(self, core: Core, source: AsyncIterable[Any]) -> None:
+    def __init__(self, core: Core, source: AsyncIterable[Any] | Iterable[Any]) -> None:
         self.core = core
         self.source = source
         self.stopped = False
@@ -77,8 +99,13 @@ class AsyncFeeder:
         try:
             if self.stopped:
                 return
-            async for item in self.source:
-                await core.accept_async(item, None)
+            source = self.source
+            if isinstance(source, AsyncIterable):
+                async for item in source:
+                    await core.accept_async(item, None)
+            else:  # an in-memory collection (`IN_MEMORY`)
+                for item in source:
+                    await core.accept_async(item, None)
         except (CoordinatorClosedError, CoordinatorFaultedError):
             pass
         except asyncio.CancelledError as exc:
