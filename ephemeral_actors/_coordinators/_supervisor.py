@@ -368,8 +368,8 @@ class Core:
         "__weakref__",
         "_built",
         "accept_default",
-        "accept_probe",
         "accept_unchecked",
+        "async_probe",
         "attempts",
         "backend",
         "backend_cancel",
@@ -512,14 +512,9 @@ class Core:
             else self.accept_keyed
         )
         self.accept_unchecked = self.accept_default
-        # The async intake's fast path: plain items only. A keyed or a backend's item
-        # would have its key computed (user code) or its payload prepared twice when the
-        # probe is refused and the general path takes over.
-        self.accept_probe: Callable[[Any, Any, float | None, int], Operation | None] | None = (
-            self.accept_plain
-            if options.describe is None and key_selector is None and self.prepare_item is None
-            else None
-        )
+        # The async intake's fast path (`accept_async`): not for labelled items, nor for
+        # a backend's, whose payload would be prepared twice when the probe is refused.
+        self.async_probe = options.describe is None and self.prepare_item is None
         if self.accept_default is not None and self.prepare_item is not None:
             # A keyed item's key comes from the item as given, not as prepared: keyed
             # items of a backend take the general path, which keeps both.
@@ -973,16 +968,27 @@ class Core:
     async def accept_async(
         self, item: Any, future: Any, priority: int = 0, delay: float | None = None
     ) -> Operation:
-        probe = self.accept_probe
-        if probe is not None and priority.__class__ is int and not priority and delay is None:
-            # A plain item's turn begun here, as `enqueue` begins it, when the supervisor
-            # is idle with space: no request, no message and no wait (half of the cost
-            # of an async intake). Refused (busy, full or closed), it takes the path below.
-            op = probe(item, future, None, PROBE)
-            if op is not None:
-                return op
-        request = self._new_request(item, future, BLOCK, priority, delay)
-        self._keyed_intake(request)
+        request = None
+        if self.async_probe and priority.__class__ is int and not priority and delay is None:
+            # The item's turn begun here, as `enqueue` begins it, when the supervisor is
+            # idle with space: no request, no message and no wait (half of the cost of
+            # an async intake). Refused (busy, full or closed), it takes the path below,
+            # with the key already computed (the selector is user code: it runs once).
+            if self.key_of is None:
+                op = self.accept_plain(item, future, None, PROBE)
+                if op is not None:
+                    return op
+            else:
+                raw_key, key = self._capture_key(item)
+                op = self.accept_plain(item, future, None, PROBE, key, raw_key)
+                if op is not None:
+                    return op
+                request = Intake(item, future, BLOCK)
+                request.raw_key = raw_key
+                request.key = key
+        if request is None:
+            request = self._new_request(item, future, BLOCK, priority, delay)
+            self._keyed_intake(request)
         # Awaiting space does not block the loop (its bodies go on), so only a body
         # itself skips the wait here, not every caller on the bodies' loop.
         if (op := running_operation()) is not None and op._core is self:
