@@ -149,6 +149,40 @@ def test_submit_async_on_the_callers_loop():
     assert asyncio.run(main()) == [2 * i for i in range(10)]
 
 
+class _SelfPipeCountingLoop(asyncio.SelectorEventLoop):
+    """Counts wake-ups through the self-pipe (`call_soon_threadsafe` from any thread)."""
+
+    wakeups = 0
+
+    def _write_to_self(self) -> None:
+        self.wakeups += 1
+        super()._write_to_self()  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("waits_for_space", [False, True], ids=["space", "full-backlog"])
+def test_submit_async_on_the_bodies_loop_needs_no_cross_thread_wakeup(waits_for_space):
+    """With bodies on the caller's loop everything happens on that thread: answers and
+    results set their futures directly, never through the loop's self-pipe."""
+    loop = _SelfPipeCountingLoop()
+
+    async def main() -> tuple[list[int], int]:
+        async def double(x: int) -> int:
+            await asyncio.sleep(0)
+            return 2 * x
+
+        options = {"max_tracked_operations": 4} if waits_for_space else {}
+        async with ResultCoordinator(double, max_concurrency=2, **options) as results:
+            doubled = await asyncio.gather(*(results.submit_async(i) for i in range(50)))
+            return list(doubled), loop.wakeups  # close() itself runs on a thread
+
+    try:
+        doubled, wakeups = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert doubled == [2 * i for i in range(50)]
+    assert wakeups == 0
+
+
 def test_for_each_async_runs_bodies_on_the_callers_loop():
     """for_each_async with a coroutine body: bodies run on the awaiting task's loop."""
 
