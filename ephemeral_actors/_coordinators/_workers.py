@@ -272,13 +272,17 @@ class AsyncWorker(WorkerBase):
         body = core.body
         post = core.mailbox.post
         report = core.report
+        report_and_take = core.report_and_take
         capture = core.capture_results
         self.task = asyncio.current_task()
+        entry: tuple[Operation, Any] | None = None
         while True:
-            while inbox:
-                entry = inbox.popleft()
-                assert entry is not None
+            while entry is not None or inbox:
+                if entry is None:
+                    entry = inbox.popleft()
+                    assert entry is not None
                 op, item = entry
+                entry = None
                 _current.set(op)
                 error: BaseException | None
                 self.in_body = op
@@ -327,7 +331,10 @@ class AsyncWorker(WorkerBase):
                         self.task.uncancel()
                 _current.set(None)
                 self.processed += 1
-                report(self, op, outcome, error)
+                # The next item, if the reporting turn could start one for this worker
+                # (as a thread worker takes it): no trip through the mailbox.
+                entry = report_and_take(self, op, outcome, error)
+                item = result = None
             self.scheduled.release()
             if not inbox or not self.scheduled.acquire(False):
                 return
