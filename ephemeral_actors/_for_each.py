@@ -31,7 +31,6 @@ def _build(
     option_fields: OptionsKwargs,
     where: str,
     fail_fast: _FailFast | None,
-    on_loop: bool = False,
 ) -> CoordinatorBase[T]:
     options = merge_options(options, option_fields, where=where)
     if not isinstance(items, Iterable | AsyncIterable):
@@ -52,7 +51,7 @@ def _build(
         # Watching before the first item is read, so no failure can go unseen.
         fail_fast.coordinator = coordinator
         coordinator.add_observer(fail_fast.observe)
-    coordinator._start_source(items, on_loop=on_loop)
+    coordinator._start_source(items)
     return coordinator
 
 
@@ -167,7 +166,6 @@ async def for_each_async(
         option_fields=option_fields,
         where="for_each_async",
         fail_fast=watch,
-        on_loop=True,
     )
     try:
         await coordinator.drain_async()

@@ -14,6 +14,8 @@ import pytest
 from ephemeral_actors import (
     CoordinatorOptions,
     CoordinatorStats,
+    KeyedWorkCoordinator,
+    WorkCoordinator,
     current_operation,
     for_each,
     for_each_async,
@@ -244,6 +246,41 @@ def test_for_each_async_reads_an_in_memory_collection_on_the_callers_loop(items)
     assert stats.total_completed == 20
     assert order == list(range(20))
     assert readers_seen == [[]] * 20
+
+
+def test_for_each_and_from_iterable_read_an_in_memory_collection_on_the_bodies_loop():
+    """Coroutine bodies on the shared loop: a list is read there too, by `for_each` and by
+    `from_iterable` (keyed as well), with no reader thread while bodies run."""
+    readers_seen: list[list[str]] = []
+
+    async def body(item: int) -> None:
+        readers_seen.append([t.name for t in library_threads() if t.name.endswith("-source")])
+        await asyncio.sleep(0)
+
+    options = CoordinatorOptions(max_concurrency=1, max_tracked_operations=4)
+    stats = for_each(list(range(20)), body, options)
+    assert stats.total_completed == 20
+    with WorkCoordinator.from_iterable(list(range(20)), body, options) as plain:
+        plain.drain(WAIT)
+        assert plain.total_completed == 20
+    with KeyedWorkCoordinator.from_iterable(
+        list(range(20)), lambda item: item % 3, body, options
+    ) as keyed:
+        keyed.drain(WAIT)
+        assert keyed.total_completed == 20
+    assert readers_seen == [[]] * 60
+
+
+def test_a_list_with_sync_bodies_is_read_on_a_thread():
+    """Plain bodies run on threads: there is no loop to read on, so a thread reads."""
+    readers_seen: list[list[str]] = []
+
+    def body(item: int) -> None:
+        readers_seen.append([t.name for t in library_threads() if t.name.endswith("-source")])
+
+    stats = for_each(list(range(20)), body, max_concurrency=1, max_tracked_operations=4)
+    assert stats.total_completed == 20
+    assert all(seen for seen in readers_seen[:10]), readers_seen
 
 
 def test_for_each_async_reads_a_generator_on_a_thread():

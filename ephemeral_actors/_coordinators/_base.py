@@ -77,18 +77,18 @@ class CoordinatorBase(Generic[T]):
     def _make_core(self, body: Callable[[T], Any], options: CoordinatorOptions) -> Core:
         return Core(body, options, kind=self._kind, capture_results=self._capture_results)
 
-    def _start_source(self, source: object, *, on_loop: bool = False) -> None:
+    def _start_source(self, source: object) -> None:
         """Start reading `source` into this coordinator.
 
-        `on_loop` (`for_each_async`): read an in-memory collection on the loop the
-        coroutine bodies are bound to, as an async source is read, not on a thread.
+        An async iterable is read by a task on the loop the bodies run on; so is an
+        in-memory collection (`IN_MEMORY`) when the bodies are coroutines, since reading
+        it cannot block that loop and needs no hand-off between threads. Any other
+        iterable may block in `next()`: a thread reads it.
         """
         core = self._core
         self._has_source = True
         core.set_source_open()
-        if isinstance(source, AsyncIterable) or (
-            on_loop and core.loop is not None and type(source) in IN_MEMORY
-        ):
+        if isinstance(source, AsyncIterable) or (core.is_async and type(source) in IN_MEMORY):
             feeder = AsyncFeeder(core, cast("AsyncIterable[Any] | Iterable[Any]", source))
             core.feeder = feeder
             feeder.start()
