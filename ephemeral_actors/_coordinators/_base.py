@@ -269,8 +269,16 @@ class CoordinatorBase(Generic[T]):
 
         loop = asyncio.get_running_loop()
         reply = AsyncReply(loop, loop.create_future())
-        await self._core.accept_async(item, reply, priority, delay)
-        return await reply.fut
+        core = self._core
+        # One await for the whole call: a request that waits for backlog space does not
+        # wake this task when it is accepted, only the outcome does (or a refusal).
+        request = core.accept_reply(item, reply, priority, delay)
+        try:
+            return await reply.fut
+        except asyncio.CancelledError:
+            if request is not None and not request.done:
+                core._withdraw(request)  # still waiting for space: not enqueued
+            raise
 
     # -- counters and state ------------------------------------------------------------
 

@@ -28,6 +28,7 @@ __all__ = [
     "Call",
     "Intake",
     "Scheduled",
+    "SettleOnRefusal",
     "Wait",
     "remaining",
     "resolve",
@@ -116,6 +117,25 @@ class AsyncReply:
     def __init__(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
         self.loop = loop
         self.fut = fut
+
+
+class SettleOnRefusal:
+    """The waiter of a `submit_async` request: a refusal settles the submit's reply.
+
+    `Reply._finish` calls `release()` in the owner's turn, on any thread. An accepted
+    request needs no wake-up: its task awaits the outcome in the reply.
+    """
+
+    __slots__ = ("reply", "request")
+
+    def __init__(self, request: Intake, reply: AsyncReply) -> None:
+        self.request = request
+        self.reply = reply
+
+    def release(self) -> None:
+        error = self.request.error
+        if error is not None:
+            resolve(self.reply, False, error)
 
 
 def _set_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:

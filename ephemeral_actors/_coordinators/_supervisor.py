@@ -60,9 +60,11 @@ from ephemeral_actors._coordinators._requests import (
     PROBE,
     TRY,
     TRY_OWN,
+    AsyncReply,
     Call,
     Intake,
     Scheduled,
+    SettleOnRefusal,
     Wait,
     remaining,
     resolve,
@@ -968,6 +970,44 @@ class Core:
     async def accept_async(
         self, item: Any, future: Any, priority: int = 0, delay: float | None = None
     ) -> Operation:
+        request = self._intake_from_loop(item, future, priority, delay)
+        if not isinstance(request, Intake):
+            return request
+        try:
+            await request.wait_async()
+        except asyncio.CancelledError:
+            self._withdraw(request)
+            if request.error is None and request.value is not None:
+                return cast("Operation", request.value)  # accepted just before the cancel
+            raise
+        return cast("Operation", request.result())
+
+    def accept_reply(
+        self, item: Any, reply: AsyncReply, priority: int = 0, delay: float | None = None
+    ) -> Intake | None:
+        """`submit_async`'s intake: None once accepted, else the request still waiting.
+
+        A waiting request does not wake its task when it is accepted: the task awaits
+        only the outcome, in `reply`. If the request is refused instead (intake
+        closed), the refusal settles `reply`. Raises what a refusal in this call raises.
+        """
+        request = self._intake_from_loop(item, reply, priority, delay)
+        if not isinstance(request, Intake):
+            return None
+        if request.done:
+            request.result()  # raises the refusal
+            return None
+        waiter = request.waiter = SettleOnRefusal(request, reply)
+        if request._answered():
+            # Answered between the test and the store, so `_finish` may have seen no
+            # waiter: settle here. Both may settle; `reply` keeps the first.
+            waiter.release()
+        return request
+
+    def _intake_from_loop(
+        self, item: Any, future: Any, priority: int, delay: float | None
+    ) -> Operation | Intake:
+        """An async intake: the item's operation if a probe took it, else its posted request."""
         request = None
         if self.async_probe and priority.__class__ is int and not priority and delay is None:
             # The item's turn begun here, as `enqueue` begins it, when the supervisor is
@@ -994,14 +1034,7 @@ class Core:
         if (op := running_operation()) is not None and op._core is self:
             request.mode = FORCE
         self.mailbox.post((self._on_accept, request))
-        try:
-            await request.wait_async()
-        except asyncio.CancelledError:
-            self._withdraw(request)
-            if request.error is None and request.value is not None:
-                return cast("Operation", request.value)  # accepted just before the cancel
-            raise
-        return cast("Operation", request.result())
+        return request
 
     def _withdraw(self, request: Intake) -> None:
         """The sender stopped waiting: take its request back unless it was answered."""

@@ -187,6 +187,102 @@ def test_enqueue_async_raises_when_intake_closes_while_waiting(make):
     assert c.total_enqueued == 2
 
 
+def _full_result_coordinator(make: Callable[..., Any]) -> tuple[Any, Tracker, threading.Event]:
+    """A ResultCoordinator whose one slot and one-item backlog are both taken."""
+    tracker, gate = Tracker(), threading.Event()
+    run = gated(tracker, gate)
+
+    def body(item: Any) -> Any:
+        run(item)
+        return item
+
+    c = make(body, cls=ResultCoordinator, max_concurrency=1, max_tracked_operations=1)
+    c.enqueue(0)
+    tracker.wait_for(lambda: tracker.current == 1)
+    c.enqueue(1)  # the backlog is now full
+    return c, tracker, gate
+
+
+def test_submit_async_waits_for_space_then_returns_the_result(make):
+    """A submit_async that waits for space is accepted once space frees, then gets its result."""
+    c, _, gate = _full_result_coordinator(make)
+
+    async def main() -> tuple[Any, int]:
+        submit = asyncio.create_task(c.submit_async("late"))
+        await tick_until(20, [0])
+        assert not submit.done()
+        enqueued_while_waiting = c.total_enqueued
+        gate.set()
+        return await asyncio.wait_for(submit, WAIT), enqueued_while_waiting
+
+    result, enqueued_while_waiting = run_on_own_loop(main, gate.set)
+    assert (result, enqueued_while_waiting) == ("late", 2)
+    c.complete()
+    c.drain(WAIT)
+    assert (c.total_enqueued, c.total_completed) == (3, 3)
+
+
+def test_submit_async_raises_when_intake_closes_while_waiting(make):
+    """A submit_async waiting for space gets CoordinatorClosedError when intake closes."""
+    c, _, gate = _full_result_coordinator(make)
+
+    async def main() -> None:
+        submit = asyncio.create_task(c.submit_async("late"))
+        await tick_until(10, [0])
+        assert not submit.done()
+        c.cancel()
+        with pytest.raises(CoordinatorClosedError):
+            await asyncio.wait_for(submit, WAIT)
+
+    try:
+        run_on_own_loop(main, c.cancel)
+    finally:
+        gate.set()
+    c.drain(WAIT)
+    assert c.total_enqueued == 2
+
+
+def test_cancelling_a_submit_async_that_waits_for_space_withdraws_it(make):
+    """Cancelled while waiting for space, a submit_async is never enqueued."""
+    c, _, gate = _full_result_coordinator(make)
+
+    async def main() -> None:
+        submit = asyncio.create_task(c.submit_async("late"))
+        await tick_until(10, [0])
+        submit.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await submit
+
+    try:
+        run_on_own_loop(main, gate.set)
+    finally:
+        gate.set()
+    c.wait_idle(WAIT)  # space freed with intake still open: a request left waiting would go in
+    assert (c.total_enqueued, c.total_completed, c.total_cancelled) == (2, 2, 0)
+
+
+def test_cancelling_a_submit_async_after_acceptance_leaves_the_operation_running(make):
+    """Cancelling the await of an accepted item's outcome does not cancel the item."""
+    tracker, gate = Tracker(), threading.Event()
+    c = make(gated(tracker, gate), cls=ResultCoordinator, max_concurrency=1)
+
+    async def main() -> None:
+        submit = asyncio.create_task(c.submit_async("x"))
+        await asyncio.sleep(0)
+        tracker.wait_for(lambda: tracker.current == 1)  # accepted and running
+        submit.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await submit
+
+    try:
+        run_on_own_loop(main, gate.set)
+    finally:
+        gate.set()
+    c.complete()
+    c.drain(WAIT)
+    assert (c.total_enqueued, c.total_completed, c.total_cancelled) == (1, 1, 0)
+
+
 def test_submit_async_returns_the_result():
     """await submit_async(item) yields the body's result in a ResultCoordinator."""
 
