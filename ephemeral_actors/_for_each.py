@@ -151,10 +151,11 @@ async def for_each_async(
 ) -> CoordinatorStats:
     """`for_each` for asyncio: awaits without blocking the event loop.
 
-    Coroutine bodies run on the awaiting task's loop; so does the reading of `items`
-    when it is an in-memory collection (a list, tuple, range, set, dict or deque),
-    while other iterables are read on a thread. Cancelling the awaiting task
-    stops intake, asks running work to cancel and re-raises `CancelledError`.
+    Coroutine bodies run on the awaiting task's loop; with them, so does the reading
+    of `items` when it is an in-memory collection (a list, tuple, range, set, dict or
+    deque). Other iterables, and every iterable of plain bodies, are read on a thread.
+    Cancelling the awaiting task stops intake, asks running work to cancel and
+    re-raises `CancelledError`.
     `fail_fast` is as in `for_each`.
     """
     watch = _FailFast() if _check_fail_fast(fail_fast) else None

@@ -5,9 +5,10 @@ or raises (re-raised from `drain()`). A source may await its next item for ever,
 so `close()` does not wait for it to yield: it cancels the task (issue 13, finding
 3), and a cancellation that `close()` asked for is not a source error.
 
-`for_each_async` also reads an in-memory collection (a list, a range, ...) this way
-when the coroutine bodies run on the caller's loop: iterating it cannot block the
-loop, and intake then needs no thread of its own and no hand-off between threads.
+With coroutine bodies, an in-memory collection (a list, a range, ...) is read this
+way too, on the loop the bodies run on (the caller's or the shared one): iterating it
+cannot block that loop, and intake then needs no thread of its own and no hand-off
+between threads.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ IN_MEMORY: Final = frozenset(
         type({}.items()),
     }
 )
-"""Exact types of sources whose iteration never blocks (a subclass may override it)."""
+"""Types of sources whose iteration never blocks; exact types only, since a subclass
+may override `__iter__`."""
 
 
 class AsyncFeeder:

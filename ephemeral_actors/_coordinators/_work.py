@@ -72,7 +72,10 @@ class WorkCoordinator(CoordinatorBase[T]):
         """Build a coordinator that takes its items from `source` until it ends.
 
         A sync iterable is read on a thread of the coordinator, an async iterable on
-        the shared event loop; both wait for backlog space. `drain()` waits for the
+        the loop the bodies run on (the caller's with coroutine bodies built in a
+        running loop, else the shared one); both wait for backlog space. With
+        coroutine bodies, an in-memory collection (a list, tuple, range, set, dict or
+        deque) is read on that loop too, as it cannot block it. `drain()` waits for the
         source to end and re-raises its exception if it raised.
         """
         coordinator = cls(body, options, **option_fields)
