@@ -163,30 +163,6 @@ def test_enqueue_async_waits_for_space_without_blocking_the_loop(make):
     assert c.total_completed == 3
 
 
-def test_enqueue_async_raises_when_intake_closes_while_waiting(make):
-    """An enqueue_async waiting for space gets CoordinatorClosedError when intake closes."""
-    tracker, gate = Tracker(), threading.Event()
-    c = make(gated(tracker, gate), max_concurrency=1, max_tracked_operations=1)
-    c.enqueue(0)
-    tracker.wait_for(lambda: tracker.current == 1)
-    c.enqueue(1)
-
-    async def main() -> None:
-        producer = asyncio.create_task(c.enqueue_async(2))
-        await tick_until(10, [0])
-        assert not producer.done()
-        c.cancel()
-        with pytest.raises(CoordinatorClosedError):
-            await asyncio.wait_for(producer, WAIT)
-
-    try:
-        run_on_own_loop(main, c.cancel)
-    finally:
-        gate.set()
-    c.drain(WAIT)
-    assert c.total_enqueued == 2
-
-
 def _full_result_coordinator(make: Callable[..., Any]) -> tuple[Any, Tracker, threading.Event]:
     """A ResultCoordinator whose one slot and one-item backlog are both taken."""
     tracker, gate = Tracker(), threading.Event()
@@ -222,17 +198,19 @@ def test_submit_async_waits_for_space_then_returns_the_result(make):
     assert (c.total_enqueued, c.total_completed) == (3, 3)
 
 
-def test_submit_async_raises_when_intake_closes_while_waiting(make):
-    """A submit_async waiting for space gets CoordinatorClosedError when intake closes."""
+@pytest.mark.parametrize("method", ["enqueue_async", "submit_async"])
+def test_async_intake_raises_when_intake_closes_while_waiting(make, method):
+    """An enqueue_async or submit_async waiting for space gets CoordinatorClosedError when
+    intake closes."""
     c, _, gate = _full_result_coordinator(make)
 
     async def main() -> None:
-        submit = asyncio.create_task(c.submit_async("late"))
+        waiting = asyncio.create_task(getattr(c, method)("late"))
         await tick_until(10, [0])
-        assert not submit.done()
+        assert not waiting.done()
         c.cancel()
         with pytest.raises(CoordinatorClosedError):
-            await asyncio.wait_for(submit, WAIT)
+            await asyncio.wait_for(waiting, WAIT)
 
     try:
         run_on_own_loop(main, c.cancel)
@@ -242,13 +220,13 @@ def test_submit_async_raises_when_intake_closes_while_waiting(make):
     assert c.total_enqueued == 2
 
 
-def test_cancelling_a_submit_async_that_waits_for_space_withdraws_it(make):
-    """Cancelled while waiting for space, a submit_async is never enqueued."""
-    c, _, gate = _full_result_coordinator(make)
+def _cancel_a_submit(c: Any, gate: threading.Event, ready: Callable[[], Awaitable[None]]) -> None:
+    """On a loop of its own, start `c.submit_async("x")`, cancel it once `ready()`
+    returned, and check that the cancel reaches the caller; then open `gate`."""
 
     async def main() -> None:
-        submit = asyncio.create_task(c.submit_async("late"))
-        await tick_until(10, [0])
+        submit = asyncio.create_task(c.submit_async("x"))
+        await ready()
         submit.cancel()
         with pytest.raises(asyncio.CancelledError):
             await submit
@@ -257,6 +235,12 @@ def test_cancelling_a_submit_async_that_waits_for_space_withdraws_it(make):
         run_on_own_loop(main, gate.set)
     finally:
         gate.set()
+
+
+def test_cancelling_a_submit_async_that_waits_for_space_withdraws_it(make):
+    """Cancelled while waiting for space, a submit_async is never enqueued."""
+    c, _, gate = _full_result_coordinator(make)
+    _cancel_a_submit(c, gate, lambda: tick_until(10, [0]))
     c.wait_idle(WAIT)  # space freed with intake still open: a request left waiting would go in
     assert (c.total_enqueued, c.total_completed, c.total_cancelled) == (2, 2, 0)
 
@@ -266,18 +250,11 @@ def test_cancelling_a_submit_async_after_acceptance_leaves_the_operation_running
     tracker, gate = Tracker(), threading.Event()
     c = make(gated(tracker, gate), cls=ResultCoordinator, max_concurrency=1)
 
-    async def main() -> None:
-        submit = asyncio.create_task(c.submit_async("x"))
+    async def running() -> None:
         await asyncio.sleep(0)
         tracker.wait_for(lambda: tracker.current == 1)  # accepted and running
-        submit.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await submit
 
-    try:
-        run_on_own_loop(main, gate.set)
-    finally:
-        gate.set()
+    _cancel_a_submit(c, gate, running)
     c.complete()
     c.drain(WAIT)
     assert (c.total_enqueued, c.total_completed, c.total_cancelled) == (1, 1, 0)
