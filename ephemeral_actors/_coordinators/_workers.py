@@ -49,6 +49,10 @@ FAILED: Final = 2
 CANCELLED: Final = 3
 
 
+_ITEMS_BETWEEN_YIELDS: Final = 32
+"""An async worker yields to its loop at least once per this many items, so bodies
+that complete without suspending cannot starve the loop's other tasks."""
+
 _RETURNED_A_COROUTINE: Final = (
     "the body returned a coroutine; declare it with 'async def' so the coordinator runs it "
     "on its event loop"
@@ -276,6 +280,7 @@ class AsyncWorker(WorkerBase):
         capture = core.capture_results
         self.task = asyncio.current_task()
         entry: tuple[Operation, Any] | None = None
+        budget = _ITEMS_BETWEEN_YIELDS
         while True:
             while entry is not None or inbox:
                 if entry is None:
@@ -287,6 +292,13 @@ class AsyncWorker(WorkerBase):
                 error: BaseException | None
                 self.in_body = op
                 try:
+                    budget -= 1
+                    if not budget:
+                        # A body that never suspends would keep this task, and so the
+                        # loop, running for as long as items come: let the loop's other
+                        # tasks (and this coordinator's other workers) run now and then.
+                        budget = _ITEMS_BETWEEN_YIELDS
+                        await asyncio.sleep(0)
                     result = await body(item)
                 except InjectedWorkerCrash:
                     _current.set(None)

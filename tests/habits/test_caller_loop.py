@@ -149,6 +149,39 @@ def test_submit_async_on_the_callers_loop():
     assert asyncio.run(main()) == [2 * i for i in range(10)]
 
 
+def test_bodies_that_never_suspend_do_not_starve_the_loop():
+    """Coroutine bodies that return without suspending still let the loop's other tasks
+    run: a worker yields to its loop now and then (every 32 items)."""
+
+    async def main() -> int:
+        ticks = 0
+        stop = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        async def body(item: int) -> int:
+            return item  # never suspends
+
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        async with WorkCoordinator(body, max_concurrency=1, max_tracked_operations=2000) as c:
+            for i in range(1000):
+                c.enqueue(i)
+            before = ticks
+            await c.wait_idle_async(WAIT)
+            during = ticks - before
+        stop = True
+        await ticking
+        return during
+
+    # One worker runs the 1,000 items; without yields the ticker ran at most once.
+    assert asyncio.run(main()) >= 1000 // 32 - 1
+
+
 class _SelfPipeCountingLoop(asyncio.SelectorEventLoop):
     """Counts wake-ups through the self-pipe (`call_soon_threadsafe` from any thread)."""
 
