@@ -48,6 +48,12 @@ IN_MEMORY: Final = frozenset(
 may override `__iter__`."""
 
 
+_ITEMS_BETWEEN_YIELDS: Final = 32
+"""The reader yields to its loop at least once per this many items: accepting an item
+with backlog space does not suspend, and neither may the source, so a large backlog
+would otherwise be filled in one step while the loop's other tasks wait."""
+
+
 class AsyncFeeder:
     """Feeds a coordinator from an async iterable; `stop()` cancels it from any thread.
 
@@ -102,12 +108,19 @@ class AsyncFeeder:
             if self.stopped:
                 return
             source = self.source
+            accepted = 0
             if isinstance(source, AsyncIterable):
                 async for item in source:
                     await core.accept_async(item, None)
+                    accepted += 1
+                    if not accepted % _ITEMS_BETWEEN_YIELDS:
+                        await asyncio.sleep(0)  # see `_ITEMS_BETWEEN_YIELDS`
             else:  # an in-memory collection (`IN_MEMORY`)
                 for item in source:
                     await core.accept_async(item, None)
+                    accepted += 1
+                    if not accepted % _ITEMS_BETWEEN_YIELDS:
+                        await asyncio.sleep(0)
         except (CoordinatorClosedError, CoordinatorFaultedError):
             pass
         except asyncio.CancelledError as exc:

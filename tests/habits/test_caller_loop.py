@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -180,6 +181,43 @@ def test_bodies_that_never_suspend_do_not_starve_the_loop():
 
     # One worker runs the 1,000 items; without yields the ticker ran at most once.
     assert asyncio.run(main()) >= 1000 // 32 - 1
+
+
+async def _never_suspending_source(count: int) -> AsyncIterator[int]:
+    for i in range(count):
+        yield i
+
+
+@pytest.mark.parametrize("kind", ["list", "async generator"])
+def test_reading_a_large_source_on_the_loop_lets_other_tasks_run(kind):
+    """A source read on the bodies' loop with room for all of it is not read in one step:
+    the reader yields every 32 items, so other tasks see intake in progress."""
+
+    async def main() -> list[int]:
+        seen: list[int] = []
+        stop = False
+
+        async def body(item: int) -> int:
+            return item
+
+        source = list(range(2000)) if kind == "list" else _never_suspending_source(2000)
+        async with WorkCoordinator.from_iterable(
+            source, body, max_concurrency=1, max_tracked_operations=5000
+        ) as c:
+
+            async def watcher() -> None:
+                while not stop:
+                    seen.append(c.total_enqueued)
+                    await asyncio.sleep(0)
+
+            watching = asyncio.create_task(watcher())
+            await asyncio.wait_for(c.drain_async(), WAIT)
+            stop = True
+            await watching
+        return seen
+
+    seen = asyncio.run(main())
+    assert any(0 < enqueued < 2000 for enqueued in seen), seen
 
 
 class _SelfPipeCountingLoop(asyncio.SelectorEventLoop):
