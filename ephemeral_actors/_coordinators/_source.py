@@ -57,10 +57,9 @@ would otherwise be filled in one step while the loop's other tasks wait."""
 class AsyncFeeder:
     """Feeds a coordinator from a source read on a loop; `stop()` cancels it from any thread.
 
-    The source is an async iterable, or an in-memory collection when the bodies are
-    coroutines
-    (`IN_MEMORY`). `join`/`is_alive` mirror `threading.Thread`, so `close()` treats it like the
-    thread that reads a synchronous source.
+    The source is an async iterable, or an in-memory collection (`IN_MEMORY`) when the
+    bodies are coroutines. `join`/`is_alive` mirror `threading.Thread`, so `close()`
+    treats it like the thread that reads a synchronous source.
     """
 
     def __init__(self, core: Core, source: AsyncIterable[Any] | Iterable[Any]) -> None:
