@@ -9,10 +9,9 @@ Every wait with a deadline in the library goes through `Reply.wait`.
 from __future__ import annotations
 
 import time
-from asyncio.events import _get_running_loop
 from typing import TYPE_CHECKING, Any, Final
 
-from ephemeral_actors._mailbox import Reply
+from ephemeral_actors._mailbox import Reply, call_on_loop
 
 if TYPE_CHECKING:
     import asyncio
@@ -150,18 +149,7 @@ def _set_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
 def resolve(reply: Any, ok: bool, value: Any) -> None:
     """Settle a submit future (a Pykka future or an `AsyncReply`) from any thread."""
     if isinstance(reply, AsyncReply):
-        loop = reply.loop
-        if _get_running_loop() is loop:
-            # On the awaiting task's own loop (a coroutine body's outcome): setting the
-            # future schedules its callbacks, so it is safe here and needs no self-pipe
-            # write.
-            _set_future(reply.fut, ok, value)
-            return
-        # A closed loop raises RuntimeError: its caller is gone and nobody is left to tell.
-        try:  # noqa: SIM105 - contextlib.suppress costs ~0.8 µs per outcome
-            loop.call_soon_threadsafe(_set_future, reply.fut, ok, value)
-        except RuntimeError:
-            pass
+        call_on_loop(reply.loop, _set_future, reply.fut, ok, value)
     elif ok:
         reply.set(value)
     else:

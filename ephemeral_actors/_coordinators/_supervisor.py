@@ -1008,25 +1008,21 @@ class Core:
         self, item: Any, future: Any, priority: int, delay: float | None
     ) -> Operation | Intake:
         """An async intake: the item's operation if a probe took it, else its posted request."""
-        request = None
         if self.async_probe and priority.__class__ is int and not priority and delay is None:
             # The item's turn begun here, as `enqueue` begins it, when the supervisor is
             # idle with space: no request, no message and no wait (half of the cost of
-            # an async intake). Refused (busy, full or closed), it takes the path below,
-            # with the key already computed (the selector is user code: it runs once).
-            if self.key_of is None:
-                op = self.accept_plain(item, future, None, PROBE)
-                if op is not None:
-                    return op
-            else:
-                raw_key, key = self._capture_key(item)
-                op = self.accept_plain(item, future, None, PROBE, key, raw_key)
-                if op is not None:
-                    return op
-                request = Intake(item, future, BLOCK)
+            # an async intake). Refused (busy, full or closed), it is posted below as
+            # `_new_request` would make it for this item (no label, priority, delay or
+            # preparation), with the key already computed: the selector runs once.
+            raw_key, key = (None, None) if self.key_of is None else self._capture_key(item)
+            op = self.accept_plain(item, future, None, PROBE, key, raw_key)
+            if op is not None:
+                return op
+            request = Intake(item, future, BLOCK)
+            if key is not None:
                 request.raw_key = raw_key
                 request.key = key
-        if request is None:
+        else:
             request = self._new_request(item, future, BLOCK, priority, delay)
             self._keyed_intake(request)
         # Awaiting space does not block the loop (its bodies go on), so only a body
