@@ -49,31 +49,29 @@ def _build(
         coordinator = KeyedWorkCoordinator(body, options, key=key)
     if fail_fast is not None:
         # Watching before the first item is read, so no failure can go unseen.
-        fail_fast.coordinator = coordinator
+        coordinator._core.fail_fast()
         coordinator.add_observer(fail_fast.observe)
     coordinator._start_source(items)
     return coordinator
 
 
 class _FailFast:
-    """`fail_fast=True`: the first body failure cancels the rest (SPEC 16).
+    """`fail_fast=True`: the failures to raise once the rest is cancelled (SPEC 16).
 
-    The observer runs on the coordinator's callbacks actor once an operation ended,
-    so the failures it collects are complete when `drain()` returns.
+    The supervisor cancels the coordinator in the turn that records the first failure
+    (`Core.fail_fast`). This observer runs on the coordinator's callbacks actor once an
+    operation ended, so the failures it collects are complete when `drain()` returns.
     """
 
     def __init__(self) -> None:
-        self.coordinator: CoordinatorBase[Any] | None = None
         self.errors: list[BaseException] = []
 
     def observe(self, snapshot: OperationSnapshot) -> None:
         error = snapshot.error
-        # Cancellations (the ones this triggers included) are not failures.
+        # Cancellations (the ones the first failure causes included) are not failures.
         if error is None or isinstance(error, OperationCancelledError):
             return
         self.errors.append(error)
-        if len(self.errors) == 1 and self.coordinator is not None:
-            self.coordinator.cancel()
 
     def raise_failures(self) -> None:
         errors = self.errors

@@ -379,6 +379,7 @@ class Core:
         "body",
         "bound",
         "callbacks",
+        "cancel_on_failure",
         "cancelled",
         "capture_results",
         "closed_event",
@@ -529,6 +530,7 @@ class Core:
         self.enqueued = 0
         self.completed = 0
         self.failed = 0
+        self.cancel_on_failure = False
         self.cancelled = 0
         self.unsettled = 0
         self.signals_dropped = 0
@@ -1505,6 +1507,10 @@ class Core:
             self.failed += 1
             if logger.isEnabledFor(logging.WARNING):
                 self._log_failure(op)
+            if self.cancel_on_failure and not isinstance(error, OperationCancelledError):
+                # `fail_fast`: in the turn that records the failure, so no item starts
+                # after it (an observer's cancel would come a thread hand-off later).
+                self._on_cancel(None)
         else:
             self.cancelled += 1
         if op._error is not None and self.failures.bound:
@@ -1706,6 +1712,13 @@ class Core:
     def _on_source_finished(self, _: object) -> None:
         self.source_open = False
         self._on_complete(None)
+
+    def fail_fast(self) -> None:
+        """Cancel on the first body failure (`for_each(fail_fast=True)`)."""
+        self.call(self._on_fail_fast, None)
+
+    def _on_fail_fast(self, _: object) -> None:
+        self.cancel_on_failure = True
 
     def set_source_open(self) -> None:
         self.call(self._on_source_open, None)

@@ -167,8 +167,10 @@ def test_as_completed_async_times_out():
         results.close(WAIT)
 
 
-def test_fail_fast_raises_the_first_failure_and_cancels_the_rest():
-    """The first failure stops intake and is raised; most items never run."""
+@pytest.mark.parametrize("source", ["range", "generator"])
+def test_fail_fast_raises_the_first_failure_and_starts_nothing_after_it(source):
+    """The first failure stops intake and is raised; the turn that records it cancels the
+    rest, so with one body at a time no item starts after the failing one."""
     ran: list[int] = []
 
     def body(i: int) -> None:
@@ -176,9 +178,10 @@ def test_fail_fast_raises_the_first_failure_and_cancels_the_rest():
         if i == 3:
             raise ValueError("three")
 
+    items = range(1000) if source == "range" else (i for i in range(1000))
     with pytest.raises(ValueError, match="three"):
-        for_each(range(1000), body, max_concurrency=1, max_tracked_operations=2, fail_fast=True)
-    assert len(ran) < 1000
+        for_each(items, body, max_concurrency=1, max_tracked_operations=2, fail_fast=True)
+    assert ran == [0, 1, 2, 3]
 
 
 def test_fail_fast_off_records_failures():
