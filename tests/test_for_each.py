@@ -271,16 +271,45 @@ def test_for_each_and_from_iterable_read_an_in_memory_collection_on_the_bodies_l
     assert readers_seen == [[]] * 60
 
 
-def test_a_list_with_sync_bodies_is_read_on_a_thread():
-    """Plain bodies run on threads: there is no loop to read on, so a thread reads."""
+@pytest.mark.parametrize("kind", ["list", "generator"])
+def test_with_sync_bodies_a_list_needs_no_reader_thread_and_a_generator_has_one(kind):
+    """With plain bodies the supervisor takes a list's items itself, in its turns, as
+    backlog space frees: no thread reads it. A generator may block in `next()`: a
+    thread reads it, never a library actor's turn."""
     readers_seen: list[list[str]] = []
 
     def body(item: int) -> None:
         readers_seen.append([t.name for t in library_threads() if t.name.endswith("-source")])
 
-    stats = for_each(list(range(20)), body, max_concurrency=1, max_tracked_operations=4)
+    source = list(range(20)) if kind == "list" else (i for i in range(20))
+    stats = for_each(source, body, max_concurrency=1, max_tracked_operations=4)
     assert stats.total_completed == 20
-    assert all(seen for seen in readers_seen[:10]), readers_seen
+    if kind == "list":
+        assert readers_seen == [[]] * 20
+    else:
+        assert all(seen for seen in readers_seen[:10]), readers_seen
+
+
+def test_a_collection_source_that_changes_while_read_is_raised_by_drain():
+    """A dict source that grows while its items wait for space: `drain()` raises what
+    iterating it raised (as for any source), and what was accepted ran."""
+    items = {i: i for i in range(10)}
+    gate = threading.Event()
+    tracker = Tracker()
+    c = WorkCoordinator.from_iterable(
+        items, gated(tracker, gate), max_concurrency=1, max_tracked_operations=2
+    )
+    try:
+        tracker.wait_for(lambda: len(tracker.started) == 1)
+        assert c._core.wait_for(lambda: c._core.npending == 2, time.monotonic() + WAIT)
+        items[99] = 99
+        gate.set()
+        with pytest.raises(RuntimeError, match="changed size during iteration"):
+            c.drain(WAIT)
+        assert c.total_completed == 3
+    finally:
+        gate.set()
+        c.close(WAIT)
 
 
 def test_for_each_async_reads_a_generator_on_a_thread():

@@ -82,8 +82,10 @@ class CoordinatorBase(Generic[T]):
 
         An async iterable is read by a task on the loop the bodies run on; so is an
         in-memory collection (`IN_MEMORY`) when the bodies are coroutines, since reading
-        it cannot block that loop and needs no hand-off between threads. Any other
-        iterable may block in `next()`: a thread reads it.
+        it cannot block that loop and needs no hand-off between threads. With plain
+        bodies the supervisor reads such a collection itself, in its turns, as backlog
+        space frees (`Core.draw_source`). Any other iterable may block in `next()`: a
+        thread reads it.
         """
         core = self._core
         self._has_source = True
@@ -92,6 +94,9 @@ class CoordinatorBase(Generic[T]):
             feeder = AsyncFeeder(core, cast("AsyncIterable[Any] | Iterable[Any]", source))
             core.feeder = feeder
             feeder.start()
+        elif core.draws_collections and type(source) in IN_MEMORY:
+            # Read by the supervisor itself, in its turns: no thread.
+            core.draw_source(iter(cast("Iterable[Any]", source)))
         elif isinstance(source, Iterable):
             core.feeder = threading.Thread(
                 target=_feed_sync,
@@ -214,8 +219,12 @@ class CoordinatorBase(Generic[T]):
         """
         if not isinstance(items, Iterable):
             raise TypeError(f"items must be an iterable, got {type(items).__name__} {items!r}")
+        core = self._core
+        if core.draws_collections and type(items) in IN_MEMORY:
+            # One message for the whole collection: the supervisor reads it as space frees.
+            return core.accept_collection(iter(items))
         count = 0
-        accept = self._core.accept
+        accept = core.accept
         try:
             for item in items:
                 accept(item, None, None, BLOCK)

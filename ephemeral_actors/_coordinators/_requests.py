@@ -15,7 +15,7 @@ from ephemeral_actors._mailbox import Reply, call_on_loop
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 __all__ = [
     "BLOCK",
@@ -25,6 +25,7 @@ __all__ = [
     "TRY_OWN",
     "AsyncReply",
     "Call",
+    "Draw",
     "Intake",
     "Scheduled",
     "SettleOnRefusal",
@@ -63,6 +64,27 @@ class Intake(Reply):
         self.raw_key: Any = None
         self.label: str | None = None
         self.reason: Any = None  # the Admission of a refused TRY, set in the turn
+
+
+class Draw(Reply):
+    """An in-memory collection whose items the supervisor draws into the backlog itself.
+
+    `enqueue_many` of a list (or range, dict, ...) sends one of these instead of an
+    intake per item: the supervisor accepts as many items as the backlog has room for
+    in the turn it arrives, and the rest in later turns as space frees, taking each
+    from `items` in the turn that accepts it. Its sender waits once, for the count
+    accepted when `items` is exhausted or intake closed. A `source` draw (`for_each`,
+    `from_iterable`) has no sender waiting: its end completes intake instead.
+    """
+
+    __slots__ = ("accepted", "items", "mode", "source")
+
+    def __init__(self, items: Iterator[Any], mode: int, *, source: bool = False) -> None:
+        super().__init__()
+        self.items: Iterator[Any] | None = items
+        self.mode = mode
+        self.source = source
+        self.accepted = 0
 
 
 class Scheduled(Intake):

@@ -62,6 +62,7 @@ from ephemeral_actors._coordinators._requests import (
     TRY_OWN,
     AsyncReply,
     Call,
+    Draw,
     Intake,
     Scheduled,
     SettleOnRefusal,
@@ -117,7 +118,7 @@ from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._validate import check_int
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from ephemeral_actors._options import CoordinatorOptions
     from ephemeral_actors._signals import SignalEvent, SignalPropagation
@@ -388,6 +389,7 @@ class Core:
         "crashes",
         "deferring",
         "describe",
+        "draws_collections",
         "enqueued",
         "failed",
         "failures",
@@ -518,6 +520,11 @@ class Core:
         # The async intake's fast path (`accept_async`): not for labelled items, nor for
         # a backend's, whose payload would be prepared twice when the probe is refused.
         self.async_probe = options.describe is None and self.prepare_item is None
+        # `enqueue_many` and sources of in-memory collections go as one `Draw` (plain
+        # items only: a key selector, label or backend check is user code, which runs
+        # outside the turn). Coroutine bodies keep their per-item intake: a draw's
+        # turn may run on their loop, and a large one would hold it (`AsyncFeeder`).
+        self.draws_collections = self.async_probe and key_selector is None and not self.is_async
         if self.accept_default is not None and self.prepare_item is not None:
             # A keyed item's key comes from the item as given, not as prepared: keyed
             # items of a backend take the general path, which keeps both.
@@ -545,7 +552,7 @@ class Core:
         self.workers: list[WorkerBase] = []
         self.idle: list[WorkerBase] = []
         self.worker_numbers = 0
-        self.space_waiters: deque[Intake] = deque()
+        self.space_waiters: deque[Intake | Draw] = deque()
         self.waiters: list[Wait] = []
         # Every waiter waits for all accepted work to settle: none can be answered while
         # `unsettled` (and no fault), so a busy turn need not check them.
@@ -1034,17 +1041,123 @@ class Core:
         self.mailbox.post((self._on_accept, request))
         return request
 
-    def _withdraw(self, request: Intake) -> None:
+    def _withdraw(self, request: Intake | Draw) -> None:
         """The sender stopped waiting: take its request back unless it was answered."""
         self.call(self._on_withdraw, request)
 
-    def _on_withdraw(self, request: Intake) -> None:
+    def _on_withdraw(self, request: Intake | Draw) -> None:
         if request in self.space_waiters:
             self.space_waiters.remove(request)
-            request.error = CoordinatorFullError(
-                f"coordinator {self.name!r} backlog stayed full ({self.bound} pending)"
-            )
+            if isinstance(request, Draw):
+                request.items = None
+                request.value = request.accepted
+            else:
+                request.error = CoordinatorFullError(
+                    f"coordinator {self.name!r} backlog stayed full ({self.bound} pending)"
+                )
             request.done = True
+
+    # -- in-memory collections ---------------------------------------------------------
+
+    def accept_collection(self, items: Iterator[Any]) -> int:
+        """`enqueue_many` of an in-memory collection (`IN_MEMORY`): one `Draw` message.
+
+        `items` iterates a list, range, dict, ...: reading it runs no user code and
+        cannot block, so the supervisor reads it in its own turns, each item in the turn
+        that accepts it. Waits until `items` is exhausted, as `enqueue` waits for space.
+
+        Returns:
+            How many items were accepted.
+
+        Raises:
+            CoordinatorClosedError: Intake closed before the first item was accepted.
+            CoordinatorFaultedError: The coordinator faulted before the first item.
+            Exception: What reading `items` raised (a collection changed meanwhile).
+        """
+        request = Draw(items, BLOCK)
+        if ((op := running_operation()) is not None and op._core is self) or self.on_own_loop():
+            request.mode = FORCE  # never wait for space only the bodies can free (SPEC 15)
+        self.mailbox.post((self._on_draw, request))
+        try:
+            if not request.done:
+                request.wait(None)
+        except BaseException:
+            self._withdraw(request)  # an interrupt: draw no more
+            raise
+        return cast("int", request.result())
+
+    def draw_source(self, items: Iterator[Any]) -> None:
+        """Read a `from_iterable` source that is an in-memory collection: no reader thread."""
+        self.mailbox.post((self._on_draw, Draw(items, BLOCK, source=True)))
+
+    def _on_draw(self, request: Draw) -> None:
+        if self.state is not _OPEN:
+            self._end_draw(request)
+            return
+        waiters = self.space_waiters
+        try:
+            if request.mode == FORCE:
+                ended = self._draw(request, None)
+            elif waiters or self.npending >= self.bound:
+                waiters.append(request)
+                return
+            else:
+                ended = self._draw(request, self.bound - self.npending)
+                if not ended:
+                    waiters.append(request)
+            if ended:
+                self._end_draw(request)
+            if self.running < self.limit:
+                self._dispatch()
+        except BaseException as exc:
+            # The supervisor dies of this (an interrupt in its turn, say). Waiting, the
+            # request is released with the others; not yet, nothing else would answer it.
+            if request.items is not None and request not in waiters:
+                request.items = None
+                request.error = exc
+                self.replies.append(request)
+            raise
+
+    def _draw(self, request: Draw, room: int | None) -> bool:
+        """Accept up to `room` items (None: all) of `request`; True if it has no more."""
+        items = request.items
+        assert items is not None  # dropped only when the draw ends
+        taken: list[Any] = []
+        try:
+            # One C call reads them; on an error it keeps what it read before.
+            taken.extend(itertools.islice(items, room))
+        except Exception as exc:  # a dict or set changed while read
+            request.error = exc
+        backlog = self.backlog
+        enqueued = self.enqueued
+        for item in taken:
+            op = Operation(self, next_operation_id(), None, None)
+            backlog.append((op, item))
+            enqueued += 1
+            op._seq = enqueued
+        count = len(taken)
+        self.enqueued = enqueued
+        self.npending += count
+        self.unsettled += count
+        request.accepted += count
+        return request.error is not None or room is None or count < room
+
+    def _end_draw(self, request: Draw) -> None:
+        """`request` is exhausted, failed, or intake closed: answer it, or end the source."""
+        request.items = None
+        error = request.error
+        if request.source:
+            if error is not None:
+                self.source_error = error
+            self.source_open = False
+            self._on_complete(None)
+            return
+        if error is None:
+            if request.accepted or self.state is _OPEN:
+                request.value = request.accepted
+            else:
+                request.error = self.closed_error()
+        self.replies.append(request)
 
     def _on_accept(self, request: Intake) -> None:
         mode = request.mode
@@ -1181,15 +1294,30 @@ class Core:
     def _admit_waiting(self) -> None:
         """Backlog space was freed: accept parked producers in arrival order."""
         waiters = self.space_waiters
+        drew = False
         while waiters and self.npending < self.bound:
-            request = waiters.popleft()
+            request = waiters[0]
+            if isinstance(request, Draw):
+                drew = True
+                if self._draw(request, self.bound - self.npending):
+                    waiters.popleft()
+                    self._end_draw(request)
+                else:
+                    waiters.rotate(-1)  # a collection takes its turn, as one producer
+                continue
+            waiters.popleft()
             self.replies.append(request)
             self._admit(request)
+        if drew and self.running < self.limit:
+            self._dispatch()
 
     def _release_space_waiters(self) -> None:
         waiters = self.space_waiters
         while waiters:
             request = waiters.popleft()
+            if isinstance(request, Draw):
+                self._end_draw(request)
+                continue
             request.item = None
             request.error = self.closed_error()
             self.replies.append(request)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -158,6 +160,200 @@ def test_enqueue_many_counts_accepted(make):
     c.complete()
     c.drain(WAIT)
     assert c.total_completed == 500
+
+
+def _draw_waits(c: Any) -> None:
+    """Return once an `enqueue_many` collection waits for backlog space."""
+    assert c._core.wait_for(
+        lambda: any(type(w).__name__ == "Draw" for w in c._core.space_waiters),
+        time.monotonic() + WAIT,
+    )
+
+
+def test_enqueue_many_of_a_collection_is_one_message(make):
+    """A list goes to the supervisor as one message, not one per item (SPEC 14)."""
+    c = make(lambda _: None, max_tracked_operations=1000)
+    c.pause()
+    before = c.actor_stats()[0].messages_processed
+    assert c.enqueue_many(list(range(300))) == 300
+    # A read is itself a message, counted by the next read: the first read, the draw.
+    assert c.actor_stats()[0].messages_processed - before == 2
+    assert c.pending_count == 300
+
+
+def test_enqueue_many_of_a_collection_waits_for_space_and_keeps_order(make):
+    """Past the backlog bound the rest is taken as space frees: in order, never over it."""
+    ran: list[int] = []
+    pending_seen: list[int] = []
+
+    def body(item: int) -> None:
+        ran.append(item)
+        pending_seen.append(c.pending_count)
+
+    c = make(body, max_concurrency=1, max_tracked_operations=4)
+    assert c.enqueue_many(range(200)) == 200
+    c.complete()
+    c.drain(WAIT)
+    assert ran == list(range(200))
+    assert max(pending_seen) <= 4
+
+
+def test_an_enqueue_waiting_behind_a_collection_is_not_starved(make):
+    """A collection takes its turn for space as one producer does: an item enqueued
+    while it waits is accepted at the next free space, not after the whole collection."""
+    ran: list[Any] = []
+    first = threading.Event()
+
+    def body(item: Any) -> None:
+        ran.append(item)
+        first.set()
+
+    c = make(body, max_concurrency=1, max_tracked_operations=4)
+    c.pause()
+    many = threading.Thread(target=c.enqueue_many, args=(range(200),))
+    many.start()
+    _draw_waits(c)
+    other = threading.Thread(target=c.enqueue, args=("other",))
+    other.start()
+    assert c._core.wait_for(lambda: len(c._core.space_waiters) == 2, time.monotonic() + WAIT)
+    c.resume()
+    many.join(WAIT)
+    other.join(WAIT)
+    c.complete()
+    c.drain(WAIT)
+    assert first.is_set()
+    assert len(ran) == 201
+    assert ran.index("other") < 20, ran.index("other")
+
+
+@pytest.mark.parametrize("end", ["complete", "cancel"])
+def test_enqueue_many_of_a_collection_returns_the_count_when_intake_closes(make, end):
+    """Intake closing while the rest waits for space: the count accepted, nothing more."""
+    c = make(lambda _: None, max_concurrency=1, max_tracked_operations=4)
+    c.pause()
+    counted: list[int] = []
+    many = threading.Thread(target=lambda: counted.append(c.enqueue_many(list(range(100)))))
+    many.start()
+    _draw_waits(c)
+    getattr(c, end)()
+    many.join(WAIT)
+    assert counted == [4]
+    assert c.total_enqueued == 4
+
+
+def test_enqueue_many_of_a_collection_after_close_raises(make):
+    """Nothing accepted: the refusal is raised, as for a single item."""
+    c = make(lambda _: None)
+    c.cancel()
+    with pytest.raises(CoordinatorClosedError):
+        c.enqueue_many(list(range(10)))
+    assert c.total_enqueued == 0
+
+
+def test_a_collection_that_changes_while_read_raises_and_the_coordinator_goes_on(make):
+    """A dict that grows while its items wait for space raises from `enqueue_many` (as
+    iterating it would); what was accepted runs, and the supervisor keeps working."""
+    items = {i: i for i in range(10)}
+    c = make(lambda _: None, max_concurrency=1, max_tracked_operations=2)
+    c.pause()
+    raised: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            c.enqueue_many(items)
+        except RuntimeError as exc:
+            raised.append(exc)
+
+    many = threading.Thread(target=produce)
+    many.start()
+    _draw_waits(c)
+    items[99] = 99  # the dict's iterator, held by the waiting draw, is now invalid
+    c.resume()
+    many.join(WAIT)
+    assert [str(e) for e in raised] == ["dictionary changed size during iteration"]
+    assert c.total_enqueued == 2
+    c.enqueue("after")
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 3
+
+
+def test_a_body_enqueue_many_never_waits_for_space_it_frees(make):
+    """From a body of the same coordinator a collection is taken at once, past the
+    bound: waiting for space only the bodies free would deadlock (SPEC 15)."""
+    counts: list[int] = []
+    enqueued = threading.Event()
+
+    def body(item: int) -> None:
+        if item == 0:
+            counts.append(c.enqueue_many(list(range(1, 50))))
+            enqueued.set()
+
+    c = make(body, max_concurrency=1, max_tracked_operations=2)
+    c.enqueue(0)
+    assert enqueued.wait(WAIT)
+    c.complete()
+    c.drain(WAIT)
+    assert counts == [49]
+    assert c.total_completed == 50
+
+
+def test_a_supervisor_crash_while_taking_a_collection_answers_the_caller(make, monkeypatch):
+    """The supervisor dying in the turn that takes the first items (an interrupt there,
+    say) raises in `enqueue_many`, which does not wait for an answer for ever."""
+    from ephemeral_actors._coordinators import _supervisor  # noqa: PLC0415
+
+    c = make(lambda _: None)
+    c.pause()
+
+    def broken() -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_supervisor, "next_operation_id", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        c.enqueue_many(list(range(10)))
+    assert c.is_faulted
+    with pytest.raises(CoordinatorFaultedError):
+        c.enqueue_many(list(range(10)))
+
+
+def test_enqueue_many_interrupted_while_waiting_takes_no_more(make):
+    """An interrupt in the waiting caller withdraws the collection: only what was
+    accepted runs."""
+    c = make(lambda _: None, max_concurrency=1, max_tracked_operations=3)
+    c.pause()
+
+    class Interrupted(BaseException):
+        pass
+
+    def interrupt(*_: Any) -> None:
+        raise Interrupted
+
+    def send_when_waiting() -> None:
+        # Only once the caller waits on its answer (inside `Reply.wait`): a signal in the
+        # turn that took the first items would interrupt the supervisor, not the wait.
+        _draw_waits(c)
+        draw = next(w for w in c._core.space_waiters if type(w).__name__ == "Draw")
+        deadline = time.monotonic() + WAIT
+        while draw.waiter is None:  # set by the waiting thread: no event tells of it
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    sender = threading.Thread(target=send_when_waiting)
+    try:
+        sender.start()
+        with pytest.raises(Interrupted):
+            c.enqueue_many(list(range(100)))
+    finally:
+        sender.join(WAIT)
+        signal.signal(signal.SIGUSR1, previous)
+    assert not any(type(w).__name__ == "Draw" for w in c._core.space_waiters)
+    c.resume()
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_enqueued == c.total_completed == 3
 
 
 def test_enqueue_after_complete_raises_and_try_enqueue_refuses(make):
