@@ -64,6 +64,7 @@ from ephemeral_actors import (
     KeyedWorkCoordinator,
     ResultCoordinator,
     WorkCoordinator,
+    for_each,
 )
 from ephemeral_actors.testing import library_threads
 
@@ -374,6 +375,35 @@ def run_coordinator_enqueue(
     return {"wall": wall, "setup": setup, "teardown": teardown}
 
 
+def run_coordinator_enqueue_many(
+    body: Callable[[int], Any], concurrency: int, n: int
+) -> dict[str, float]:
+    """The same work handed over in one call: `enqueue_many(range(n))`, complete, drain."""
+    c = WorkCoordinator(body, opts(concurrency))
+    t0 = perf()
+    c.enqueue_many(range(n))
+    c.complete()
+    c.drain()
+    wall = perf() - t0
+    done = c.total_completed
+    c.close()
+    check_threads("closing a WorkCoordinator")
+    if done != n:
+        raise RuntimeError(f"coordinator completed {done} of {n}")
+    return {"wall": wall}
+
+
+def run_for_each(body: Callable[[int], Any], concurrency: int, n: int) -> dict[str, float]:
+    """`for_each(range(n), body, max_concurrency=...)`: build, run, close inside the timing."""
+    t0 = perf()
+    stats = for_each(range(n), body, opts(concurrency))
+    wall = perf() - t0
+    check_threads("for_each")
+    if stats.total_completed != n:
+        raise RuntimeError(f"for_each completed {stats.total_completed} of {n}")
+    return {"wall": wall}
+
+
 def run_tpe_submit_wait(body: Callable[[int], Any], concurrency: int, n: int) -> dict[str, float]:
     t = perf()
     pool = ThreadPoolExecutor(concurrency)
@@ -480,8 +510,14 @@ def scenario_1(sizes: Sizes, reps: int) -> Section:
         partial(run_pykka_tell, noop, c),
         n,
     )
+    many = Row(
+        f"WorkCoordinator({c}): enqueue_many(range) + complete + drain (one call)",
+        partial(run_coordinator_enqueue_many, noop, c),
+        n,
+        ours=True,
+    )
     floor = Row(f"floor: SimpleQueue + {c} threads (no tracking)", partial(run_floor, noop, c), n)
-    rows = [ours, tpe, tell, floor]
+    rows = [ours, many, tpe, tell, floor]
     interleave(rows, reps, warm_n=WARM_ITEMS)
     untimed = "; ".join(
         f"{r.label.split(':')[0]} setup {r.median('setup') * 1e3:.2f} / teardown"
@@ -507,6 +543,10 @@ def scenario_1(sizes: Sizes, reps: int) -> Section:
             ratio_verdict("throughput vs ThreadPoolExecutor submit+wait", speed(tpe, ours), 4.0),
             ratio_verdict("throughput vs raw Pykka tell", speed(tell, ours), 1.0),
             f"floor (no target): coordinator at {speed(floor, ours)} of the floor's speed",
+            (
+                f"enqueue_many (no target; one call, the supervisor takes the items): "
+                f"{speed(tpe, many)} TPE submit+wait, {speed(tell, many)} Pykka tell"
+            ),
         ],
     )
 
@@ -824,8 +864,14 @@ def scenario_4(sizes: Sizes, reps: int) -> Section:
         tpe = Row(
             f"ThreadPoolExecutor({c}): submit + wait", partial(run_tpe_submit_wait, sleep_1ms, c), n
         )
+        looped = Row(
+            f"for_each(range, max_concurrency={c})",
+            partial(run_for_each, sleep_1ms, c),
+            n,
+            ours=True,
+        )
         floor = Row(f"floor: SimpleQueue + {c} threads", partial(run_floor, sleep_1ms, c), n)
-        rows = [ours, tpe, floor]
+        rows = [ours, looped, tpe, floor]
         progress(f"{n:,} items")
         interleave(rows, reps, warm_n=500)
         real = lone_sleep()
@@ -857,6 +903,17 @@ def scenario_4(sizes: Sizes, reps: int) -> Section:
             )
             + f" (ceiling ~{SLEEP_S / real:.0%}; TPE {ideal / tpe.median():.0%},"
             f" floor {ideal / floor.median():.0%})"
+        )
+        targets.append(
+            verdict(
+                f"efficiency at {n:,} items with for_each",
+                ideal / looped.median() * 100,
+                60.0,
+                at_least=True,
+                unit=" %",
+                fmt=".1f",
+                gap_unit=" points",
+            )
         )
     return Section(markdown, targets)
 
