@@ -260,6 +260,32 @@ def test_cancelling_a_submit_async_after_acceptance_leaves_the_operation_running
     assert (c.total_enqueued, c.total_completed, c.total_cancelled) == (1, 1, 0)
 
 
+def test_cancelling_a_submit_async_whose_coroutine_body_runs_on_the_same_loop():
+    """The outcome of a coroutine body on the caller's loop is set in the reporting turn
+    itself; a submit cancelled meanwhile gets nothing set, and the operation still counts."""
+
+    async def main() -> tuple[int, int, int]:
+        release = asyncio.Event()
+        running = asyncio.Event()
+
+        async def body(x: int) -> int:
+            running.set()
+            await release.wait()
+            return x
+
+        async with ResultCoordinator(body, max_concurrency=1) as c:
+            task = asyncio.create_task(c.submit_async(1))
+            await asyncio.wait_for(running.wait(), WAIT)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            release.set()
+            assert await asyncio.wait_for(c.submit_async(2), WAIT) == 2
+            return c.total_completed, c.total_cancelled, c.total_failed
+
+    assert asyncio.run(main()) == (2, 0, 0)
+
+
 def test_submit_async_returns_the_result():
     """await submit_async(item) yields the body's result in a ResultCoordinator."""
 
