@@ -1416,13 +1416,39 @@ SCENARIOS: dict[str, Callable[[Sizes, int], Section]] = {
 }
 
 
+def cpu_steal_ticks() -> int | None:
+    """Ticks the hypervisor ran someone else while this VM wanted its CPUs (Linux only)."""
+    try:
+        fields = Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()
+    except OSError:
+        return None
+    steal_column = 8  # cpu user nice system idle iowait irq softirq steal ...
+    return int(fields[steal_column]) if len(fields) > steal_column else None
+
+
+def steal_note(before: int | None, seconds: float) -> str:
+    """What share of the machine's CPU time the hypervisor took during `seconds`.
+
+    On a shared VM this is the noise no interleaving removes: a run with steal time is
+    slower for every row, and more so for rows that hand the GIL around most.
+    """
+    after = cpu_steal_ticks()
+    if before is None or after is None or seconds <= 0:
+        return ""
+    share = (after - before) / (os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1) * seconds)
+    return f"; CPU steal {share:.0%}"
+
+
 def run_scenario(key: str, sizes: Sizes, reps: int) -> dict[str, Any]:
     progress(f"scenario {key}")
     earlier = len(leftover_warnings())
     t0 = perf()
+    steal = cpu_steal_ticks()
     section = SCENARIOS[key](sizes, reps)
+    took = perf() - t0
     return {
-        "text": section.text() + f"\n\n_(scenario {key} took {perf() - t0:.0f} s)_",
+        "text": section.text()
+        + f"\n\n_(scenario {key} took {took:.0f} s{steal_note(steal, took)})_",
         "targets": section.targets,
         "warnings": leftover_warnings()[earlier:],
     }
