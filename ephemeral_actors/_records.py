@@ -169,8 +169,10 @@ class ActorStats:
         role: `"supervisor"`, `"worker"`, `"key"`, `"callbacks"` or `"bus"`.
         actors: How many actors of this role are alive now (0 when none is).
         mailbox_depth: Messages waiting in their mailboxes now.
-        messages_processed: Messages (not turns) handled since construction; one
-            `enqueue_many` call counts as one.
+        messages_processed: Messages (not turns) handled since construction. An
+            `enqueue_many` of an in-memory collection (a list, range, dict, ...) to a
+            coordinator with plain bodies and no key, label or backend counts as one;
+            any other `enqueue_many` counts one per item.
     """
 
     role: str
