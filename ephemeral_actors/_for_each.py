@@ -151,7 +151,8 @@ async def for_each_async(
 
     Coroutine bodies run on the awaiting task's loop; with them, so does the reading
     of `items` when it is an in-memory collection (a list, tuple, range, set, dict or
-    deque). Other iterables, and every iterable of plain bodies, are read on a thread.
+    deque). With plain bodies (and no key) the supervisor takes such a collection's
+    items itself. Other iterables are read on a thread.
     Cancelling the awaiting task stops intake, asks running work to cancel and
     re-raises `CancelledError`.
     `fail_fast` is as in `for_each`.

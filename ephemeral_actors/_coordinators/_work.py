@@ -73,10 +73,12 @@ class WorkCoordinator(CoordinatorBase[T]):
 
         A sync iterable is read on a thread of the coordinator, an async iterable on
         the loop the bodies run on (the caller's with coroutine bodies built in a
-        running loop, else the shared one); both wait for backlog space. With
-        coroutine bodies, an in-memory collection (a list, tuple, range, set, dict or
-        deque) is read on that loop too, as it cannot block it. `drain()` waits for the
-        source to end and re-raises its exception if it raised.
+        running loop, else the shared one); both wait for backlog space. An in-memory
+        collection (a list, tuple, range, set, dict or deque) needs no thread: with
+        coroutine bodies it is read on that loop, as it cannot block it; with plain
+        bodies and no label or backend the supervisor takes its items itself, as
+        backlog space frees. `drain()` waits for the source to end and re-raises its
+        exception if it raised.
         """
         coordinator = cls(body, options, **option_fields)
         coordinator._start_source(source)
