@@ -97,6 +97,20 @@ def check_owner(owner: object, what: str) -> None:
         )
 
 
+def interrupts_caller(error: BaseException) -> bool:
+    """True if `error`, raised in an actor's turn, is the calling thread's interrupt.
+
+    Python runs signal handlers in the main thread between any two bytecodes, so Ctrl-C
+    can raise `KeyboardInterrupt` in the middle of a turn that thread runs (an
+    `enqueue` begins one). The actor's state may be half-written, so the actor still
+    dies of it; but the interrupt is the caller's, and goes on to the caller instead of
+    turning into the actor's fault. An `Exception` in a turn is a bug, never this.
+    """
+    return (
+        not isinstance(error, Exception) and threading.current_thread() is threading.main_thread()
+    )
+
+
 class Reply:
     """A request's answer, set in the owner's turn and read by the sender.
 
@@ -369,6 +383,8 @@ class Mailbox:
             if self._crashed is None:
                 raise
             self._crashed(exc)
+            if interrupts_caller(exc):
+                raise
         finally:
             # `finish`, written out (as `_run` writes it out): a call here per turn is
             # what this method exists to save.

@@ -107,6 +107,7 @@ from ephemeral_actors._mailbox import (
     _leave_checked,
     check_owner,
     handle_envelope,
+    interrupts_caller,
 )
 from ephemeral_actors._operation import Operation, running_operation
 from ephemeral_actors._options import resolve_concurrency
@@ -674,6 +675,8 @@ class Core:
                 handler(arg)
             except BaseException as exc:
                 self._crashed(exc)
+                if interrupts_caller(exc):
+                    raise
             return
         if type(message) is Envelope:
             self._receive_envelope(message)
@@ -690,8 +693,18 @@ class Core:
         logger.error(f"coordinator {self.name!r} rejected {kind}", exc_info=error)
 
     def _crashed(self, error: BaseException) -> None:
-        """A handler raised: a bug in the supervisor. It dies, and the coordinator faults."""
-        logger.error(f"coordinator {self.name!r}: supervisor handler raised", exc_info=error)
+        """A handler raised: a bug in the supervisor. It dies, and the coordinator faults.
+
+        An interrupt in its turn (Ctrl-C in the thread running it) is no bug, but it may
+        have stopped the turn half-way: the supervisor dies of it just the same.
+        """
+        if interrupts_caller(error):
+            logger.error(
+                f"coordinator {self.name!r}: interrupted ({type(error).__name__}) during a "
+                "turn of its supervisor, whose state may be half-updated: it faults"
+            )
+        else:
+            logger.error(f"coordinator {self.name!r}: supervisor handler raised", exc_info=error)
         with contextlib.suppress(BaseException):
             actor = self.supervisor
             if not actor.actor_stopped.is_set():
@@ -1236,6 +1249,8 @@ class Core:
         except BaseException as exc:
             op = None
             self._crashed(exc)
+            if interrupts_caller(exc):
+                raise
         finally:
             mailbox.processed += 1
             try:

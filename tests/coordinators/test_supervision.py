@@ -148,3 +148,27 @@ def test_restart_options_are_validated(field, value, error):
     """Bad supervision options name the field and the value."""
     with pytest.raises(error, match=field):
         CoordinatorOptions(**{field: value})
+
+
+@pytest.mark.parametrize("call", ["enqueue", "enqueue_many"])
+def test_an_interrupt_in_a_turn_the_main_thread_runs_reaches_the_caller(make, monkeypatch, call):
+    """Ctrl-C may land in a supervisor turn that `enqueue` runs in the main thread. The
+    caller gets its `KeyboardInterrupt` (it used to become a `CoordinatorFaultedError`);
+    the supervisor, whose state may be half-updated, dies of it, so the coordinator is
+    faulted and later calls say so."""
+    c = make(lambda _: None)
+    c.pause()
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt  # where the signal handler would raise it
+
+    monkeypatch.setattr(_supervisor, "next_operation_id", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        if call == "enqueue":
+            c.enqueue(1)
+        else:
+            c.enqueue_many([1, 2, 3])
+    monkeypatch.undo()
+    assert c.is_faulted
+    with pytest.raises(CoordinatorFaultedError):
+        c.enqueue(2)
