@@ -103,8 +103,10 @@ def interrupts_caller(error: BaseException) -> bool:
     Python runs signal handlers in the main thread between any two bytecodes, so Ctrl-C
     can raise `KeyboardInterrupt` in the middle of a turn that thread runs (an
     `enqueue` begins one). The actor's state may be half-written, so the actor still
-    dies of it; but the interrupt is the caller's, and goes on to the caller instead of
-    turning into the actor's fault. An `Exception` in a turn is a bug, never this.
+    dies of it; but the interrupt is the caller's: its owner records it on the mailbox
+    (`Mailbox.interrupt`), which raises it to the caller once the turn and any mail
+    that came meanwhile have run, instead of it turning into the actor's fault. An
+    `Exception` in a turn is a bug, never this.
     """
     return (
         not isinstance(error, Exception) and threading.current_thread() is threading.main_thread()
@@ -301,6 +303,7 @@ class Mailbox:
         "_handoff",
         "_queue",
         "holder",
+        "interrupt",
         "owner",
         "processed",
     )
@@ -323,6 +326,9 @@ class Mailbox:
         self._end_turn = end_turn
         self._handoff = handoff
         self.processed = 0
+        self.interrupt: BaseException | None = None
+        """An interrupt a turn of the main thread died of, to raise there once the turn
+        and the mail after it have run (see `interrupts_caller`)."""
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -383,8 +389,6 @@ class Mailbox:
             if self._crashed is None:
                 raise
             self._crashed(exc)
-            if interrupts_caller(exc):
-                raise
         finally:
             # `finish`, written out (as `_run` writes it out): a call here per turn is
             # what this method exists to save.
@@ -398,6 +402,8 @@ class Mailbox:
                 flag.append(True)
         if queue and self.take():
             self._run()
+        if self.interrupt is not None:
+            self.raise_interrupt()
         return answer
 
     def begin(self) -> object:
@@ -432,6 +438,15 @@ class Mailbox:
             self._flag.append(True)
         if self._queue and self.take():
             self._run()
+        if self.interrupt is not None:
+            self.raise_interrupt()
+
+    def raise_interrupt(self) -> None:
+        """Raise the recorded interrupt if this is the main thread (see `interrupt`)."""
+        error = self.interrupt
+        if error is not None and threading.current_thread() is threading.main_thread():
+            self.interrupt = None
+            raise error
 
     def in_turn(self) -> bool:
         """True if this thread is running this actor's turn."""
@@ -468,8 +483,12 @@ class Mailbox:
                 assert self._handoff is not None
                 # The flag stays taken: the dispatcher thread continues this actor.
                 self._handoff(self._run)
+                if self.interrupt is not None:
+                    self.raise_interrupt()
                 return
             # A message appended after the last check and before the release found the
             # flag taken and left; whoever gets the flag now runs it.
             if not queue or not self.take():
+                if self.interrupt is not None:
+                    self.raise_interrupt()
                 return

@@ -675,8 +675,6 @@ class Core:
                 handler(arg)
             except BaseException as exc:
                 self._crashed(exc)
-                if interrupts_caller(exc):
-                    raise
             return
         if type(message) is Envelope:
             self._receive_envelope(message)
@@ -703,6 +701,7 @@ class Core:
                 f"coordinator {self.name!r}: interrupted ({type(error).__name__}) during a "
                 "turn of its supervisor, whose state may be half-updated: it faults"
             )
+            self.mailbox.interrupt = error  # raised to the caller once the turn has ended
         else:
             logger.error(f"coordinator {self.name!r}: supervisor handler raised", exc_info=error)
         with contextlib.suppress(BaseException):
@@ -1249,8 +1248,6 @@ class Core:
         except BaseException as exc:
             op = None
             self._crashed(exc)
-            if interrupts_caller(exc):
-                raise
         finally:
             mailbox.processed += 1
             try:
@@ -1265,6 +1262,8 @@ class Core:
         if mail and mailbox.take():
             mailbox._run()
         if op is None:
+            if mailbox.interrupt is not None:
+                mailbox.raise_interrupt()  # Ctrl-C in this turn: the caller's
             return self._accept_posted(item, future, timeout, mode, key, raw_key)
         return op
 

@@ -172,3 +172,26 @@ def test_an_interrupt_in_a_turn_the_main_thread_runs_reaches_the_caller(make, mo
     assert c.is_faulted
     with pytest.raises(CoordinatorFaultedError):
         c.enqueue(2)
+
+
+def test_an_interrupt_is_raised_only_after_the_mail_behind_it_ran(make):
+    """A turn interrupted in the main thread: the mail that came meanwhile still runs
+    (a request behind it is answered, not stranded), then the interrupt is raised."""
+    from ephemeral_actors._coordinators._requests import Call  # noqa: PLC0415
+
+    c = make(lambda _: None)
+    core = c._core
+    mailbox = core.mailbox
+
+    def interrupted(_: object) -> None:
+        raise KeyboardInterrupt
+
+    behind = Call(lambda: "answered", ())
+    assert mailbox.take()  # as a turn in progress: the two messages queue behind it
+    mailbox._queue.append((interrupted, None))
+    mailbox._queue.append((core._on_call, behind))
+    with pytest.raises(KeyboardInterrupt):
+        mailbox._run()
+    assert behind.done
+    assert behind.result() == "answered"
+    assert c.is_faulted

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -338,7 +337,9 @@ def test_enqueue_many_interrupted_while_waiting_takes_no_more(make):
         while draw.waiter is None:  # set by the waiting thread: no event tells of it
             assert time.monotonic() < deadline
             time.sleep(0.005)
-        os.kill(os.getpid(), signal.SIGUSR1)
+        # To the main thread itself: a signal the kernel hands to another thread would
+        # not wake the main thread from its wait.
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
 
     previous = signal.signal(signal.SIGUSR1, interrupt)
     sender = threading.Thread(target=send_when_waiting)
