@@ -953,14 +953,21 @@ class Core:
     def post_intake(self, request: Intake, timeout: float | None) -> Operation | None:
         """Send a prepared intake request to the supervisor and wait for its answer."""
         mode = request.mode
-        if ((op := running_operation()) is not None and op._core is self) or self.on_own_loop():
-            # A body (or anything on the loop its bodies run on) must not wait for space
-            # only the bodies can free (SPEC 15, work that makes work).
+        if self._frees_its_own_space():
             request.mode = FORCE if mode == BLOCK else TRY_OWN if mode == TRY else mode
         self.mailbox.post((self._on_accept, request))
         if not request.done and not request.wait(timeout):
             self._withdraw(request)
         return cast("Operation | None", request.result())
+
+    def _frees_its_own_space(self) -> bool:
+        """True if the caller is a body of this coordinator, or runs on its bodies' loop.
+
+        Such a caller must not wait for backlog space only the bodies can free (SPEC 15,
+        work that makes work): its intake goes past the bound instead.
+        """
+        op = running_operation()
+        return (op is not None and op._core is self) or self.on_own_loop()
 
     def _keyed_intake(self, request: Intake) -> None:
         """Check or prepare the item and compute its key (in the sender's thread)."""
@@ -1087,9 +1094,7 @@ class Core:
             CoordinatorFaultedError: The coordinator faulted before the first item.
             Exception: What reading `items` raised (a collection changed meanwhile).
         """
-        request = Draw(items, BLOCK)
-        if ((op := running_operation()) is not None and op._core is self) or self.on_own_loop():
-            request.mode = FORCE  # never wait for space only the bodies can free (SPEC 15)
+        request = Draw(items, FORCE if self._frees_its_own_space() else BLOCK)
         self.mailbox.post((self._on_draw, request))
         try:
             if not request.done:
@@ -1162,8 +1167,7 @@ class Core:
         if request.source:
             if error is not None:
                 self.source_error = error
-            self.source_open = False
-            self._on_complete(None)
+            self._on_source_finished(None)
             return
         if error is None:
             if request.accepted or self.state is _OPEN:
