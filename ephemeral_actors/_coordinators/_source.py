@@ -24,7 +24,7 @@ from ephemeral_actors._errors import CoordinatorClosedError, CoordinatorFaultedE
 from ephemeral_actors._runtime import SHARED_LOOP
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import AsyncIterator, Iterable
 
     from ephemeral_actors._coordinators._supervisor import Core
 
@@ -52,6 +52,12 @@ _ITEMS_BETWEEN_YIELDS: Final = 32
 """The reader yields to its loop at least once per this many items: accepting an item
 with backlog space does not suspend, and neither may the source, so a large backlog
 would otherwise be filled in one step while the loop's other tasks wait."""
+
+
+async def _each(collection: Iterable[Any]) -> AsyncIterator[Any]:
+    """An in-memory collection (`IN_MEMORY`) as an async iterable: reading it never waits."""
+    for item in collection:
+        yield item
 
 
 class AsyncFeeder:
@@ -109,19 +115,13 @@ class AsyncFeeder:
             if self.stopped:
                 return
             source = self.source
+            items = source if isinstance(source, AsyncIterable) else _each(source)
             accepted = 0
-            if isinstance(source, AsyncIterable):
-                async for item in source:
-                    await core.accept_async(item, None)
-                    accepted += 1
-                    if not accepted % _ITEMS_BETWEEN_YIELDS:
-                        await asyncio.sleep(0)  # see `_ITEMS_BETWEEN_YIELDS`
-            else:  # an in-memory collection (`IN_MEMORY`)
-                for item in source:
-                    await core.accept_async(item, None)
-                    accepted += 1
-                    if not accepted % _ITEMS_BETWEEN_YIELDS:
-                        await asyncio.sleep(0)
+            async for item in items:
+                await core.accept_async(item, None)
+                accepted += 1
+                if not accepted % _ITEMS_BETWEEN_YIELDS:
+                    await asyncio.sleep(0)  # see `_ITEMS_BETWEEN_YIELDS`
         except (CoordinatorClosedError, CoordinatorFaultedError):
             pass
         except asyncio.CancelledError as exc:
