@@ -34,7 +34,6 @@ import queue
 import threading
 import time
 import types
-from asyncio.events import _get_running_loop
 from collections import deque
 from concurrent.futures import InvalidStateError
 from dataclasses import dataclass
@@ -1554,15 +1553,11 @@ class Core:
                 if ended >= window.expiry:  # past the age bound, or over the size bound
                     window.trim(ended)
                 reply = op._reply
-                fut = None
                 if reply is not None:
                     op._reply = None
                     if type(reply) is not OperationFuture:
                         value = op._result if self.capture_results else None
-                        if type(reply) is AsyncReply and reply.loop is _get_running_loop():
-                            fut = reply.fut  # a `submit_async` on this turn's loop: below
-                        else:
-                            self.outcomes.append((reply, True, value))
+                        self.outcomes.append((reply, True, value))
                         reply = None
                 # `running` still counts `op`: it drops only if no item takes its slot,
                 # so a reader sees no dip between one item and the next on this path.
@@ -1593,11 +1588,6 @@ class Core:
                         reply.set(op._result if self.capture_results else None)
                     except InvalidStateError:
                         self._resolved_elsewhere(reply)
-                elif fut is not None and not fut.done():  # done: its task was cancelled
-                    # The same for an asyncio future on this loop: setting it only
-                    # schedules its callbacks (`resolve` would get here through three
-                    # frames and the end-of-turn loop).
-                    fut.set_result(value)
         except BaseException as exc:
             entry = None
             self._crashed(exc)
