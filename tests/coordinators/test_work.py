@@ -325,8 +325,12 @@ def test_enqueue_many_interrupted_while_waiting_takes_no_more(make):
     class Interrupted(BaseException):
         pass
 
+    interrupted = threading.Event()
+
     def interrupt(*_: Any) -> None:
-        raise Interrupted
+        if not interrupted.is_set():  # once: a repeated signal must not hit the withdraw
+            interrupted.set()
+            raise Interrupted
 
     def send_when_waiting() -> None:
         # Only once the caller waits on its answer (inside `Reply.wait`): a signal in the
@@ -337,9 +341,14 @@ def test_enqueue_many_interrupted_while_waiting_takes_no_more(make):
         while draw.waiter is None:  # set by the waiting thread: no event tells of it
             assert time.monotonic() < deadline
             time.sleep(0.005)
-        # To the main thread itself: a signal the kernel hands to another thread would
-        # not wake the main thread from its wait.
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+        # To the main thread itself (one the kernel hands to another thread would not
+        # wake it), and again until its handler ran: a signal that lands just before
+        # the lock's wait begins is handled only after the wait, which never ends.
+        main = threading.main_thread().ident
+        assert main is not None
+        while not interrupted.wait(0.05):
+            assert time.monotonic() < deadline
+            signal.pthread_kill(main, signal.SIGUSR1)
 
     previous = signal.signal(signal.SIGUSR1, interrupt)
     sender = threading.Thread(target=send_when_waiting)
