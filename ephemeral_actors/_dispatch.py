@@ -66,7 +66,7 @@ class Timer:
     def __init__(
         self,
         deadline: float,
-        callback: Callable[[], None],
+        callback: Callable[[], object],
         owner: SharedDispatcher | None = None,
     ) -> None:
         self.deadline = deadline
@@ -155,7 +155,7 @@ class SharedDispatcher:
             self._runq.append(actor)
             self._cv.notify()
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Timer:
         """Run `callback` on a pool thread after `delay` seconds."""
         timer = Timer(time.monotonic() + delay, callback, self)
         with self._cv:
@@ -215,7 +215,7 @@ class TimerOwner(Protocol):
     uses_dispatcher: bool
 
 
-def call_later(owner: TimerOwner, delay: float, callback: Callable[[], None]) -> Timer:
+def call_later(owner: TimerOwner, delay: float, callback: Callable[[], object]) -> Timer:
     """`DISPATCHER.call_later`, taking `owner`'s reference on the dispatcher first if needed.
 
     Timers need the dispatcher's threads: an owner takes its reference with its first

@@ -46,6 +46,7 @@ __all__ = [
     "BUSY",
     "CHECK_OWNERSHIP",
     "THROUGHPUT",
+    "UNMARKED",
     "Mailbox",
     "Parking",
     "Reply",
@@ -67,13 +68,6 @@ _in_turn: dict[int, object] = {}
 """Ownership check mode only: thread ident -> the actor whose turn that thread runs
 (innermost, when turns nest). Outside that mode nothing writes it: every turn would
 pay two dict writes for a question only the checks ask."""
-
-
-def _enter_checked(ident: int, owner: object) -> object:
-    """Ownership check mode: mark `owner` as the innermost turn of thread `ident`."""
-    previous = _in_turn.get(ident)
-    _in_turn[ident] = owner
-    return previous
 
 
 def _leave_checked(ident: int, previous: object) -> None:
@@ -279,7 +273,10 @@ def _wake_future(fut: Any) -> None:
 
 
 BUSY: Final = object()
-"""`Mailbox.begin`'s answer when the actor is in a turn elsewhere or has mail."""
+"""`Mailbox.now`'s answer when the actor is in a turn elsewhere or has mail."""
+
+UNMARKED: Final = object()
+"""A turn's `previous` before ownership check mode has marked the turn."""
 
 
 class Mailbox:
@@ -313,7 +310,7 @@ class Mailbox:
         owner: object,
         handle: Callable[[Any], None],
         end_turn: Callable[[], None],
-        handoff: Callable[[Callable[[], None]], None] | None = None,
+        handoff: Callable[[Callable[[], object]], None] | None = None,
         crashed: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.owner = owner
@@ -333,17 +330,6 @@ class Mailbox:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def take(self) -> bool:
-        """Take the flag if it is free (the atomic test-and-set); True if taken."""
-        flag = self._flag
-        if flag:
-            try:
-                flag.pop()
-            except IndexError:  # another thread took it between the test and the pop
-                return False
-            return True
-        return False
-
     def post(self, message: Any) -> bool:
         """Append `message`; run the turn here if the actor was idle.
 
@@ -351,95 +337,65 @@ class Mailbox:
             True if this call ran the turn (so the message has been handled).
         """
         self._queue.append(message)
-        if self.take():
-            self._run()
-            return True
+        if self._flag:
+            return self._run()
         return False
 
     def now(self, handler: Callable[..., Any], *args: Any) -> Any:
         """`handler(*args)` in a turn this thread begins now; `BUSY` if it cannot begin one.
 
-        `begin`, the handler and `finish` in one frame: the hot paths (intake, a worker's
-        outcome report) run a turn per item, and the two calls cost as much as the
-        bookkeeping they wrap. The supervisor's two per-item turns (`Core.accept_plain`,
-        `Core.report_and_take`) write this method out once more, handler included: a
-        change to the turn protocol here is made there too. A handler that raises is
-        the owner's crash, passed to `crashed` (the answer is then None); without
-        `crashed` it propagates.
+        The hot paths (intake, a worker's outcome report, a state query) run a turn per
+        call, with no message and no reply. The supervisor's two per-item turns
+        (`Core.accept_plain`, `Core.report_and_take`) write this method out once more,
+        handler included: a change to the turn protocol here is made there too. Mail
+        that came before the flag goes first: this thread runs it, and the answer is
+        `BUSY` (the caller posts behind it). A handler that raises is the owner's crash,
+        passed to `crashed` (the answer is then None); without `crashed` it propagates.
         """
         queue = self._queue
         flag = self._flag
         if queue or not flag:
             return BUSY
+        ident = _get_ident()
         try:
             flag.pop()
-        except IndexError:
+        except IndexError:  # another thread took it between the test and the pop
             return BUSY
-        if queue:
-            # Mail arrived between the check and the flag: see `begin`.
-            self._run()
-            return BUSY
-        ident = self.holder = _get_ident()
-        if CHECK_OWNERSHIP:
-            previous = _enter_checked(ident, self.owner)
-        answer = None
+        except BaseException:
+            flag.append(True)  # an interrupt as the pop returned: see `_run`
+            raise
+        self.holder = ident
+        previous: object = UNMARKED
+        answer: Any = BUSY
         try:
-            answer = handler(*args)
-        except BaseException as exc:
-            if self._crashed is None:
-                raise
-            self._crashed(exc)
-        finally:
-            # `finish`, written out (as `_run` writes it out): a call here per turn is
-            # what this method exists to save.
-            self.processed += 1
             try:
-                self._end_turn()
-            finally:
-                self.holder = 0
                 if CHECK_OWNERSHIP:
-                    _leave_checked(ident, previous)
-                flag.append(True)
-        if queue and self.take():
-            self._run()
+                    previous = _in_turn.get(ident)
+                    _in_turn[ident] = self.owner
+                if not queue:
+                    answer = handler(*args)
+            except BaseException as exc:
+                answer = None
+                if self._crashed is None:
+                    raise
+                self._crashed(exc)
+            finally:
+                # The end of the turn, written out (as `_run` writes it out): a call here
+                # per turn is what this method exists to save.
+                self.processed += 1
+                try:
+                    self._end_turn()
+                finally:
+                    self.holder = 0
+                    flag.append(True)
+                    if previous is not UNMARKED:
+                        _leave_checked(ident, previous)
+        finally:
+            if queue and flag:  # mail that came during the turn (or before it)
+                self._run()
         if self.interrupt is not None:
             self.raise_interrupt()
         return answer
-
-    def begin(self) -> object:
-        """Start a turn in this thread if the actor is idle and its mailbox empty.
-
-        The intake fast path: the caller does its work in the turn directly, with no
-        message and no reply, then calls `finish` with what this returned. An actor
-        with mail is not begun here: its mail goes first, so the caller posts instead.
-
-        Returns:
-            `BUSY` if no turn was begun; else a token for `finish`.
-        """
-        if self._queue or not self.take():
-            return BUSY
-        if self._queue:
-            # Mail arrived between the check and the flag: its sender left it to whoever
-            # holds the flag, so run it now, and let the caller post behind it.
-            self._run()
-            return BUSY
-        ident = self.holder = _get_ident()
-        return _enter_checked(ident, self.owner) if CHECK_OWNERSHIP else None
-
-    def finish(self, token: object) -> None:
-        """End a turn started by `begin` (`token` is its answer); then run any new mail."""
-        self.processed += 1
-        try:
-            self._end_turn()
-        finally:
-            if CHECK_OWNERSHIP:
-                _leave_checked(self.holder, token)
-            self.holder = 0
-            self._flag.append(True)
-        if self._queue and self.take():
-            self._run()
-        if self.interrupt is not None:
-            self.raise_interrupt()
 
     def raise_interrupt(self) -> None:
         """Raise the recorded interrupt if this is the main thread (see `interrupt`)."""
@@ -452,43 +408,77 @@ class Mailbox:
         """True if this thread is running this actor's turn."""
         return self.holder == _get_ident()
 
-    def _run(self) -> None:
+    def _run(self) -> bool:
+        """Take the flag if it is free and run turns until the mailbox is empty.
+
+        Returns:
+            True if this call ran at least one turn.
+
+        Ctrl-C: Python raises `KeyboardInterrupt` in the main thread wherever a call
+        returns or a function starts, so it can land between taking the flag and the
+        `try` that gives it back, or between giving it back and looking for mail that
+        came meanwhile. Hence the shape of every turn here and in `Core`: the thread
+        ident is read before the flag is taken, the pop sits in a `try` of its own that
+        puts the token back, and the `holder` store and the turn's `try` follow with no
+        call between; the release (`holder = 0`, `append`) comes first in the turn's
+        `finally`, and the look for mail is in a `finally` too. An interrupt inside the
+        turn is the owner's crash (`crashed`), as any other exception from a handler.
+        """
         queue = self._queue
+        flag = self._flag
         handle = self._handle
+        handoff = self._handoff
         ident = _get_ident()
-        while True:
-            self.holder = ident
-            if CHECK_OWNERSHIP:
-                previous = _enter_checked(ident, self.owner)
-            count = 0
-            handed_off = False
-            try:
-                while queue:
-                    handle(queue.popleft())
-                    count += 1
-                    if count >= THROUGHPUT and queue and self._handoff is not None:
-                        handed_off = True
-                        break
-            finally:
-                self.processed += count
+        ran = handed_off = False
+        try:
+            while queue:
                 try:
-                    self._end_turn()
-                finally:
-                    self.holder = 0
+                    flag.pop()
+                except IndexError:  # another thread's turn runs the mail
+                    break
+                except BaseException:
+                    # Raised as the pop returned: the token is this thread's. Give it back.
+                    flag.append(True)
+                    raise
+                self.holder = ident
+                ran = True
+                previous: object = UNMARKED
+                count = 0
+                try:
                     if CHECK_OWNERSHIP:
-                        _leave_checked(ident, previous)
-                    if not handed_off:
-                        self._flag.append(True)
-            if handed_off:
-                assert self._handoff is not None
-                # The flag stays taken: the dispatcher thread continues this actor.
-                self._handoff(self._run)
-                if self.interrupt is not None:
-                    self.raise_interrupt()
-                return
-            # A message appended after the last check and before the release found the
-            # flag taken and left; whoever gets the flag now runs it.
-            if not queue or not self.take():
-                if self.interrupt is not None:
-                    self.raise_interrupt()
-                return
+                        previous = _in_turn.get(ident)
+                        _in_turn[ident] = self.owner
+                    while queue:
+                        handle(queue.popleft())
+                        count += 1
+                        if count >= THROUGHPUT and handoff is not None and queue:
+                            break
+                except BaseException as exc:
+                    # `handle` never raises: this is an interrupt between two messages.
+                    if self._crashed is None:
+                        raise
+                    self._crashed(exc)
+                finally:
+                    self.processed += count
+                    try:
+                        self._end_turn()
+                    finally:
+                        self.holder = 0
+                        flag.append(True)
+                        if previous is not UNMARKED:
+                            _leave_checked(ident, previous)
+                if count >= THROUGHPUT and handoff is not None and queue:
+                    # The rest goes to a dispatcher thread, so that this caller is not
+                    # captured by other threads' traffic; it takes the flag as any
+                    # sender would (a sender that finds it free first runs the mail).
+                    handed_off = True
+                    handoff(self._run)
+                    break
+        finally:
+            if queue and flag and not handed_off:
+                # An interrupt as the flag was given back skipped the look for mail that
+                # came during the turn; its senders left it to this thread.
+                self._run()
+        if self.interrupt is not None:
+            self.raise_interrupt()
+        return ran

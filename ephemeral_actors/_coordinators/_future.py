@@ -21,6 +21,11 @@ Locking protocol (why resolving stays cheap and still never loses a wake-up):
   then sees the outcome) or sees the Condition and resolves under it, notifying.
 * Once `_cond` exists it guards the state, as in CPython. `_LOCK` is never held
   while taking a Condition, so the order is always Condition -> `_LOCK`.
+* Every hold is a `with` on a C lock (`_LOCK`, or the Condition's own `_cond_lock`),
+  never `acquire()` followed by `try`: Python runs a signal handler (Ctrl-C's
+  `KeyboardInterrupt`) when a call returns, so it could strike between a successful
+  `acquire()` and the `try`, and a module lock left taken would stop every future
+  in the process. A `with` on a C lock has no such instant.
 
 Callbacks: the core resolves futures through Pykka's `set()`/`set_exception(exc_info)`
 and `_set_cancelled()` while holding its own (non-reentrant) lock, so a done-callback
@@ -140,6 +145,7 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
     _result: T | None
     _exception: BaseException | None
     _cond: threading.Condition | None
+    _cond_lock: Any = None  # the Condition's lock, once there is a Condition
     _callbacks: list[Callable[[concurrent.futures.Future[T]], object]] | None
     _loop_wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None
     _parked: list[Any] | None
@@ -179,7 +185,11 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
                 cond = self._cond
                 if cond is None:
                     self._waiter_list = []
-                    cond = self._cond = threading.Condition()
+                    # Its lock is kept apart: `with` on a C lock leaves no instant, as
+                    # Condition.__enter__ (Python code) does, where an interrupt could
+                    # strike with the lock taken and never released.
+                    self._cond_lock = lock = threading.RLock()
+                    cond = self._cond = threading.Condition(lock)
         return cond
 
     @property
@@ -261,28 +271,33 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
         """
         waiter = threading.Lock()
         waiter.acquire()
-        lock, _cond = self._acquire()
-        try:
-            if self._state in _DONE or self._get_hook is not None:  # _ready(), inlined
-                return True
-            parked = self._parked
-            if parked is None:
-                self._parked = [waiter]
-            else:
-                parked.append(waiter)
-        finally:
-            lock.release()
+        while True:
+            cond = self._cond
+            lock = _LOCK if cond is None else self._cond_lock
+            with lock:
+                if cond is None and self._cond is not None:
+                    continue  # a Condition made meanwhile: its lock guards the state now
+                if self._state in _DONE or self._get_hook is not None:  # _ready(), inlined
+                    return True
+                parked = self._parked
+                if parked is None:
+                    self._parked = [waiter]
+                else:
+                    parked.append(waiter)
+            break
         if waiter.acquire(True, -1 if timeout is None else max(0.0, timeout)):
             return True
-        lock, _cond = self._acquire()
-        try:
-            # Released between the timeout and here: the outcome is in, so no timeout.
-            parked = self._parked
-            if parked is not None and waiter in parked:
-                parked.remove(waiter)
-            return self._ready()
-        finally:
-            lock.release()
+        while True:
+            cond = self._cond
+            lock = _LOCK if cond is None else self._cond_lock
+            with lock:
+                if cond is None and self._cond is not None:
+                    continue  # a Condition made meanwhile: its lock guards the state now
+                # Released between the timeout and here: the outcome is in, so no timeout.
+                parked = self._parked
+                if parked is not None and waiter in parked:
+                    parked.remove(waiter)
+                return self._ready()
 
     def _ready(self) -> bool:
         return self._state in _DONE or self._get_hook is not None
@@ -334,30 +349,35 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
     __iter__ = __await__  # Pykka futures also support `yield from future`
 
     def _add_waker(self, loop: asyncio.AbstractEventLoop, waker: asyncio.Future[None]) -> bool:
-        lock, _cond = self._acquire()
-        try:
-            if self._state in _DONE:
-                return False
-            if self._loop_wakers is None:
-                self._loop_wakers = []
-            self._loop_wakers.append((loop, waker))
-            return True
-        finally:
-            lock.release()
+        while True:
+            cond = self._cond
+            lock = _LOCK if cond is None else self._cond_lock
+            with lock:
+                if cond is None and self._cond is not None:
+                    continue  # a Condition made meanwhile: its lock guards the state now
+                if self._state in _DONE:
+                    return False
+                if self._loop_wakers is None:
+                    self._loop_wakers = []
+                self._loop_wakers.append((loop, waker))
+                return True
 
     # -- callbacks -----------------------------------------------------------------------
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
         """Call `fn(future)` once the future is done (at once if it already is)."""
-        lock, _cond = self._acquire()
-        try:
-            if self._state not in _DONE:
-                if self._callbacks is None:
-                    self._callbacks = []
-                self._callbacks.append(fn)
-                return
-        finally:
-            lock.release()
+        while True:
+            cond = self._cond
+            lock = _LOCK if cond is None else self._cond_lock
+            with lock:
+                if cond is None and self._cond is not None:
+                    continue  # a Condition made meanwhile: its lock guards the state now
+                if self._state not in _DONE:
+                    if self._callbacks is None:
+                        self._callbacks = []
+                    self._callbacks.append(fn)
+                    return
+            break
         self._invoke((fn,))
 
     def _invoke(self, callbacks: Any) -> None:
@@ -447,16 +467,19 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
         Raises:
             queue.Full: The future was already resolved or has a get hook.
         """
-        lock, cond = self._acquire()
-        try:
-            if self._state in _DONE or self._get_hook is not None:
-                raise _AlreadyResolvedError(f"{self._state}: {self!r}")
-            self._get_hook = func
-            if cond is not None:
-                cond.notify_all()
-            parked, self._parked = self._parked, None
-        finally:
-            lock.release()
+        while True:
+            cond = self._cond
+            lock = _LOCK if cond is None else self._cond_lock
+            with lock:
+                if cond is None and self._cond is not None:
+                    continue  # a Condition made meanwhile: its lock guards the state now
+                if self._state in _DONE or self._get_hook is not None:
+                    raise _AlreadyResolvedError(f"{self._state}: {self!r}")
+                self._get_hook = func
+                if cond is not None:
+                    cond.notify_all()
+                parked, self._parked = self._parked, None
+            break
         # Waiters blocked in get() wake up and compute the value themselves.
         _release_all(parked)
 
@@ -466,16 +489,18 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
         Raises:
             RuntimeError: The future was already running or resolved.
         """
-        lock, _cond = self._acquire()
-        try:
-            if self._state in _CANCELLED:
-                return False
-            if self._state != PENDING:
-                raise RuntimeError(f"future in unexpected state: {self._state}")
-            self._state = RUNNING
-            return True
-        finally:
-            lock.release()
+        while True:
+            cond = self._cond
+            lock = _LOCK if cond is None else self._cond_lock
+            with lock:
+                if cond is None and self._cond is not None:
+                    continue  # a Condition made meanwhile: its lock guards the state now
+                if self._state in _CANCELLED:
+                    return False
+                if self._state != PENDING:
+                    raise RuntimeError(f"future in unexpected state: {self._state}")
+                self._state = RUNNING
+                return True
 
     def cancel(self) -> bool:
         """Cancel the item if it has not started; True if the future is now cancelled.
@@ -514,28 +539,31 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
         defer: bool,
         from_hook: bool = False,
     ) -> bool:
-        lock, cond = self._acquire()
-        try:
-            if self._state in _DONE or (self._get_hook is not None and not from_hook):
-                return False
-            self._result = result
-            self._exception = exception
-            self._state = state
-            self._canceller = None  # as in set(): only a pending future can be cancelled
-            if cond is not None:
-                for waiter in self._waiter_list:
-                    if state != FINISHED:
-                        waiter.add_cancelled(self)
-                    elif exception is not None:
-                        waiter.add_exception(self)
-                    else:
-                        waiter.add_result(self)
-                cond.notify_all()
-            wakers, self._loop_wakers = self._loop_wakers, None
-            callbacks, self._callbacks = self._callbacks, None
-            parked, self._parked = self._parked, None
-        finally:
-            lock.release()
+        while True:
+            cond = self._cond
+            lock = _LOCK if cond is None else self._cond_lock
+            with lock:
+                if cond is None and self._cond is not None:
+                    continue  # a Condition made meanwhile: its lock guards the state now
+                if self._state in _DONE or (self._get_hook is not None and not from_hook):
+                    return False
+                self._result = result
+                self._exception = exception
+                self._state = state
+                self._canceller = None  # as in set(): only a pending future can be cancelled
+                if cond is not None:
+                    for waiter in self._waiter_list:
+                        if state != FINISHED:
+                            waiter.add_cancelled(self)
+                        elif exception is not None:
+                            waiter.add_exception(self)
+                        else:
+                            waiter.add_result(self)
+                    cond.notify_all()
+                wakers, self._loop_wakers = self._loop_wakers, None
+                callbacks, self._callbacks = self._callbacks, None
+                parked, self._parked = self._parked, None
+            break
         _release_all(parked)
         if wakers:
             for loop, waker in wakers:
@@ -550,21 +578,6 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
             else:
                 self._invoke(callbacks)
         return True
-
-    def _acquire(self) -> tuple[Any, threading.Condition | None]:
-        """Take whichever lock guards the state now: (the lock held, the Condition or None)."""
-        # A Condition once made is permanent, so after seeing it we may drop _LOCK
-        # before taking it (and must: the lock order is Condition -> _LOCK). Plain
-        # acquire/release rather than a context manager: this is the per-submit path.
-        cond = self._cond
-        if cond is None:
-            _LOCK.acquire()
-            cond = self._cond
-            if cond is None:
-                return _LOCK, None
-            _LOCK.release()
-        cond.acquire()
-        return cond, cond
 
 
 def _release_all(parked: list[Any] | None) -> None:

@@ -99,10 +99,11 @@ from ephemeral_actors._ids import next_operation_id
 from ephemeral_actors._mailbox import (
     BUSY,
     CHECK_OWNERSHIP,
+    UNMARKED,
     Mailbox,
     Reply,
-    _enter_checked,
     _get_ident,
+    _in_turn,
     _leave_checked,
     check_owner,
     handle_envelope,
@@ -750,34 +751,40 @@ class Core:
             "the operation's own outcome is in its record"
         )
 
-    def _handoff(self, run: Callable[[], None]) -> None:
+    def _handoff(self, run: Callable[[], object]) -> None:
         call_later(self, 0.0, run)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run `fn(*args)` in the supervisor's turn and return its answer (an ask)."""
         mailbox = self.mailbox
-        token = mailbox.begin()
-        if token is BUSY:
-            if mailbox.in_turn():
-                # Called from the supervisor's own turn (its flag is ours): just run it.
-                return fn(*args)
-        else:
-            # Idle with no mail: the turn is this thread's, so no request, no message and
-            # no reply (as for intake). An exception is the caller's, as with a request.
-            try:
-                return fn(*args)
-            except Exception:
-                raise
-            except BaseException as exc:
-                self._crashed(exc)
-                raise
-            finally:
-                mailbox.finish(token)
+        if mailbox.in_turn():
+            # Called from the supervisor's own turn (its flag is ours): just run it.
+            return fn(*args)
+        # Idle with no mail: the turn is this thread's, so no request, no message and no
+        # reply (as for intake). An exception is the caller's, as with a request; any
+        # other (an interrupt) is the supervisor's crash, raised here as well.
+        answer = mailbox.now(self._call_here, fn, args)
+        if answer is not BUSY:
+            if answer is None:
+                raise CoordinatorFaultedError(str(self.fault_error))
+            value, error = answer
+            if error is not None:
+                raise error
+            return value
         request = Call(fn, args)
         self.mailbox.post((self._on_call, request))
         if not request.done:
             request.wait(None)
         return request.result()
+
+    def _call_here(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        try:
+            return fn(*args), None
+        except Exception as exc:
+            return None, exc
+        except BaseException as exc:
+            self._crashed(exc)
+            return None, exc
 
     def _on_call(self, request: Call) -> None:
         try:
@@ -1222,48 +1229,56 @@ class Core:
         flag = mailbox._flag
         if mail or not flag:
             return self._accept_posted(item, future, timeout, mode, key, raw_key)
+        ident = _get_ident()
         try:
             flag.pop()
         except IndexError:  # taken by another thread since the test
             return self._accept_posted(item, future, timeout, mode, key, raw_key)
+        except BaseException:
+            flag.append(True)  # Ctrl-C as the pop returned (see `Mailbox._run`)
+            raise
+        mailbox.holder = ident
         op = None
-        ident = mailbox.holder = _get_ident()
-        if CHECK_OWNERSHIP:
-            previous = _enter_checked(ident, self)
-            self.check_fast_paths()
+        previous: object = UNMARKED
         try:
-            if (
-                not mail  # mail that came before the flag goes first: the general path
-                and self.state is _OPEN
-                and self.npending < self.bound
-                and not self.space_waiters
-            ):
-                if future is None:
-                    op = Operation(self, next_operation_id(), key, raw_key)
-                else:
-                    op = self._new_operation(key, raw_key, future)
-                self.backlog.append((op, item))
-                self.npending += 1
-                op._seq = self.enqueued = self.enqueued + 1
-                self.unsettled += 1
-                if self.running < self.limit:
-                    self._dispatch()
-        except BaseException as exc:
-            op = None
-            self._crashed(exc)
-        finally:
-            mailbox.processed += 1
             try:
-                # `_end_turn` has nothing to do in most of these turns: skip its frame.
-                if self.outcomes or self.replies or self.waiters or self.orphaned:
-                    self._end_turn()
-            finally:
-                mailbox.holder = 0
                 if CHECK_OWNERSHIP:
-                    _leave_checked(ident, previous)
-                flag.append(True)
-        if mail and mailbox.take():
-            mailbox._run()
+                    previous = _in_turn.get(ident)
+                    _in_turn[ident] = self
+                    self.check_fast_paths()
+                if (
+                    not mail  # mail that came before the flag goes first: the general path
+                    and self.state is _OPEN
+                    and self.npending < self.bound
+                    and not self.space_waiters
+                ):
+                    if future is None:
+                        op = Operation(self, next_operation_id(), key, raw_key)
+                    else:
+                        op = self._new_operation(key, raw_key, future)
+                    self.backlog.append((op, item))
+                    self.npending += 1
+                    op._seq = self.enqueued = self.enqueued + 1
+                    self.unsettled += 1
+                    if self.running < self.limit:
+                        self._dispatch()
+            except BaseException as exc:
+                op = None
+                self._crashed(exc)
+            finally:
+                mailbox.processed += 1
+                try:
+                    # `_end_turn` has nothing to do in most of these turns: skip its frame.
+                    if self.outcomes or self.replies or self.waiters or self.orphaned:
+                        self._end_turn()
+                finally:
+                    mailbox.holder = 0
+                    flag.append(True)
+                    if previous is not UNMARKED:
+                        _leave_checked(ident, previous)
+        finally:
+            if mail and flag:
+                mailbox._run()
         if op is None:
             if mailbox.interrupt is not None:
                 mailbox.raise_interrupt()  # Ctrl-C in this turn: the caller's
@@ -1511,99 +1526,107 @@ class Core:
         if mail or not flag:
             mailbox.post((self._on_report, (worker, op, outcome, error)))
             return None
+        ident = _get_ident()
         try:
             flag.pop()
         except IndexError:  # taken by another thread since the test
             mailbox.post((self._on_report, (worker, op, outcome, error)))
             return None
-        if mail:
-            # Mail arrived between the check and the flag: it goes first (see `begin`).
-            mailbox._run()
-            mailbox.post((self._on_report, (worker, op, outcome, error)))
-            return None
+        except BaseException:
+            flag.append(True)  # an interrupt as the pop returned (see `Mailbox._run`)
+            raise
+        mailbox.holder = ident
         entry = None
-        ident = mailbox.holder = _get_ident()
-        if CHECK_OWNERSHIP:
-            previous = _enter_checked(ident, self)
-            self.check_fast_paths()
+        behind = False
+        previous: object = UNMARKED
         try:
-            # The turn itself, once per item, written out (a frame less): a plain
-            # completion (no error, retry, stream or callback) and a plain start.
-            # Anything else takes `_on_done`, which handles every case.
-            if (
-                error is not None
-                or worker.current is not op
-                or op._outcome != RUNNING
-                or worker.retired
-                or worker.abandoned
-                or not self.plain_end
-            ):
-                self._on_done(worker, op, outcome, error)
-            else:
-                ended = self.now()
-                op._ended = ended
-                op._outcome = outcome
-                backlog = self.backlog
-                if backlog.tracks_ended:
-                    backlog.ended(op)
-                op._raw_key = None  # the key may be the item itself: no payload is kept
-                self.completed += 1
-                self.unsettled -= 1
-                window = self.window
-                if ended >= window.expiry:  # past the age bound, or over the size bound
-                    window.trim(ended)
-                reply = op._reply
-                if reply is not None:
-                    op._reply = None
-                    if type(reply) is not OperationFuture:
-                        value = op._result if self.capture_results else None
-                        self.outcomes.append((reply, True, value))
-                        reply = None
-                # `running` still counts `op`: it drops only if no item takes its slot,
-                # so a reader sees no dip between one item and the next on this path.
-                if self.npending and self.running <= self.limit and self.plain_start:
-                    fifo = self.fifo  # the FIFO backlog's deque, popped without a frame
-                    entry = fifo.popleft() if fifo else backlog.pop()
-                if entry is None:
-                    self.running -= 1
-                    worker.current = None
-                    self.idle.append(worker)
-                    self._dispatch()
-                else:
-                    self.npending -= 1
-                    started = entry[0]
-                    started._started = ended  # the same turn: one clock read serves both
-                    window.add(started)
-                    worker.current = started
-                    if self.space_waiters and self.npending <= self.low_water:
-                        self._admit_waiting()
-                    if self.running < self.limit and self.npending:
-                        self._dispatch()
-                if reply is not None:
-                    # The future, resolved here rather than from `outcomes` at the end of
-                    # the turn (a tuple and a loop saved per item), but still after every
-                    # write of the turn: whoever it wakes reads counters that count this
-                    # operation.
-                    try:
-                        reply.set(op._result if self.capture_results else None)
-                    except InvalidStateError:
-                        self._resolved_elsewhere(reply)
-        except BaseException as exc:
-            entry = None
-            self._crashed(exc)
-        finally:
-            mailbox.processed += 1
             try:
-                # `_end_turn` has nothing to do in most of these turns: skip its frame.
-                if self.outcomes or self.replies or self.waiters or self.orphaned:
-                    self._end_turn()
-            finally:
-                mailbox.holder = 0
                 if CHECK_OWNERSHIP:
-                    _leave_checked(ident, previous)
-                flag.append(True)
-        if mail and mailbox.take():
-            mailbox._run()
+                    previous = _in_turn.get(ident)
+                    _in_turn[ident] = self
+                    self.check_fast_paths()
+                # The turn itself, once per item, written out (a frame less): a plain
+                # completion (no error, retry, stream or callback) and a plain start.
+                # Anything else takes `_on_done`, which handles every case.
+                if mail:
+                    behind = True  # mail that came before the flag goes first: posted after it
+                elif (
+                    error is not None
+                    or worker.current is not op
+                    or op._outcome != RUNNING
+                    or worker.retired
+                    or worker.abandoned
+                    or not self.plain_end
+                ):
+                    self._on_done(worker, op, outcome, error)
+                else:
+                    ended = self.now()
+                    op._ended = ended
+                    op._outcome = outcome
+                    backlog = self.backlog
+                    if backlog.tracks_ended:
+                        backlog.ended(op)
+                    op._raw_key = None  # the key may be the item itself: no payload is kept
+                    self.completed += 1
+                    self.unsettled -= 1
+                    window = self.window
+                    if ended >= window.expiry:  # past the age bound, or over the size bound
+                        window.trim(ended)
+                    reply = op._reply
+                    if reply is not None:
+                        op._reply = None
+                        if type(reply) is not OperationFuture:
+                            value = op._result if self.capture_results else None
+                            self.outcomes.append((reply, True, value))
+                            reply = None
+                    # `running` still counts `op`: it drops only if no item takes its slot,
+                    # so a reader sees no dip between one item and the next on this path.
+                    if self.npending and self.running <= self.limit and self.plain_start:
+                        fifo = self.fifo  # the FIFO backlog's deque, popped without a frame
+                        entry = fifo.popleft() if fifo else backlog.pop()
+                    if entry is None:
+                        self.running -= 1
+                        worker.current = None
+                        self.idle.append(worker)
+                        self._dispatch()
+                    else:
+                        self.npending -= 1
+                        started = entry[0]
+                        started._started = ended  # the same turn: one clock read serves both
+                        window.add(started)
+                        worker.current = started
+                        if self.space_waiters and self.npending <= self.low_water:
+                            self._admit_waiting()
+                        if self.running < self.limit and self.npending:
+                            self._dispatch()
+                    if reply is not None:
+                        # The future, resolved here rather than from `outcomes` at the end of
+                        # the turn (a tuple and a loop saved per item), but still after every
+                        # write of the turn: whoever it wakes reads counters that count this
+                        # operation.
+                        try:
+                            reply.set(op._result if self.capture_results else None)
+                        except InvalidStateError:
+                            self._resolved_elsewhere(reply)
+            except BaseException as exc:
+                entry = None
+                self._crashed(exc)
+            finally:
+                mailbox.processed += 1
+                try:
+                    # `_end_turn` has nothing to do in most of these turns: skip its frame.
+                    if self.outcomes or self.replies or self.waiters or self.orphaned:
+                        self._end_turn()
+                finally:
+                    mailbox.holder = 0
+                    flag.append(True)
+                    if previous is not UNMARKED:
+                        _leave_checked(ident, previous)
+        finally:
+            if mail and flag:
+                mailbox._run()
+        if behind:
+            mailbox.post((self._on_report, (worker, op, outcome, error)))
         return entry
 
     def _on_report(self, report: tuple[WorkerBase, Operation, int, BaseException | None]) -> None:
