@@ -46,7 +46,6 @@ __all__ = [
     "BUSY",
     "CHECK_OWNERSHIP",
     "THROUGHPUT",
-    "UNMARKED",
     "Mailbox",
     "Parking",
     "Reply",
@@ -275,9 +274,6 @@ def _wake_future(fut: Any) -> None:
 BUSY: Final = object()
 """`Mailbox.now`'s answer when the actor is in a turn elsewhere or has mail."""
 
-UNMARKED: Final = object()
-"""A turn's `previous` before ownership check mode has marked the turn."""
-
 
 class Mailbox:
     """An actor's mailbox and turn runner.
@@ -357,6 +353,8 @@ class Mailbox:
         if queue or not flag:
             return BUSY
         ident = _get_ident()
+        # Read before the flag: between taking it and the turn's `try` nothing may call.
+        previous = _in_turn.get(ident) if CHECK_OWNERSHIP else None
         try:
             flag.pop()
         except IndexError:  # another thread took it between the test and the pop
@@ -365,12 +363,10 @@ class Mailbox:
             flag.append(True)  # an interrupt as the pop returned: see `_run`
             raise
         self.holder = ident
-        previous: object = UNMARKED
         answer: Any = BUSY
         try:
             try:
                 if CHECK_OWNERSHIP:
-                    previous = _in_turn.get(ident)
                     _in_turn[ident] = self.owner
                 if not queue:
                     answer = handler(*args)
@@ -388,7 +384,7 @@ class Mailbox:
                 finally:
                     self.holder = 0
                     flag.append(True)
-                    if previous is not UNMARKED:
+                    if CHECK_OWNERSHIP:
                         _leave_checked(ident, previous)
         finally:
             if queue and flag:  # mail that came during the turn (or before it)
@@ -418,17 +414,20 @@ class Mailbox:
         returns or a function starts, so it can land between taking the flag and the
         `try` that gives it back, or between giving it back and looking for mail that
         came meanwhile. Hence the shape of every turn here and in `Core`: the thread
-        ident is read before the flag is taken, the pop sits in a `try` of its own that
-        puts the token back, and the `holder` store and the turn's `try` follow with no
-        call between; the release (`holder = 0`, `append`) comes first in the turn's
-        `finally`, and the look for mail is in a `finally` too. An interrupt inside the
-        turn is the owner's crash (`crashed`), as any other exception from a handler.
+        ident (and, in ownership check mode, the thread's innermost turn) is read before
+        the flag is taken, the pop sits in a `try` of its own that puts the token back,
+        and the `holder` store and the turn's `try` follow with no call between; the
+        release (`holder = 0`, `append`) comes first in the turn's `finally`, and the
+        look for mail is in a `finally` too. An interrupt inside the turn is the owner's
+        crash (`crashed`), as any other exception from a handler; one that strikes
+        between taking a message and handling it loses that message with the actor.
         """
         queue = self._queue
         flag = self._flag
         handle = self._handle
         handoff = self._handoff
         ident = _get_ident()
+        previous = _in_turn.get(ident) if CHECK_OWNERSHIP else None  # see `now`
         ran = handed_off = False
         try:
             while queue:
@@ -442,11 +441,9 @@ class Mailbox:
                     raise
                 self.holder = ident
                 ran = True
-                previous: object = UNMARKED
                 count = 0
                 try:
                     if CHECK_OWNERSHIP:
-                        previous = _in_turn.get(ident)
                         _in_turn[ident] = self.owner
                     while queue:
                         handle(queue.popleft())
@@ -465,7 +462,7 @@ class Mailbox:
                     finally:
                         self.holder = 0
                         flag.append(True)
-                        if previous is not UNMARKED:
+                        if CHECK_OWNERSHIP:
                             _leave_checked(ident, previous)
                 if count >= THROUGHPUT and handoff is not None and queue:
                     # The rest goes to a dispatcher thread, so that this caller is not

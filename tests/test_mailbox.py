@@ -1,4 +1,4 @@
-"""The actor runtime's mailbox: turns, the begin/finish fast path, and their order."""
+"""The actor runtime's mailbox: turns, the `now` fast path, and their order."""
 
 from __future__ import annotations
 
@@ -25,45 +25,47 @@ def test_post_runs_the_turn_in_the_caller_when_idle():
     assert not box.in_turn()
 
 
-def test_begin_never_overtakes_mail_already_queued():
+def test_now_never_overtakes_mail_already_queued():
     """A sender between its append and its flag check: the fast path must go behind it."""
     handled: list[str] = []
     box = Mailbox(Owner(), handled.append, lambda: None)
     box._queue.append("earlier")  # appended; its sender has not tried the flag yet
-    assert box.begin() is BUSY
-    box.post("later")
+    assert box.now(lambda: handled.append("now")) is BUSY
+    box.post("later")  # what a caller told BUSY does
     assert handled == ["earlier", "later"]
 
 
-def test_begin_and_finish_make_a_turn_and_run_what_arrived_meanwhile():
-    """Between begin and finish this thread owns the actor; mail sent meanwhile by another
-    thread waits for the turn and is handled by finish, in order, before the flag is free."""
-    owner = Owner()
+def _hold_a_turn(box: Mailbox) -> tuple[threading.Event, threading.Thread]:
+    """Run a turn of `box` on another thread until the returned event is set."""
+    inside = threading.Event()
+    release = threading.Event()
+
+    def held() -> None:
+        inside.set()
+        assert release.wait(WAIT)
+
+    thread = threading.Thread(target=box.now, args=(held,))
+    thread.start()
+    assert inside.wait(WAIT)
+    return release, thread
+
+
+def test_mail_sent_during_a_turn_waits_for_it_and_runs_before_the_flag_is_free():
+    """While one thread is in the actor's turn, another thread's mail only queues; the
+    thread in the turn handles it, in order, before the flag is free again."""
     handled: list[str] = []
     ends: list[int] = []
-    box = Mailbox(owner, handled.append, lambda: ends.append(len(handled)))
-    token = box.begin()
-    assert token is not BUSY
-    assert box.in_turn()
-    posted = threading.Event()
-
-    def other() -> None:
-        assert box.post("from another thread") is False  # the turn is taken: it only queues
-        posted.set()
-
-    thread = threading.Thread(target=other)
-    thread.start()
-    assert posted.wait(WAIT)
-    thread.join(WAIT)
+    box = Mailbox(Owner(), handled.append, lambda: ends.append(len(handled)))
+    release, thread = _hold_a_turn(box)
+    assert box.post("first") is False  # the turn is taken: it only queues
+    assert box.post("second") is False
     assert handled == []
-    box.finish(token)
-    assert handled == ["from another thread"]
-    assert ends == [0, 1]  # the begun turn ended, then the turn that ran the queued mail
+    release.set()
+    thread.join(WAIT)
+    assert handled == ["first", "second"]
+    assert ends == [0, 2]  # the held turn ended, then the turn that ran the queued mail
     assert not box.in_turn()
-    again = box.begin()  # the flag is free again
-    assert again is not BUSY
-    box.finish(again)
-    assert not box.in_turn()
+    assert box.now(lambda: "free again") == "free again"
 
 
 def test_now_runs_the_handler_in_a_turn_and_answers_with_its_value():
@@ -76,20 +78,13 @@ def test_now_runs_the_handler_in_a_turn_and_answers_with_its_value():
     assert box.processed == 1
 
 
-def test_now_is_busy_while_another_thread_runs_a_turn_or_mail_waits():
-    handled: list[str] = []
-    box = Mailbox(Owner(), handled.append, lambda: None)
-    token = box.begin()
-    answer: list[object] = []
-    thread = threading.Thread(target=lambda: answer.append(box.now(lambda: "ran")))
-    thread.start()
-    thread.join(WAIT)
-    assert answer == [BUSY]
-    box.finish(token)
-    box._queue.append("earlier")  # a sender between its append and its flag check
+def test_now_is_busy_while_another_thread_runs_a_turn():
+    box = Mailbox(Owner(), lambda m: None, lambda: None)
+    release, thread = _hold_a_turn(box)
     assert box.now(lambda: "ran") is BUSY
-    box.post("later")
-    assert handled == ["earlier", "later"]
+    release.set()
+    thread.join(WAIT)
+    assert box.now(lambda: "ran") == "ran"
 
 
 def test_now_runs_mail_that_arrived_during_its_turn():

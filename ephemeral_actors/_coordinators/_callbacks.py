@@ -38,6 +38,9 @@ class Callbacks:
         self.thread = threading.Thread(
             target=self.run, name=f"ephemeral-actors-{core.name}-callbacks", daemon=True
         )
+
+    def start(self) -> None:
+        """Start the thread (once the supervisor has recorded this actor: see `_new_worker`)."""
         self.thread.start()
 
     def post(self, op: Operation | None) -> None:

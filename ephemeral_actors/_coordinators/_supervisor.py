@@ -99,7 +99,6 @@ from ephemeral_actors._ids import next_operation_id
 from ephemeral_actors._mailbox import (
     BUSY,
     CHECK_OWNERSHIP,
-    UNMARKED,
     Mailbox,
     Reply,
     _get_ident,
@@ -440,6 +439,7 @@ class Core:
         "streams",
         "supervisor",
         "supervisor_ref",
+        "torn",
         "unsettled",
         "uses_dispatcher",
         "waiters",
@@ -499,6 +499,8 @@ class Core:
         self.processing = True  # state in _PROCESSING, kept as a bool for the hot path
         self.closing = False
         self.fault_error: CoordinatorFaultedError | None = None
+        self.torn = False
+        """An interrupt stopped a turn half-way: counters may have lost track of an item."""
 
         self.npending = 0
         self.window = Window(options.max_tracked_operations, options.max_operation_lifetime)
@@ -702,6 +704,7 @@ class Core:
                 "turn of its supervisor, whose state may be half-updated: it faults"
             )
             self.mailbox.interrupt = error  # raised to the caller once the turn has ended
+            self.torn = True
         else:
             logger.error(f"coordinator {self.name!r}: supervisor handler raised", exc_info=error)
         with contextlib.suppress(BaseException):
@@ -1230,6 +1233,8 @@ class Core:
         if mail or not flag:
             return self._accept_posted(item, future, timeout, mode, key, raw_key)
         ident = _get_ident()
+        # Read before the flag: between taking it and the turn's `try` nothing may call.
+        previous = _in_turn.get(ident) if CHECK_OWNERSHIP else None
         try:
             flag.pop()
         except IndexError:  # taken by another thread since the test
@@ -1239,11 +1244,9 @@ class Core:
             raise
         mailbox.holder = ident
         op = None
-        previous: object = UNMARKED
         try:
             try:
                 if CHECK_OWNERSHIP:
-                    previous = _in_turn.get(ident)
                     _in_turn[ident] = self
                     self.check_fast_paths()
                 if (
@@ -1274,7 +1277,7 @@ class Core:
                 finally:
                     mailbox.holder = 0
                     flag.append(True)
-                    if previous is not UNMARKED:
+                    if CHECK_OWNERSHIP:
                         _leave_checked(ident, previous)
         finally:
             if mail and flag:
@@ -1426,7 +1429,10 @@ class Core:
             worker = AsyncWorker(self, self.worker_numbers)
         else:
             worker = ThreadWorker(self, self.worker_numbers)
+        # Recorded before its thread starts: whatever stops this turn half-way (Ctrl-C
+        # in the main thread), `close()` still finds the thread and ends it.
         self.workers.append(worker)
+        worker.start()
         return worker
 
     def key_pending(self, raw_key: Any) -> int:
@@ -1527,6 +1533,8 @@ class Core:
             mailbox.post((self._on_report, (worker, op, outcome, error)))
             return None
         ident = _get_ident()
+        # Read before the flag: between taking it and the turn's `try` nothing may call.
+        previous = _in_turn.get(ident) if CHECK_OWNERSHIP else None
         try:
             flag.pop()
         except IndexError:  # taken by another thread since the test
@@ -1538,11 +1546,9 @@ class Core:
         mailbox.holder = ident
         entry = None
         behind = False
-        previous: object = UNMARKED
         try:
             try:
                 if CHECK_OWNERSHIP:
-                    previous = _in_turn.get(ident)
                     _in_turn[ident] = self
                     self.check_fast_paths()
                 # The turn itself, once per item, written out (a frame less): a plain
@@ -1620,7 +1626,7 @@ class Core:
                 finally:
                     mailbox.holder = 0
                     flag.append(True)
-                    if previous is not UNMARKED:
+                    if CHECK_OWNERSHIP:
                         _leave_checked(ident, previous)
         finally:
             if mail and flag:
@@ -1705,6 +1711,7 @@ class Core:
             callbacks = self.callbacks
             if callbacks is None and not self.closed_event.is_set():
                 callbacks = self.callbacks = Callbacks(self)
+                callbacks.start()
             # Once close() stopped the callbacks actor, an operation that ends late (a
             # body close(timeout) abandoned) would queue behind the stop message and
             # never settle, and drain() would wait for it for good (issue 13, #4).
@@ -2224,6 +2231,27 @@ class Core:
     def _on_closed(self, _: object) -> None:
         if self.state is not CoordinatorState.CLOSED:
             self._set_state(CoordinatorState.CLOSED)
+        if self.torn:
+            # The interrupted turn may have taken an item out of the backlog and stopped
+            # before a worker had it, or queued an item and stopped before counting it
+            # (the fault then cancelled it). Every worker has ended: an item no outcome
+            # counts now never ends, so it is counted as failed, and an item cancelled
+            # uncounted is counted as accepted, and both are said, rather than left for
+            # `stats()` to disagree with itself.
+            lost = self.enqueued - (self.completed + self.failed + self.cancelled)
+            if lost > 0:
+                self.failed += lost
+                logger.warning(
+                    f"coordinator {self.name!r}: {lost} item(s) lost by the turn the "
+                    "interrupt stopped are counted as failed"
+                )
+            elif lost < 0:
+                self.enqueued -= lost
+                logger.warning(
+                    f"coordinator {self.name!r}: {-lost} item(s) queued by the turn the "
+                    "interrupt stopped, before it counted them, are counted as accepted"
+                )
+            self.npending = self.running = self.unsettled = 0
 
     def _release_runtime(self, deadline: float | None) -> None:
         """Return this coordinator's references on the process-wide runtime (once)."""
@@ -2274,7 +2302,11 @@ class Core:
         for worker in workers:
             worker.join(remaining(deadline))
         callbacks = self.callbacks
-        if callbacks is not None and callbacks.thread is not threading.current_thread():
+        if (
+            callbacks is not None
+            and callbacks.thread.ident is not None  # else an interrupt stopped its start
+            and callbacks.thread is not threading.current_thread()
+        ):
             callbacks.thread.join(remaining(deadline))
         feeder = self.feeder
         if feeder is not None and feeder is not threading.current_thread():

@@ -114,6 +114,9 @@ class WorkerBase:
     def depth(self) -> int:
         return 0
 
+    def start(self) -> None:
+        """Start the worker's thread, if it has one (once the supervisor records it)."""
+
     def join(self, timeout: float | None) -> bool:  # noqa: ARG002
         """Wait for the worker's thread; True if it is gone."""
         return True
@@ -138,6 +141,8 @@ class ThreadWorker(WorkerBase):
             name=f"ephemeral-actors-{core.name}-worker-{number}",
             daemon=True,
         )
+
+    def start(self) -> None:
         self.thread.start()
 
     def __repr__(self) -> str:
@@ -208,8 +213,8 @@ class ThreadWorker(WorkerBase):
 
     def join(self, timeout: float | None) -> bool:
         thread = self.thread
-        if thread is threading.current_thread():
-            return True
+        if thread is threading.current_thread() or thread.ident is None:
+            return True  # never started: an interrupt stopped `start` before the thread
         thread.join(timeout)
         return not thread.is_alive()
 

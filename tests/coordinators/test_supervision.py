@@ -187,7 +187,7 @@ def test_an_interrupt_is_raised_only_after_the_mail_behind_it_ran(make):
         raise KeyboardInterrupt
 
     behind = Call(lambda: "answered", ())
-    assert mailbox.take()  # as a turn in progress: the two messages queue behind it
+    # Queued as if posted during a turn in progress, then run as that turn would.
     mailbox._queue.append((interrupted, None))
     mailbox._queue.append((core._on_call, behind))
     with pytest.raises(KeyboardInterrupt):
