@@ -94,7 +94,7 @@ def test_interrupts_at_random_instants_never_wedge_a_coordinator(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     wedged = 0
-    unsettled: list[tuple[int, int]] = []
+    unsettled: list[tuple[int, int, int, bool]] = []
     landed_in_a_turn = 0
     try:
         for _ in range(ROUNDS):
