@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ephemeral_actors._mailbox import BUSY, Mailbox
 from tests.conftest import WAIT
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Owner:
@@ -166,3 +170,34 @@ def test_turns_never_overlap_and_no_message_is_lost_when_many_threads_post() -> 
     assert overlaps == []
     assert sorted(handled) == sorted(n * 10_000 + i for n in range(8) for i in range(2_000))
     assert not box.in_turn()
+
+
+def test_an_interrupt_out_of_a_handler_is_the_owners_crash_and_the_mail_behind_it_runs():
+    """What escapes `handle` (an interrupt striking between two messages) goes to
+    `crashed`; the turn still ends, the flag is free, and the mail behind it is handled.
+    Without `crashed` it propagates, but only after that mail has run."""
+
+    def handler(handled: list[str]) -> Callable[[str], None]:
+        def handle(message: str) -> None:
+            if message == "interrupted":
+                raise KeyboardInterrupt
+            handled.append(message)
+
+        return handle
+
+    crashes: list[BaseException] = []
+    handled: list[str] = []
+    box = Mailbox(Owner(), handler(handled), lambda: None, crashed=crashes.append)
+    box._queue.extend(["before", "interrupted", "after"])  # as if posted during a turn
+    assert box._run() is True
+    assert handled == ["before", "after"]
+    assert [type(c) for c in crashes] == [KeyboardInterrupt]
+    assert box.now(lambda: "free") == "free"
+
+    plain_handled: list[str] = []
+    plain = Mailbox(Owner(), handler(plain_handled), lambda: None)
+    plain._queue.extend(["before", "interrupted", "after"])
+    with pytest.raises(KeyboardInterrupt):
+        plain._run()
+    assert plain_handled == ["before", "after"]
+    assert plain.now(lambda: "free") == "free"
