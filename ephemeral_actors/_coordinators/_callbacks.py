@@ -40,7 +40,7 @@ class Callbacks:
         )
 
     def start(self) -> None:
-        """Start the thread (once the supervisor has recorded this actor: see `_new_worker`)."""
+        """Start the thread, once the supervisor has recorded this actor (`Core._new_worker`)."""
         self.thread.start()
 
     def post(self, op: Operation | None) -> None:
