@@ -40,7 +40,7 @@ from asyncio.events import _get_running_loop
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 __all__ = [
     "BUSY",
@@ -274,6 +274,8 @@ def _wake_future(fut: Any) -> None:
 BUSY: Final = object()
 """`Mailbox.now`'s answer when the actor is in a turn elsewhere or has mail."""
 
+_NEVER: Final = object()  # the sentinel of `Mailbox._take`: never a message
+
 
 class Mailbox:
     """An actor's mailbox and turn runner.
@@ -295,6 +297,8 @@ class Mailbox:
         "_handle",
         "_handoff",
         "_queue",
+        "_requeued",
+        "_take",
         "holder",
         "interrupt",
         "owner",
@@ -313,6 +317,10 @@ class Mailbox:
         self._crashed = crashed
         self._queue: collections.deque[Any] = collections.deque()
         self._flag: collections.deque[bool] = collections.deque((True,))
+        # Pops one message per step with no interrupt point between the pop and the
+        # store of what it popped (`_run`); the sentinel is never posted.
+        self._take: Iterator[Any] = iter(self._queue.popleft, _NEVER)
+        self._requeued: Any = None  # a message an interrupt stopped at its handler's entry
         self.holder = 0
         """The ident of the thread in this actor's turn; 0 outside turns."""
         self._handle = handle
@@ -419,13 +427,17 @@ class Mailbox:
         and the `holder` store and the turn's `try` follow with no call between; the
         release (`holder = 0`, `append`) comes first in the turn's `finally`, and the
         look for mail is in a `finally` too. An interrupt inside the turn is the owner's
-        crash (`crashed`), as any other exception from a handler; one that strikes
-        between taking a message and handling it loses that message with the actor.
+        crash (`crashed`), as any other exception from a handler. One that strikes as a
+        handler is entered finds the message taken but not handled: it goes back to the
+        front of the mailbox and is handled after the crash (a request from another
+        thread is answered, not stranded). The message is taken by a `for` over `_take`
+        because nothing can be raised between that pop and the store of its result.
         """
         queue = self._queue
         flag = self._flag
         handle = self._handle
         handoff = self._handoff
+        take = self._take
         ident = _get_ident()
         previous = _in_turn.get(ident) if CHECK_OWNERSHIP else None  # see `now`
         ran = handed_off = False
@@ -446,7 +458,25 @@ class Mailbox:
                     if CHECK_OWNERSHIP:
                         _in_turn[ident] = self.owner
                     while queue:
-                        handle(queue.popleft())
+                        # `message = queue.popleft()` could lose the message: an interrupt
+                        # can be raised as the pop returns. FOR_ITER and the store are no
+                        # such point (the loop only takes one: the queue is not empty).
+                        for message in take:  # noqa: B007 - used after the break
+                            break
+                        try:
+                            handle(message)
+                        except BaseException:
+                            # `handle` never raises: this struck as it was entered, before
+                            # the message was handled. It goes back to the front, to be
+                            # handled after the crash (once: a second raise drops it).
+                            if message is self._requeued:
+                                self._requeued = None
+                            else:
+                                self._requeued = message
+                                queue.appendleft(message)
+                            raise
+                        if message is self._requeued:
+                            self._requeued = None  # handled: no payload is kept
                         count += 1
                         if count >= THROUGHPUT and handoff is not None and queue:
                             break

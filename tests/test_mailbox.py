@@ -172,14 +172,20 @@ def test_turns_never_overlap_and_no_message_is_lost_when_many_threads_post() -> 
     assert not box.in_turn()
 
 
-def test_an_interrupt_out_of_a_handler_is_the_owners_crash_and_the_mail_behind_it_runs():
-    """What escapes `handle` (an interrupt striking between two messages) goes to
-    `crashed`; the turn still ends, the flag is free, and the mail behind it is handled.
-    Without `crashed` it propagates, but only after that mail has run."""
+def test_an_interrupt_at_a_handlers_entry_is_the_owners_crash_and_the_message_is_still_handled():
+    """What escapes `handle` (which never raises) is an interrupt that struck as the
+    handler was entered: the message was taken but not handled. It goes to `crashed`,
+    the turn ends, the flag is free, and the message is handled after the crash, before
+    the mail behind it (a request from another thread is answered, not stranded).
+    Without `crashed` the interrupt propagates, once that mail has run. (Until 0.2 the
+    message was lost: its sender waited for ever.)"""
 
     def handler(handled: list[str]) -> Callable[[str], None]:
+        interrupts = ["interrupted"]  # as a real interrupt: once
+
         def handle(message: str) -> None:
-            if message == "interrupted":
+            if message in interrupts:
+                interrupts.remove(message)
                 raise KeyboardInterrupt
             handled.append(message)
 
@@ -190,14 +196,42 @@ def test_an_interrupt_out_of_a_handler_is_the_owners_crash_and_the_mail_behind_i
     box = Mailbox(Owner(), handler(handled), lambda: None, crashed=crashes.append)
     box._queue.extend(["before", "interrupted", "after"])  # as if posted during a turn
     assert box._run() is True
-    assert handled == ["before", "after"]
+    assert handled == ["before", "interrupted", "after"]
     assert [type(c) for c in crashes] == [KeyboardInterrupt]
     assert box.now(lambda: "free") == "free"
+    assert box._requeued is None  # nothing of a handled message is kept
 
     plain_handled: list[str] = []
     plain = Mailbox(Owner(), handler(plain_handled), lambda: None)
     plain._queue.extend(["before", "interrupted", "after"])
     with pytest.raises(KeyboardInterrupt):
         plain._run()
-    assert plain_handled == ["before", "after"]
+    assert plain_handled == ["before", "interrupted", "after"]
+    assert plain.now(lambda: "free") == "free"
+
+
+def test_a_message_whose_handler_raises_twice_is_dropped_not_retried_for_ever():
+    """A handler that breaks the contract and raises on every try: its message is
+    handled again once, then dropped, and the mail behind it runs."""
+
+    def handle(message: str) -> None:
+        if message == "poison":
+            raise KeyboardInterrupt
+        handled.append(message)
+
+    crashes: list[BaseException] = []
+    handled: list[str] = []
+    box = Mailbox(Owner(), handle, lambda: None, crashed=crashes.append)
+    box._queue.extend(["before", "poison", "after"])
+    assert box._run() is True
+    assert handled == ["before", "after"]
+    assert [type(c) for c in crashes] == [KeyboardInterrupt, KeyboardInterrupt]
+    assert box._requeued is None
+
+    handled.clear()
+    plain = Mailbox(Owner(), handle, lambda: None)
+    plain._queue.extend(["before", "poison", "after"])
+    with pytest.raises(KeyboardInterrupt):
+        plain._run()
+    assert handled == ["before", "after"]
     assert plain.now(lambda: "free") == "free"

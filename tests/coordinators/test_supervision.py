@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -194,4 +195,52 @@ def test_an_interrupt_is_raised_only_after_the_mail_behind_it_ran(make):
         mailbox._run()
     assert behind.done
     assert behind.result() == "answered"
+    assert c.is_faulted
+
+
+def test_a_request_an_interrupt_stops_at_its_handlers_entry_is_still_answered(make):
+    """Ctrl-C in the main thread as it enters the handler of another thread's request
+    (mail it runs after its own turn): the request was taken from the mailbox but not
+    handled. The supervisor dies of the interrupt, and the request is then handled, so
+    its sender gets an answer (here the fault) instead of waiting for ever."""
+    c = make(lambda _: None)
+    core = c._core
+    mailbox = core.mailbox
+    receive = mailbox._handle
+    raised: list[object] = []
+
+    def interrupted_on_entry(message: object) -> None:
+        if not raised and mailbox.holder == threading.main_thread().ident:
+            raised.append(message)
+            raise KeyboardInterrupt  # where the signal handler would raise it
+        receive(message)
+
+    mailbox._handle = interrupted_on_entry
+    outcome: list[object] = []
+    posted = threading.Event()
+
+    def other_thread() -> None:
+        try:
+            outcome.append(c.stats())
+        except CoordinatorFaultedError as exc:
+            outcome.append(exc)
+
+    def main_thread_turn() -> None:
+        thread.start()
+        # The other thread finds this turn in progress and posts its request (no event
+        # marks a post: a bounded wait on the mailbox itself).
+        deadline = time.monotonic() + WAIT
+        while not len(mailbox) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        if len(mailbox):
+            posted.set()
+
+    # A daemon: a lost request must fail the test, not hang the run.
+    thread = threading.Thread(target=other_thread, daemon=True)
+    with pytest.raises(KeyboardInterrupt):
+        mailbox.now(main_thread_turn)  # its mail runs as the turn ends
+    thread.join(WAIT)
+    assert not thread.is_alive(), "the request was lost: its sender still waits"
+    assert posted.is_set() and raised
+    assert len(outcome) == 1
     assert c.is_faulted

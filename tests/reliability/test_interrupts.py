@@ -35,11 +35,12 @@ ROUNDS = 150
 
 
 _armed = [False]
+_raises: list[type[BaseException]] = [KeyboardInterrupt]
 
 
 def _interrupt(signum: int, frame: object) -> None:
     if _armed[0]:  # a signal already pending when the timer was stopped is not raised
-        raise KeyboardInterrupt
+        raise _raises[0]
 
 
 def _disarm() -> None:
@@ -82,12 +83,22 @@ def _loop_submit(c: WorkCoordinator[Any, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "loop", [_loop_enqueue, _loop_mixed, _loop_submit], ids=["enqueue", "mixed", "submit"]
+    ("loop", "raised"),
+    [
+        (_loop_enqueue, KeyboardInterrupt),
+        (_loop_mixed, KeyboardInterrupt),
+        (_loop_submit, KeyboardInterrupt),
+        # A SIGTERM handler that exits (`sys.exit` raises SystemExit): any exception that
+        # is not an `Exception`, raised in the main thread, takes the interrupt's path.
+        (_loop_mixed, SystemExit),
+    ],
+    ids=["enqueue", "mixed", "submit", "mixed-SystemExit"],
 )
 def test_interrupts_at_random_instants_never_wedge_a_coordinator(
-    loop: Callable[[WorkCoordinator[Any, Any]], None],
+    loop: Callable[[WorkCoordinator[Any, Any]], None], raised: type[BaseException]
 ) -> None:
     rng = random.Random(20261202)
+    _raises[0] = raised
     previous = signal.signal(signal.SIGVTALRM, _interrupt)
     # The collector would run earlier rounds' finalizers at any allocation, and an
     # interrupt striking in one is printed and dropped: collect between rounds instead.
@@ -106,7 +117,7 @@ def test_interrupts_at_random_instants_never_wedge_a_coordinator(
                 _armed[0] = True
                 signal.setitimer(signal.ITIMER_VIRTUAL, delay, delay)
                 loop(c)
-            except (KeyboardInterrupt, CoordinatorFaultedError):
+            except (raised, CoordinatorFaultedError):
                 # Faulted: the interrupt struck in a turn, then the loop called again.
                 _armed[0] = False  # first, and no call before it: no second interrupt
             finally:
