@@ -33,6 +33,7 @@ to another idle actor), so a write is allowed only in its owner's own, innermost
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import os
 import threading
@@ -274,8 +275,6 @@ def _wake_future(fut: Any) -> None:
 BUSY: Final = object()
 """`Mailbox.now`'s answer when the actor is in a turn elsewhere or has mail."""
 
-_NEVER: Final = object()  # the sentinel of `Mailbox._take`: never a message
-
 
 class Mailbox:
     """An actor's mailbox and turn runner.
@@ -318,8 +317,9 @@ class Mailbox:
         self._queue: collections.deque[Any] = collections.deque()
         self._flag: collections.deque[bool] = collections.deque((True,))
         # Pops one message per step with no interrupt point between the pop and the
-        # store of what it popped (`_run`); the sentinel is never posted.
-        self._take: Iterator[Any] = iter(self._queue.popleft, _NEVER)
+        # store of what it popped (`_run`); `map` over `repeat`, unlike `iter(popleft,
+        # sentinel)`, compares nothing. It raises IndexError when empty: `_run` asks first.
+        self._take: Iterator[Any] = map(collections.deque.popleft, itertools.repeat(self._queue))
         self._requeued: Any = None  # a message an interrupt stopped at its handler's entry
         self.holder = 0
         """The ident of the thread in this actor's turn; 0 outside turns."""
