@@ -133,10 +133,13 @@ class Reply:
         self._finish()
 
     def _finish(self) -> None:
+        # Idempotent: an interrupt can stop the owner's loop over its replies, which
+        # then runs again at the end of its next turn (`Core._end_turn`).
         self.done = True
         waiter = self.waiter
         if waiter is None:
             return
+        self.waiter = None
         if type(waiter) is tuple:
             loop, fut = waiter
             call_on_loop(loop, _wake_future, fut)

@@ -677,11 +677,25 @@ class Core:
                 handler(arg)
             except BaseException as exc:
                 self._crashed(exc)
+                if isinstance(arg, Reply):
+                    self._answer_stranded(arg)
             return
         if type(message) is Envelope:
             self._receive_envelope(message)
             return
         logger.error(f"coordinator {self.name!r}: unexpected message {message!r}")
+
+    def _answer_stranded(self, request: Reply) -> None:
+        """Answer a request whose handler the supervisor's crash stopped (an interrupt).
+
+        Its sender would otherwise wait for ever: the handler may have died before
+        queueing the answer. It gets the answer the handler had set, or the fault.
+        """
+        if request.done or any(reply is request for reply in self.replies):
+            return
+        if request.error is None and request.value is None:
+            request.error = CoordinatorFaultedError(str(self.fault_error))
+        self.replies.append(request)
 
     def _receive_envelope(self, envelope: Envelope[Any]) -> None:
         handle_envelope(self.supervisor, envelope, self._rejected)
@@ -727,9 +741,11 @@ class Core:
             self._check_waiters()
         replies = self.replies
         if replies:
-            self.replies = []
+            # Cleared after the loop, not before: an interrupt that stops it leaves the
+            # rest listed for the next turn's end (`_finish` is idempotent).
             for reply in replies:
                 reply._finish()
+            self.replies = []
         outcomes = self.outcomes
         if outcomes:
             self.outcomes = []

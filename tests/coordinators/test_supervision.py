@@ -198,6 +198,67 @@ def test_an_interrupt_is_raised_only_after_the_mail_behind_it_ran(make):
     assert c.is_faulted
 
 
+def test_a_request_whose_handler_an_interrupt_stops_is_answered_with_the_fault(make):
+    """Ctrl-C inside the handler of another thread's request (here the state query
+    itself): the supervisor dies of it, and the request, which its handler never got
+    to queue for an answer, is answered with the fault instead of being stranded."""
+    from ephemeral_actors._coordinators._requests import Call  # noqa: PLC0415
+
+    c = make(lambda _: None)
+    core = c._core
+    mailbox = core.mailbox
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt  # where the signal handler would raise it
+
+    stranded = Call(interrupted, ())
+    behind = Call(lambda: "answered", ())
+    mailbox._queue.append((core._on_call, stranded))  # as if posted during a turn
+    mailbox._queue.append((core._on_call, behind))
+    with pytest.raises(KeyboardInterrupt):
+        mailbox._run()
+    assert stranded.done
+    with pytest.raises(CoordinatorFaultedError):
+        stranded.result()
+    assert behind.done
+    assert behind.result() == "answered"
+    assert c.is_faulted
+
+
+def test_replies_an_interrupt_left_unsent_go_out_at_the_next_turns_end(make):
+    """An interrupt that stops the loop answering a turn's requests leaves the rest
+    listed; the next turn's end answers them (an answer is never sent twice)."""
+    from ephemeral_actors._coordinators._requests import Call  # noqa: PLC0415
+
+    c = make(lambda _: None)
+    core = c._core
+    first, second = Call(lambda: 1, ()), Call(lambda: 2, ())
+    for request in (first, second):
+        request.value = request.fn()
+    interrupts = [KeyboardInterrupt()]
+    finish = first._finish
+
+    class Interrupting:
+        """A reply whose first answer is interrupted at its start, then goes through."""
+
+        done = False
+
+        def _finish(self) -> None:
+            if interrupts:
+                raise interrupts.pop()
+            finish()
+            self.done = True
+
+    interrupting = Interrupting()
+    with pytest.raises(KeyboardInterrupt):  # raised at the end of the turn
+        core.mailbox.now(core.replies.extend, [interrupting, second])
+    assert not second.done, "the loop was stopped before the second answer"
+    assert interrupting.done is False
+    assert c.stats() is not None  # any later turn
+    assert interrupting.done and first.done and second.done
+    assert core.replies == []
+
+
 def test_a_request_an_interrupt_stops_at_its_handlers_entry_is_still_answered(make):
     """Ctrl-C in the main thread as it enters the handler of another thread's request
     (mail it runs after its own turn): the request was taken from the mailbox but not
