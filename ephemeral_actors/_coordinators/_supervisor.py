@@ -712,21 +712,37 @@ class Core:
         An interrupt in its turn (Ctrl-C in the thread running it) is no bug, but it may
         have stopped the turn half-way: the supervisor dies of it just the same.
         """
-        if interrupts_caller(error):
-            logger.error(
-                f"coordinator {self.name!r}: interrupted ({type(error).__name__}) during a "
-                "turn of its supervisor, whose state may be half-updated: it faults"
-            )
+        interrupted = interrupts_caller(error)
+        if interrupted:
+            # State first, log last: a second interrupt (a repeating signal) can strike
+            # in the logging, and must not leave the coordinator neither faulted nor
+            # known to be torn. That second one is dropped: the first reaches the caller.
             self.mailbox.interrupt = error  # raised to the caller once the turn has ended
             self.torn = True
-        else:
-            logger.error(f"coordinator {self.name!r}: supervisor handler raised", exc_info=error)
         with contextlib.suppress(BaseException):
             actor = self.supervisor
             if not actor.actor_stopped.is_set():
                 pykka.ActorRegistry.unregister(self.supervisor_ref)
                 actor.actor_stopped.set()
-        self._fault(error)
+        try:
+            self._fault(error)
+        except BaseException:
+            if not interrupted:
+                raise
+            # A second interrupt while faulting: the fault is recorded first, so it
+            # stands; the interrupt is dropped (the first one reaches the caller).
+        finally:
+            if interrupted:
+                with contextlib.suppress(BaseException):
+                    logger.error(
+                        f"coordinator {self.name!r}: interrupted ({type(error).__name__}) "
+                        "during a turn of its supervisor, whose state may be half-updated: "
+                        "it faults"
+                    )
+            else:
+                logger.error(
+                    f"coordinator {self.name!r}: supervisor handler raised", exc_info=error
+                )
 
     def _end_turn(self) -> None:
         # The written-out turns (`accept_plain`, `report_and_take`) skip this call unless
@@ -2129,6 +2145,20 @@ class Core:
         cause = f": {error!r}" if error is not None else ""
         what = "its workers crashed too often" if escalated else "its supervisor actor died"
         fault = CoordinatorFaultedError(f"coordinator {self.name!r} faulted, {what}{cause}")
+        if self.state is CoordinatorState.CLOSED or self.fault_error is not None:
+            self._log_fault(what, error)
+            return
+        # The fault first, the log after it (see `_crashed`).
+        self.fault_error = fault
+        self._set_state(CoordinatorState.FAULTED)
+        self._drop_backlog(lambda: CoordinatorFaultedError(str(fault)))
+        self.on_sample = None
+        self.observers = ()
+        self.refresh_fast_paths()
+        self._intake_closed()
+        self._log_fault(what, error)
+
+    def _log_fault(self, what: str, error: BaseException | None) -> None:
         logger.error(
             "coordinator %r faulted: %s%s",
             self.name,
@@ -2142,15 +2172,6 @@ class Core:
                 "event": "supervisor.faulted",
             },
         )
-        if self.state is CoordinatorState.CLOSED or self.fault_error is not None:
-            return
-        self.fault_error = fault
-        self._set_state(CoordinatorState.FAULTED)
-        self._drop_backlog(lambda: CoordinatorFaultedError(str(fault)))
-        self.on_sample = None
-        self.observers = ()
-        self.refresh_fast_paths()
-        self._intake_closed()
 
     @property
     def is_faulted(self) -> bool:

@@ -198,6 +198,47 @@ def test_an_interrupt_is_raised_only_after_the_mail_behind_it_ran(make):
     assert c.is_faulted
 
 
+def test_a_second_interrupt_while_the_supervisor_logs_its_crash_still_leaves_it_faulted(
+    make, monkeypatch
+):
+    """A repeating signal can strike again while the supervisor dies of the first
+    interrupt (its log records are written then), here in the intake turn an
+    `enqueue` runs. The fault and the torn turn are recorded before anything is
+    logged, so the coordinator is faulted all the same and `close()` reconciles its
+    counters; the second interrupt is dropped, the first reaches the caller. (Before,
+    the second one escaped the crash path first thing, and the coordinator was left
+    neither faulted nor known to be torn.)"""
+    import logging  # noqa: PLC0415
+
+    c = make(lambda _: None)
+    c.pause()
+    second = [KeyboardInterrupt("second")]
+
+    class InterruptedOnce(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if second:
+                raise second.pop()
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt("first")  # where the signal handler would raise it
+
+    handler = InterruptedOnce(level=logging.ERROR)
+    logger = logging.getLogger("ephemeral_actors")
+    logger.addHandler(handler)
+    monkeypatch.setattr(_supervisor, "next_operation_id", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt, match="first"):
+            c.enqueue(1)
+    finally:
+        logger.removeHandler(handler)
+        monkeypatch.undo()
+    assert not second, "the crash path logged nothing"
+    assert c.is_faulted
+    assert c._core.torn
+    with pytest.raises(CoordinatorFaultedError):
+        c.enqueue(2)
+
+
 def test_a_request_whose_handler_an_interrupt_stops_is_answered_with_the_fault(make):
     """Ctrl-C inside the handler of another thread's request (here the state query
     itself): the supervisor dies of it, and the request, which its handler never got
