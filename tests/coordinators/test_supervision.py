@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -15,6 +14,7 @@ from ephemeral_actors import (
     WorkerCrashError,
 )
 from ephemeral_actors._coordinators import _supervisor
+from ephemeral_actors._mailbox import Mailbox
 from ephemeral_actors.testing import crash_worker
 from tests.conftest import WAIT
 
@@ -300,7 +300,7 @@ def test_replies_an_interrupt_left_unsent_go_out_at_the_next_turns_end(make):
     assert core.replies == []
 
 
-def test_a_request_an_interrupt_stops_at_its_handlers_entry_is_still_answered(make):
+def test_a_request_an_interrupt_stops_at_its_handlers_entry_is_still_answered(make, monkeypatch):
     """Ctrl-C in the main thread as it enters the handler of another thread's request
     (mail it runs after its own turn): the request was taken from the mailbox but not
     handled. The supervisor dies of the interrupt, and the request is then handled, so
@@ -320,6 +320,15 @@ def test_a_request_an_interrupt_stops_at_its_handlers_entry_is_still_answered(ma
     mailbox._handle = interrupted_on_entry
     outcome: list[object] = []
     posted = threading.Event()
+    post = Mailbox.post
+
+    def post_and_tell(self: Mailbox, message: object) -> bool:
+        ran = post(self, message)
+        if self is mailbox and threading.current_thread() is thread:
+            posted.set()  # the other thread's request is in the mailbox
+        return ran
+
+    monkeypatch.setattr(Mailbox, "post", post_and_tell)
 
     def other_thread() -> None:
         try:
@@ -329,13 +338,8 @@ def test_a_request_an_interrupt_stops_at_its_handlers_entry_is_still_answered(ma
 
     def main_thread_turn() -> None:
         thread.start()
-        # The other thread finds this turn in progress and posts its request (no event
-        # marks a post: a bounded wait on the mailbox itself).
-        deadline = time.monotonic() + WAIT
-        while not len(mailbox) and time.monotonic() < deadline:
-            time.sleep(0.001)
-        if len(mailbox):
-            posted.set()
+        # The other thread finds this turn in progress and posts its request.
+        assert posted.wait(WAIT), "the other thread's request was never posted"
 
     # A daemon: a lost request must fail the test, not hang the run.
     thread = threading.Thread(target=other_thread, daemon=True)
@@ -343,6 +347,6 @@ def test_a_request_an_interrupt_stops_at_its_handlers_entry_is_still_answered(ma
         mailbox.now(main_thread_turn)  # its mail runs as the turn ends
     thread.join(WAIT)
     assert not thread.is_alive(), "the request was lost: its sender still waits"
-    assert posted.is_set() and raised
+    assert raised
     assert len(outcome) == 1
     assert c.is_faulted
