@@ -418,6 +418,7 @@ class Core:
         "options",
         "orphaned",
         "outcomes",
+        "outcomes_sent",
         "paused",
         "plain_end",
         "plain_start",
@@ -564,6 +565,7 @@ class Core:
         self.replies: list[Reply] = []
         # (future, True: result / False: error / None: cancelled, value)
         self.outcomes: list[tuple[Any, bool | None, Any]] = []
+        self.outcomes_sent = 0  # see `_end_turn`
         self.callbacks: Callbacks | None = None
         self.observers: tuple[Callable[[OperationSnapshot], None], ...] = ()
         self.uses_dispatcher = False
@@ -764,8 +766,18 @@ class Core:
             self.replies = []
         outcomes = self.outcomes
         if outcomes:
-            self.outcomes = []
-            for future, ok, value in outcomes:
+            # As the answers above: the list is cleared only after the loop, so an
+            # interrupt that stops it leaves the rest for the next turn's end (a future's
+            # waiter is never left waiting). `outcomes_sent` is 1 + the index of the
+            # outcome being resolved (0: no loop stopped half-way); that one may have been
+            # resolved just before the stop, so a second try at it is no caller's doing.
+            # Resolving one can run callbacks that append more: read to the end.
+            retried = self.outcomes_sent - 1
+            index = max(retried, 0)
+            while index < len(outcomes):
+                future, ok, value = outcomes[index]
+                index += 1
+                self.outcomes_sent = index
                 try:
                     if ok and type(future) is OperationFuture:
                         future.set(value)  # resolve's usual case, without its frame
@@ -774,7 +786,10 @@ class Core:
                     else:
                         resolve(future, ok, value)
                 except (InvalidStateError, queue.Full):
-                    self._resolved_elsewhere(future)
+                    if index - 1 != retried:
+                        self._resolved_elsewhere(future)
+            self.outcomes = []
+            self.outcomes_sent = 0
 
     def _resolved_elsewhere(self, future: Any) -> None:
         # The caller resolved the future itself (`set_result` is public API): its value
@@ -2275,6 +2290,7 @@ class Core:
             # counts now never ends, so it is counted as failed, and an item cancelled
             # uncounted is counted as accepted, and both are said, rather than left for
             # `stats()` to disagree with itself.
+            self._fail_stranded()
             lost = self.enqueued - (self.completed + self.failed + self.cancelled)
             if lost > 0:
                 self.failed += lost
@@ -2289,6 +2305,29 @@ class Core:
                     "interrupt stopped, before it counted them, are counted as accepted"
                 )
             self.npending = self.running = self.unsettled = 0
+
+    def _fail_stranded(self) -> None:
+        """After a torn turn, fail what started but no worker will report (closing turn).
+
+        The interrupted turn may have taken an item and recorded its start, then stopped
+        before a worker had it: its record would say running for ever, and whoever waits
+        on its future would wait for ever. It gets the fault (counted with the rest of
+        what the torn turn lost); a record that never reached the window cannot be found.
+        """
+        message = (
+            f"coordinator {self.name!r} faulted: the turn an interrupt stopped "
+            "left this operation with no worker"
+        )
+        now = self.now()
+        for op in self.window:
+            if op._outcome != RUNNING:
+                continue
+            # Two errors: the one its caller raises gathers a traceback, the record's must not.
+            op._finish(FAILED, CoordinatorFaultedError(message), now)
+            reply = op._reply
+            if reply is not None:
+                op._reply = None
+                self.outcomes.append((reply, False, CoordinatorFaultedError(message)))
 
     def _release_runtime(self, deadline: float | None) -> None:
         """Return this coordinator's references on the process-wide runtime (once)."""

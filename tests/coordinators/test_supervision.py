@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 
 import pytest
@@ -239,6 +241,39 @@ def test_a_second_interrupt_while_the_supervisor_logs_its_crash_still_leaves_it_
         c.enqueue(2)
 
 
+def test_an_item_a_torn_turn_started_without_a_worker_fails_at_close(make, monkeypatch):
+    """Ctrl-C in a turn of the main thread after it took a submitted item from the
+    backlog and recorded its start, before a worker had it: no worker will ever report
+    it. At `close()` its record says failed and its future (held by another thread,
+    say) gets the fault, instead of a wait for ever; the counters say failed."""
+    from ephemeral_actors._coordinators._workers import ThreadWorker  # noqa: PLC0415
+
+    c = make(lambda _: None, max_concurrency=1)
+    c.pause()
+    future = c.submit(1)
+    post = ThreadWorker.post
+
+    def interrupted(self: ThreadWorker, entry: object) -> None:
+        if entry is not None and threading.current_thread() is threading.main_thread():
+            monkeypatch.setattr(ThreadWorker, "post", post)
+            raise KeyboardInterrupt  # where the signal handler would raise it
+        post(self, entry)
+
+    monkeypatch.setattr(ThreadWorker, "post", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        c.resume()  # its turn starts the item
+    assert c.is_faulted
+    assert not future.done()
+    c.close()
+    with pytest.raises(CoordinatorFaultedError, match="no worker"):
+        future.result(timeout=WAIT)
+    stats = c.stats()
+    assert (stats.total_enqueued, stats.total_completed, stats.total_failed) == (1, 0, 1)
+    (record,) = c.get_failed()
+    assert record.id == future.operation_id
+    assert isinstance(record.error, CoordinatorFaultedError)
+
+
 def test_a_request_whose_handler_an_interrupt_stops_is_answered_with_the_fault(make):
     """Ctrl-C inside the handler of another thread's request (here the state query
     itself): the supervisor dies of it, and the request, which its handler never got
@@ -298,6 +333,49 @@ def test_replies_an_interrupt_left_unsent_go_out_at_the_next_turns_end(make):
     assert c.stats() is not None  # any later turn
     assert interrupting.done and first.done and second.done
     assert core.replies == []
+
+
+def test_futures_an_interrupt_left_unresolved_are_resolved_at_the_next_turns_end(make, caplog):
+    """An interrupt that stops the loop resolving a turn's futures (those not the
+    coordinator's own: asyncio and Pykka futures) leaves the rest listed; the next turn's
+    end resolves them. The one being resolved when it struck is tried again, and a
+    second try at a future already resolved is not blamed on its caller."""
+    c = make(lambda _: None)
+    core = c._core
+
+    class Future:
+        """A Pykka-style future (`resolve`'s last case); `strike`: interrupted once,
+        as it is entered or once set."""
+
+        def __init__(self, strike: str = "") -> None:
+            self.strike = strike
+            self.values: list[object] = []
+
+        def set(self, value: object) -> None:
+            if self.strike == "entered":
+                self.strike = ""
+                raise KeyboardInterrupt
+            if self.values:
+                raise queue.Full  # as a Pykka future set twice
+            self.values.append(value)
+            if self.strike == "set":
+                self.strike = ""
+                raise KeyboardInterrupt
+
+    for strike in ("entered", "set"):
+        first, struck, last = Future(), Future(strike), Future()
+        outcomes = [(first, True, 1), (struck, True, 2), (last, True, 3)]
+        with pytest.raises(KeyboardInterrupt):  # raised at the end of the turn
+            core.mailbox.now(core.outcomes.extend, outcomes)
+        assert first.values == [1]
+        assert struck.values == ([2] if strike == "set" else [])
+        assert last.values == [], "the loop was stopped before the last future"
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="ephemeral_actors"):
+            assert c.stats() is not None  # any later turn
+        assert (first.values, struck.values, last.values) == ([1], [2], [3])
+        assert core.outcomes == []
+        assert "already resolved" not in caplog.text
 
 
 def test_a_request_an_interrupt_stops_at_its_handlers_entry_is_still_answered(make, monkeypatch):
