@@ -12,8 +12,9 @@
   backlog cannot deadlock the crawl.
 * A `429` answer emits the `rate-limit` signal, which defers new requests for a
   moment (`defer_on_signals`).
-* Intake stays open for the bodies, so the end is found with `wait_idle()` (like
-  `queue.Queue.join()`), not `complete()` + `drain()`.
+* `wait_idle()` (like `queue.Queue.join()`) finds the end with intake still open, so
+  the stats are read inside the block; the block's end alone would also wait for
+  every page, since bodies may enqueue while their coordinator completes.
 * `describe=str` labels every operation with its URL, so the failures listed at the
   end say which page failed, even after the window trimmed them.
 

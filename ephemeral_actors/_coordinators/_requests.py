@@ -50,7 +50,7 @@ the fast path of the async intake, whose general path awaits instead of blocking
 class Intake(Reply):
     """One `enqueue`/`try_enqueue`/`submit`: the item travels to the supervisor in it."""
 
-    __slots__ = ("future", "item", "key", "label", "mode", "raw_key", "reason")
+    __slots__ = ("future", "item", "key", "label", "mode", "own", "raw_key", "reason")
 
     def __init__(self, item: Any, future: Any, mode: int) -> None:
         self.done = False
@@ -60,6 +60,8 @@ class Intake(Reply):
         self.item = item
         self.future = future
         self.mode = mode
+        self.own = False
+        """Sent by a running body of the same coordinator: accepted while it completes."""
         self.key: str | None = None
         self.raw_key: Any = None
         self.label: str | None = None
@@ -77,13 +79,16 @@ class Draw(Reply):
     `from_iterable`) has no sender waiting: its end completes intake instead.
     """
 
-    __slots__ = ("accepted", "items", "mode", "source")
+    __slots__ = ("accepted", "items", "mode", "own", "source")
 
-    def __init__(self, items: Iterator[Any], mode: int, *, source: bool = False) -> None:
+    def __init__(
+        self, items: Iterator[Any], mode: int, *, source: bool = False, own: bool = False
+    ) -> None:
         super().__init__()
         self.items: Iterator[Any] | None = items
         self.mode = mode
         self.source = source
+        self.own = own  # as `Intake.own`
         self.accepted = 0
 
 

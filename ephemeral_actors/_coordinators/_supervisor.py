@@ -152,6 +152,7 @@ _CLOSED_AT_ONCE: Final = object()
 """`_on_begin_close`'s answer when the whole close fitted in its turn."""
 _OPEN: Final = CoordinatorState.RUNNING
 """Read on every turn: a module constant is ten times cheaper than `Enum.MEMBER`."""
+_COMPLETING: Final = CoordinatorState.COMPLETING
 _ORDER = {s: i for i, s in enumerate(CoordinatorState)}
 _PROCESSING = frozenset({CoordinatorState.RUNNING, CoordinatorState.COMPLETING})
 
@@ -1009,8 +1010,10 @@ class Core:
     def post_intake(self, request: Intake, timeout: float | None) -> Operation | None:
         """Send a prepared intake request to the supervisor and wait for its answer."""
         mode = request.mode
-        if self._frees_its_own_space():
+        own = self.in_own_body_only()
+        if own or self.on_own_loop():
             request.mode = FORCE if mode == BLOCK else TRY_OWN if mode == TRY else mode
+            request.own = own
         self.mailbox.post((self._on_accept, request))
         if not request.done and not request.wait(timeout):
             self._withdraw(request)
@@ -1022,8 +1025,17 @@ class Core:
         Such a caller must not wait for backlog space only the bodies can free (SPEC 15,
         work that makes work): its intake goes past the bound instead.
         """
+        return self.in_own_body_only() or self.on_own_loop()
+
+    def in_own_body_only(self) -> bool:
+        """True if the caller is a running body of this coordinator (not a callback).
+
+        Its items are part of the work already accepted (work that makes work): they are
+        accepted while the coordinator completes, so `complete()` + `drain()` (the end of
+        a `with` block) waits for them instead of failing the body that makes them.
+        """
         op = running_operation()
-        return (op is not None and op._core is self) or self.on_own_loop()
+        return op is not None and op._core is self
 
     def _keyed_intake(self, request: Intake) -> None:
         """Check or prepare the item and compute its key (in the sender's thread)."""
@@ -1112,8 +1124,9 @@ class Core:
             self._keyed_intake(request)
         # Awaiting space does not block the loop (its bodies go on), so only a body
         # itself skips the wait here, not every caller on the bodies' loop.
-        if (op := running_operation()) is not None and op._core is self:
+        if self.in_own_body_only():
             request.mode = FORCE
+            request.own = True
         self.mailbox.post((self._on_accept, request))
         return request
 
@@ -1150,7 +1163,8 @@ class Core:
             CoordinatorFaultedError: The coordinator faulted before the first item.
             Exception: What reading `items` raised (a collection changed meanwhile).
         """
-        request = Draw(items, FORCE if self._frees_its_own_space() else BLOCK)
+        own = self.in_own_body_only()
+        request = Draw(items, FORCE if own or self.on_own_loop() else BLOCK, own=own)
         self.mailbox.post((self._on_draw, request))
         try:
             if not request.done:
@@ -1165,7 +1179,7 @@ class Core:
         self.mailbox.post((self._on_draw, Draw(items, BLOCK, source=True)))
 
     def _on_draw(self, request: Draw) -> None:
-        if self.state is not _OPEN:
+        if self.state is not _OPEN and not (request.own and self.state is _COMPLETING):
             self._end_draw(request)
             return
         waiters = self.space_waiters
@@ -1226,7 +1240,7 @@ class Core:
             self._on_source_finished(None)
             return
         if error is None:
-            if request.accepted or self.state is _OPEN:
+            if request.accepted or self.state is _OPEN or request.own:
                 request.value = request.accepted
             else:
                 request.error = self.closed_error()
@@ -1235,7 +1249,7 @@ class Core:
     def _on_accept(self, request: Intake) -> None:
         mode = request.mode
         self.replies.append(request)
-        if self.state is not _OPEN:
+        if self.state is not _OPEN and not (request.own and self.state is _COMPLETING):
             if mode < TRY:
                 request.error = self.closed_error()
             request.reason = Admission.CLOSED

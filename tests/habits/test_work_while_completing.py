@@ -1,0 +1,154 @@
+"""Work that makes work while its coordinator completes (SPEC 15, issue-free change).
+
+`complete()` closes intake to everyone but the coordinator's own running bodies: what
+they make is part of the work already accepted, so `complete()` + `drain()` (the end
+of a `with` block) waits for it instead of failing the body that makes it. Outsiders
+are still refused, and `cancel()`/`close()` refuse the bodies too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from ephemeral_actors import (
+    Admission,
+    CoordinatorClosedError,
+    KeyedWorkCoordinator,
+    ResultCoordinator,
+    WorkCoordinator,
+)
+from tests.conftest import WAIT
+
+
+def test_a_with_block_waits_for_the_tree_its_bodies_make():
+    """The crawler shape: one seed, bodies enqueue the rest; the block's end waits."""
+    seen: list[int] = []
+
+    def visit(node: int) -> None:
+        seen.append(node)
+        if node < 100:
+            tree.enqueue(2 * node + 1)
+            tree.enqueue(2 * node + 2)
+
+    with WorkCoordinator(visit, max_concurrency=4, max_tracked_operations=5) as tree:
+        tree.enqueue(0)
+    assert sorted(seen) == list(range(201))
+    stats = tree.stats()
+    assert (stats.total_enqueued, stats.total_completed, stats.total_failed) == (201, 201, 0)
+
+
+def test_bodies_submit_offer_and_enqueue_many_while_completing():
+    """Every intake call of a body is accepted once `complete()` has been called."""
+    completing, made = threading.Event(), threading.Event()
+    answers: dict[str, object] = {}
+
+    def body(item: object) -> object:
+        if item == "seed":
+            assert completing.wait(WAIT)
+            answers["submit"] = work.submit("child").result(timeout=WAIT)
+            answers["offer"] = work.offer("offered")
+            answers["try_enqueue"] = work.try_enqueue("tried")
+            answers["enqueue_many"] = work.enqueue_many(["a", "b"])
+            made.set()
+        return item
+
+    work = ResultCoordinator(body, max_concurrency=2)
+    work.enqueue("seed")
+    work.complete()
+    assert work.is_completed
+    completing.set()
+    work.drain(WAIT)
+    assert made.is_set()
+    assert answers == {
+        "submit": "child",
+        "offer": Admission.ACCEPTED,
+        "try_enqueue": True,
+        "enqueue_many": 2,
+    }
+    stats = work.stats()
+    assert (stats.total_enqueued, stats.total_completed) == (6, 6)
+    work.close(WAIT)
+
+
+def test_outsiders_are_still_refused_while_bodies_run(make):
+    """Only the coordinator's own bodies get past a closed intake."""
+    release = threading.Event()
+
+    def body(_: object) -> None:
+        assert release.wait(WAIT)
+
+    work = make(body)
+    work.enqueue(1)
+    work.complete()
+    try:
+        with pytest.raises(CoordinatorClosedError, match="completing"):
+            work.enqueue(2)
+        assert work.offer(3) is Admission.CLOSED
+        with pytest.raises(CoordinatorClosedError):
+            work.enqueue_many([4, 5])
+    finally:
+        release.set()
+    work.drain(WAIT)
+    assert work.total_enqueued == 1
+
+
+def test_a_cancelled_coordinator_refuses_its_bodies(make):
+    """`cancel()` (and so `close()`) stops the making of work too."""
+    cancelled, refused = threading.Event(), threading.Event()
+
+    def body(item: int) -> None:
+        if item == 0:
+            assert cancelled.wait(WAIT)
+            with pytest.raises(CoordinatorClosedError, match="cancelled"):
+                work.enqueue(1)
+            refused.set()
+
+    work = make(body)
+    work.enqueue(0)
+    work.cancel()
+    cancelled.set()
+    assert refused.wait(WAIT)
+    work.close(WAIT)
+    assert work.total_enqueued == 1
+
+
+def test_keyed_bodies_enqueue_while_completing():
+    """A keyed coordinator's bodies too: each key's follow-up runs, in order."""
+    order: list[tuple[str, int]] = []
+
+    def apply(event: tuple[str, int]) -> None:
+        order.append(event)
+        account, step = event
+        if step < 3:
+            ledger.enqueue((account, step + 1))
+
+    with KeyedWorkCoordinator(lambda event: event[0], apply, max_concurrency=2) as ledger:
+        ledger.enqueue(("alice", 0))
+        ledger.enqueue(("bob", 0))
+    for account in ("alice", "bob"):
+        assert [step for key, step in order if key == account] == [0, 1, 2, 3]
+
+
+def test_async_bodies_enqueue_async_while_an_async_block_ends():
+    """`async with`: its end completes and drains, and the bodies' items are waited for."""
+    seen: list[int] = []
+
+    async def main() -> None:
+        async def visit(node: int) -> int:
+            seen.append(node)
+            await asyncio.sleep(0)
+            if node == 0:
+                assert await tree.submit_async(-1) == -1  # a leaf, in another slot
+            if 0 <= node < 30:
+                await tree.enqueue_async(2 * node + 1)
+                await tree.enqueue_async(2 * node + 2)
+            return node
+
+        async with ResultCoordinator(visit, max_concurrency=3) as tree:
+            await tree.enqueue_async(0)
+
+    asyncio.run(asyncio.wait_for(main(), WAIT))
+    assert sorted(seen) == list(range(-1, 61))
