@@ -6,7 +6,7 @@ window of operation metadata (never payloads) and answers state queries.
 
 from __future__ import annotations
 
-import logging
+import logging as _logging
 
 from ephemeral_actors._admission import Admission
 from ephemeral_actors._coordinators._future import OperationFuture
@@ -95,4 +95,7 @@ __all__ = (
 publish(__name__, globals(), __all__)
 del publish
 
-logging.getLogger("ephemeral_actors").addHandler(logging.NullHandler())
+_logging.getLogger("ephemeral_actors").addHandler(_logging.NullHandler())
+# `from ephemeral_actors import *` reads `__all__`, but completion and `dir()` read the
+# namespace: only public names (and the package's own modules) are left in it.
+del annotations

@@ -194,3 +194,19 @@ def test_records_are_frozen_slotted_dataclasses():
         assert params.frozen, name
         assert "__slots__" in vars(cls), name
     assert issubclass(ephemeral_actors.ResultSnapshot, ephemeral_actors.OperationSnapshot)
+
+
+def test_the_package_namespace_holds_only_public_names_and_its_modules():
+    """`dir(ephemeral_actors)` (what completion shows) lists `__all__` and submodules,
+    not the imports the package made for itself."""
+    import types  # noqa: PLC0415
+
+    extra = {
+        name
+        for name in dir(ephemeral_actors)
+        if not name.startswith("_") and name not in ephemeral_actors.__all__
+    }
+    for name in extra:
+        value = getattr(ephemeral_actors, name)
+        assert isinstance(value, types.ModuleType), name
+        assert value.__name__ == f"ephemeral_actors.{name}", name
