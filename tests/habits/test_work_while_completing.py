@@ -12,6 +12,8 @@ import asyncio
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ephemeral_actors import (
     Admission,
@@ -152,3 +154,108 @@ def test_async_bodies_enqueue_async_while_an_async_block_ends():
 
     asyncio.run(asyncio.wait_for(main(), WAIT))
     assert sorted(seen) == list(range(-1, 61))
+
+
+INTAKE_CALLS = ("enqueue", "submit", "try_enqueue", "offer", "enqueue_many")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    fan_out=st.lists(st.integers(0, 3), min_size=1, max_size=12),
+    calls=st.lists(st.sampled_from(INTAKE_CALLS), min_size=1, max_size=5),
+    concurrency=st.integers(1, 4),
+    bound=st.integers(1, 6),
+    keyed=st.booleans(),
+    ending=st.sampled_from(["complete", "cancel"]),
+    end_after=st.integers(0, 6),
+)
+def test_work_made_while_ending_is_never_lost(
+    fan_out, calls, concurrency, bound, keyed, ending, end_after
+):
+    """A tree of work, made by its bodies with every intake call, ended by `complete()`
+    or `cancel()` at a random moment: each item a body made was accepted or refused
+    (never lost), every accepted one ended exactly once, the counters say so, and
+    after `complete()` nothing was refused and the whole tree ran."""
+    lock = threading.Lock()
+    ran: list[int] = []
+    refused: list[int] = []
+    started = threading.Event()
+    gate = threading.Event()
+
+    def make_children(node: int) -> None:
+        # Only the tree's nodes make work (the outsiders' items are negative).
+        width = fan_out[node % len(fan_out)] if 0 <= node < 60 else 0
+        children = [node * 4 + 1 + i for i in range(width)]
+        how = calls[node % len(calls)]
+        for child in children if how != "enqueue_many" else [children]:
+            try:
+                if how == "enqueue":
+                    work.enqueue(child)
+                    accepted = True
+                elif how == "submit":
+                    work.submit(child)
+                    accepted = True
+                elif how == "try_enqueue":
+                    accepted = work.try_enqueue(child)
+                elif how == "offer":
+                    accepted = bool(work.offer(child))
+                else:
+                    accepted = work.enqueue_many(child) == len(child) or not child
+            except CoordinatorClosedError:
+                accepted = False
+            if not accepted:
+                with lock:
+                    refused.extend(child if isinstance(child, list) else [child])
+
+    def visit(node: int) -> None:
+        with lock:
+            ran.append(node)
+        if node == 0:
+            started.set()
+            assert gate.wait(WAIT)  # the ending comes while the root runs
+        make_children(node)
+
+    options = {"max_concurrency": concurrency, "max_tracked_operations": bound}
+    if keyed:
+        work = KeyedWorkCoordinator(lambda node: node % 3, visit, **options)
+    else:
+        work = WorkCoordinator(visit, **options)
+    try:
+        work.enqueue(0)
+        assert started.wait(WAIT)
+        # Outsiders' items before the ending (refused once the backlog is full: the
+        # root, which would free it, waits for the ending).
+        outsiders = sum(work.try_enqueue(item) for item in range(-end_after, 0))
+        (work.complete if ending == "complete" else work.cancel)()
+        gate.set()
+        work.drain(WAIT)
+        stats = work.stats()
+    finally:
+        gate.set()
+        work.close(WAIT)
+    assert len(ran) == len(set(ran)), "an item ran twice"
+    ended = stats.total_completed + stats.total_failed + stats.total_cancelled
+    assert stats.total_enqueued == ended
+    assert stats.total_failed == 0
+    assert stats.total_completed == len(ran)
+    made = {node for node in ran if node >= 0}
+    if ending == "complete":
+        assert refused == []
+        assert stats.total_cancelled == 0
+        expected = {0}
+        frontier = [0]
+        while frontier:  # the whole tree, as the bodies would make it
+            node = frontier.pop()
+            width = fan_out[node % len(fan_out)] if 0 <= node < 60 else 0
+            children = [node * 4 + 1 + i for i in range(width)]
+            expected.update(children)
+            frontier.extend(children)
+        assert made == expected
+    else:
+        # cancel(): the root's children are refused (intake is closed to the bodies
+        # too), so the tree stops at its root; the outsiders' items ran (in a free
+        # slot) or were cancelled.
+        assert made == {0}
+        width = fan_out[0]
+        assert sorted(refused) == [1 + i for i in range(width)]
+        assert stats.total_enqueued == 1 + outsiders
