@@ -1240,7 +1240,11 @@ class Core:
             self._on_source_finished(None)
             return
         if error is None:
-            if request.accepted or self.state is _OPEN or request.own:
+            if (
+                request.accepted
+                or self.state is _OPEN
+                or (request.own and self.state is _COMPLETING)
+            ):
                 request.value = request.accepted
             else:
                 request.error = self.closed_error()

@@ -54,6 +54,7 @@ def test_bodies_submit_offer_and_enqueue_many_while_completing():
             answers["offer"] = work.offer("offered")
             answers["try_enqueue"] = work.try_enqueue("tried")
             answers["enqueue_many"] = work.enqueue_many(["a", "b"])
+            answers["enqueue_many []"] = work.enqueue_many([])
             made.set()
         return item
 
@@ -69,6 +70,7 @@ def test_bodies_submit_offer_and_enqueue_many_while_completing():
         "offer": Admission.ACCEPTED,
         "try_enqueue": True,
         "enqueue_many": 2,
+        "enqueue_many []": 0,
     }
     stats = work.stats()
     assert (stats.total_enqueued, stats.total_completed) == (6, 6)
@@ -106,6 +108,11 @@ def test_a_cancelled_coordinator_refuses_its_bodies(make):
             assert cancelled.wait(WAIT)
             with pytest.raises(CoordinatorClosedError, match="cancelled"):
                 work.enqueue(1)
+            with pytest.raises(CoordinatorClosedError, match="cancelled"):
+                work.enqueue_many([2, 3])
+            with pytest.raises(CoordinatorClosedError, match="cancelled"):
+                work.enqueue_many([])
+            assert work.offer(4) is Admission.CLOSED
             refused.set()
 
     work = make(body)
@@ -200,7 +207,8 @@ def test_work_made_while_ending_is_never_lost(
                 elif how == "offer":
                     accepted = bool(work.offer(child))
                 else:
-                    accepted = work.enqueue_many(child) == len(child) or not child
+                    assert work.enqueue_many(child) == len(child)  # or raises
+                    accepted = True
             except CoordinatorClosedError:
                 accepted = False
             if not accepted:
