@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -76,6 +77,26 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+def _check_takes_the_registry(factory: Callable[..., Any]) -> None:
+    """Fail at `register()`, not at the first `get()`, for a factory `get()` cannot call.
+
+    Raises:
+        TypeError: `factory` cannot be called with one positional argument (the registry).
+    """
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return  # no signature to read (some builtins): the call itself will tell
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise TypeError(
+            f"factory must take the registry as its one argument (it is called as "
+            f"factory(registry), e.g. lambda registry: WorkCoordinator(...)), got "
+            f"{factory!r} with signature {signature}"
+        ) from None
+
+
 class CoordinatorRegistry:
     """Named coordinators, created lazily on first use and closed together.
 
@@ -127,7 +148,8 @@ class CoordinatorRegistry:
             `name` as a `CoordinatorKey`, typed by what `factory` returns.
 
         Raises:
-            TypeError: `name` is not a str or `factory` is not callable.
+            TypeError: `name` is not a str, or `factory` is not callable or cannot be
+                called with the registry as its one argument.
             ValueError: `name` is already registered.
             RegistryClosedError: The registry was closed.
         """
@@ -135,6 +157,7 @@ class CoordinatorRegistry:
         name = str(name)  # a CoordinatorKey registers (and reports) as its plain name
         if not callable(factory):
             raise TypeError(f"factory must be callable, got {type(factory).__name__} {factory!r}")
+        _check_takes_the_registry(factory)
         with self._cond:
             self._check_open_locked(f"register({name!r})")
             if name in self._factories:

@@ -474,12 +474,24 @@ def test_register_keyed_imports_lazily_and_names_options(registry, monkeypatch):
 # -- bad arguments ---------------------------------------------------------------------
 
 
+def test_a_factory_that_can_take_the_registry_is_accepted_whatever_its_shape(registry):
+    """The check at `register()` binds one argument: defaults and `*args` pass."""
+    registry.register("star", lambda *args: WorkCoordinator(noop))
+    registry.register("default", lambda r=None, extra=1: WorkCoordinator(noop))
+    assert registry.names == ("default", "star")
+    assert isinstance(registry.get("star"), WorkCoordinator)
+
+
 def test_register_rejects_bad_arguments(registry):
     """Bad names, factories, bodies and options raise TypeError naming the argument."""
     with pytest.raises(TypeError, match="name must be a str, got int"):
         registry.register(1, lambda _r: WorkCoordinator(noop))
     with pytest.raises(TypeError, match="factory must be callable"):
         registry.register("x", 3)
+    with pytest.raises(TypeError, match=r"factory must take the registry .* signature \(\)"):
+        registry.register("x", lambda: WorkCoordinator(noop))
+    with pytest.raises(TypeError, match=r"factory must take the registry .* \(a, b\)"):
+        registry.register("x", lambda a, b: WorkCoordinator(noop))
     with pytest.raises(TypeError, match="body must be callable"):
         registry.register_work("x", 3)
     with pytest.raises(TypeError, match="body must be callable"):
