@@ -1010,7 +1010,7 @@ class Core:
     def post_intake(self, request: Intake, timeout: float | None) -> Operation | None:
         """Send a prepared intake request to the supervisor and wait for its answer."""
         mode = request.mode
-        own = self.in_own_body_only()
+        own = self.in_running_body()
         if own or self.on_own_loop():
             request.mode = FORCE if mode == BLOCK else TRY_OWN if mode == TRY else mode
             request.own = own
@@ -1019,23 +1019,24 @@ class Core:
             self._withdraw(request)
         return cast("Operation | None", request.result())
 
-    def _frees_its_own_space(self) -> bool:
-        """True if the caller is a body of this coordinator, or runs on its bodies' loop.
-
-        Such a caller must not wait for backlog space only the bodies can free (SPEC 15,
-        work that makes work): its intake goes past the bound instead.
-        """
-        return self.in_own_body_only() or self.on_own_loop()
-
-    def in_own_body_only(self) -> bool:
+    def in_running_body(self) -> bool:
         """True if the caller is a running body of this coordinator (not a callback).
 
-        Its items are part of the work already accepted (work that makes work): they are
-        accepted while the coordinator completes, so `complete()` + `drain()` (the end of
-        a `with` block) waits for them instead of failing the body that makes them.
+        Its items are part of the work already accepted (SPEC 15, work that makes work):
+        they go past the backlog bound (only the bodies can free the space), and a
+        completing coordinator still takes them (`_completing_takes`), so `complete()` +
+        `drain()` (the end of a `with` block) waits for them instead of failing the body
+        that makes them. A caller on the bodies' loop outside a body skips the bound only.
         """
         op = running_operation()
         return op is not None and op._core is self
+
+    def _completing_takes(self, request: Intake | Draw) -> bool:
+        """Whether a coordinator whose intake is not open still takes `request`.
+
+        Only while completing, and only from one of its running bodies (`in_running_body`).
+        """
+        return request.own and self.state is _COMPLETING
 
     def _keyed_intake(self, request: Intake) -> None:
         """Check or prepare the item and compute its key (in the sender's thread)."""
@@ -1124,7 +1125,7 @@ class Core:
             self._keyed_intake(request)
         # Awaiting space does not block the loop (its bodies go on), so only a body
         # itself skips the wait here, not every caller on the bodies' loop.
-        if self.in_own_body_only():
+        if self.in_running_body():
             request.mode = FORCE
             request.own = True
         self.mailbox.post((self._on_accept, request))
@@ -1163,7 +1164,7 @@ class Core:
             CoordinatorFaultedError: The coordinator faulted before the first item.
             Exception: What reading `items` raised (a collection changed meanwhile).
         """
-        own = self.in_own_body_only()
+        own = self.in_running_body()
         request = Draw(items, FORCE if own or self.on_own_loop() else BLOCK, own=own)
         self.mailbox.post((self._on_draw, request))
         try:
@@ -1179,7 +1180,7 @@ class Core:
         self.mailbox.post((self._on_draw, Draw(items, BLOCK, source=True)))
 
     def _on_draw(self, request: Draw) -> None:
-        if self.state is not _OPEN and not (request.own and self.state is _COMPLETING):
+        if not (self.state is _OPEN or self._completing_takes(request)):
             self._end_draw(request)
             return
         waiters = self.space_waiters
@@ -1240,11 +1241,7 @@ class Core:
             self._on_source_finished(None)
             return
         if error is None:
-            if (
-                request.accepted
-                or self.state is _OPEN
-                or (request.own and self.state is _COMPLETING)
-            ):
+            if request.accepted or self.state is _OPEN or self._completing_takes(request):
                 request.value = request.accepted
             else:
                 request.error = self.closed_error()
@@ -1253,7 +1250,7 @@ class Core:
     def _on_accept(self, request: Intake) -> None:
         mode = request.mode
         self.replies.append(request)
-        if self.state is not _OPEN and not (request.own and self.state is _COMPLETING):
+        if not (self.state is _OPEN or self._completing_takes(request)):
             if mode < TRY:
                 request.error = self.closed_error()
             request.reason = Admission.CLOSED

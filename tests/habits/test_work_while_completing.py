@@ -189,10 +189,13 @@ def test_work_made_while_ending_is_never_lost(
     started = threading.Event()
     gate = threading.Event()
 
-    def make_children(node: int) -> None:
+    def children_of(node: int) -> list[int]:
         # Only the tree's nodes make work (the outsiders' items are negative).
         width = fan_out[node % len(fan_out)] if 0 <= node < 60 else 0
-        children = [node * 4 + 1 + i for i in range(width)]
+        return [node * 4 + 1 + i for i in range(width)]
+
+    def make_children(node: int) -> None:
+        children = children_of(node)
         how = calls[node % len(calls)]
         for child in children if how != "enqueue_many" else [children]:
             try:
@@ -253,9 +256,7 @@ def test_work_made_while_ending_is_never_lost(
         expected = {0}
         frontier = [0]
         while frontier:  # the whole tree, as the bodies would make it
-            node = frontier.pop()
-            width = fan_out[node % len(fan_out)] if 0 <= node < 60 else 0
-            children = [node * 4 + 1 + i for i in range(width)]
+            children = children_of(frontier.pop())
             expected.update(children)
             frontier.extend(children)
         assert made == expected
@@ -264,6 +265,5 @@ def test_work_made_while_ending_is_never_lost(
         # too), so the tree stops at its root; the outsiders' items ran (in a free
         # slot) or were cancelled.
         assert made == {0}
-        width = fan_out[0]
-        assert sorted(refused) == [1 + i for i in range(width)]
+        assert sorted(refused) == children_of(0)
         assert stats.total_enqueued == 1 + outsiders
