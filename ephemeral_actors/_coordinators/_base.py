@@ -210,6 +210,13 @@ class CoordinatorBase(Generic[T]):
     def enqueue_many(self, items: Iterable[T]) -> int:
         """Accept every item of `items`, waiting for backlog space as `enqueue` does.
 
+        An in-memory collection (a list, tuple, range, set, dict or deque) goes to the
+        supervisor as one message, which takes its items as space frees; any other
+        iterable is read here, one `enqueue` per item. In a keyed coordinator the key
+        selector runs here, in the caller's thread, for every item of such a collection
+        before the first is accepted; if it raises, the items before that one are
+        accepted and its exception is raised.
+
         Returns:
             How many items were accepted. If intake closes part-way, the items
             accepted so far are counted and the rest are not taken from `items`.
@@ -220,9 +227,12 @@ class CoordinatorBase(Generic[T]):
         if not isinstance(items, Iterable):
             raise TypeError(f"items must be an iterable, got {type(items).__name__} {items!r}")
         core = self._core
-        if core.draws_collections and type(items) in IN_MEMORY:
+        if type(items) in IN_MEMORY:
             # One message for the whole collection: the supervisor reads it as space frees.
-            return core.accept_collection(iter(items))
+            if core.draws_collections:
+                return core.accept_collection(iter(items))
+            if core.draws_keyed:
+                return core.accept_keyed_collection(items)
         count = 0
         accept = core.accept
         try:

@@ -76,19 +76,28 @@ class Draw(Reply):
     in the turn it arrives, and the rest in later turns as space frees, taking each
     from `items` in the turn that accepts it. Its sender waits once, for the count
     accepted when `items` is exhausted or intake closed. A `source` draw (`for_each`,
-    `from_iterable`) has no sender waiting: its end completes intake instead.
+    `from_iterable`) has no sender waiting: its end completes intake instead. A `keyed`
+    draw's items are `(item, key, raw_key)` triples whose keys the sender computed (the
+    key selector is user code, which runs outside the turn).
     """
 
-    __slots__ = ("accepted", "items", "mode", "own", "source")
+    __slots__ = ("accepted", "items", "keyed", "mode", "own", "source")
 
     def __init__(
-        self, items: Iterator[Any], mode: int, *, source: bool = False, own: bool = False
+        self,
+        items: Iterator[Any],
+        mode: int,
+        *,
+        source: bool = False,
+        own: bool = False,
+        keyed: bool = False,
     ) -> None:
         super().__init__()
         self.items: Iterator[Any] | None = items
         self.mode = mode
         self.source = source
         self.own = own  # as `Intake.own`
+        self.keyed = keyed
         self.accepted = 0
 
 

@@ -119,7 +119,7 @@ from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._validate import check_int
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from ephemeral_actors._options import CoordinatorOptions
     from ephemeral_actors._signals import SignalEvent, SignalPropagation
@@ -392,6 +392,7 @@ class Core:
         "deferring",
         "describe",
         "draws_collections",
+        "draws_keyed",
         "enqueued",
         "failed",
         "failures",
@@ -531,6 +532,8 @@ class Core:
         # outside the turn). Coroutine bodies keep their per-item intake: a draw's
         # turn may run on their loop, and a large one would hold it (`AsyncFeeder`).
         self.draws_collections = self.async_probe and key_selector is None and not self.is_async
+        # A keyed `enqueue_many` draws too, its keys computed by the sender beforehand.
+        self.draws_keyed = self.async_probe and key_selector is not None and not self.is_async
         if self.accept_default is not None and self.prepare_item is not None:
             # A keyed item's key comes from the item as given, not as prepared: keyed
             # items of a backend take the general path, which keeps both.
@@ -1149,7 +1152,41 @@ class Core:
 
     # -- in-memory collections ---------------------------------------------------------
 
-    def accept_collection(self, items: Iterator[Any]) -> int:
+    def accept_keyed_collection(self, items: Iterable[Any]) -> int:
+        """`enqueue_many` of an in-memory collection for a keyed coordinator: one `Draw`.
+
+        Every item's key is computed here first, in the caller's thread, as `enqueue`
+        computes it (the selector is user code, which runs outside the supervisor's
+        turn); the supervisor then draws the items with their keys as space frees. If
+        the selector raises, the items before that one are accepted and its exception
+        is raised, as a loop of `enqueue` would do.
+
+        Returns:
+            How many items were accepted.
+        """
+        key_of = self.key_of
+        assert key_of is not None
+        captured = self._captured
+        keyed: list[tuple[Any, str, Any]] = []
+        append = keyed.append
+        failure: Exception | None = None
+        try:
+            for item in items:
+                raw_key = key_of(item)
+                # `_capture_key` written out for a key of a stable type, as in `accept_keyed`.
+                if type(raw_key) in STABLE_KEY_TYPES:
+                    append((item, str(raw_key), raw_key))
+                else:
+                    raw_key, key = captured(raw_key)
+                    append((item, key, raw_key))
+        except Exception as exc:
+            failure = exc
+        accepted = self.accept_collection(iter(keyed), keyed=True) if keyed else 0
+        if failure is not None:
+            raise failure
+        return accepted
+
+    def accept_collection(self, items: Iterator[Any], *, keyed: bool = False) -> int:
         """`enqueue_many` of an in-memory collection (`IN_MEMORY`): one `Draw` message.
 
         `items` iterates a list, range, dict, ...: reading it runs no user code and
@@ -1165,7 +1202,7 @@ class Core:
             Exception: What reading `items` raised (a collection changed meanwhile).
         """
         own = self.in_running_body()
-        request = Draw(items, FORCE if own or self.on_own_loop() else BLOCK, own=own)
+        request = Draw(items, FORCE if own or self.on_own_loop() else BLOCK, own=own, keyed=keyed)
         self.mailbox.post((self._on_draw, request))
         try:
             if not request.done:
@@ -1219,11 +1256,18 @@ class Core:
             request.error = exc
         backlog = self.backlog
         enqueued = self.enqueued
-        for item in taken:
-            op = Operation(self, next_operation_id(), None, None)
-            backlog.append((op, item))
-            enqueued += 1
-            op._seq = enqueued
+        if request.keyed:
+            for item, key, raw_key in taken:
+                op = Operation(self, next_operation_id(), key, raw_key)
+                backlog.append((op, item))
+                enqueued += 1
+                op._seq = enqueued
+        else:
+            for item in taken:
+                op = Operation(self, next_operation_id(), None, None)
+                backlog.append((op, item))
+                enqueued += 1
+                op._seq = enqueued
         count = len(taken)
         self.enqueued = enqueued
         self.npending += count

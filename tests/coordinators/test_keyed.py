@@ -12,7 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ephemeral_actors import CoordinatorOptions, KeyedWorkCoordinator, for_each
+from ephemeral_actors import (
+    CoordinatorClosedError,
+    CoordinatorOptions,
+    KeyedWorkCoordinator,
+    for_each,
+)
 from ephemeral_actors._coordinators._keyed import GetKeyState
 from ephemeral_actors.testing import library_threads
 from tests.conftest import WAIT
@@ -47,9 +52,12 @@ def wait_until(predicate: Callable[[], bool]) -> None:
     items=st.lists(st.tuples(st.integers(0, 6), st.integers()), max_size=120),
     per_key=st.integers(1, 1),
     limit=st.integers(1, 6),
+    bulk=st.booleans(),
+    bound=st.sampled_from([3, 200]),
 )
-def test_items_of_a_key_start_in_enqueue_order(items, per_key, limit):
-    """Whatever the interleaving of keys, each key's items start in enqueue order."""
+def test_items_of_a_key_start_in_enqueue_order(items, per_key, limit, bulk, bound):
+    """Whatever the interleaving of keys, each key's items start in enqueue order,
+    one `enqueue` at a time or all in one `enqueue_many`, with room or waiting for it."""
     started: dict[int, list[int]] = {}
     lock = threading.Lock()
 
@@ -59,10 +67,15 @@ def test_items_of_a_key_start_in_enqueue_order(items, per_key, limit):
             started.setdefault(key, []).append(seq)
 
     tagged = [(key, seq, value) for seq, (key, value) in enumerate(items)]
-    options = CoordinatorOptions(max_concurrency=limit, max_concurrency_per_key=per_key)
+    options = CoordinatorOptions(
+        max_concurrency=limit, max_concurrency_per_key=per_key, max_tracked_operations=bound
+    )
     with KeyedWorkCoordinator(lambda i: i[0], body, options) as c:
-        for item in tagged:
-            c.enqueue(item)
+        if bulk:
+            assert c.enqueue_many(tagged) == len(tagged)
+        else:
+            for item in tagged:
+                c.enqueue(item)
     for key, seqs in started.items():
         assert seqs == [seq for (k, seq, _) in tagged if k == key]
     assert c.total_completed == len(items)
@@ -296,3 +309,100 @@ def test_key_selector_must_be_callable():
     """A non-callable key selector is a TypeError naming the argument."""
     with pytest.raises(TypeError, match="key_selector"):
         KeyedWorkCoordinator("id", lambda _: None)  # type: ignore[arg-type]
+
+
+# -- enqueue_many ------------------------------------------------------------------------
+
+
+def test_enqueue_many_of_a_collection_is_one_message_with_keys_from_the_caller(make):
+    """A keyed `enqueue_many` of a list is one message (SPEC 14); the selector runs in
+    the caller's thread, never in the supervisor's turn (user code stays off it)."""
+    selector_threads: set[threading.Thread] = set()
+
+    def key(item: int) -> int:
+        selector_threads.add(threading.current_thread())
+        return item % 7
+
+    c = make(key, lambda _: None, max_tracked_operations=1000)
+    c.pause()
+    before = c.actor_stats()[0].messages_processed
+    assert c.enqueue_many(list(range(300))) == 300
+    # A read is itself a message, counted by the next read: the first read, the draw.
+    assert c.actor_stats()[0].messages_processed - before == 2
+    assert c.pending_count == 300
+    assert c.get_pending_count_for_key(3) == len(range(3, 300, 7))
+    assert selector_threads == {threading.current_thread()}
+    c.resume()
+    c.complete()
+    c.drain(WAIT)
+    assert c.total_completed == 300
+    assert {s.key for s in c.get_snapshot()} == {str(k) for k in range(7)}
+
+
+@pytest.mark.parametrize("bad", [LookupError("no key"), "unhashable"])
+def test_enqueue_many_accepts_the_items_before_a_key_that_fails_then_raises(make, bad):
+    """A selector that raises (or returns an unhashable key) part-way: the items before
+    it are accepted and run, the rest are not, and the error is raised, as a loop of
+    `enqueue` would do."""
+    ran: list[int] = []
+
+    def key(item: int) -> Any:
+        if item == 5:
+            if isinstance(bad, Exception):
+                raise bad
+            return [item]
+        return item % 2
+
+    c = make(key, ran.append, max_concurrency=1)
+    expected = LookupError if isinstance(bad, Exception) else TypeError
+    with pytest.raises(expected):
+        c.enqueue_many(list(range(10)))
+    assert c.total_enqueued == 5
+    c.complete()
+    c.drain(WAIT)
+    assert ran == [0, 1, 2, 3, 4]
+
+
+def test_enqueue_many_waits_for_space_and_keeps_every_key_in_order(make):
+    """Past the backlog bound the rest is drawn as space frees: per-key order kept, the
+    bound never passed."""
+    ran: list[tuple[int, int]] = []
+    pending_seen: list[int] = []
+
+    def body(item: tuple[int, int]) -> None:
+        ran.append(item)
+        pending_seen.append(c.pending_count)
+
+    c = make(lambda i: i[0], body, max_concurrency=2, max_tracked_operations=4)
+    items = [(n % 5, n) for n in range(200)]
+    assert c.enqueue_many(items) == 200
+    c.complete()
+    c.drain(WAIT)
+    assert sorted(ran) == sorted(items)
+    for key in range(5):
+        assert [n for k, n in ran if k == key] == [n for k, n in items if k == key]
+    assert max(pending_seen) <= 4
+
+
+def test_enqueue_many_after_close_raises_and_counts_nothing(make):
+    c = make(lambda i: i, lambda _: None)
+    c.cancel()
+    with pytest.raises(CoordinatorClosedError):
+        c.enqueue_many(list(range(10)))
+    assert c.total_enqueued == 0
+
+
+def test_a_body_enqueue_many_never_waits_for_space_it_frees(make):
+    """From a body, a keyed collection is taken at once, past the bound (SPEC 15)."""
+    counts: list[int] = []
+
+    def body(item: int) -> None:
+        if item == 0:
+            counts.append(c.enqueue_many(list(range(1, 50))))
+
+    c = make(lambda i: i % 3, body, max_concurrency=1, max_tracked_operations=2)
+    c.enqueue(0)
+    c.complete()
+    c.drain(WAIT)
+    assert counts == [49]
+    assert c.total_completed == 50
