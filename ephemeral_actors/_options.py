@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import difflib
 import math
 import os
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -17,6 +16,8 @@ from ephemeral_actors._validate import (
     check_int,
     check_seconds,
     check_seconds_or_none,
+    name_unknown_keywords,
+    unknown_keyword,
 )
 
 if TYPE_CHECKING:
@@ -442,6 +443,7 @@ class OptionsKwargs(TypedDict, total=False):
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(CoordinatorOptions))
+name_unknown_keywords(CoordinatorOptions, _FIELDS)
 
 
 _DEFAULTS: list[CoordinatorOptions] = []
@@ -489,7 +491,7 @@ def merge_options(
         )
     unknown = sorted(set(option_fields) - _FIELDS)
     if unknown:
-        raise TypeError(_unknown_message(where, unknown[0]))
+        raise unknown_keyword(where, unknown[0], _FIELDS, "CoordinatorOptions")
     if not option_fields:
         return default_options() if options is None else options
     if options is None:
@@ -497,13 +499,3 @@ def merge_options(
         # out keeps its default factory (max_concurrency follows the CPU count).
         return CoordinatorOptions(**option_fields)
     return dataclasses.replace(options, **option_fields)
-
-
-def _unknown_message(where: str, name: str) -> str:
-    close = difflib.get_close_matches(name, sorted(_FIELDS), n=3)
-    hint = (
-        f"; did you mean {' or '.join(repr(c) for c in close)}?"
-        if close
-        else " (it is not a CoordinatorOptions field)"
-    )
-    return f"{where}() got an unexpected keyword argument {name!r}{hint}"

@@ -8,12 +8,13 @@ the item waits out its backoff on a supervisor timer, then re-enters the backlog
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ephemeral_actors._validate import check_int, check_seconds
+from ephemeral_actors._validate import check_int, check_seconds, name_unknown_keywords
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -115,6 +116,9 @@ class RetryPolicy:
         if self.jitter:
             wait *= 1.0 + self.jitter * (2.0 * rand() - 1.0)
         return min(max(wait, 0.0), cap)
+
+
+name_unknown_keywords(RetryPolicy, frozenset(f.name for f in dataclasses.fields(RetryPolicy)))
 
 
 def _check_real(name: str, value: object, low: float, high: float) -> float:

@@ -7,10 +7,23 @@ traceback knows which call to fix without opening our source.
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
+import inspect
 import math
 import threading
+from typing import TYPE_CHECKING
 
-__all__ = ["MAX_SECONDS", "check_int", "check_seconds", "check_seconds_or_none"]
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable
+
+__all__ = [
+    "MAX_SECONDS",
+    "check_int",
+    "check_seconds",
+    "check_seconds_or_none",
+    "name_unknown_keywords",
+    "unknown_keyword",
+]
 
 MAX_SECONDS = threading.TIMEOUT_MAX
 """The longest duration or timeout accepted, in seconds (about 292 years on Linux).
@@ -72,3 +85,42 @@ def check_int(name: str, value: object, *, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return value
+
+
+def unknown_keyword(where: str, name: str, fields: Iterable[str], kind: str) -> TypeError:
+    """The error for keyword `name`, which is none of `fields` (the `kind` fields).
+
+    The message lists the close matches, so a typo (`max_concurency`) or a name from
+    another library (`max_attempts`) says what to write instead.
+    """
+    close = difflib.get_close_matches(name, sorted(fields), n=3)
+    hint = (
+        f"; did you mean {' or '.join(repr(c) for c in close)}?"
+        if close
+        else f" (it is not a {kind} field)"
+    )
+    return TypeError(f"{where}() got an unexpected keyword argument {name!r}{hint}")
+
+
+def name_unknown_keywords(cls: type, fields: Collection[str]) -> None:
+    """Make `cls(...)` with a keyword that is none of `fields` say what was meant.
+
+    A dataclass's constructor answers a typo with a bare "unexpected keyword
+    argument"; this gives `cls` a `__new__` that raises `unknown_keyword`'s error
+    first, and keeps the constructor's signature for `inspect` and `help()` (a
+    `__new__` would otherwise be what they show). Installed after the class is built,
+    as `_options._install_init` installs its `__init__`, so the documentation, which
+    reads the source, shows the fields.
+    """
+    signature = inspect.signature(cls)
+    where = cls.__name__
+
+    def __new__(klass: type, /, *_args: object, **kwargs: object) -> object:  # noqa: N807
+        for name in kwargs:
+            if name not in fields:
+                raise unknown_keyword(where, name, fields, where)
+        return object.__new__(klass)
+
+    __new__.__qualname__ = f"{cls.__qualname__}.__new__"
+    cls.__new__ = staticmethod(__new__)  # type: ignore[assignment]  # installing it is the point
+    cls.__signature__ = signature  # type: ignore[attr-defined]

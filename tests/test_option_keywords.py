@@ -15,6 +15,7 @@ from ephemeral_actors import (
     CoordinatorOptions,
     KeyedWorkCoordinator,
     ResultCoordinator,
+    RetryPolicy,
     WorkCoordinator,
     for_each,
     for_each_async,
@@ -101,6 +102,43 @@ def test_unknown_keyword_without_close_match_says_it_is_no_field():
     """A keyword nothing resembles is still named, and said not to be an option."""
     with pytest.raises(TypeError, match=r"WorkCoordinator\(\) got an unexpected keyword .*'zzz'"):
         WorkCoordinator(noop, zzz=1)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("build", "hint"),
+    [
+        (lambda: CoordinatorOptions(max_concurency=3), "did you mean 'max_concurrency'"),
+        (lambda: CoordinatorOptions(zzz=1), "it is not a CoordinatorOptions field"),
+        # The names other retry libraries use.
+        (lambda: RetryPolicy(max_attempts=3), "did you mean 'attempts'"),
+        (lambda: RetryPolicy(backof=1.0), "did you mean 'backoff'"),
+    ],
+)
+def test_records_built_directly_name_an_unknown_keyword_and_suggest(build, hint):
+    """`CoordinatorOptions(...)` and `RetryPolicy(...)` answer a misspelt field as the
+    coordinators' keywords do, not with the bare error of a dataclass."""
+    with pytest.raises(TypeError) as raised:
+        build()
+    message = str(raised.value)
+    assert message.startswith(("CoordinatorOptions() got an unexpected", "RetryPolicy() got an"))
+    assert hint in message
+
+
+@pytest.mark.parametrize("cls", [CoordinatorOptions, RetryPolicy])
+def test_records_keep_their_signature_copies_and_pickles(cls):
+    """The check changes nothing else: the signature lists the fields, and a record
+    copies, pickles and `replace`s as before."""
+    import copy  # noqa: PLC0415
+    import inspect  # noqa: PLC0415
+    import pickle  # noqa: PLC0415
+
+    parameters = inspect.signature(cls).parameters
+    assert list(parameters) == [f.name for f in dataclasses.fields(cls)]
+    record = cls()
+    assert copy.copy(record) == record
+    assert pickle.loads(pickle.dumps(record)) == record
+    field = dataclasses.fields(cls)[0].name
+    assert getattr(dataclasses.replace(record, **{field: 2}), field) == 2
 
 
 def test_keywords_are_validated_like_options():
