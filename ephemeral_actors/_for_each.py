@@ -51,7 +51,8 @@ def _build(
         # Watching before the first item is read, so no failure can go unseen.
         coordinator._core.fail_fast()
         coordinator.add_observer(fail_fast.observe)
-    coordinator._start_source(items)
+    # A blocking `for_each` waits for the run anyway: it may compute keys itself.
+    coordinator._start_source(items, caller_waits=where == "for_each")
     return coordinator
 
 

@@ -136,6 +136,60 @@ def test_for_each_keyed_failures_are_counted():
     assert (stats.total_completed, stats.total_failed) == (8, 4)
 
 
+def test_keyed_for_each_of_a_list_computes_keys_in_the_caller_and_starts_no_reader():
+    """A list with key=: the caller computes the keys (the selector never runs in the
+    supervisor's turn), the supervisor draws the items, and no source thread starts."""
+    selector_threads: set[threading.Thread] = set()
+    readers: list[str] = []
+
+    def key(item: int) -> int:
+        selector_threads.add(threading.current_thread())
+        return item % 4
+
+    def body(_: int) -> None:
+        readers.extend(t.name for t in threading.enumerate() if t.name.endswith("-source"))
+
+    stats = for_each(list(range(300)), body, max_concurrency=3, max_tracked_operations=5, key=key)
+    assert (stats.total_enqueued, stats.total_completed) == (300, 300)
+    assert selector_threads == {threading.current_thread()}
+    assert readers == []
+
+
+@pytest.mark.parametrize("bad", ["raises", "unhashable"])
+def test_keyed_for_each_runs_the_items_before_a_failing_key_then_raises(bad):
+    """A selector that raises (or returns an unhashable key) at one item: the items
+    before it run, none after it, and `for_each` raises that error, as when a reader
+    thread fed them."""
+    ran: list[int] = []
+
+    def key(item: int) -> Any:
+        if item == 7:
+            if bad == "raises":
+                raise LookupError("no key for 7")
+            return [item]
+        return item % 3
+
+    expected = LookupError if bad == "raises" else TypeError
+    with pytest.raises(expected):
+        for_each(list(range(20)), ran.append, max_concurrency=2, key=key)
+    assert sorted(ran) == list(range(7))
+
+
+def test_an_interrupt_while_keys_are_computed_leaves_nothing_running():
+    """Ctrl-C in the selector (the caller's thread computes keys): for_each raises it
+    and no library thread is left."""
+    before = set(library_threads())
+
+    def key(item: int) -> int:
+        if item == 50:
+            raise KeyboardInterrupt
+        return item % 2
+
+    with pytest.raises(KeyboardInterrupt):
+        for_each(list(range(100)), lambda _: None, key=key)
+    assert set(library_threads()) - before == set()
+
+
 def test_for_each_rejects_a_non_callable_key():
     """key must be callable."""
     with pytest.raises(TypeError, match="key"):

@@ -77,15 +77,17 @@ class CoordinatorBase(Generic[T]):
     def _make_core(self, body: Callable[[T], Any], options: CoordinatorOptions) -> Core:
         return Core(body, options, kind=self._kind, capture_results=self._capture_results)
 
-    def _start_source(self, source: object) -> None:
+    def _start_source(self, source: object, *, caller_waits: bool = False) -> None:
         """Start reading `source` into this coordinator.
 
         An async iterable is read by a task on the loop the bodies run on; so is an
         in-memory collection (`IN_MEMORY`) when the bodies are coroutines, since reading
         it cannot block that loop and needs no hand-off between threads. With plain
         bodies the supervisor reads such a collection itself, in its turns, as backlog
-        space frees (`Core.draw_source`). Any other iterable may block in `next()`: a
-        thread reads it.
+        space frees (`Core.draw_source`); with a key selector too when the caller waits
+        for the whole run (`for_each`, `caller_waits`), which computes the keys first,
+        since the selector may not run in the supervisor's turn. Any other iterable may
+        block in `next()`: a thread reads it.
         """
         core = self._core
         self._has_source = True
@@ -97,6 +99,12 @@ class CoordinatorBase(Generic[T]):
         elif core.draws_collections and type(source) in IN_MEMORY:
             # Read by the supervisor itself, in its turns: no thread.
             core.draw_source(iter(cast("Iterable[Any]", source)))
+        elif caller_waits and core.draws_keyed and type(source) in IN_MEMORY:
+            try:
+                core.draw_keyed_source(cast("Iterable[Any]", source))
+            except BaseException:
+                self.close()  # an interrupt while the keys were computed: nothing runs
+                raise
         elif isinstance(source, Iterable):
             core.feeder = threading.Thread(
                 target=_feed_sync,

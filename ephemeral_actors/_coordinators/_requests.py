@@ -78,10 +78,11 @@ class Draw(Reply):
     accepted when `items` is exhausted or intake closed. A `source` draw (`for_each`,
     `from_iterable`) has no sender waiting: its end completes intake instead. A `keyed`
     draw's items are `(item, key, raw_key)` triples whose keys the sender computed (the
-    key selector is user code, which runs outside the turn).
+    key selector is user code, which runs outside the turn), and `then` the selector's
+    error that stopped the sender, raised once the items before it are drawn.
     """
 
-    __slots__ = ("accepted", "items", "keyed", "mode", "own", "source")
+    __slots__ = ("accepted", "items", "keyed", "mode", "own", "source", "then")
 
     def __init__(
         self,
@@ -98,6 +99,9 @@ class Draw(Reply):
         self.source = source
         self.own = own  # as `Intake.own`
         self.keyed = keyed
+        self.then: Exception | None = None
+        """Raised once `items` is exhausted: the error that cut them short when the
+        sender prepared them (a key selector's)."""
         self.accepted = 0
 
 

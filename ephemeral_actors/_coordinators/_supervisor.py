@@ -1164,12 +1164,37 @@ class Core:
         Returns:
             How many items were accepted.
         """
+        keyed, failure = self._keys_of(items)
+        if not keyed:
+            if failure is not None:
+                raise failure
+            return 0
+        return self.accept_collection(iter(keyed), keyed=True, then=failure)
+
+    def draw_keyed_source(self, items: Iterable[Any]) -> None:
+        """`for_each` of an in-memory collection with a key: keys here, then one `Draw`.
+
+        The caller waits for the whole run anyway, so it computes the keys before the
+        supervisor draws the items, as for `draw_source`. A selector that raises ends
+        the source after the items before that one, and `drain()` re-raises it, as when
+        a reader thread computes the keys.
+        """
+        keyed, failure = self._keys_of(items)
+        request = Draw(iter(keyed), BLOCK, source=True, keyed=True)
+        request.then = failure
+        self.mailbox.post((self._on_draw, request))
+
+    def _keys_of(self, items: Iterable[Any]) -> tuple[list[tuple[Any, str, Any]], Exception | None]:
+        """Each item with its key, up to the first whose key fails; and that failure.
+
+        The items come as `(item, key, raw_key)`; the failure is the selector's
+        exception, or the `TypeError` of an unhashable key.
+        """
         key_of = self.key_of
         assert key_of is not None
         captured = self._captured
         keyed: list[tuple[Any, str, Any]] = []
         append = keyed.append
-        failure: Exception | None = None
         try:
             for item in items:
                 raw_key = key_of(item)
@@ -1180,13 +1205,12 @@ class Core:
                     raw_key, key = captured(raw_key)
                     append((item, key, raw_key))
         except Exception as exc:
-            failure = exc
-        accepted = self.accept_collection(iter(keyed), keyed=True) if keyed else 0
-        if failure is not None:
-            raise failure
-        return accepted
+            return keyed, exc
+        return keyed, None
 
-    def accept_collection(self, items: Iterator[Any], *, keyed: bool = False) -> int:
+    def accept_collection(
+        self, items: Iterator[Any], *, keyed: bool = False, then: Exception | None = None
+    ) -> int:
         """`enqueue_many` of an in-memory collection (`IN_MEMORY`): one `Draw` message.
 
         `items` iterates a list, range, dict, ...: reading it runs no user code and
@@ -1203,6 +1227,7 @@ class Core:
         """
         own = self.in_running_body()
         request = Draw(items, FORCE if own or self.on_own_loop() else BLOCK, own=own, keyed=keyed)
+        request.then = then
         self.mailbox.post((self._on_draw, request))
         try:
             if not request.done:
@@ -1273,7 +1298,14 @@ class Core:
         self.npending += count
         self.unsettled += count
         request.accepted += count
-        return request.error is not None or room is None or count < room
+        if request.error is not None:
+            return True
+        if room is None or count < room:
+            # Exhausted: an error met while the items were prepared ends it now, after
+            # the items before it (a draw that intake closed first never gets here).
+            request.error = request.then
+            return True
+        return False
 
     def _end_draw(self, request: Draw) -> None:
         """`request` is exhausted, failed, or intake closed: answer it, or end the source."""
