@@ -1165,10 +1165,9 @@ class Core:
             How many items were accepted.
         """
         keyed, failure = self._keys_of(items)
-        if not keyed:
-            if failure is not None:
-                raise failure
-            return 0
+        if failure is not None and not keyed:
+            raise failure  # as `enqueue` of the first item would
+        # Even an empty collection goes: a closed coordinator refuses it, as for plain items.
         return self.accept_collection(iter(keyed), keyed=True, then=failure)
 
     def draw_keyed_source(self, items: Iterable[Any]) -> None:

@@ -389,6 +389,8 @@ def test_enqueue_many_after_close_raises_and_counts_nothing(make):
     c.cancel()
     with pytest.raises(CoordinatorClosedError):
         c.enqueue_many(list(range(10)))
+    with pytest.raises(CoordinatorClosedError):
+        c.enqueue_many([])  # as in a plain coordinator: a collection is refused whole
     assert c.total_enqueued == 0
 
 
