@@ -92,6 +92,7 @@ class Draw(Reply):
         source: bool = False,
         own: bool = False,
         keyed: bool = False,
+        then: Exception | None = None,
     ) -> None:
         super().__init__()
         self.items: Iterator[Any] | None = items
@@ -99,7 +100,7 @@ class Draw(Reply):
         self.source = source
         self.own = own  # as `Intake.own`
         self.keyed = keyed
-        self.then: Exception | None = None
+        self.then = then
         """Raised once `items` is exhausted: the error that cut them short when the
         sender prepared them (a key selector's)."""
         self.accepted = 0

@@ -1179,8 +1179,7 @@ class Core:
         a reader thread computes the keys.
         """
         keyed, failure = self._keys_of(items)
-        request = Draw(iter(keyed), BLOCK, source=True, keyed=True)
-        request.then = failure
+        request = Draw(iter(keyed), BLOCK, source=True, keyed=True, then=failure)
         self.mailbox.post((self._on_draw, request))
 
     def _keys_of(self, items: Iterable[Any]) -> tuple[list[tuple[Any, str, Any]], Exception | None]:
@@ -1225,8 +1224,8 @@ class Core:
             Exception: What reading `items` raised (a collection changed meanwhile).
         """
         own = self.in_running_body()
-        request = Draw(items, FORCE if own or self.on_own_loop() else BLOCK, own=own, keyed=keyed)
-        request.then = then
+        mode = FORCE if own or self.on_own_loop() else BLOCK
+        request = Draw(items, mode, own=own, keyed=keyed, then=then)
         self.mailbox.post((self._on_draw, request))
         try:
             if not request.done:
