@@ -1,13 +1,16 @@
 """Side-by-side benchmarks for the actor runtime's performance targets (issue 11).
 
-Seven scenarios (and a pinned variant of the third), each against what a Python user would write instead, each printing a
-markdown table and one `target:` line per target (met, or missed by how much):
+Seven scenarios (with a pinned variant of the third and an asyncio one of the second),
+each against what a Python user would write instead, each printing a markdown table
+and one `target:` line per target (met, or missed by how much):
 
 1. no-op `enqueue` + complete + drain, concurrency 8: vs `ThreadPoolExecutor(8)`
    submit + wait, raw Pykka `tell` round-robin to 8 actors + an ask flush, and the
    SimpleQueue + 8 threads floor;
 2. `submit` + every result: vs `ThreadPoolExecutor(8)` submit + result, asyncio
-   gather over `Semaphore(8)` (and aiometer, when installed);
+   gather over `Semaphore(8)` (and aiometer, when installed); `2a` (no target), from
+   asyncio with a sync body: gathered `submit_async` and awaited `submit` futures vs
+   gathered `loop.run_in_executor` on a `ThreadPoolExecutor(8)`;
 3. idle round trip `submit(x).result()`: p50 / p99 / p99.9 vs the same on a
    `ThreadPoolExecutor(8)` (and Pykka `ask`, and a SimpleQueue floor); `3p` is the
    same with the process pinned to one CPU, where thread placement cannot decide it;
@@ -655,6 +658,98 @@ def scenario_2(sizes: Sizes, reps: int) -> Section:
             ratio_verdict("throughput vs ThreadPoolExecutor submit+result", speed(tpe, ours), 2.0),
             ratio_verdict("throughput vs asyncio gather + Semaphore", speed(gather, ours), 1.0),
         ],
+    )
+
+
+def run_submit_async_gathered(n: int) -> dict[str, float]:
+    async def main() -> dict[str, float]:
+        c: ResultCoordinator[int, int] = ResultCoordinator(ident, opts(CONCURRENCY))
+        t0 = perf()
+        results = await asyncio.gather(*[c.submit_async(i) for i in range(n)])
+        wall = perf() - t0
+        c.close()
+        if results != list(range(n)):
+            raise RuntimeError("submit_async results wrong")
+        return {"wall": wall}
+
+    out = asyncio.run(main())
+    check_threads("closing a ResultCoordinator")
+    return out
+
+
+def run_await_submit_gathered(n: int) -> dict[str, float]:
+    async def main() -> dict[str, float]:
+        c: ResultCoordinator[int, int] = ResultCoordinator(ident, opts(CONCURRENCY))
+        t0 = perf()
+        # `submit` blocks while the backlog is full: futures first, then one gather.
+        futures = [c.submit(i) for i in range(n)]
+
+        async def one(future: Any) -> int:
+            return int(await future)
+
+        results = await asyncio.gather(*[one(f) for f in futures])
+        wall = perf() - t0
+        c.close()
+        if results != list(range(n)):
+            raise RuntimeError("await submit results wrong")
+        return {"wall": wall}
+
+    out = asyncio.run(main())
+    check_threads("closing a ResultCoordinator")
+    return out
+
+
+def run_in_executor_gathered(n: int) -> dict[str, float]:
+    async def main() -> dict[str, float]:
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(CONCURRENCY)
+        t0 = perf()
+        results = await asyncio.gather(*[loop.run_in_executor(pool, ident, i) for i in range(n)])
+        wall = perf() - t0
+        pool.shutdown(wait=True)
+        if results != list(range(n)):
+            raise RuntimeError("run_in_executor results wrong")
+        return {"wall": wall}
+
+    return asyncio.run(main())
+
+
+def scenario_2a(sizes: Sizes, reps: int) -> Section:
+    n, c = sizes.noop // 5, CONCURRENCY
+    ours = Row(
+        f"ResultCoordinator({c}): gather of submit_async, sync body",
+        run_submit_async_gathered,
+        n,
+        ours=True,
+    )
+    awaited = Row(
+        f"ResultCoordinator({c}): submit each, gather of await future",
+        run_await_submit_gathered,
+        n,
+        ours=True,
+    )
+    executor = Row(
+        f"loop.run_in_executor(ThreadPoolExecutor({c})), gathered", run_in_executor_gathered, n
+    )
+    rows = [ours, awaited, executor]
+    interleave(rows, reps, warm_n=WARM_ITEMS)
+    return Section(
+        [
+            (
+                f"### 2a. From asyncio, a sync body on threads: {n:,} items (body returns its"
+                f" item), concurrency {c}, gathered; results checked (no target)"
+            ),
+            "",
+            (
+                "Futures against futures, awaited on one event loop while the bodies run on"
+                " worker threads: what a service that offloads blocking calls writes. Every"
+                " outcome crosses from a worker thread to the loop; the event loop is created"
+                " inside each run, outside the timed region."
+            ),
+            "",
+            throughput_table(rows),
+        ],
+        [],
     )
 
 
@@ -1399,6 +1494,7 @@ def scenario_7(sizes: Sizes, reps: int) -> Section:
 SCENARIOS: dict[str, Callable[[Sizes, int], Section]] = {
     "1": scenario_1,
     "2": scenario_2,
+    "2a": scenario_2a,
     "3": scenario_3,
     "3p": scenario_3p,
     "4": scenario_4,

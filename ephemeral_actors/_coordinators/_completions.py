@@ -12,8 +12,8 @@ Items are not given a future each when they are accepted: `enqueue` stays as che
 as it was, and only a coordinator with a stream open pays for one per ending item.
 
 The queue of delivered futures belongs to the consumer (the iterating thread or
-task); the supervisor only appends to it, and wakes an asyncio consumer with
-`call_soon_threadsafe`.
+task); the supervisor only appends to it, and wakes an asyncio consumer through its
+loop's inbox (one wake-up per burst of deliveries).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._coordinators._workers import CANCELLED, COMPLETED, RUNNING
+from ephemeral_actors._mailbox import call_on_loop
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -56,9 +57,7 @@ class CompletionStream:
         woken = self.woken
         if woken is not None:
             loop, event = woken
-            # A closed loop raises RuntimeError: its consumer is gone.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(event.set)
+            call_on_loop(loop, event.set)  # dropped if the loop has closed: no consumer
 
 
 def _future_of(core: Core, op: Operation) -> OperationFuture[Any]:

@@ -33,8 +33,8 @@ run there could deadlock by calling back into the coordinator, and would stall a
 worker. Callbacks of such a resolution run on a short-lived library thread
 (`ephemeral-actors-callbacks`) instead; resolutions through the
 `concurrent.futures` API (`set_result`, `set_exception(exception)`) run them inline
-like CPython. `await` does not use callbacks: it wakes its loop directly with
-`call_soon_threadsafe`, which is safe under any lock.
+like CPython. `await` does not use callbacks: it wakes its loop through the loop's inbox
+(`_loop_inbox`), which takes no lock.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ from concurrent.futures._base import (
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pykka
+
+from ephemeral_actors._mailbox import call_on_loop
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -567,11 +569,8 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
         _release_all(parked)
         if wakers:
             for loop, waker in wakers:
-                # A closed loop: its awaiter is gone and nobody is left to tell.
-                try:  # noqa: SIM105 - contextlib.suppress costs ~0.8 µs per await
-                    loop.call_soon_threadsafe(_wake, waker)
-                except RuntimeError:
-                    pass
+                # Batched per loop (a closed loop drops it: its awaiter is gone).
+                call_on_loop(loop, _wake, waker)
         if callbacks:
             if defer:
                 _RUNNER.run(self, callbacks)
