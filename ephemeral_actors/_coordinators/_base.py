@@ -20,7 +20,7 @@ from ephemeral_actors._coordinators import _idle, _loops
 from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._coordinators._offer import offer as _offer
 from ephemeral_actors._coordinators._requests import BLOCK, TRY
-from ephemeral_actors._coordinators._source import IN_MEMORY, AsyncFeeder
+from ephemeral_actors._coordinators._source import IN_MEMORY, AsyncFeeder, SourceThread
 from ephemeral_actors._coordinators._supervisor import CoordinatorState, Core
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
@@ -106,12 +106,7 @@ class CoordinatorBase(Generic[T]):
                 self.close()  # an interrupt while the keys were computed: nothing runs
                 raise
         elif isinstance(source, Iterable):
-            core.feeder = threading.Thread(
-                target=_feed_sync,
-                args=(core, source),
-                name=f"ephemeral-actors-{core.name}-source",
-                daemon=True,
-            )
+            core.feeder = SourceThread(core, source)
             core.feeder.start()
         else:
             self.close()
@@ -721,19 +716,3 @@ def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
         fut.set_result(None)
     else:
         fut.set_exception(exc)
-
-
-def _feed_sync(core: Core, source: Iterable[Any]) -> None:
-    try:
-        for item in source:
-            core.accept(item, None, None, BLOCK)
-    except (CoordinatorClosedError, CoordinatorFaultedError):
-        pass
-    except BaseException as exc:  # re-raised from drain()
-        core.source_error = exc
-        if not isinstance(exc, Exception):
-            # An interrupt (KeyboardInterrupt, SystemExit, task cancellation) means
-            # stop: cancel what is queued and running instead of finishing it first.
-            core.cancel()
-    finally:
-        core.source_finished()

@@ -1,9 +1,13 @@
-"""The reader of an async `from_iterable` source: a task on the coordinator's loop.
+"""The readers of a `from_iterable` source: a task on the coordinator's loop, or a thread.
 
-It accepts what the source yields, as `enqueue_async` would, until the source ends
-or raises (re-raised from `drain()`). A source may await its next item for ever,
-so `close()` does not wait for it to yield: it cancels the task (issue 13, finding
-3), and a cancellation that `close()` asked for is not a source error.
+Each accepts what the source yields, as `enqueue` would, until the source ends or
+raises (re-raised from `drain()`). A source may wait for its next item for ever (a
+consumer waiting for messages), so `close()` does not wait for it to yield: it
+cancels the task of an async source (issue 13, finding 3), and a cancellation that
+`close()` asked for is not a source error. The thread of a synchronous source cannot
+be interrupted inside the source's `next()`; `close()` waits for it only briefly
+there (`SOURCE_GRACE`), and the thread ends when `next()` returns, accepting nothing
+more (intake is closed by then).
 
 With coroutine bodies, an in-memory collection (a list, a range, ...) is read this
 way too, on the loop the bodies run on (the caller's or the shared one): iterating it
@@ -20,6 +24,7 @@ import threading
 from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, Any, Final
 
+from ephemeral_actors._coordinators._requests import BLOCK
 from ephemeral_actors._errors import CoordinatorClosedError, CoordinatorFaultedError
 from ephemeral_actors._runtime import SHARED_LOOP
 
@@ -28,7 +33,7 @@ if TYPE_CHECKING:
 
     from ephemeral_actors._coordinators._supervisor import Core
 
-__all__ = ["IN_MEMORY", "AsyncFeeder"]
+__all__ = ["IN_MEMORY", "SOURCE_GRACE", "AsyncFeeder", "SourceThread"]
 
 IN_MEMORY: Final = frozenset(
     {
@@ -47,6 +52,11 @@ IN_MEMORY: Final = frozenset(
 """Types of sources whose iteration never blocks; exact types only, since a subclass
 may override `__iter__`."""
 
+
+SOURCE_GRACE: Final = 0.1
+"""Seconds `close()` waits for a source thread that is inside the source's `next()`: a
+source that is about to yield gets to end its thread cleanly; one that waits for
+input is left to return in its own time."""
 
 _ITEMS_BETWEEN_YIELDS: Final = 32
 """The reader yields to its loop at least once per this many items: accepting an item
@@ -142,3 +152,49 @@ class AsyncFeeder:
                 core.source_finished()
             finally:
                 self.ended.set()
+
+
+class SourceThread(threading.Thread):
+    """Reads a synchronous source into a coordinator, whose `next()` may block.
+
+    `in_source` is True while the thread runs the source's own code (`iter()` and
+    each `next()`): `close()` reads it to tell a reader that is about to find intake
+    closed from one that waits inside the source, which it cannot interrupt.
+    """
+
+    def __init__(self, core: Core, source: Iterable[Any]) -> None:
+        super().__init__(name=f"ephemeral-actors-{core.name}-source", daemon=True)
+        self.core = core
+        self.source: Iterable[Any] | None = source
+        self.in_source = False
+
+    def run(self) -> None:
+        core = self.core
+        source = self.source
+        self.source = None  # the thread's frame holds it while it reads; nothing after
+        assert source is not None
+        try:
+            self.in_source = True
+            items = iter(source)
+            del source
+            while True:
+                self.in_source = True
+                try:
+                    item = next(items)
+                except StopIteration:
+                    break
+                finally:
+                    self.in_source = False
+                core.accept(item, None, None, BLOCK)
+                del item  # no payload kept while the source waits for the next one
+        except (CoordinatorClosedError, CoordinatorFaultedError):
+            pass
+        except BaseException as exc:  # re-raised from drain()
+            core.source_error = exc
+            if not isinstance(exc, Exception):
+                # An interrupt (KeyboardInterrupt, SystemExit, task cancellation) means
+                # stop: cancel what is queued and running instead of finishing it first.
+                core.cancel()
+        finally:
+            self.in_source = False
+            core.source_finished()

@@ -72,7 +72,7 @@ from ephemeral_actors._coordinators._requests import (
 )
 from ephemeral_actors._coordinators._schedule import Schedule, scheduled_request
 from ephemeral_actors._coordinators._signaling import SignalRouter
-from ephemeral_actors._coordinators._source import AsyncFeeder
+from ephemeral_actors._coordinators._source import SOURCE_GRACE, AsyncFeeder, SourceThread
 from ephemeral_actors._coordinators._window import CLOCK, Window, snapshot_of
 from ephemeral_actors._coordinators._workers import (
     CANCELLED,
@@ -576,7 +576,7 @@ class Core:
 
         self.source_open = False
         self.source_error: BaseException | None = None
-        self.feeder: threading.Thread | AsyncFeeder | None = None
+        self.feeder: SourceThread | AsyncFeeder | None = None
         self.loop_refs = 0
         self.closed_event = _StopFlag()  # an Event made only if close() has to wait
         self.orphaned = False  # the facade was garbage-collected without close()
@@ -2475,8 +2475,20 @@ class Core:
             callbacks.thread.join(remaining(deadline))
         feeder = self.feeder
         if feeder is not None and feeder is not threading.current_thread():
-            feeder.join(remaining(deadline))
-            if feeder.is_alive():
+            wait = remaining(deadline)
+            if isinstance(feeder, SourceThread) and feeder.in_source:
+                # Inside the source's next(), which nothing can interrupt, and nothing it
+                # yields can be accepted now: a moment for a source about to yield, then
+                # its thread is left to end when next() returns.
+                wait = SOURCE_GRACE if wait is None else min(wait, SOURCE_GRACE)
+            feeder.join(wait)
+            if isinstance(feeder, SourceThread) and feeder.is_alive() and feeder.in_source:
+                logger.info(
+                    f"coordinator {self.name!r}: close() left the reader of its source waiting "
+                    "in the source's next(); the thread accepts nothing more and ends when "
+                    "next() returns"
+                )
+            elif feeder.is_alive():
                 logger.warning(
                     f"coordinator {self.name!r}: close() abandoned its source, which did not "
                     "yield in time"

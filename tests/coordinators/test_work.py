@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -982,6 +983,65 @@ def test_close_stops_a_blocked_source(make):
     c.close(WAIT)
     assert c.total_enqueued < 1000
     assert invariant_holds(c)
+
+
+def _waiting_source(inside: threading.Event, release: threading.Event) -> Iterator[int]:
+    """Yields 1, then waits for input (a consumer with no messages) until released."""
+    yield 1
+    inside.set()
+    release.wait(WAIT)
+    yield 2
+
+
+def _close_in_a_thread(c: WorkCoordinator[int]) -> threading.Thread:
+    closer = threading.Thread(target=c.close)
+    closer.start()
+    closer.join(WAIT)
+    return closer
+
+
+def test_close_does_not_wait_for_a_source_waiting_inside_next(caplog):
+    """A source blocked in its own next() cannot hold close() (nor a with block's exit)."""
+    inside, release = threading.Event(), threading.Event()
+    c = WorkCoordinator.from_iterable(_waiting_source(inside, release), lambda _: None)
+    try:
+        assert inside.wait(WAIT)
+        with caplog.at_level(logging.INFO, logger="ephemeral_actors"):
+            closer = _close_in_a_thread(c)
+            assert not closer.is_alive(), "close() waited for the source to yield"
+        assert not release.is_set()
+        assert "waiting in the source's next()" in caplog.text
+    finally:
+        release.set()
+    # The source's next item comes after close(): its thread accepts nothing and ends.
+    for thread in library_threads():
+        if thread.name.endswith("-source"):
+            thread.join(WAIT)
+            assert not thread.is_alive()
+    assert c.total_enqueued == 1
+    assert c.total_completed == 1
+
+
+def test_leaving_a_with_block_on_an_error_does_not_wait_for_the_source():
+    inside, release = threading.Event(), threading.Event()
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with WorkCoordinator.from_iterable(_waiting_source(inside, release), lambda _: None):
+                assert inside.wait(WAIT)
+                raise RuntimeError("the caller gives up")
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    runner.join(WAIT)
+    alive = runner.is_alive()
+    release.set()
+    runner.join(WAIT)
+    assert not alive, "the with block's close() waited for the source"
+    assert [str(e) for e in outcome] == ["the caller gives up"]
 
 
 # -- supervision ----------------------------------------------------------------------
