@@ -78,6 +78,7 @@ class Operation:
     """
 
     __slots__ = (
+        "_aside_rank",
         "_attempts",
         "_cancel",
         "_core",
@@ -100,6 +101,9 @@ class Operation:
         "key",
     )
 
+    _aside_rank: int
+    """Its rank among records the window set aside (`_window`); set only for those."""
+
     def __init__(self, core: Core, op_id: int, key: str | None, raw_key: Any = None) -> None:
         self.id = op_id
         self.key = key
@@ -111,7 +115,7 @@ class Operation:
         self._outcome = 0  # 0 pending/running, 1 completed, 2 failed, 3 cancelled
         self._cancel = False
         self._pinned = False
-        self._in_window = False
+        self._in_window = 0  # 0 out, 1 listed, 2 set aside (`_window`)
         self._signals: tuple[SignalEvent, ...] | None = None
         self._reply: Any = None
         self._result: Any = None

@@ -73,7 +73,7 @@ from ephemeral_actors._coordinators._requests import (
 from ephemeral_actors._coordinators._schedule import Schedule, scheduled_request
 from ephemeral_actors._coordinators._signaling import SignalRouter
 from ephemeral_actors._coordinators._source import SOURCE_GRACE, AsyncFeeder, SourceThread
-from ephemeral_actors._coordinators._window import CLOCK, Window, snapshot_of
+from ephemeral_actors._coordinators._window import CLOCK, SET_ASIDE, Window, snapshot_of
 from ephemeral_actors._coordinators._workers import (
     CANCELLED,
     COMPLETED,
@@ -1712,8 +1712,9 @@ class Core:
                     self.completed += 1
                     self.unsettled -= 1
                     window = self.window
-                    if ended >= window.expiry:  # past the age bound, or over the size bound
-                        window.trim(ended)
+                    # Past the age bound, over the size bound, or a set-aside record ended.
+                    if ended >= window.expiry or op._in_window == SET_ASIDE:
+                        window.reconsider(ended, op)
                     reply = op._reply
                     if reply is not None:
                         op._reply = None
@@ -1832,8 +1833,8 @@ class Core:
         ended = op._ended or 0.0
         # Inlined: trim() itself returns at once here on most items (within the bound,
         # nothing old enough), and this runs once per item.
-        if ended >= window.expiry:  # past the age bound, or over the size bound
-            window.trim(ended)
+        if ended >= window.expiry or op._in_window == SET_ASIDE:
+            window.reconsider(ended, op)
         if reply is not None:
             # Resolved at the end of the turn, after the counters are published: whoever
             # the future wakes reads counters that already include this operation.
@@ -2091,7 +2092,7 @@ class Core:
         op._pinned = pinned
         op._snapshot = None
         if not pinned:
-            self.window.trim(self.now())
+            self.window.reconsider(self.now(), op)
         return True
 
     def evict(self, op_id: int) -> bool:
@@ -2417,6 +2418,7 @@ class Core:
             if reply is not None:
                 op._reply = None
                 self.outcomes.append((reply, False, CoordinatorFaultedError(message)))
+        self.window.note_ended()  # kept until a trim, as before; set-aside ones too
 
     def _release_runtime(self, deadline: float | None) -> None:
         """Return this coordinator's references on the process-wide runtime (once)."""
