@@ -32,6 +32,7 @@ to another idle actor), so a write is allowed only in its owner's own, innermost
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import logging
@@ -39,6 +40,8 @@ import os
 import threading
 from asyncio.events import _get_running_loop
 from typing import TYPE_CHECKING, Any, Final
+
+import pykka
 
 from ephemeral_actors._loop_inbox import post_to_loop
 
@@ -166,8 +169,6 @@ class Reply:
         """Await the answer without blocking the event loop."""
         if self.done:
             return
-        import asyncio  # noqa: PLC0415
-
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self.waiter = (loop, fut)
@@ -231,8 +232,6 @@ def handle_envelope(
     the exception; a tell whose handler raises is passed to `rejected` (which logs it),
     never re-raised, since Pykka would stop the actor — for a BaseException, every actor.
     """
-    import pykka  # noqa: PLC0415 - the runtime needs Pykka only for its envelopes
-
     reply_to = envelope.reply_to
     if actor.actor_stopped.is_set():
         if reply_to is not None:

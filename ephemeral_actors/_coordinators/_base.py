@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 from ephemeral_actors._coordinators import _idle, _loops
 from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._coordinators._offer import offer as _offer
-from ephemeral_actors._coordinators._requests import BLOCK, TRY
+from ephemeral_actors._coordinators._requests import BLOCK, TRY, AsyncReply
 from ephemeral_actors._coordinators._source import IN_MEMORY, AsyncFeeder, SourceThread
 from ephemeral_actors._coordinators._supervisor import CoordinatorState, Core
 from ephemeral_actors._errors import (
@@ -287,8 +287,6 @@ class CoordinatorBase(Generic[T]):
         Raises:
             BaseException: Whatever the body raised.
         """
-        from ephemeral_actors._coordinators._requests import AsyncReply  # noqa: PLC0415
-
         loop = asyncio.get_running_loop()
         reply = AsyncReply(loop, loop.create_future())
         core = self._core
