@@ -193,7 +193,7 @@ class Attempts:
         core.running -= 1
         core.npending += 1
         if op._in_window:
-            core.window.evict(op_id)
+            core.window.remove(op)
         self._retry_due(op)
         op._cancel = False
         op._timed_out = False

@@ -54,9 +54,10 @@ def utc(ts: float) -> datetime:
 class Window:
     """Operation records by id, oldest start first.
 
-    `order` holds the records in start order beside the `ops` index: trimming takes
-    records off the front of a deque, where deleting the oldest keys of a dict would
-    leave dead slots that every later scan from the front walks again.
+    `order` holds the records in start order: trimming takes records off the front of
+    a deque, where deleting the oldest keys of a dict would leave dead slots that
+    every later scan from the front walks again. The id `index` exists once something
+    looked a record up.
 
     A record that reaches the front still running (or pinned) when a trim needs room
     is set aside, in the order records come off the front: every set-aside record
@@ -69,10 +70,24 @@ class Window:
     pass over every running record per ending item with a thousand coroutine bodies.
     """
 
-    __slots__ = ("aside", "bound", "droppable", "expiry", "lifetime", "ops", "order", "ranks")
+    __slots__ = (
+        "aside",
+        "bound",
+        "droppable",
+        "expiry",
+        "index",
+        "lifetime",
+        "order",
+        "ranks",
+        "size",
+    )
 
     def __init__(self, bound: int, lifetime: float | None) -> None:
-        self.ops: dict[int, Operation] = {}
+        self.size = 0
+        self.index: dict[int, Operation] | None = None
+        """Records by id, built by the first lookup and kept from then on: most
+        coordinators never look a record up, and a dict insert and delete per item
+        were a tenth of a worker's time per no-op item."""
         self.order: deque[Operation] = deque()
         self.aside: dict[int, Operation] = {}
         """Set-aside records by rank (insertion order: start order)."""
@@ -89,7 +104,7 @@ class Window:
         has nothing to do, which a finishing operation's turn sees with one comparison."""
 
     def __len__(self) -> int:
-        return len(self.ops)
+        return self.size
 
     def __iter__(self) -> Iterator[Operation]:
         if self.aside:
@@ -99,11 +114,12 @@ class Window:
     def add(self, op: Operation) -> None:
         """Record a started operation (trimming the oldest finished ones past the bound)."""
         op._in_window = LISTED
-        ops = self.ops
-        ops[op.id] = op
         order = self.order
         order.append(op)
-        size = len(ops)
+        size = self.size = self.size + 1
+        index = self.index
+        if index is not None:
+            index[op.id] = op
         if size <= self.bound:
             if len(order) == 1:
                 self._set_expiry()  # the first record of `order`, which can age out
@@ -119,7 +135,9 @@ class Window:
         # written out because it runs once per item (the call, trim's checks and
         # `_set_expiry`'s frame were a twentieth of a no-op item's instructions).
         order.popleft()
-        del ops[oldest.id]
+        self.size = size - 1
+        if index is not None:
+            del index[oldest.id]
         oldest._in_window = _OUT
         lifetime = self.lifetime
         if lifetime is not None:
@@ -134,8 +152,7 @@ class Window:
         while order:
             old = order.popleft()
             if old._outcome != _RUNNING and not old._pinned:
-                del self.ops[old.id]
-                old._in_window = _OUT
+                self._drop(old)
                 if self.lifetime is not None:
                     self._set_expiry()
                     if op._started >= self.expiry:
@@ -170,21 +187,34 @@ class Window:
         if op._outcome != _RUNNING and not op._pinned:
             heapq.heappush(self.droppable, (op._aside_rank, op))
 
+    def _drop(self, op: Operation) -> None:
+        self.size -= 1
+        if self.index is not None:
+            del self.index[op.id]
+        op._in_window = _OUT
+
     def get(self, op_id: int) -> Operation | None:
-        return self.ops.get(op_id)
+        index = self.index
+        if index is None:
+            index = self.index = {op.id: op for op in self}
+        return index.get(op_id)
 
     def evict(self, op_id: int) -> bool:
         """Drop a record now, even pinned or running; True if it was there."""
-        op = self.ops.pop(op_id, None)
+        op = self.get(op_id)
         if op is None:
             return False
+        self.remove(op)
+        return True
+
+    def remove(self, op: Operation) -> None:
+        """Drop `op`'s record now, which is in the window (`evict` by the record)."""
         if op._in_window == SET_ASIDE:
             del self.aside[op._aside_rank]  # its `droppable` entry, if any, is skipped
         else:
             self.order.remove(op)
-        op._in_window = _OUT
+        self._drop(op)
         self._set_expiry()
-        return True
 
     def _next_droppable(self) -> Operation | None:
         """The oldest set-aside record that may go, or None (stale entries dropped)."""
@@ -200,7 +230,7 @@ class Window:
 
     def _set_expiry(self) -> None:
         lifetime = self.lifetime
-        if len(self.ops) > self.bound:
+        if self.size > self.bound:
             self.expiry = _AT_ONCE
         elif lifetime is None:
             self.expiry = _NEVER
@@ -213,13 +243,12 @@ class Window:
 
     def trim(self, now: float) -> None:
         """Apply the size and age bounds."""
-        ops = self.ops
-        excess = len(ops) - self.bound
+        excess = self.size - self.bound
         if excess <= 0 and now < self.expiry:
             return
         lifetime = self.lifetime
         cutoff = now - lifetime if lifetime is not None else None
-        if excess <= 0 and (cutoff is None or not ops):
+        if excess <= 0 and (cutoff is None or not self.size):
             return
         # The oldest records first: the set-aside ones that may go, by rank.
         droppable = self.droppable
@@ -230,8 +259,7 @@ class Window:
                 break
             heapq.heappop(droppable)
             del aside[old._aside_rank]
-            del ops[old.id]
-            old._in_window = _OUT
+            self._drop(old)
             excess -= 1
         order = self.order
         while order:
@@ -242,14 +270,13 @@ class Window:
             if head._outcome == _RUNNING or head._pinned:
                 self._set_aside(head)  # behind the older set-aside records
                 continue
-            del ops[head.id]
-            head._in_window = _OUT
+            self._drop(head)
             excess -= 1
         self._set_expiry()
 
     def snapshot(self, now: float, with_results: bool) -> tuple[OperationSnapshot, ...]:
         """Every record as a frozen snapshot (age-trimmed first)."""
-        if self.ops:
+        if self.size:
             self.trim(now)
         return tuple(snapshot_of(op, with_results) for op in self)
 
@@ -257,7 +284,7 @@ class Window:
         self, now: float, predicate: Callable[[SignalEvent], bool] | None
     ) -> tuple[SignalEvent, ...]:
         """Signals of the records, in start order then emit order (age-trimmed first)."""
-        if self.ops:
+        if self.size:
             self.trim(now)
         found: list[SignalEvent] = []
         for op in self:
