@@ -90,7 +90,8 @@ class Window:
         were a tenth of a worker's time per no-op item."""
         self.order: deque[Operation] = deque()
         self.aside: dict[int, Operation] = {}
-        """Set-aside records by rank (insertion order: start order)."""
+        """Set-aside records by rank (insertion order: start order). A dict, whose dead
+        slots only queries walk: trims reach these records through `droppable`."""
         self.droppable: list[tuple[int, Operation]] = []
         """(rank, record) of set-aside records that ended unpinned, a heap; an entry
         whose record was pinned or dropped since is skipped when it comes up."""
