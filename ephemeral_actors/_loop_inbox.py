@@ -57,7 +57,13 @@ class LoopInbox:
     ) -> None:
         self.mail.append((callback, args))
         if self.scheduled:
-            return  # a drain is due: it takes this one too
+            if not loop.is_closed():
+                return  # a drain is due: it takes this one too
+            # Closed with a drain pending, which will never run: nobody awaits what was
+            # posted, and holding it would keep the loop alive.
+            self.scheduled = False
+            self.mail.clear()
+            return
         self.scheduled = True
         try:
             loop.call_soon_threadsafe(self.drain, loop)

@@ -177,6 +177,22 @@ def test_a_closed_loop_drops_posts_and_is_not_kept_alive() -> None:
     assert gone() is None
 
 
+def test_a_loop_closed_with_a_drain_pending_drops_later_posts() -> None:
+    loop = asyncio.new_event_loop()
+    ran: list[int] = []
+    _from_thread(functools.partial(post_to_loop, loop, ran.append, 1))  # a drain is due
+    loop.close()  # before it ran
+    _from_thread(functools.partial(post_to_loop, loop, ran.append, 2))
+    inbox = _inboxes.get(loop)
+    assert inbox is not None
+    assert not inbox.mail
+    assert ran == []
+    gone = weakref.ref(loop)
+    del loop, inbox
+    gc.collect()
+    assert gone() is None
+
+
 def test_results_of_a_burst_of_submit_async_wake_the_loop_once() -> None:
     """The outcomes of sync bodies reach their `submit_async` callers in one wake-up."""
     n = 100
