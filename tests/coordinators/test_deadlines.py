@@ -340,12 +340,22 @@ def test_every_item_ends_within_twice_its_deadline(
             futures.append(future)
         for _ in futures:
             assert done.acquire(timeout=WAIT)
+        records = {r.id: r for r in c.get_snapshot()}
         for future in futures:
             op_id = future.operation_id
-            assert ended[op_id] - started[op_id] <= 2 * timeout + SLACK
+            if op_id in started:
+                assert ended[op_id] - started[op_id] <= 2 * timeout + SLACK
+            else:
+                # The body never began: its worker was starved past the deadline (a
+                # loaded machine), and the operation ended without it. The bound then
+                # holds from dispatch, which only the record knows.
+                duration = records[op_id].duration
+                assert duration is not None
+                assert duration <= 2 * timeout + SLACK
         s = c.stats()
         assert s.total_completed + s.total_failed == len(behaviours)
-        assert s.abandoned_threads <= behaviours.count("ignores") + len(late)
+        never_began = sum(f.operation_id not in started for f in futures)
+        assert s.abandoned_threads <= behaviours.count("ignores") + len(late) + never_began
     finally:
         gate.set()
         c.close(WAIT)
