@@ -193,6 +193,31 @@ def test_a_loop_closed_with_a_drain_pending_drops_later_posts() -> None:
     assert gone() is None
 
 
+class _UnreferenceableLoop:
+    """A loop-like object that refuses weak references (a C loop without `__weakref__`)."""
+
+    __slots__ = ("calls", "closed")
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.closed = False
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
+        if self.closed:
+            raise RuntimeError("Event loop is closed")
+        self.calls.append((callback, *args))
+
+
+def test_a_loop_without_weak_references_gets_one_call_per_post() -> None:
+    loop: Any = _UnreferenceableLoop()
+    post_to_loop(loop, print, 1)
+    post_to_loop(loop, print, 2)
+    assert loop.calls == [(print, 1), (print, 2)]  # no inbox: it could not be keyed
+    loop.closed = True
+    post_to_loop(loop, print, 3)  # dropped, as a closed loop's posts are
+    assert loop.calls == [(print, 1), (print, 2)]
+
+
 def test_results_of_a_burst_of_submit_async_wake_the_loop_once() -> None:
     """The outcomes of sync bodies reach their `submit_async` callers in one wake-up."""
     n = 100
