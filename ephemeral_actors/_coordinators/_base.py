@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 from ephemeral_actors._coordinators import _idle, _loops
 from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._coordinators._offer import offer as _offer
-from ephemeral_actors._coordinators._requests import BLOCK, TRY, AsyncReply
+from ephemeral_actors._coordinators._requests import BLOCK, TRY
 from ephemeral_actors._coordinators._source import IN_MEMORY, AsyncFeeder, SourceThread
 from ephemeral_actors._coordinators._supervisor import CoordinatorState, Core
 from ephemeral_actors._errors import (
@@ -287,14 +287,13 @@ class CoordinatorBase(Generic[T]):
         Raises:
             BaseException: Whatever the body raised.
         """
-        loop = asyncio.get_running_loop()
-        reply = AsyncReply(loop, loop.create_future())
+        outcome = asyncio.get_running_loop().create_future()
         core = self._core
         # One await for the whole call: a request that waits for backlog space does not
         # wake this task when it is accepted, only the outcome does (or a refusal).
-        request = core.accept_reply(item, reply, priority, delay)
+        request = core.accept_reply(item, outcome, priority, delay)
         try:
-            return await reply.fut
+            return await outcome
         except asyncio.CancelledError:
             if request is not None and not request.done:
                 core._withdraw(request)  # still waiting for space: not enqueued

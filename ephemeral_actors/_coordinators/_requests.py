@@ -8,13 +8,13 @@ Every wait with a deadline in the library goes through `Reply.wait`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any, Final
 
 from ephemeral_actors._mailbox import Reply, call_on_loop
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Callable, Iterator
 
 __all__ = [
@@ -23,12 +23,10 @@ __all__ = [
     "PROBE",
     "TRY",
     "TRY_OWN",
-    "AsyncReply",
     "Call",
     "Draw",
     "Intake",
     "Scheduled",
-    "SettleOnRefusal",
     "Wait",
     "remaining",
     "resolve",
@@ -66,6 +64,16 @@ class Intake(Reply):
         self.raw_key: Any = None
         self.label: str | None = None
         self.reason: Any = None  # the Admission of a refused TRY, set in the turn
+
+    def release(self) -> None:
+        """A `submit_async` request is its own waiter (`Reply._finish` calls this).
+
+        Accepted, it wakes nobody: its task awaits the outcome, in `future` (an asyncio
+        future). Refused (intake closed), the refusal settles that future.
+        """
+        error = self.error
+        if error is not None:
+            resolve(self.future, False, error)
 
 
 class Draw(Reply):
@@ -149,35 +157,6 @@ class Wait(Reply):
         self.settled = settled
 
 
-class AsyncReply:
-    """Resolves an asyncio future on its own loop from any thread."""
-
-    __slots__ = ("fut", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
-        self.loop = loop
-        self.fut = fut
-
-
-class SettleOnRefusal:
-    """The waiter of a `submit_async` request: a refusal settles the submit's reply.
-
-    `Reply._finish` calls `release()` in the owner's turn, on any thread. An accepted
-    request needs no wake-up: its task awaits the outcome in the reply.
-    """
-
-    __slots__ = ("reply", "request")
-
-    def __init__(self, request: Intake, reply: AsyncReply) -> None:
-        self.request = request
-        self.reply = reply
-
-    def release(self) -> None:
-        error = self.request.error
-        if error is not None:
-            resolve(self.reply, False, error)
-
-
 def _set_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if fut.done():
         return
@@ -188,9 +167,9 @@ def _set_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 
 def resolve(reply: Any, ok: bool, value: Any) -> None:
-    """Settle a submit future (a Pykka future or an `AsyncReply`) from any thread."""
-    if isinstance(reply, AsyncReply):
-        call_on_loop(reply.loop, _set_future, reply.fut, ok, value)
+    """Settle a submit future (a Pykka future, or an asyncio future) from any thread."""
+    if isinstance(reply, asyncio.Future):
+        call_on_loop(reply.get_loop(), _set_future, reply, ok, value)
     elif ok:
         reply.set(value)
     else:

@@ -60,12 +60,10 @@ from ephemeral_actors._coordinators._requests import (
     PROBE,
     TRY,
     TRY_OWN,
-    AsyncReply,
     Call,
     Draw,
     Intake,
     Scheduled,
-    SettleOnRefusal,
     Wait,
     remaining,
     resolve,
@@ -1084,25 +1082,27 @@ class Core:
         return cast("Operation", request.result())
 
     def accept_reply(
-        self, item: Any, reply: AsyncReply, priority: int = 0, delay: float | None = None
+        self, item: Any, outcome: asyncio.Future[Any], priority: int = 0, delay: float | None = None
     ) -> Intake | None:
         """`submit_async`'s intake: None once accepted, else the request still waiting.
 
         A waiting request does not wake its task when it is accepted: the task awaits
-        only the outcome, in `reply`. If the request is refused instead (intake
-        closed), the refusal settles `reply`. Raises what a refusal in this call raises.
+        only `outcome`. If the request is refused instead (intake closed), the refusal
+        settles `outcome`: the request is its own waiter (`Intake.release`), so a waiting
+        `submit_async` costs no object beyond its request and its future. Raises what a
+        refusal in this call raises.
         """
-        request = self._intake_from_loop(item, reply, priority, delay)
+        request = self._intake_from_loop(item, outcome, priority, delay)
         if not isinstance(request, Intake):
             return None
         if request.done:
             request.result()  # raises the refusal
             return None
-        waiter = request.waiter = SettleOnRefusal(request, reply)
+        request.waiter = request
         if request._answered():
             # Answered between the test and the store, so `_finish` may have seen no
-            # waiter: settle here. Both may settle; `reply` keeps the first.
-            waiter.release()
+            # waiter: settle here. Both may settle; `outcome` keeps the first.
+            request.release()
         return request
 
     def _intake_from_loop(
