@@ -34,6 +34,8 @@ import queue
 import threading
 import time
 import types
+from asyncio import Future as _AsyncioFuture
+from asyncio.events import _get_running_loop
 from collections import deque
 from concurrent.futures import InvalidStateError
 from dataclasses import dataclass
@@ -783,6 +785,15 @@ class Core:
                 try:
                     if ok and type(future) is OperationFuture:
                         future.set(value)  # resolve's usual case, without its frame
+                    elif (
+                        ok
+                        and type(future) is _AsyncioFuture
+                        and (future.get_loop() is _get_running_loop())
+                    ):
+                        # A `submit_async` whose body ran on its own loop: `resolve`'s
+                        # on-the-loop case, without its three frames.
+                        if not future.done():
+                            future.set_result(value)
                     elif ok is None:
                         future._set_cancelled()
                     else:
@@ -1116,9 +1127,14 @@ class Core:
             # `_new_request` would make it for this item (no label, priority, delay or
             # preparation), with the key already computed: the selector runs once.
             raw_key, key = (None, None) if self.key_of is None else self._capture_key(item)
-            op = self.accept_plain(item, future, None, PROBE, key, raw_key)
-            if op is not None:
-                return op
+            # Producers already waiting for space: the probe's turn would refuse this
+            # item too (a gathered `submit_async` of thousands finds them for nearly
+            # every call). A hint read outside the turn, which re-checks everything: a
+            # stale answer costs a probe, or sends a request the turn then accepts.
+            if not self.space_waiters:
+                op = self.accept_plain(item, future, None, PROBE, key, raw_key)
+                if op is not None:
+                    return op
             request = Intake(item, future, BLOCK)
             if key is not None:
                 request.raw_key = raw_key
@@ -1141,6 +1157,7 @@ class Core:
     def _on_withdraw(self, request: Intake | Draw) -> None:
         if request in self.space_waiters:
             self.space_waiters.remove(request)
+            request.waiter = None  # its sender stopped waiting (and a `submit_async`'s is itself)
             if isinstance(request, Draw):
                 request.items = None
                 request.value = request.accepted
@@ -1478,7 +1495,14 @@ class Core:
                     waiters.rotate(-1)  # a collection takes its turn, as one producer
                 continue
             waiters.popleft()
-            self.replies.append(request)
+            if request.waiter is request:
+                # A `submit_async` (its own waiter): its task awaits only the outcome,
+                # so its acceptance wakes nobody, and needs no answer at the turn's end
+                # (only the reference to itself dropped, which `_finish` would drop).
+                request.waiter = None
+                request.done = True
+            else:
+                self.replies.append(request)
             self._admit(request)
         if drew and self.running < self.limit:
             self._dispatch()
