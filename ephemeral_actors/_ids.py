@@ -8,7 +8,9 @@ processes (or two runs) from lining up in shared logs, and the large step keeps
 consecutive items' ids from looking consecutive. `itertools.count` with that step,
 masked by `map`, draws an id in one C-level `next` with no Python frame: a tenth of a
 microsecond less per item than multiplying and masking a counter in Python, which in
-turn was a twentieth of a no-op item's CPU cheaper than hashing every id.
+turn was a twentieth of a no-op item's CPU cheaper than hashing every id. `Operation`
+draws its own id from `_ids` the same way (`next_operation_id` written out, without
+its frame); it reads the module's iterator at each draw, which a forked child replaces.
 """
 
 from __future__ import annotations

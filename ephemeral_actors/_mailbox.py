@@ -25,9 +25,11 @@ putting it back (`append`) the release, and nobody ever blocks on it. A
 and costs four times as much, twice per item.
 
 Who runs a turn: the mailbox's `holder` is the thread ident of the thread in its turn
-(0 outside turns), which is what `in_turn` asks. Ownership check mode also keeps, per
-thread, the innermost actor whose turn it runs (turns nest when one actor's turn posts
-to another idle actor), so a write is allowed only in its owner's own, innermost turn.
+(0 outside turns), which is what `in_turn` asks. The supervisor's two written-out
+per-item turns store it only before the calls that may ask (see `Core.accept_plain`).
+Ownership check mode also keeps, per thread, the innermost actor whose turn it runs
+(turns nest when one actor's turn posts to another idle actor), so a write is allowed
+only in its owner's own, innermost turn.
 """
 
 from __future__ import annotations
@@ -322,7 +324,9 @@ class Mailbox:
         self._take: Iterator[Any] = map(collections.deque.popleft, itertools.repeat(self._queue))
         self._requeued: Any = None  # a message an interrupt stopped at its handler's entry
         self.holder = 0
-        """The ident of the thread in this actor's turn; 0 outside turns."""
+        """The ident of the thread in this actor's turn; 0 outside turns. (Set for the
+        whole of every turn run here; the supervisor's written-out turns set it before
+        any call that may ask `in_turn`.)"""
         self._handle = handle
         self._end_turn = end_turn
         self._handoff = handoff

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 from typing import TYPE_CHECKING, Any
 
+from ephemeral_actors import _ids
 from ephemeral_actors._errors import NoCurrentOperationError, OperationCancelledError
 from ephemeral_actors._signals._event import check_signal_name
 
@@ -104,8 +105,12 @@ class Operation:
     _aside_rank: int
     """Its rank among records the window set aside (`_window`); set only for those."""
 
-    def __init__(self, core: Core, op_id: int, key: str | None, raw_key: Any = None) -> None:
-        self.id = op_id
+    def __init__(self, core: Core, key: str | None, raw_key: Any = None) -> None:
+        # The id drawn here, not passed in: `next_operation_id` written out (its frame
+        # was a thirtieth of an `enqueue`'s instructions). The module's iterator is read
+        # at each draw, since a forked child replaces it.
+        ids = _ids._ids
+        self.id = next(ids) or next(ids)  # 0, once in 2**63 draws, is not an id
         self.key = key
         self._raw_key = raw_key
         self._core = core

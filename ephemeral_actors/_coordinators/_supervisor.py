@@ -725,6 +725,9 @@ class Core:
             # known to be torn. That second one is dropped: the first reaches the caller.
             self.mailbox.interrupt = error  # raised to the caller once the turn has ended
             self.torn = True
+        # A written-out turn (`accept_plain`, `report_and_take`) stores its holder only
+        # when it needs it: the fault below may ask.
+        self.mailbox.holder = _get_ident()
         with contextlib.suppress(BaseException):
             actor = self.supervisor
             if not actor.actor_stopped.is_set():
@@ -1298,13 +1301,13 @@ class Core:
         enqueued = self.enqueued
         if request.keyed:
             for item, key, raw_key in taken:
-                op = Operation(self, next_operation_id(), key, raw_key)
+                op = Operation(self, key, raw_key)
                 backlog.append((op, item))
                 enqueued += 1
                 op._seq = enqueued
         else:
             for item in taken:
-                op = Operation(self, next_operation_id(), None, None)
+                op = Operation(self, None, None)
                 backlog.append((op, item))
                 enqueued += 1
                 op._seq = enqueued
@@ -1385,9 +1388,10 @@ class Core:
         flag = mailbox._flag
         if mail or not flag:
             return self._accept_posted(item, future, timeout, mode, key, raw_key)
-        ident = _get_ident()
-        # Read before the flag: between taking it and the turn's `try` nothing may call.
-        previous = _in_turn.get(ident) if CHECK_OWNERSHIP else None
+        if CHECK_OWNERSHIP:
+            # Read before the flag: between taking it and the turn's `try` nothing may call.
+            ident = _get_ident()
+            previous = _in_turn.get(ident)
         try:
             flag.pop()
         except IndexError:  # taken by another thread since the test
@@ -1395,11 +1399,15 @@ class Core:
         except BaseException:
             flag.append(True)  # Ctrl-C as the pop returned (see `Mailbox._run`)
             raise
-        mailbox.holder = ident
+        # `holder` is stored only before a call that may ask whether it runs in this
+        # turn (`_dispatch`, `_end_turn`, `_crashed`): the record, the backlog and the
+        # counters never ask, and the thread ident and two stores were a sixteenth of
+        # an `enqueue`'s instructions.
         op = None
         try:
             try:
                 if CHECK_OWNERSHIP:
+                    mailbox.holder = ident
                     _in_turn[ident] = self
                     self.check_fast_paths()
                 if (
@@ -1409,7 +1417,7 @@ class Core:
                     and not self.space_waiters
                 ):
                     if future is None:
-                        op = Operation(self, next_operation_id(), key, raw_key)
+                        op = Operation(self, key, raw_key)
                     else:
                         op = self._new_operation(key, raw_key, future)
                     self.backlog.append((op, item))
@@ -1417,6 +1425,7 @@ class Core:
                     op._seq = self.enqueued = self.enqueued + 1
                     self.unsettled += 1
                     if self.running < self.limit:
+                        mailbox.holder = _get_ident()
                         self._dispatch()
             except BaseException as exc:
                 op = None
@@ -1426,6 +1435,7 @@ class Core:
                 try:
                     # `_end_turn` has nothing to do in most of these turns: skip its frame.
                     if self.outcomes or self.replies or self.waiters or self.orphaned:
+                        mailbox.holder = _get_ident()
                         self._end_turn()
                 finally:
                     mailbox.holder = 0
@@ -1453,7 +1463,7 @@ class Core:
         self._admitted(op)
 
     def _new_operation(self, key: str | None, raw_key: Any, future: Any) -> Operation:
-        op = Operation(self, next_operation_id(), key, raw_key)
+        op = Operation(self, key, raw_key)
         if future is not None:
             op._reply = future
             if type(future) is OperationFuture:
@@ -1692,9 +1702,10 @@ class Core:
         if mail or not flag:
             mailbox.post((self._on_report, (worker, op, outcome, error)))
             return None
-        ident = _get_ident()
-        # Read before the flag: between taking it and the turn's `try` nothing may call.
-        previous = _in_turn.get(ident) if CHECK_OWNERSHIP else None
+        if CHECK_OWNERSHIP:
+            # Read before the flag: between taking it and the turn's `try` nothing may call.
+            ident = _get_ident()
+            previous = _in_turn.get(ident)
         try:
             flag.pop()
         except IndexError:  # taken by another thread since the test
@@ -1703,12 +1714,14 @@ class Core:
         except BaseException:
             flag.append(True)  # an interrupt as the pop returned (see `Mailbox._run`)
             raise
-        mailbox.holder = ident
+        # `holder` only before a call that may ask whether it runs in this turn, as in
+        # `accept_plain`: the record, window and backlog work below never asks.
         entry = None
         behind = False
         try:
             try:
                 if CHECK_OWNERSHIP:
+                    mailbox.holder = ident
                     _in_turn[ident] = self
                     self.check_fast_paths()
                 # The turn itself, once per item, written out (a frame less): a plain
@@ -1720,10 +1733,10 @@ class Core:
                     error is not None
                     or worker.current is not op
                     or op._outcome != RUNNING
-                    or worker.retired
-                    or worker.abandoned
+                    or worker.retired  # also when abandoned: an abandoned worker is retired
                     or not self.plain_end
                 ):
+                    mailbox.holder = _get_ident()
                     self._on_done(worker, op, outcome, error)
                 else:
                     ended = self.now()
@@ -1755,6 +1768,7 @@ class Core:
                         self.running -= 1
                         worker.current = None
                         self.idle.append(worker)
+                        mailbox.holder = _get_ident()
                         self._dispatch()
                     else:
                         self.npending -= 1
@@ -1763,10 +1777,13 @@ class Core:
                         window.add(started)
                         worker.current = started
                         if self.space_waiters and self.npending <= self.low_water:
+                            mailbox.holder = _get_ident()
                             self._admit_waiting()
                         if self.running < self.limit and self.npending:
+                            mailbox.holder = _get_ident()
                             self._dispatch()
                     if reply is not None:
+                        mailbox.holder = _get_ident()
                         # The future, resolved here rather than from `outcomes` at the end of
                         # the turn (a tuple and a loop saved per item), but still after every
                         # write of the turn: whoever it wakes reads counters that count this
@@ -1783,6 +1800,7 @@ class Core:
                 try:
                     # `_end_turn` has nothing to do in most of these turns: skip its frame.
                     if self.outcomes or self.replies or self.waiters or self.orphaned:
+                        mailbox.holder = _get_ident()
                         self._end_turn()
                 finally:
                     mailbox.holder = 0

@@ -103,7 +103,8 @@ class WorkerBase:
     retired = False
     abandoned = False
     """Its body outlived its deadline: the slot went to another worker, and the late
-    outcome it reports is ignored (set in the supervisor's turn)."""
+    outcome it reports is ignored (set in the supervisor's turn). An abandoned worker
+    is also `retired`, which the per-item report tests alone."""
 
     def expire(self, op: Operation) -> None:
         """`op`, which this worker runs, is past its deadline: interrupt it if possible."""

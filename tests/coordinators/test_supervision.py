@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from typing import NoReturn
 
 import pytest
 
@@ -162,10 +163,10 @@ def test_an_interrupt_in_a_turn_the_main_thread_runs_reaches_the_caller(make, mo
     c = make(lambda _: None)
     c.pause()
 
-    def interrupted() -> int:
+    def interrupted(*_: object) -> NoReturn:
         raise KeyboardInterrupt  # where the signal handler would raise it
 
-    monkeypatch.setattr(_supervisor, "next_operation_id", interrupted)
+    monkeypatch.setattr(_supervisor, "Operation", interrupted)  # the intake turn makes the record
     with pytest.raises(KeyboardInterrupt):
         if call == "enqueue":
             c.enqueue(1)
@@ -221,13 +222,13 @@ def test_a_second_interrupt_while_the_supervisor_logs_its_crash_still_leaves_it_
             if second:
                 raise second.pop()
 
-    def interrupted() -> int:
+    def interrupted(*_: object) -> NoReturn:
         raise KeyboardInterrupt("first")  # where the signal handler would raise it
 
     handler = InterruptedOnce(level=logging.ERROR)
     logger = logging.getLogger("ephemeral_actors")
     logger.addHandler(handler)
-    monkeypatch.setattr(_supervisor, "next_operation_id", interrupted)
+    monkeypatch.setattr(_supervisor, "Operation", interrupted)  # the intake turn makes the record
     try:
         with pytest.raises(KeyboardInterrupt, match="first"):
             c.enqueue(1)

@@ -55,6 +55,7 @@ def _model_trim(kept: list[Operation], bound: int, lifetime: float | None, now: 
         ("finish", 0),
         ("finish", 8),
     ],
+    lookups=True,
 )
 # The window's age expiry after a size trim took its oldest record: the next oldest
 # (B, started at 2) ages out at 7, and the finish at 8 must trim it.
@@ -71,6 +72,7 @@ def _model_trim(kept: list[Operation], bound: int, lifetime: float | None, now: 
         ("unpin", 0),
         ("finish", 2),
     ],
+    lookups=True,
 )
 # A start makes room by taking A; B, the oldest then, is past its lifetime at once.
 @example(
@@ -84,12 +86,14 @@ def _model_trim(kept: list[Operation], bound: int, lifetime: float | None, now: 
         ("unpin", 0),
         ("start", 0),
     ],
+    lookups=True,
 )
 # A pinned oldest record stays when a start needs room; nothing else may go either.
 @example(
     bound=1,
     lifetime=None,
     actions=[("start", 0), ("finish", 0), ("pin", 0), ("start", 0)],
+    lookups=True,
 )
 # Pinned records held the window two over its bound; unpinned, a start trims both.
 @example(
@@ -106,6 +110,7 @@ def _model_trim(kept: list[Operation], bound: int, lifetime: float | None, now: 
         ("unpin", 1),
         ("start", 0),
     ],
+    lookups=True,
 )
 # Room made behind a running oldest record (B goes); then C, aged by then, goes too.
 @example(
@@ -120,15 +125,38 @@ def _model_trim(kept: list[Operation], bound: int, lifetime: float | None, now: 
         ("unpin", 0),
         ("start", 0),
     ],
+    lookups=True,
+)
+# A full plain window (no age bound, no lookups): `add` drops the oldest when it has
+# finished and is unpinned, and otherwise keeps it (running, then pinned).
+@example(
+    bound=2,
+    lifetime=None,
+    actions=[
+        ("start", 0),
+        ("start", 0),
+        ("start", 0),
+        ("finish", 1),
+        ("start", 0),
+        ("finish", 0),
+        ("pin", 0),
+        ("start", 0),
+        ("finish", 2),
+        ("start", 0),
+    ],
+    lookups=False,
 )
 @given(
     bound=st.integers(min_value=1, max_value=6),
     lifetime=st.none() | st.floats(min_value=1.0, max_value=10.0),
     actions=_ACTIONS,
+    lookups=st.booleans(),
 )
 def test_window_keeps_what_the_rule_keeps_in_start_order(
-    bound: int, lifetime: float | None, actions: list[tuple[str, int]]
+    bound: int, lifetime: float | None, actions: list[tuple[str, int]], lookups: bool
 ) -> None:
+    """`lookups`: whether `evict` and `retry` run (a lookup builds the id index, which
+    ends `add`'s fast path for a window without an age bound)."""
     window = Window(bound, lifetime)
     model: list[Operation] = []
     known: list[Operation] = []
@@ -136,7 +164,8 @@ def test_window_keeps_what_the_rule_keeps_in_start_order(
     for action, index in actions:
         now += 1.0
         if action == "start":
-            op = Operation(None, len(known) + 1, None)  # type: ignore[arg-type]
+            op = Operation(None, None)  # type: ignore[arg-type]
+            op.id = len(known) + 1
             op._started = now
             known.append(op)
             window.add(op)
@@ -145,7 +174,7 @@ def test_window_keeps_what_the_rule_keeps_in_start_order(
                 _model_trim(model, bound, lifetime, now)
             _check(window, model, known)
             continue
-        if not known:
+        if not known or (not lookups and action in ("evict", "retry")):
             continue
         op = known[index % len(known)]
         if action == "finish" and op._outcome == 0:
@@ -180,10 +209,15 @@ def test_window_keeps_what_the_rule_keeps_in_start_order(
             window.trim(now)
             _model_trim(model, bound, lifetime, now)
         _check(window, model, known)
+    assert all(window.get(o.id) is o for o in model)
+    assert all(window.get(o.id) is None for o in known if o not in model)
 
 
 def _check(window: Window, model: list[Operation], known: list[Operation]) -> None:
     assert [o.id for o in window] == [o.id for o in model]
     assert len(window) == len(model)
     assert all(bool(o._in_window) == (o in model) for o in known)
-    assert all(window.get(o.id) is o for o in model)
+    if window.index is not None:
+        # Only once something looked a record up (`evict`, `retry`): the first lookup
+        # builds the index and ends `add`'s plain fast path, which the rest must cover.
+        assert all(window.get(o.id) is o for o in model)

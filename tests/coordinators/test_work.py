@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pykka
 import pytest
@@ -306,10 +306,10 @@ def test_a_supervisor_crash_while_taking_a_collection_answers_the_caller(make, m
     c = make(lambda _: None)
     c.pause()
 
-    def broken() -> int:
+    def broken(*_: object) -> NoReturn:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(_supervisor, "next_operation_id", broken)
+    monkeypatch.setattr(_supervisor, "Operation", broken)  # the turn that takes them makes records
     with pytest.raises(RuntimeError, match="boom"):
         c.enqueue_many(list(range(10)))
     assert c.is_faulted
