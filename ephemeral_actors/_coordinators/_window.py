@@ -78,7 +78,6 @@ class Window:
         "index",
         "lifetime",
         "order",
-        "plain",
         "ranks",
         "size",
     )
@@ -99,8 +98,6 @@ class Window:
         self.ranks = 0
         self.bound = bound
         self.lifetime = lifetime
-        self.plain = lifetime is None
-        """No age bound and no id index: `add`'s usual case needs neither."""
         self.expiry = _NEVER
         """The earliest time a trim can have work: when the oldest record that may go
         reaches `lifetime` (never, without one or when empty), or at once (-inf) while
@@ -120,13 +117,20 @@ class Window:
         op._in_window = LISTED
         order = self.order
         order.append(op)
-        if self.size == self.bound and self.plain and not self.droppable:
-            # The usual case, once per item: a full window of plain records whose oldest
-            # has finished. It goes, and the size stays. (Taken, and put back if it must
+        if self.size == self.bound and self.index is None and not self.droppable:
+            # The usual case, once per item: a full window whose oldest record has
+            # finished. It goes, and the size stays. (Taken, and put back if it must
             # stay: a deque's `[0]` costs more than the pop.)
             oldest = order.popleft()
             if oldest._outcome != _RUNNING and not oldest._pinned:
                 oldest._in_window = _OUT
+                lifetime = self.lifetime
+                if lifetime is not None:
+                    # Nothing set aside may go (`droppable` is empty): `order`'s oldest
+                    # is next.
+                    expiry = self.expiry = order[0]._started + lifetime
+                    if op._started >= expiry:
+                        self.trim(op._started)
                 return
             order.appendleft(oldest)
         size = self.size = self.size + 1
@@ -210,7 +214,6 @@ class Window:
         index = self.index
         if index is None:
             index = self.index = {op.id: op for op in self}
-            self.plain = False
         return index.get(op_id)
 
     def evict(self, op_id: int) -> bool:

@@ -127,7 +127,22 @@ def _model_trim(kept: list[Operation], bound: int, lifetime: float | None, now: 
     ],
     lookups=True,
 )
-# A full plain window (no age bound, no lookups): `add` drops the oldest when it has
+# A start drops the oldest finished record (A) by size; B, next and finished, aged
+# meanwhile with nothing to trim it (the expiry followed A), so it goes at once too.
+@example(
+    bound=2,
+    lifetime=3.0,
+    actions=[
+        ("start", 0),
+        ("start", 0),
+        ("finish", 1),
+        ("finish", 0),
+        ("finish", 0),
+        ("start", 0),
+    ],
+    lookups=False,
+)
+# A full window never looked up by id: `add` drops the oldest when it has
 # finished and is unpinned, and otherwise keeps it (running, then pinned).
 @example(
     bound=2,
@@ -156,7 +171,7 @@ def test_window_keeps_what_the_rule_keeps_in_start_order(
     bound: int, lifetime: float | None, actions: list[tuple[str, int]], lookups: bool
 ) -> None:
     """`lookups`: whether `evict` and `retry` run (a lookup builds the id index, which
-    ends `add`'s fast path for a window without an age bound)."""
+    ends `add`'s fast path)."""
     window = Window(bound, lifetime)
     model: list[Operation] = []
     known: list[Operation] = []
@@ -219,5 +234,5 @@ def _check(window: Window, model: list[Operation], known: list[Operation]) -> No
     assert all(bool(o._in_window) == (o in model) for o in known)
     if window.index is not None:
         # Only once something looked a record up (`evict`, `retry`): the first lookup
-        # builds the index and ends `add`'s plain fast path, which the rest must cover.
+        # builds the index and ends `add`'s fast path, which the rest must cover.
         assert all(window.get(o.id) is o for o in model)
