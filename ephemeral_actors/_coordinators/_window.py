@@ -117,13 +117,19 @@ class Window:
         op._in_window = LISTED
         order = self.order
         order.append(op)
-        if self.size == self.bound and self.index is None and not self.droppable:
+        if self.size == self.bound and not self.droppable:
             # The usual case, once per item: a full window whose oldest record has
             # finished. It goes, and the size stays. (Taken, and put back if it must
-            # stay: a deque's `[0]` costs more than the pop.)
+            # stay: a deque's `[0]` costs more than the pop.) Written out, not `trim()`:
+            # the call, trim's checks and `_set_expiry`'s frame were a twentieth of a
+            # no-op item's instructions.
             oldest = order.popleft()
             if oldest._outcome != _RUNNING and not oldest._pinned:
                 oldest._in_window = _OUT
+                index = self.index
+                if index is not None:
+                    del index[oldest.id]
+                    index[op.id] = op
                 lifetime = self.lifetime
                 if lifetime is not None:
                     # Nothing set aside may go (`droppable` is empty): `order`'s oldest
@@ -144,24 +150,7 @@ class Window:
         if size > self.bound + 1 or self.droppable:
             self.trim(op._started)  # held over the bound, or a set-aside record may go
             return
-        oldest = order[0]
-        if oldest._outcome == _RUNNING or oldest._pinned:
-            self._make_room(op)
-            return
-        # trim() for the usual case of a full window whose oldest record has finished,
-        # written out because it runs once per item (the call, trim's checks and
-        # `_set_expiry`'s frame were a twentieth of a no-op item's instructions).
-        order.popleft()
-        self.size = size - 1
-        if index is not None:
-            del index[oldest.id]
-        oldest._in_window = _OUT
-        lifetime = self.lifetime
-        if lifetime is not None:
-            # Nothing set aside may go (`droppable` is empty): `order`'s oldest is next.
-            expiry = self.expiry = order[0]._started + lifetime
-            if op._started >= expiry:
-                self.trim(op._started)
+        self._make_room(op)  # one past the bound, and the oldest record is running or pinned
 
     def _make_room(self, op: Operation) -> None:
         """`add` one past the bound when the oldest record is running or pinned."""
