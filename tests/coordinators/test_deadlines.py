@@ -119,7 +119,11 @@ def test_a_body_that_succeeds_after_the_cancel_request_completes():
             threading.Event().wait(0.005)
         return "done anyway"
 
-    with WorkCoordinator(body, item_timeout=0.05, max_concurrency=1) as c:
+    # A deadline long enough that the body's next poll (every 5 ms) comes well before
+    # twice the deadline, when the worker would be abandoned: at 0.05 s, a body thread
+    # held off the CPU for 45 ms on a loaded machine was abandoned (a clean-clone CI
+    # run did that once).
+    with WorkCoordinator(body, item_timeout=0.5, max_concurrency=1) as c:
         assert c.submit(1).result(WAIT) is None
         s = c.stats()
         assert (s.total_completed, s.total_failed) == (1, 0)
