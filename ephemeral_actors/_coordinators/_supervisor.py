@@ -73,6 +73,7 @@ from ephemeral_actors._coordinators._requests import (
 from ephemeral_actors._coordinators._schedule import Schedule, scheduled_request
 from ephemeral_actors._coordinators._signaling import SignalRouter
 from ephemeral_actors._coordinators._source import SOURCE_GRACE, AsyncFeeder, SourceThread
+from ephemeral_actors._coordinators._spawner import Spawner
 from ephemeral_actors._coordinators._window import CLOCK, SET_ASIDE, Window, snapshot_of
 from ephemeral_actors._coordinators._workers import (
     CANCELLED,
@@ -438,6 +439,7 @@ class Core:
         "source_error",
         "source_open",
         "space_waiters",
+        "spawner",
         "state",
         "streams",
         "supervisor",
@@ -559,6 +561,8 @@ class Core:
             self.attempts = Attempts(self, options.item_timeout, options.retry)
 
         self.workers: list[WorkerBase] = []
+        self.spawner: Spawner | None = None
+        """Starts every worker thread but the first (`_spawner`); made with the second."""
         self.idle: list[WorkerBase] = []
         self.worker_numbers = 0
         self.space_waiters: deque[Intake | Draw] = deque()
@@ -1594,15 +1598,26 @@ class Core:
 
     def _new_worker(self) -> WorkerBase:
         self.worker_numbers += 1
-        worker: WorkerBase
         if self.is_async:
-            worker = AsyncWorker(self, self.worker_numbers)
-        else:
-            worker = ThreadWorker(self, self.worker_numbers)
+            task = AsyncWorker(self, self.worker_numbers)
+            self.workers.append(task)
+            task.start()
+            return task
+        worker = ThreadWorker(self, self.worker_numbers)
         # Recorded before its thread starts: whatever stops this turn half-way (Ctrl-C
         # in the main thread), `close()` still finds the thread and ends it.
-        self.workers.append(worker)
-        worker.start()
+        workers = self.workers
+        workers.append(worker)
+        if len(workers) == 1:
+            worker.start()  # the first: an idle coordinator's item waits for one thread
+            return worker
+        # Any other starts off this turn (`_spawner`): a start holds its thread ~90 µs.
+        spawner = self.spawner
+        if spawner is None:
+            spawner = self.spawner = Spawner(self)
+            spawner.start()
+        worker.spawner = spawner
+        spawner.post(worker)
         return worker
 
     def key_pending(self, raw_key: Any) -> int:
@@ -2247,12 +2262,14 @@ class Core:
         self.workers.remove(worker)
         if worker in self.idle:
             self.idle.remove(worker)
-        # Items already in the dead worker's mailbox go back to the front of the backlog.
+        # Items already in the dead worker's mailbox fail with it; its current item is
+        # still there if its thread never started, and fails with the reported error.
         inbox = getattr(worker, "inbox", None)
         if inbox:
             for entry in reversed(inbox):
                 if entry is not None and entry[0]._outcome == RUNNING:
-                    self._finish(entry[0], FAILED, _detach(WorkerCrashError("worker died")))
+                    cause = error if entry[0] is op else WorkerCrashError("worker died")
+                    self._finish(entry[0], FAILED, _detach(cause))
             inbox.clear()
         if op is not None and op._outcome == RUNNING:
             self._finish(op, FAILED, _detach(error))
@@ -2508,6 +2525,13 @@ class Core:
         if not actor.actor_stopped.is_set():
             with contextlib.suppress(pykka.ActorDeadError):
                 self.supervisor_ref.stop(block=True, timeout=remaining(deadline))
+        spawner = self.spawner
+        if spawner is not None and spawner.thread is not threading.current_thread():
+            # First: it may still be starting a worker joined below. It starts every
+            # worker queued before it stops, so each ends on the stop posted above.
+            spawner.post(None)
+            spawner.join(remaining(deadline))
+        # In creation order: a worker only ever starts workers created after it.
         for worker in workers:
             worker.join(remaining(deadline))
         callbacks = self.callbacks
