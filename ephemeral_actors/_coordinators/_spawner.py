@@ -4,20 +4,18 @@
 most of it waiting for the scheduler. Started in the supervisor's turn, each new
 worker held the turn (and whoever ran it, often the caller of `enqueue`) for that
 long, so a coordinator of 64 workers took some 6 ms to reach its concurrency while
-every report that came meanwhile found the turn taken and its worker parked.
+the caller stood still and every report that came meanwhile found the turn taken
+and parked its worker.
 
 The supervisor starts its first worker itself (an idle coordinator's first item
-waits for one thread, not two) and this actor, on a thread of its own, every later
-one: the turn only records the worker, posts its item and posts the worker here.
-Each worker this actor starts first helps start those still queued, so the threads
-coming up start the rest in parallel (a tree: 64 workers in about log2(64) start
-times, not 64).
+waits for one thread start, not two) and this actor, on a thread of its own, every
+later one: the turn only records the worker, posts its item and posts the worker
+here. The threads still come up one after another (each start needs the GIL), but
+no turn waits for them.
 
-Its mailbox is a work queue: posted to only by the supervisor, in its turn (and the
-stop message by whoever takes it while helping), read by this thread and by workers
-starting up. A worker whose thread cannot be started (the process is out of
-threads) is reported to the supervisor as dead, which fails its item and counts a
-restart, as for any worker that dies.
+Only the supervisor posts here, in its turn. A worker whose thread cannot be started
+(the process is out of threads) is reported to the supervisor as dead, which fails
+its item and counts a restart, as for any worker that dies.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ __all__ = ["Spawner"]
 
 
 class Spawner:
-    """Starts worker threads off the supervisor's turn; started with the second worker."""
+    """Starts worker threads off the supervisor's turn; made with the second worker."""
 
     __slots__ = ("core", "inbox", "parking", "thread")
 
@@ -59,19 +57,6 @@ class Spawner:
         parking = self.parking
         if parking.parked:
             parking.wake()
-
-    def help(self) -> None:
-        """Start queued workers until none is left (on a worker's thread, as it starts)."""
-        inbox = self.inbox
-        while inbox:
-            try:
-                worker = inbox.popleft()
-            except IndexError:  # taken by another starter since the test
-                return
-            if worker is None:
-                self.post(None)  # the stop message is this actor's own: handed back
-                return
-            self._start(worker)
 
     def run(self) -> None:
         inbox = self.inbox

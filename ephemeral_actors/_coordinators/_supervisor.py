@@ -1616,7 +1616,6 @@ class Core:
         if spawner is None:
             spawner = self.spawner = Spawner(self)
             spawner.start()
-        worker.spawner = spawner
         spawner.post(worker)
         return worker
 
@@ -2505,6 +2504,10 @@ class Core:
             self.retired_processed += worker.processed
         self.workers.clear()
         self.idle.clear()
+        if self.spawner is not None:
+            # After every worker's stop: it starts whatever is queued first, and each
+            # worker it starts ends on the stop posted to it above.
+            self.spawner.post(None)
         callbacks = self.callbacks
         if callbacks is not None:
             callbacks.post(None)
@@ -2526,12 +2529,10 @@ class Core:
             with contextlib.suppress(pykka.ActorDeadError):
                 self.supervisor_ref.stop(block=True, timeout=remaining(deadline))
         spawner = self.spawner
-        if spawner is not None and spawner.thread is not threading.current_thread():
-            # First: it may still be starting a worker joined below. It starts every
-            # worker queued before it stops, so each ends on the stop posted above.
-            spawner.post(None)
+        if spawner is not None:
+            # First: it may still be starting a worker joined below (a worker whose
+            # thread has not started counts as gone).
             spawner.join(remaining(deadline))
-        # In creation order: a worker only ever starts workers created after it.
         for worker in workers:
             worker.join(remaining(deadline))
         callbacks = self.callbacks

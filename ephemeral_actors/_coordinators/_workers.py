@@ -28,7 +28,6 @@ from ephemeral_actors._operation import RunningCell, _current
 from ephemeral_actors._runtime import SHARED_LOOP
 
 if TYPE_CHECKING:
-    from ephemeral_actors._coordinators._spawner import Spawner
     from ephemeral_actors._coordinators._supervisor import Core
     from ephemeral_actors._operation import Operation
 
@@ -138,8 +137,6 @@ class ThreadWorker(WorkerBase):
         self.abandoned = False
         self.inbox: deque[tuple[Operation, Any] | None] = deque()
         self.parking = Parking()
-        self.spawner: Spawner | None = None
-        """The actor that starts this worker's thread, which helps it start others."""
         self.thread = threading.Thread(
             target=self.run,
             name=f"ephemeral-actors-{core.name}-worker-{number}",
@@ -164,10 +161,6 @@ class ThreadWorker(WorkerBase):
         return len(self.inbox)
 
     def run(self) -> None:
-        spawner = self.spawner
-        if spawner is not None:
-            # Workers queued behind this one start now, from here too (`_spawner`).
-            spawner.help()
         inbox = self.inbox
         core = self.core
         body = core.body
