@@ -14,8 +14,8 @@ here. The threads still come up one after another (each start needs the GIL), bu
 no turn waits for them.
 
 Only the supervisor posts here, in its turn. A worker whose thread cannot be started
-(the process is out of threads) is reported to the supervisor as dead, which fails
-its item and counts a restart, as for any worker that dies.
+(the process is out of threads), here or in the turn, is reported to the supervisor as
+dead, which fails its item and counts a restart, as for any worker that dies.
 """
 
 from __future__ import annotations
@@ -31,7 +31,20 @@ if TYPE_CHECKING:
     from ephemeral_actors._coordinators._supervisor import Core
     from ephemeral_actors._coordinators._workers import ThreadWorker
 
-__all__ = ["Spawner"]
+__all__ = ["Spawner", "start_worker"]
+
+
+def start_worker(core: Core, worker: ThreadWorker) -> None:
+    """Start `worker`'s thread; if it cannot start, tell the supervisor it died.
+
+    In the supervisor's turn (its first worker) or on the spawner's thread: either
+    way a message, handled after the turn that gave the worker its item.
+    """
+    try:
+        worker.start()
+    except Exception as exc:
+        error = WorkerCrashError(f"could not start the worker's thread: {exc!r}")
+        core.mailbox.post((core._on_worker_died, (worker, error)))
 
 
 class Spawner:
@@ -70,12 +83,7 @@ class Spawner:
             self._start(worker)
 
     def _start(self, worker: ThreadWorker) -> None:
-        try:
-            worker.start()
-        except Exception as exc:
-            core = self.core
-            error = WorkerCrashError(f"could not start the worker's thread: {exc!r}")
-            core.mailbox.post((core._on_worker_died, (worker, error)))
+        start_worker(self.core, worker)
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the thread; True if it is gone (or never started)."""

@@ -73,7 +73,7 @@ from ephemeral_actors._coordinators._requests import (
 from ephemeral_actors._coordinators._schedule import Schedule, scheduled_request
 from ephemeral_actors._coordinators._signaling import SignalRouter
 from ephemeral_actors._coordinators._source import SOURCE_GRACE, AsyncFeeder, SourceThread
-from ephemeral_actors._coordinators._spawner import Spawner
+from ephemeral_actors._coordinators._spawner import Spawner, start_worker
 from ephemeral_actors._coordinators._window import CLOCK, SET_ASIDE, Window, snapshot_of
 from ephemeral_actors._coordinators._workers import (
     CANCELLED,
@@ -1609,7 +1609,8 @@ class Core:
         workers = self.workers
         workers.append(worker)
         if len(workers) == 1:
-            worker.start()  # the first: an idle coordinator's item waits for one thread
+            # The first, here: an idle coordinator's first item waits for one start.
+            start_worker(self, worker)
             return worker
         # Any other starts off this turn (`_spawner`): a start holds its thread ~90 µs.
         spawner = self.spawner

@@ -105,6 +105,33 @@ def test_a_worker_whose_thread_cannot_start_fails_its_item_and_is_replaced(monke
     assert not library_threads()
 
 
+def test_a_first_worker_that_cannot_start_fails_its_item_not_the_coordinator(monkeypatch):
+    """The first worker starts in the supervisor's turn; its refusal is a worker death
+    there too: the item fails, a restart counts, the next item gets a new worker."""
+    refused: list[str] = []
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.endswith("-worker-1") and not refused:
+            refused.append(thread.name)
+            raise RuntimeError("can't start new thread")
+        _thread_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    c = ResultCoordinator(lambda item: item * 2, max_concurrency=1)
+    try:
+        first = c.submit(1)
+        with pytest.raises(WorkerCrashError, match="could not start the worker's thread"):
+            first.result(timeout=WAIT)
+        assert c.submit(2).result(timeout=WAIT) == 4
+        assert not c.is_faulted
+        s = c.stats()
+        assert (s.worker_restarts, s.total_completed, s.total_failed) == (1, 1, 1)
+    finally:
+        c.close(WAIT)
+    assert refused
+    assert not library_threads()
+
+
 def test_close_right_after_the_items_leaves_no_thread():
     """close() while the spawner may still be starting workers: every item still ends
     (completed, or cancelled before it started) and no thread outlives close()."""
