@@ -1599,10 +1599,10 @@ class Core:
     def _new_worker(self) -> WorkerBase:
         self.worker_numbers += 1
         if self.is_async:
-            task = AsyncWorker(self, self.worker_numbers)
-            self.workers.append(task)
-            task.start()
-            return task
+            async_worker = AsyncWorker(self, self.worker_numbers)
+            self.workers.append(async_worker)
+            async_worker.start()
+            return async_worker
         worker = ThreadWorker(self, self.worker_numbers)
         # Recorded before its thread starts: whatever stops this turn half-way (Ctrl-C
         # in the main thread), `close()` still finds the thread and ends it.

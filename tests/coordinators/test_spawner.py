@@ -18,6 +18,21 @@ from tests.conftest import WAIT
 _thread_start = threading.Thread.start
 
 
+def refuse_one_start(monkeypatch: pytest.MonkeyPatch, suffix: str) -> list[str]:
+    """Make the first start of a thread named `...suffix` raise as an exhausted process
+    does; returns the names refused."""
+    refused: list[str] = []
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.endswith(suffix) and not refused:
+            refused.append(thread.name)
+            raise RuntimeError("can't start new thread")
+        _thread_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    return refused
+
+
 @pytest.fixture
 def starts(monkeypatch):
     """(thread started, thread that started it) for every worker thread start."""
@@ -65,15 +80,7 @@ def test_only_the_first_worker_starts_in_the_callers_turn(starts, keyed):
 def test_a_worker_whose_thread_cannot_start_fails_its_item_and_is_replaced(monkeypatch):
     """Out of threads: the item given to that worker fails with WorkerCrashError, a
     restart is counted, the next worker takes the rest, and nothing is lost."""
-    refused: list[str] = []
-
-    def start(thread: threading.Thread) -> None:
-        if thread.name.endswith("-worker-3") and not refused:
-            refused.append(thread.name)
-            raise RuntimeError("can't start new thread")
-        _thread_start(thread)
-
-    monkeypatch.setattr(threading.Thread, "start", start)
+    refused = refuse_one_start(monkeypatch, "-worker-3")
     gate = threading.Event()
 
     def body(item: int) -> int:
@@ -108,15 +115,7 @@ def test_a_worker_whose_thread_cannot_start_fails_its_item_and_is_replaced(monke
 def test_a_first_worker_that_cannot_start_fails_its_item_not_the_coordinator(monkeypatch):
     """The first worker starts in the supervisor's turn; its refusal is a worker death
     there too: the item fails, a restart counts, the next item gets a new worker."""
-    refused: list[str] = []
-
-    def start(thread: threading.Thread) -> None:
-        if thread.name.endswith("-worker-1") and not refused:
-            refused.append(thread.name)
-            raise RuntimeError("can't start new thread")
-        _thread_start(thread)
-
-    monkeypatch.setattr(threading.Thread, "start", start)
+    refused = refuse_one_start(monkeypatch, "-worker-1")
     c = ResultCoordinator(lambda item: item * 2, max_concurrency=1)
     try:
         first = c.submit(1)
