@@ -80,10 +80,7 @@ class Spawner:
             worker = inbox.popleft()
             if worker is None:
                 return
-            self._start(worker)
-
-    def _start(self, worker: ThreadWorker) -> None:
-        start_worker(self.core, worker)
+            start_worker(self.core, worker)
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the thread; True if it is gone (or never started)."""
