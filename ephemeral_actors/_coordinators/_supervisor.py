@@ -31,6 +31,7 @@ import inspect
 import itertools
 import logging
 import queue
+import sys
 import threading
 import time
 import types
@@ -111,6 +112,7 @@ from ephemeral_actors._mailbox import (
 )
 from ephemeral_actors._operation import Operation, running_operation
 from ephemeral_actors._options import resolve_concurrency
+from ephemeral_actors._pykka_registry import register, unregister
 from ephemeral_actors._records import (
     ActorStats,
     CoordinatorStats,
@@ -128,6 +130,7 @@ if TYPE_CHECKING:
 __all__ = ["BLOCK", "FORCE", "TRY", "CoordinatorState", "Core", "Supervisor"]
 
 logger = logging.getLogger("ephemeral_actors")
+_pykka_logger = logging.getLogger("pykka")
 
 
 class CoordinatorState(enum.Enum):
@@ -343,6 +346,18 @@ class Supervisor(pykka.Actor):
     def evict(self, op_id: int) -> bool:
         """Drop an operation from the window now; True if found."""
         return self._core.evict(op_id)
+
+    def _stop(self) -> None:
+        # pykka.Actor._stop, with the registry's debug messages formatted only when
+        # logged (`_pykka_registry`): closing an unused coordinator ends here.
+        unregister(self._actor_ref)
+        self.actor_stopped.set()
+        if _pykka_logger.isEnabledFor(logging.DEBUG):
+            _pykka_logger.debug(f"Stopped {self}")
+        try:
+            self.on_stop()
+        except Exception:  # Pykka's own handling of a failing on_stop
+            self._handle_failure(*sys.exc_info())
 
     def on_stop(self) -> None:
         if not self._core.closing:
@@ -610,7 +625,7 @@ class Core:
         self.refresh_fast_paths()
         self.supervisor = Supervisor(self)
         self.supervisor_ref: pykka.ActorRef[Supervisor] = self.supervisor.actor_ref
-        pykka.ActorRegistry.register(self.supervisor_ref)
+        register(self.supervisor_ref)
         self._built = True
         track_until_exit(self)
 
@@ -735,7 +750,7 @@ class Core:
         with contextlib.suppress(BaseException):
             actor = self.supervisor
             if not actor.actor_stopped.is_set():
-                pykka.ActorRegistry.unregister(self.supervisor_ref)
+                unregister(self.supervisor_ref)
                 actor.actor_stopped.set()
         try:
             self._fault(error)
