@@ -1,6 +1,6 @@
 """Side-by-side benchmarks for the actor runtime's performance targets (issue 11).
 
-Seven scenarios (with a pinned variant of the third and an asyncio one of the second),
+Eight scenarios (with a pinned variant of the third and an asyncio one of the second),
 each against what a Python user would write instead, each printing a markdown table
 and one `target:` line per target (met, or missed by how much):
 
@@ -18,7 +18,9 @@ and one `target:` line per target (met, or missed by how much):
 5. keyed work over distinct keys and over 1,000 keys: vs asyncio per-key Locks and
    `ThreadPoolExecutor(8)` with per-key future chaining; per-key order, peak threads;
 6. create + close of an unused coordinator; no thread until the first item;
-7. RSS over up to 1,000,000 no-op items through the default window.
+7. RSS over up to 1,000,000 no-op items through the default window;
+8. (no target) bursts of 64 1 ms items into a warm, idle runner of 64: vs
+   `ThreadPoolExecutor(64)` and a SimpleQueue + 64 idle threads floor.
 
 The scenarios measure what /work/shared/tools/bench_side.py measures, the same way, so
 the figures agree (`--quick` = its `--scale 0.1`, with 3 repetitions): rows interleaved
@@ -94,6 +96,8 @@ class Sizes:
     """Sequential create + close per repetition in scenario 6."""
     growth: tuple[int, ...]
     """Items per run in scenario 7, smallest first."""
+    bursts: int
+    """Timed bursts per runner per repetition in scenario 8."""
 
 
 FULL = Sizes(
@@ -102,6 +106,7 @@ FULL = Sizes(
     sleeps=(4_000, 20_000),
     setups=1_000,
     growth=(10_000, 100_000, 1_000_000),
+    bursts=40,
 )
 # bench_side.py --scale 0.1 (which never goes below 1,000 items, 500 trips, 100 setups).
 QUICK = Sizes(
@@ -110,6 +115,7 @@ QUICK = Sizes(
     sleeps=(1_000, 2_000),
     setups=100,
     growth=(1_000, 10_000, 100_000),
+    bursts=10,
 )
 
 CONCURRENCY = 8
@@ -1488,6 +1494,128 @@ def scenario_7(sizes: Sizes, reps: int) -> Section:
     )
 
 
+# -- scenario 8: bursts into a warm, idle runner (no target) ---------------------------------------
+
+BURST = 64
+BURST_GAP = 0.02
+"""Seconds between bursts: every worker has gone idle (parked, or blocked on its queue)."""
+
+
+class BurstRunner:
+    """One warm runner: `burst()` hands over BURST items and returns once all have ended."""
+
+    def __init__(self, kind: str) -> None:
+        self.starts: list[float] = []
+        starts = self.starts
+
+        def body(_: int) -> None:
+            starts.append(perf())
+            time.sleep(0.001)
+
+        self.kind = kind
+        if kind == "ours":
+            coordinator = WorkCoordinator(body, opts(BURST))
+            submit = coordinator.submit
+            self.burst = lambda: wait([submit(i) for i in range(BURST)])
+            self.close = coordinator.close
+        elif kind == "tpe":
+            pool = ThreadPoolExecutor(BURST)
+            self.burst = lambda: wait([pool.submit(body, i) for i in range(BURST)])
+            self.close = lambda: pool.shutdown(wait=True)
+        else:
+            q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+            done = threading.Semaphore(0)
+
+            def worker() -> None:
+                while (item := q.get()) is not _STOP:
+                    body(item)
+                    done.release()
+
+            threads = [threading.Thread(target=worker, daemon=True) for _ in range(BURST)]
+            for thread in threads:
+                thread.start()
+
+            def burst() -> None:
+                for i in range(BURST):
+                    q.put(i)
+                for _ in range(BURST):
+                    done.acquire()
+
+            def close() -> None:
+                for _ in threads:
+                    q.put(_STOP)
+                for thread in threads:
+                    thread.join()
+
+            self.burst, self.close = burst, close
+
+
+def run_bursts(kind: str, n: int) -> dict[str, float]:
+    """One untimed burst starts every thread; then `n` timed bursts, BURST_GAP apart."""
+    runner = BurstRunner(kind)
+    runner.burst()
+    walls: list[float] = []
+    lasts: list[float] = []
+    for _ in range(n):
+        time.sleep(BURST_GAP)
+        runner.starts.clear()
+        t0 = perf()
+        runner.burst()
+        walls.append(perf() - t0)
+        lasts.append(max(runner.starts) - t0)
+    runner.close()
+    if kind == "ours":
+        check_threads("closing a WorkCoordinator")
+    return {"wall": statistics.median(walls), "last_start": statistics.median(lasts)}
+
+
+def scenario_8(sizes: Sizes, reps: int) -> Section:
+    n = sizes.bursts
+    rows = [
+        Row(
+            f"WorkCoordinator({BURST}): submit x {BURST} + wait",
+            partial(run_bursts, "ours"),
+            n,
+            ours=True,
+        ),
+        Row(f"ThreadPoolExecutor({BURST}): submit x {BURST} + wait", partial(run_bursts, "tpe"), n),
+        Row(f"floor: SimpleQueue + {BURST} idle threads", partial(run_bursts, "floor"), n),
+    ]
+    interleave(rows, reps, warm_n=2)
+    ours = rows[0]
+    lines = [
+        [
+            f"**{row.label}**" if row.ours else row.label,
+            f"{row.median() * 1e3:.2f} ({fmt_range([v * 1e3 for v in row.vals()], '.2f')})",
+            f"{row.median('last_start') * 1e3:.2f} ({fmt_range([v * 1e3 for v in row.vals('last_start')], '.2f')})",
+            "" if row.ours else str(speed(row, ours)),
+        ]
+        for row in rows
+    ]
+    return Section(
+        [
+            (
+                f"### 8. Bursts into a warm, idle runner: {BURST} x `time.sleep(0.001)` at"
+                f" concurrency {BURST}, {n} bursts per runner per repetition (no target)"
+            ),
+            "",
+            (
+                f"Every runner has run one untimed burst, so its {BURST} threads exist, and each"
+                f" burst follows {BURST_GAP * 1e3:.0f} ms of quiet, so every thread has gone idle"
+                " (a coordinator's workers park). Burst: from the first item handed over until"
+                " every item has ended (1 ms at best); last start: until the last body began."
+                " Cells: median over repetitions of each repetition's median burst (min-max)."
+            ),
+            "",
+            md_table(
+                ["runner", "burst ms", "last start ms", "speed us/peer (burst)"],
+                lines,
+            ),
+        ],
+        [],
+    )
+
+
 # -- driver ----------------------------------------------------------------------------------------
 
 
@@ -1501,6 +1629,7 @@ SCENARIOS: dict[str, Callable[[Sizes, int], Section]] = {
     "5": scenario_5,
     "6": scenario_6,
     "7": scenario_7,
+    "8": scenario_8,
 }
 
 
