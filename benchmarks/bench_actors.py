@@ -1512,7 +1512,6 @@ class BurstRunner:
             starts.append(perf())
             time.sleep(0.001)
 
-        self.kind = kind
         if kind == "ours":
             coordinator = WorkCoordinator(body, opts(BURST))
             submit = coordinator.submit

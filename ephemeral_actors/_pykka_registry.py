@@ -9,7 +9,7 @@ list updates under the registry's own lock and log the same messages, formatted 
 when the `pykka` logger is enabled for debug.
 
 They read the registry's private list and lock, which every Pykka version we support
-has (`tests/test_dispatch.py` pins them); without them, Pykka's own calls are used.
+has (`tests/test_pykka_registry.py` pins them); without them, Pykka's own calls are used.
 """
 
 from __future__ import annotations

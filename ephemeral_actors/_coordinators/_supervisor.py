@@ -349,7 +349,7 @@ class Supervisor(pykka.Actor):
 
     def _stop(self) -> None:
         # pykka.Actor._stop, with the registry's debug messages formatted only when
-        # logged (`_pykka_registry`): closing an unused coordinator ends here.
+        # logged (`_pykka_registry`): closing a coordinator ends here.
         unregister(self._actor_ref)
         self.actor_stopped.set()
         if _pykka_logger.isEnabledFor(logging.DEBUG):
