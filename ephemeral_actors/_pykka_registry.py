@@ -19,7 +19,7 @@ from typing import Any
 
 import pykka
 
-__all__ = ["register", "unregister"]
+__all__ = ["register", "stopped", "unregister"]
 
 _logger = logging.getLogger("pykka")
 _REGISTRY = pykka.ActorRegistry
@@ -51,3 +51,11 @@ def unregister(ref: pykka.ActorRef[Any]) -> None:
     if _logger.isEnabledFor(logging.DEBUG):
         suffix = "" if removed else " (not found in registry)"
         _logger.debug(f"Unregistered {ref}{suffix}")
+
+
+def stopped(actor: pykka.Actor) -> None:
+    """The registry part of `pykka.Actor._stop`: out of the registry, flagged, logged."""
+    unregister(actor.actor_ref)
+    actor.actor_stopped.set()
+    if _logger.isEnabledFor(logging.DEBUG):
+        _logger.debug(f"Stopped {actor}")

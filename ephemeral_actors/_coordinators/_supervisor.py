@@ -112,7 +112,7 @@ from ephemeral_actors._mailbox import (
 )
 from ephemeral_actors._operation import Operation, running_operation
 from ephemeral_actors._options import resolve_concurrency
-from ephemeral_actors._pykka_registry import register, unregister
+from ephemeral_actors._pykka_registry import register, stopped, unregister
 from ephemeral_actors._records import (
     ActorStats,
     CoordinatorStats,
@@ -130,7 +130,6 @@ if TYPE_CHECKING:
 __all__ = ["BLOCK", "FORCE", "TRY", "CoordinatorState", "Core", "Supervisor"]
 
 logger = logging.getLogger("ephemeral_actors")
-_pykka_logger = logging.getLogger("pykka")
 
 
 class CoordinatorState(enum.Enum):
@@ -350,10 +349,7 @@ class Supervisor(pykka.Actor):
     def _stop(self) -> None:
         # pykka.Actor._stop, with the registry's debug messages formatted only when
         # logged (`_pykka_registry`): closing a coordinator ends here.
-        unregister(self._actor_ref)
-        self.actor_stopped.set()
-        if _pykka_logger.isEnabledFor(logging.DEBUG):
-            _pykka_logger.debug(f"Stopped {self}")
+        stopped(self)
         try:
             self.on_stop()
         except Exception:  # Pykka's own handling of a failing on_stop
