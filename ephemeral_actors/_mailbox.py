@@ -304,6 +304,7 @@ class Mailbox:
         "interrupt",
         "owner",
         "processed",
+        "torn",
     )
 
     def __init__(
@@ -331,6 +332,11 @@ class Mailbox:
         self._end_turn = end_turn
         self._handoff = handoff
         self.processed = 0
+        self.torn = False
+        """A turn died part-way (its handler raised, or an interrupt struck in it): the
+        owner's state may be half-updated. Set first thing where the turn catches it,
+        before any call (a call is where Python raises a second interrupt), so it stands
+        however the crash handling that follows is cut short."""
         self.interrupt: BaseException | None = None
         """An interrupt a turn of the main thread died of, to raise there once the turn
         and the mail after it have run (see `interrupts_caller`)."""
@@ -383,6 +389,7 @@ class Mailbox:
                 if not queue:
                     answer = handler(*args)
             except BaseException as exc:
+                self.torn = True
                 answer = None
                 if self._crashed is None:
                     raise
@@ -486,6 +493,7 @@ class Mailbox:
                             break
                 except BaseException as exc:
                     # `handle` never raises: this is an interrupt between two messages.
+                    self.torn = True
                     if self._crashed is None:
                         raise
                     self._crashed(exc)

@@ -363,6 +363,9 @@ class Supervisor(pykka.Actor):
 STALE_FAST_PATHS: list[str] = []
 """Ownership check mode: what `Core.check_fast_paths` found (the test suite fails on it)."""
 
+_CRASH_ATTEMPTS: Final = 8
+"""How often `Core._crashed` tries to record the fault when interrupted while doing it."""
+
 _FIELDS_NOT_OWNED = frozenset(
     {
         # Set once while the core is built, or handles the facade keeps (not actor state).
@@ -455,7 +458,6 @@ class Core:
         "streams",
         "supervisor",
         "supervisor_ref",
-        "torn",
         "unsettled",
         "uses_dispatcher",
         "waiters",
@@ -515,8 +517,6 @@ class Core:
         self.processing = True  # state in _PROCESSING, kept as a bool for the hot path
         self.closing = False
         self.fault_error: CoordinatorFaultedError | None = None
-        self.torn = False
-        """An interrupt stopped a turn half-way: counters may have lost track of an item."""
 
         self.npending = 0
         self.window = Window(options.max_tracked_operations, options.max_operation_lifetime)
@@ -697,6 +697,7 @@ class Core:
             try:
                 handler(arg)
             except BaseException as exc:
+                self.mailbox.torn = True  # before any call: see `Mailbox.torn`
                 self._crashed(exc)
                 if isinstance(arg, Reply):
                     self._answer_stranded(arg)
@@ -731,42 +732,43 @@ class Core:
         """A handler raised: a bug in the supervisor. It dies, and the coordinator faults.
 
         An interrupt in its turn (Ctrl-C in the thread running it) is no bug, but it may
-        have stopped the turn half-way: the supervisor dies of it just the same.
+        have stopped the turn half-way: the supervisor dies of it just the same. Its
+        caller marked the turn torn first (`Mailbox.torn`), with no call before the
+        mark, so `close()` reconciles the counters even if what follows is cut short.
         """
-        interrupted = interrupts_caller(error)
+        # A repeating signal can strike again anywhere in here, at any call: the state
+        # is recorded first and retried until it stands (every step is idempotent), and
+        # the log comes last. The second interrupt is dropped: the first one reaches the
+        # caller. A bug in the fault path itself is raised, unless the supervisor dies
+        # of an interrupt (which is what its caller must see).
+        interrupted = False
+        for _ in range(_CRASH_ATTEMPTS):
+            try:
+                interrupted = interrupts_caller(error)
+                if interrupted:
+                    self.mailbox.interrupt = error  # raised to the caller once the turn ends
+                # A written-out turn (`accept_plain`, `report_and_take`) stores its holder
+                # only when it needs it: the fault below may ask.
+                self.mailbox.holder = _get_ident()
+                with contextlib.suppress(Exception):  # an interrupt is retried, as above
+                    actor = self.supervisor
+                    if not actor.actor_stopped.is_set():
+                        unregister(self.supervisor_ref)
+                        actor.actor_stopped.set()
+                self._fault(error)
+                break
+            except BaseException as again:
+                if not (interrupted or interrupts_caller(again)):
+                    raise
         if interrupted:
-            # State first, log last: a second interrupt (a repeating signal) can strike
-            # in the logging, and must not leave the coordinator neither faulted nor
-            # known to be torn. That second one is dropped: the first reaches the caller.
-            self.mailbox.interrupt = error  # raised to the caller once the turn has ended
-            self.torn = True
-        # A written-out turn (`accept_plain`, `report_and_take`) stores its holder only
-        # when it needs it: the fault below may ask.
-        self.mailbox.holder = _get_ident()
-        with contextlib.suppress(BaseException):
-            actor = self.supervisor
-            if not actor.actor_stopped.is_set():
-                unregister(self.supervisor_ref)
-                actor.actor_stopped.set()
-        try:
-            self._fault(error)
-        except BaseException:
-            if not interrupted:
-                raise
-            # A second interrupt while faulting: the fault is recorded first, so it
-            # stands; the interrupt is dropped (the first one reaches the caller).
-        finally:
-            if interrupted:
-                with contextlib.suppress(BaseException):
-                    logger.error(
-                        f"coordinator {self.name!r}: interrupted ({type(error).__name__}) "
-                        "during a turn of its supervisor, whose state may be half-updated: "
-                        "it faults"
-                    )
-            else:
+            with contextlib.suppress(BaseException):
                 logger.error(
-                    f"coordinator {self.name!r}: supervisor handler raised", exc_info=error
+                    f"coordinator {self.name!r}: interrupted ({type(error).__name__}) "
+                    "during a turn of its supervisor, whose state may be half-updated: "
+                    "it faults"
                 )
+        else:
+            logger.error(f"coordinator {self.name!r}: supervisor handler raised", exc_info=error)
 
     def _end_turn(self) -> None:
         # The written-out turns (`accept_plain`, `report_and_take`) skip this call unless
@@ -864,6 +866,7 @@ class Core:
         except Exception as exc:
             return None, exc
         except BaseException as exc:
+            self.mailbox.torn = True  # before any call: see `Mailbox.torn`
             self._crashed(exc)
             return None, exc
 
@@ -1443,6 +1446,7 @@ class Core:
                         mailbox.holder = _get_ident()
                         self._dispatch()
             except BaseException as exc:
+                mailbox.torn = True  # before any call: see `Mailbox.torn`
                 op = None
                 self._crashed(exc)
             finally:
@@ -1819,6 +1823,7 @@ class Core:
                         except InvalidStateError:
                             self._resolved_elsewhere(reply)
             except BaseException as exc:
+                mailbox.torn = True  # before any call: see `Mailbox.torn`
                 entry = None
                 self._crashed(exc)
             finally:
@@ -2443,7 +2448,7 @@ class Core:
     def _on_closed(self, _: object) -> None:
         if self.state is not CoordinatorState.CLOSED:
             self._set_state(CoordinatorState.CLOSED)
-        if self.torn:
+        if self.mailbox.torn:
             # The interrupted turn may have taken an item out of the backlog and stopped
             # before a worker had it, or queued an item and stopped before counting it
             # (the fault then cancelled it). Every worker has ended: an item no outcome

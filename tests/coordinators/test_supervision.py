@@ -237,9 +237,94 @@ def test_a_second_interrupt_while_the_supervisor_logs_its_crash_still_leaves_it_
         monkeypatch.undo()
     assert not second, "the crash path logged nothing"
     assert c.is_faulted
-    assert c._core.torn
+    assert c._core.mailbox.torn
     with pytest.raises(CoordinatorFaultedError):
         c.enqueue(2)
+
+
+def _interrupted_after_queueing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next intake turn is interrupted after it queued its item, before counting it.
+
+    Where the signal handler would raise it: the record's sequence number is stored
+    between the backlog append and the `enqueued` count (`Core.accept_plain`).
+    """
+    first = [KeyboardInterrupt("first")]
+    operation = _supervisor.Operation
+    slot = operation._seq  # type: ignore[attr-defined]
+
+    class Interrupted(operation):
+        __slots__ = ()
+
+        @property
+        def _seq(self) -> int:
+            return slot.__get__(self)  # type: ignore[no-any-return]
+
+        @_seq.setter
+        def _seq(self, value: int) -> None:
+            if value and first:  # 0 is the record's own initial value
+                raise first.pop()
+            slot.__set__(self, value)
+
+    monkeypatch.setattr(_supervisor, "Operation", Interrupted)
+
+
+def _settled(c: object) -> bool:
+    s = c.stats()  # type: ignore[attr-defined]
+    return bool(s.total_enqueued == s.total_completed + s.total_failed + s.total_cancelled)
+
+
+def test_a_second_interrupt_as_the_crash_path_begins_still_leaves_it_faulted(make, monkeypatch):
+    """A repeating signal strikes again at the first call of the crash path, before the
+    supervisor recorded anything of the first interrupt. The crash path tries again, so
+    the coordinator is faulted all the same; the item the torn turn queued but never
+    counted is counted at `close()`, and the first interrupt reaches the caller. (Before,
+    the second one escaped: the coordinator ran on, neither faulted nor known to be torn,
+    and its item was counted as completed but never as accepted.)"""
+    c = make(lambda _: None)
+    second = [KeyboardInterrupt("second")]
+    interrupts_caller = _supervisor.interrupts_caller
+
+    def interrupted_again(error: BaseException) -> bool:
+        if second:
+            raise second.pop()
+        return interrupts_caller(error)
+
+    _interrupted_after_queueing(monkeypatch)
+    monkeypatch.setattr(_supervisor, "interrupts_caller", interrupted_again)
+    with pytest.raises(KeyboardInterrupt, match="first"):
+        c.enqueue(1)
+    monkeypatch.undo()
+    assert not second
+    assert c.is_faulted
+    c.close()
+    assert _settled(c)
+    assert c.stats().total_enqueued == 1
+
+
+def test_a_second_interrupt_at_the_crash_path_entry_still_settles_the_counters(make, monkeypatch):
+    """The one place a second interrupt still escapes the crash path: the entry of
+    `Core._crashed` itself, before its first statement. The turn was marked torn
+    before that call, so the coordinator, which is not faulted and runs the queued
+    item, still reconciles its counters at `close()` (with a warning), instead of
+    counting an item completed that it never counted accepted."""
+    c = make(lambda _: None)
+    second = [KeyboardInterrupt("second")]
+    crashed = _supervisor.Core._crashed
+
+    def interrupted_at_entry(self: _supervisor.Core, error: BaseException) -> None:
+        if second:
+            raise second.pop()
+        crashed(self, error)
+
+    _interrupted_after_queueing(monkeypatch)
+    monkeypatch.setattr(_supervisor.Core, "_crashed", interrupted_at_entry)
+    with pytest.raises(KeyboardInterrupt, match="second"):
+        c.enqueue(1)
+    monkeypatch.undo()
+    assert c._core.mailbox.torn
+    c.close()
+    assert _settled(c)
+    assert c.stats().total_enqueued == 1
 
 
 def test_an_item_a_torn_turn_started_without_a_worker_fails_at_close(make, monkeypatch):

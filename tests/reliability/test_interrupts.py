@@ -36,10 +36,16 @@ ROUNDS = 150
 
 _armed = [False]
 _raises: list[type[BaseException]] = [KeyboardInterrupt]
+_again: list[random.Random | None] = [None]
 
 
 def _interrupt(signum: int, frame: object) -> None:
     if _armed[0]:  # a signal already pending when the timer was stopped is not raised
+        again = _again[0]
+        if again is not None:
+            # A second interrupt a few microseconds of CPU later: into the handling of
+            # this one (the crash path of the turn it may strike).
+            signal.setitimer(signal.ITIMER_VIRTUAL, again.uniform(1e-6, 60e-6))
         raise _raises[0]
 
 
@@ -83,22 +89,28 @@ def _loop_submit(c: WorkCoordinator[Any, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("loop", "raised"),
+    ("loop", "raised", "twice"),
     [
-        (_loop_enqueue, KeyboardInterrupt),
-        (_loop_mixed, KeyboardInterrupt),
-        (_loop_submit, KeyboardInterrupt),
+        (_loop_enqueue, KeyboardInterrupt, False),
+        (_loop_mixed, KeyboardInterrupt, False),
+        (_loop_submit, KeyboardInterrupt, False),
         # A SIGTERM handler that exits (`sys.exit` raises SystemExit): any exception that
         # is not an `Exception`, raised in the main thread, takes the interrupt's path.
-        (_loop_mixed, SystemExit),
+        (_loop_mixed, SystemExit, False),
+        # Ctrl-C pressed twice, or a fast repeating signal: the second one strikes while
+        # the first is handled (where it struck a turn: as the supervisor dies of it).
+        (_loop_mixed, KeyboardInterrupt, True),
     ],
-    ids=["enqueue", "mixed", "submit", "mixed-SystemExit"],
+    ids=["enqueue", "mixed", "submit", "mixed-SystemExit", "mixed-twice"],
 )
 def test_interrupts_at_random_instants_never_wedge_a_coordinator(
-    loop: Callable[[WorkCoordinator[Any, Any]], None], raised: type[BaseException]
+    loop: Callable[[WorkCoordinator[Any, Any]], None],
+    raised: type[BaseException],
+    twice: bool,
 ) -> None:
     rng = random.Random(20261202)
     _raises[0] = raised
+    _again[0] = random.Random(20261204) if twice else None
     previous = signal.signal(signal.SIGVTALRM, _interrupt)
     # The collector would run earlier rounds' finalizers at any allocation, and an
     # interrupt striking in one is printed and dropped: collect between rounds instead.
@@ -132,6 +144,7 @@ def test_interrupts_at_random_instants_never_wedge_a_coordinator(
                 unsettled.append((s.total_enqueued, s.pending_count, s.active_count, c.is_faulted))
     finally:
         _disarm()
+        _again[0] = None
         signal.signal(signal.SIGVTALRM, previous)
         if gc_was_enabled:
             gc.enable()
