@@ -40,6 +40,7 @@ import itertools
 import logging
 import os
 import threading
+import weakref
 from asyncio.events import _get_running_loop
 from typing import TYPE_CHECKING, Any, Final
 
@@ -274,6 +275,18 @@ def _wake_future(fut: Any) -> None:
         fut.set_result(None)
 
 
+def _weakly(ref: Callable[[], object], method: Callable[..., Any]) -> Callable[..., Any]:
+    """`method`, if a bound method of `ref()`'s object, calling it without holding it."""
+    if getattr(method, "__self__", None) is not ref():
+        return method  # not the owner's: it holds no cycle through the owner
+    func = method.__func__  # type: ignore[attr-defined]
+
+    def call(*args: Any) -> Any:
+        return func(ref(), *args)
+
+    return call
+
+
 BUSY: Final = object()
 """`Mailbox.now`'s answer when the actor is in a turn elsewhere or has mail."""
 
@@ -300,6 +313,7 @@ class Mailbox:
         "_queue",
         "_requeued",
         "_take",
+        "_weak_owner",
         "holder",
         "interrupt",
         "owner",
@@ -315,7 +329,8 @@ class Mailbox:
         handoff: Callable[[Callable[[], object]], None] | None = None,
         crashed: Callable[[BaseException], None] | None = None,
     ) -> None:
-        self.owner = owner
+        self.owner: object = owner
+        self._weak_owner: Callable[[], object] | None = None  # set by `weaken`
         self._crashed = crashed
         self._queue: collections.deque[Any] = collections.deque()
         self._flag: collections.deque[bool] = collections.deque((True,))
@@ -343,6 +358,31 @@ class Mailbox:
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    def _owner(self) -> object:
+        weak = self._weak_owner
+        return self.owner if weak is None else weak()
+
+    def weaken(self) -> None:
+        """Refer to the owner only weakly from now on (its turns still run as before).
+
+        The owner holds its mailbox, and the mailbox its owner's bound methods: a
+        reference cycle, which only the garbage collector can free. An owner that is
+        done with its hot paths (a closed coordinator) calls this, so that it is freed
+        by reference counting as soon as nothing else holds it. Its later turns (state
+        queries on a closed coordinator) reach it through a weak reference instead.
+        """
+        if self._weak_owner is not None:
+            return
+        ref = weakref.ref(self.owner)
+        self._weak_owner = ref
+        self.owner = None
+        self._handle = _weakly(ref, self._handle)
+        self._end_turn = _weakly(ref, self._end_turn)
+        if self._handoff is not None:
+            self._handoff = _weakly(ref, self._handoff)
+        if self._crashed is not None:
+            self._crashed = _weakly(ref, self._crashed)
 
     def post(self, message: Any) -> bool:
         """Append `message`; run the turn here if the actor was idle.
@@ -385,7 +425,7 @@ class Mailbox:
         try:
             try:
                 if CHECK_OWNERSHIP:
-                    _in_turn[ident] = self.owner
+                    _in_turn[ident] = self._owner()
                 if not queue:
                     answer = handler(*args)
             except BaseException as exc:
@@ -467,7 +507,7 @@ class Mailbox:
                 count = 0
                 try:
                     if CHECK_OWNERSHIP:
-                        _in_turn[ident] = self.owner
+                        _in_turn[ident] = self._owner()
                     while queue:
                         # `message = queue.popleft()` could lose the message: an interrupt
                         # can be raised as the pop returns. FOR_ITER and the store are no

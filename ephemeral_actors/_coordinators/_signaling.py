@@ -59,10 +59,11 @@ logger = logging.getLogger("ephemeral_actors")
 _PRUNE_FLOOR = 32
 """A mark list is pruned once it is longer than this, or twice its last pruned length."""
 
-_handling: contextvars.ContextVar[Core | None] = contextvars.ContextVar(
+_handling: contextvars.ContextVar[SignalRouter | None] = contextvars.ContextVar(
     "ephemeral_actors_signal_handler", default=None
 )
-"""The coordinator whose `on_signal_async` handler runs in this context (self-waits)."""
+"""The router (so the coordinator) whose `on_signal_async` handler runs in this context
+(self-waits). The router, not its core: once closed, the router holds its core weakly."""
 
 
 @dataclass(slots=True)
@@ -381,7 +382,7 @@ class SignalRouter:
         # this coordinator's handler, so drain() there raises and close() there does
         # not wait for the handler itself (SPEC 15, issue 13 #8).
         _current.set(None)
-        _handling.set(core)
+        _handling.set(self)
         while True:
             event = core.call(self._on_next_async, None)
             if event is None:
@@ -395,7 +396,7 @@ class SignalRouter:
 
     def in_handler(self) -> bool:
         """True if the caller runs inside this coordinator's `on_signal_async` handler."""
-        return _handling.get() is self.core
+        return _handling.get() is self
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 import types
+import weakref
 from asyncio import Future as _AsyncioFuture
 from asyncio.events import _get_running_loop
 from collections import deque
@@ -214,6 +215,8 @@ class _Inbox:
         # Runs in the sender's thread. An item's user code (key selector, describe, a
         # backend's item check) runs here, never in the supervisor's turn: the item
         # travels on as a prepared request (SPEC 14).
+        if type(self.core) is not Core:
+            self._check_alive()
         message = envelope.message
         kind = type(message)
         if kind is m.Enqueue or kind is m.Submit:
@@ -245,6 +248,15 @@ class _Inbox:
             return
         prepared = _Prepared(request, kind is m.Submit)
         self.core.mailbox.post(Envelope(prepared, reply_to=envelope.reply_to))
+
+    def _check_alive(self) -> None:
+        # Closed, the core is held weakly here (`Core._refer_back_weakly`): a tell that
+        # passed Pykka's liveness test just before the close, and came after the facade
+        # and the core were gone, is refused as Pykka refuses a stopped actor's.
+        try:
+            self.core.__class__  # noqa: B018 - a dead proxy raises on any access
+        except ReferenceError:
+            raise pykka.ActorDeadError("the coordinator's supervisor is stopped") from None
 
     def empty(self) -> bool:
         return not len(self.core.mailbox)
@@ -2470,6 +2482,27 @@ class Core:
                     "interrupt stopped, before it counted them, are counted as accepted"
                 )
             self.npending = self.running = self.unsettled = 0
+        self._refer_back_weakly()
+
+    def _refer_back_weakly(self) -> None:
+        """Closed: the parts that point back at the core do so weakly from now on.
+
+        The core holds its mailbox, router, supervisor actor and intake shortcuts, and
+        each of them held the core: reference cycles, so a closed coordinator waited for
+        the garbage collector (an eighth of creating and closing an unused one went to
+        collecting it). Weakly, one that never ran an item (whose workers and
+        records hold the core too) is freed as soon as its facade is: by whom holds it
+        the core is still reached exactly as before while anything does (the facade, an
+        `ActorRef`, whose `tell` and `ask` refuse a stopped actor before they reach it).
+        """
+        self.mailbox.weaken()
+        core = weakref.proxy(self)
+        self.router.core = core
+        supervisor = self.supervisor
+        supervisor._core = core
+        cast("_Inbox", supervisor.actor_inbox).core = core
+        # Refused on the general path, as on this one: intake is closed for good.
+        self.accept_default = self.accept_unchecked = None
 
     def _fail_stranded(self) -> None:
         """After a torn turn, fail what started but no worker will report (closing turn).

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import pykka
 import pytest
+from pykka._envelope import Envelope
 
 from ephemeral_actors import (
     CoordinatorClosedError,
@@ -21,10 +24,12 @@ from ephemeral_actors import (
     DynamicConcurrencyDisabledError,
     NoCurrentOperationError,
     OperationCancelledError,
+    ResultCoordinator,
     WorkCoordinator,
     WorkerCrashError,
     current_operation,
 )
+from ephemeral_actors import messages as m
 from ephemeral_actors.testing import crash_worker, library_threads, use_clock
 from tests.conftest import WAIT
 
@@ -761,6 +766,81 @@ def test_reads_keep_answering_after_close(make):
     assert c.pin(c.get_snapshot()[0].id) is True
     with pytest.raises(CoordinatorClosedError, match="closed|cancelled"):
         c.enqueue(2)
+
+
+@pytest.mark.parametrize("kind", ["work", "result", "async"])
+def test_a_closed_unused_coordinator_is_freed_without_the_garbage_collector(kind: str) -> None:
+    """Closing makes what points back at the core point weakly, so a coordinator that
+    never ran an item is freed by reference counting once its facade is dropped, not
+    left to the collector (whose work was an eighth of creating and closing one)."""
+
+    async def abody(_: object) -> None:
+        return None
+
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()  # any cycle left would survive to the assertion
+    try:
+        c: Any
+        if kind == "work":
+            c = WorkCoordinator(lambda _: None, max_concurrency=8)
+        elif kind == "result":
+            c = ResultCoordinator(lambda _: None, max_concurrency=8)
+        else:
+            c = WorkCoordinator(abody, max_concurrency=8)
+        c.close()
+        core = weakref.ref(c._core)
+        supervisor = weakref.ref(c._core.supervisor)
+        del c
+        assert core() is None
+        assert supervisor() is None
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def test_a_closed_coordinator_answers_as_before_through_its_weak_back_links(make):
+    """After `close()` the mailbox, router, actor and inbox reach the core weakly: every
+    read, a refused intake and the actor's refusals still answer as they did."""
+    c = make(lambda _: None)
+    ref = c.actor_ref
+    c.close()
+    assert c.stats().total_enqueued == 0
+    assert c.actor_stats()
+    assert c.get_snapshot() == ()
+    with pytest.raises(CoordinatorClosedError):
+        c.enqueue(1)
+    with pytest.raises(CoordinatorClosedError):
+        c.submit(1)
+    assert c.try_enqueue(1) is False
+    assert repr(c._core.supervisor).startswith("<Supervisor ")
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell(m.GetStats())
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask(m.GetStats())
+    del c
+    gc.collect()  # the facade's fixture may hold it: only the ref is ours now
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask(m.GetStats())
+
+
+def test_a_tell_that_raced_a_close_is_refused_once_the_core_is_gone():
+    """A `tell` passes Pykka's liveness test, then the coordinator closes and its facade
+    goes before the message reaches the inbox: the inbox, which holds the closed core
+    weakly, refuses it as Pykka refuses a stopped actor's (not with a ReferenceError)."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        c = WorkCoordinator(lambda _: None, max_concurrency=2)
+        inbox = c.actor_ref.actor_inbox
+        c.close()
+        del c
+        with pytest.raises(pykka.ActorDeadError):
+            inbox.put(Envelope(m.GetStats()))  # where the raced tell's `put` lands
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def test_context_manager_completes_drains_and_closes():
