@@ -413,6 +413,7 @@ class Mailbox:
         ident = _get_ident()
         # Read before the flag: between taking it and the turn's `try` nothing may call.
         previous = _in_turn.get(ident) if CHECK_OWNERSHIP else None
+        owner = self._owner() if CHECK_OWNERSHIP else None  # a call: before the flag too
         try:
             flag.pop()
         except IndexError:  # another thread took it between the test and the pop
@@ -425,7 +426,7 @@ class Mailbox:
         try:
             try:
                 if CHECK_OWNERSHIP:
-                    _in_turn[ident] = self._owner()
+                    _in_turn[ident] = owner
                 if not queue:
                     answer = handler(*args)
             except BaseException as exc:
@@ -491,6 +492,7 @@ class Mailbox:
         take = self._take
         ident = _get_ident()
         previous = _in_turn.get(ident) if CHECK_OWNERSHIP else None  # see `now`
+        owner = self._owner() if CHECK_OWNERSHIP else None
         ran = handed_off = False
         try:
             while queue:
@@ -507,7 +509,7 @@ class Mailbox:
                 count = 0
                 try:
                     if CHECK_OWNERSHIP:
-                        _in_turn[ident] = self._owner()
+                        _in_turn[ident] = owner
                     while queue:
                         # `message = queue.popleft()` could lose the message: an interrupt
                         # can be raised as the pop returns. FOR_ITER and the store are no

@@ -2490,10 +2490,11 @@ class Core:
         The core holds its mailbox, router, supervisor actor and intake shortcuts, and
         each of them held the core: reference cycles, so a closed coordinator waited for
         the garbage collector (an eighth of creating and closing an unused one went to
-        collecting it). Weakly, one that never ran an item (whose workers and
-        records hold the core too) is freed as soon as its facade is: by whom holds it
-        the core is still reached exactly as before while anything does (the facade, an
-        `ActorRef`, whose `tell` and `ask` refuse a stopped actor before they reach it).
+        collecting it). Now one that never ran an item is freed with its facade (the
+        records and workers of one that did hold the core too). While anything holds
+        the core, every path reaches it as before: the facade's calls run the same
+        turns, and an `ActorRef`'s `tell` and `ask` refuse a stopped actor before they
+        reach its inbox.
         """
         self.mailbox.weaken()
         core = weakref.proxy(self)
