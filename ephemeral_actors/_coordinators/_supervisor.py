@@ -215,8 +215,6 @@ class _Inbox:
         # Runs in the sender's thread. An item's user code (key selector, describe, a
         # backend's item check) runs here, never in the supervisor's turn: the item
         # travels on as a prepared request (SPEC 14).
-        if type(self.core) is not Core:
-            self._check_alive()
         message = envelope.message
         kind = type(message)
         if kind is m.Enqueue or kind is m.Submit:
@@ -249,17 +247,26 @@ class _Inbox:
         prepared = _Prepared(request, kind is m.Submit)
         self.core.mailbox.post(Envelope(prepared, reply_to=envelope.reply_to))
 
-    def _check_alive(self) -> None:
-        # Closed, the core is held weakly here (`Core._refer_back_weakly`): a tell that
-        # passed Pykka's liveness test just before the close, and came after the facade
-        # and the core were gone, is refused as Pykka refuses a stopped actor's.
+    def empty(self) -> bool:
+        return not len(self.core.mailbox)
+
+
+class _ClosedInbox(_Inbox):
+    """A closed coordinator's inbox (`Core._refer_back_weakly` swaps the class in).
+
+    It holds the core weakly: a tell that passed Pykka's liveness test just before the
+    close, and came after the facade and the core were gone, is refused as Pykka
+    refuses a stopped actor's. Open inboxes never pay for the test.
+    """
+
+    __slots__ = ()
+
+    def put(self, envelope: Any, /) -> None:
         try:
             self.core.__class__  # noqa: B018 - a dead proxy raises on any access
         except ReferenceError:
             raise pykka.ActorDeadError("the coordinator's supervisor is stopped") from None
-
-    def empty(self) -> bool:
-        return not len(self.core.mailbox)
+        super().put(envelope)
 
 
 _SUPERVISOR_URNS = itertools.count(1)
@@ -2501,7 +2508,9 @@ class Core:
         self.router.core = core
         supervisor = self.supervisor
         supervisor._core = core
-        cast("_Inbox", supervisor.actor_inbox).core = core
+        inbox = cast("_Inbox", supervisor.actor_inbox)
+        inbox.core = core
+        inbox.__class__ = _ClosedInbox
         # Refused on the general path, as on this one: intake is closed for good.
         self.accept_default = self.accept_unchecked = None
 
