@@ -121,6 +121,8 @@ QUICK = Sizes(
 CONCURRENCY = 8
 SLEEP_CONCURRENCY = 64
 SLEEP_S = 0.001
+BACKLOG_BOUND = CoordinatorOptions().max_tracked_operations
+"""The coordinator's default backpressure (SPEC 4): intake blocks at this many pending."""
 KEYS_FEW = 1_000
 WARM_ITEMS = 1_000
 
@@ -460,6 +462,74 @@ def run_floor(body: Callable[[int], Any], concurrency: int, n: int) -> dict[str,
     wall = perf() - t0
     if sum(counts) != n:
         raise RuntimeError(f"floor ran {sum(counts)} of {n}")
+    return {"wall": wall}
+
+
+def run_tpe_bounded(body: Callable[[int], Any], concurrency: int, n: int) -> dict[str, float]:
+    """A ThreadPoolExecutor with backpressure: a Semaphore bounds the items in flight.
+
+    The usual recipe for bounding an executor. The bound is the coordinator's default:
+    intake blocks at `max_tracked_operations` (200) pending, so with `concurrency`
+    running, 200 + `concurrency` items are in flight.
+    """
+    pool = ThreadPoolExecutor(concurrency)
+    slots = threading.Semaphore(BACKLOG_BOUND + concurrency)
+    acquire = slots.acquire
+    submit = pool.submit
+
+    def release(_: Future[Any]) -> None:
+        slots.release()
+
+    t0 = perf()
+    futures = []
+    for i in range(n):
+        acquire()
+        future = submit(body, i)
+        future.add_done_callback(release)
+        futures.append(future)
+    wait(futures)
+    wall = perf() - t0
+    pool.shutdown(wait=True)
+    if not all(f.done() and f.exception() is None for f in futures):
+        raise RuntimeError("a ThreadPoolExecutor future did not complete")
+    return {"wall": wall}
+
+
+def run_floor_bounded(body: Callable[[int], Any], concurrency: int, n: int) -> dict[str, float]:
+    """The floor with the coordinator's backpressure (as `run_tpe_bounded`), still untracked."""
+    q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    slots = threading.Semaphore(BACKLOG_BOUND + concurrency)
+    counts: list[int] = []
+
+    def worker() -> None:
+        get = q.get
+        release = slots.release
+        count = 0
+        while True:
+            item = get()
+            if item is _STOP:
+                counts.append(count)
+                return
+            body(item)
+            release()
+            count += 1
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    acquire = slots.acquire
+    put = q.put
+    t0 = perf()
+    for thread in threads:
+        thread.start()
+    for i in range(n):
+        acquire()
+        put(i)
+    for _ in threads:
+        put(_STOP)
+    for thread in threads:
+        thread.join()
+    wall = perf() - t0
+    if sum(counts) != n:
+        raise RuntimeError(f"bounded floor ran {sum(counts)} of {n}")
     return {"wall": wall}
 
 
@@ -950,7 +1020,10 @@ def scenario_4(sizes: Sizes, reps: int) -> Section:
         "",
         (
             "Efficiency = ideal / wall, ideal = items x 1 ms / 64. Coordinator: default"
-            " window (intake blocks at 200 pending)."
+            f" window (intake blocks at {BACKLOG_BOUND} pending). The bounded peers hold"
+            f" their producer to the same backpressure ({BACKLOG_BOUND} pending + {c}"
+            " running in flight, by a Semaphore released as each item ends); the plain"
+            " ones take every item at once into an unbounded queue."
         ),
     ]
     targets = []
@@ -971,8 +1044,18 @@ def scenario_4(sizes: Sizes, reps: int) -> Section:
             n,
             ours=True,
         )
+        tpe_bounded = Row(
+            f"ThreadPoolExecutor({c}) + Semaphore({BACKLOG_BOUND} + {c}): submit + wait",
+            partial(run_tpe_bounded, sleep_1ms, c),
+            n,
+        )
         floor = Row(f"floor: SimpleQueue + {c} threads", partial(run_floor, sleep_1ms, c), n)
-        rows = [ours, looped, tpe, floor]
+        floor_bounded = Row(
+            f"floor + Semaphore({BACKLOG_BOUND} + {c}) (the coordinator's backpressure)",
+            partial(run_floor_bounded, sleep_1ms, c),
+            n,
+        )
+        rows = [ours, looped, tpe, tpe_bounded, floor, floor_bounded]
         progress(f"{n:,} items")
         interleave(rows, reps, warm_n=500)
         real = lone_sleep()
@@ -1005,7 +1088,9 @@ def scenario_4(sizes: Sizes, reps: int) -> Section:
             if row is ours:
                 line += (
                     f" (ceiling ~{SLEEP_S / real:.0%}; TPE {ideal / tpe.median():.0%},"
-                    f" floor {ideal / floor.median():.0%})"
+                    f" bounded TPE {ideal / tpe_bounded.median():.0%},"
+                    f" floor {ideal / floor.median():.0%},"
+                    f" bounded floor {ideal / floor_bounded.median():.0%})"
                 )
             targets.append(line)
     return Section(markdown, targets)
