@@ -92,9 +92,13 @@ def check_owner(owner: object, what: str) -> None:
     Raises:
         AssertionError: `what` (a field of `owner`) is written outside its owner's turn.
     """
-    if _in_turn.get(_get_ident()) is not owner:
+    current = _in_turn.get(_get_ident())
+    # A closed coordinator's parts hold it through a weak proxy, which only `==` sees
+    # through (to the identity of what it refers to).
+    if current is not owner and not (type(owner) is weakref.ProxyType and owner == current):
         raise AssertionError(
-            f"{what} of {owner!r} written outside its owner's turn "
+            # `__repr__()`, not `!r`: a weak proxy forwards the call to what it refers to.
+            f"{what} of {owner.__repr__()} written outside its owner's turn "
             f"(thread {threading.current_thread().name!r})"
         )
 

@@ -57,6 +57,38 @@ def test_a_write_from_outside_the_supervisor_turn_is_caught():
     assert lines[1].startswith("child: KeyChild.running of <keyed")
 
 
+def test_a_closed_key_child_is_still_checked_through_the_weak_link():
+    """After close the keyed backlog reaches its core through a weak proxy: a child's
+    state written in the supervisor's turn still passes, and from outside still fails."""
+    out = run_isolated(
+        """
+        import os
+        os.environ["EPHEMERAL_ACTORS_CHECK_OWNERSHIP"] = "1"
+        import weakref
+        from ephemeral_actors import KeyedWorkCoordinator
+
+        keyed = KeyedWorkCoordinator(lambda item: item, lambda item: None)
+        keyed.submit(0).result(30)
+        child = keyed._core.backlog.children[0]
+        keyed.close(30)
+        assert type(child.backlog.core) is weakref.ProxyType
+
+        def write(_):
+            child.processed = child.processed
+
+        keyed._core.call(write, None)
+        print("in the turn: passed")
+        try:
+            child.running = 5
+        except AssertionError as exc:
+            print("outside:", exc)
+        """
+    )
+    lines = out.splitlines()
+    assert lines[0] == "in the turn: passed"
+    assert lines[1].startswith("outside: KeyChild.running of <keyed")
+
+
 def test_a_field_change_that_skips_the_fast_path_refresh_is_caught():
     """In check mode, a turn fails on a busy-turn flag left stale by a change of a field
     it derives from (here `deferring`, set without `refresh_fast_paths()`)."""

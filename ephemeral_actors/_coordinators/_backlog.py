@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import threading
     from collections.abc import Callable
 
+    from ephemeral_actors._coordinators._supervisor import Core
     from ephemeral_actors._operation import Operation
 
 __all__ = ["Backlog", "FifoBacklog"]
@@ -80,6 +81,9 @@ class Backlog(Protocol):
 
     def close(self) -> list[threading.Thread]:
         """Stop whatever the backlog runs (children, timers); threads to join."""
+
+    def refer_back_weakly(self, core: Core) -> None:
+        """The coordinator closed: hold `core` (a weak proxy now) instead of the core."""
 
 
 class FifoBacklog:
@@ -184,3 +188,6 @@ class FifoBacklog:
 
     def close(self) -> list[threading.Thread]:
         return []
+
+    def refer_back_weakly(self, core: Core) -> None:
+        pass  # a FIFO backlog does not refer to its core

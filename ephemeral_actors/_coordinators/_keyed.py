@@ -83,7 +83,11 @@ class _ChildInbox:
     def put(self, envelope: Any, /) -> None:
         child = self.child
         backlog = child.backlog
-        backlog.core.mailbox.post((backlog._on_child_envelope, (child, envelope)))
+        try:
+            mailbox = backlog.core.mailbox
+        except ReferenceError:  # closed, and the coordinator is gone (a weak link)
+            raise pykka.ActorDeadError(f"{child.actor_ref} stopped") from None
+        mailbox.post((backlog._on_child_envelope, (child, envelope)))
 
     def empty(self) -> bool:
         return True
@@ -632,6 +636,11 @@ class KeyedBacklog:
         self.ranked = None
         self.throttled.clear()
         return give_back(self)
+
+    def refer_back_weakly(self, core: Core) -> None:
+        # The core holds this backlog: with a strong link back, a closed keyed
+        # coordinator would wait for the garbage collector (`Core._refer_back_weakly`).
+        self.core = core
 
 
 class KeyedWorkCoordinator(CoordinatorBase[T], Generic[T, K]):

@@ -2511,6 +2511,7 @@ class Core:
         inbox = cast("_Inbox", supervisor.actor_inbox)
         inbox.core = core
         inbox.__class__ = _ClosedInbox
+        self.backlog.refer_back_weakly(core)
         # Refused on the general path, as on this one: intake is closed for good.
         self.accept_default = self.accept_unchecked = None
 

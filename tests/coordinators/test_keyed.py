@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +13,7 @@ import pykka
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pykka._envelope import Envelope
 
 from ephemeral_actors import (
     CoordinatorClosedError,
@@ -241,6 +244,23 @@ def test_close_stops_every_child_addressed_or_not(make):
     assert children[1].actor_stopped.wait(0)
     with pytest.raises(pykka.ActorDeadError):
         addressed.ask(GetKeyState(), timeout=WAIT)
+
+
+def test_a_key_actor_outliving_its_coordinator_refuses_mail():
+    """A closed coordinator's backlog holds the core weakly, so a child's ref can outlive
+    both: what reaches the child's inbox then is refused as Pykka refuses a stopped
+    actor's mail, not with the ReferenceError of the dead link."""
+    c = KeyedWorkCoordinator(lambda i: i, lambda _: None)  # no fixture: it must be freed
+    c.submit("k").get(timeout=WAIT)
+    child = c._core.backlog.children["k"]
+    inbox = child.actor_ref.actor_inbox  # reached directly: a tell checks liveness first
+    core = weakref.ref(c._core)
+    c.close(WAIT)
+    del c
+    gc.collect()  # records of items that ran still refer to their core
+    assert core() is None
+    with pytest.raises(pykka.ActorDeadError):
+        inbox.put(Envelope(GetKeyState()))
 
 
 def test_threads_do_not_grow_with_keys(make):

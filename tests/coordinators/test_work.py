@@ -22,6 +22,7 @@ from ephemeral_actors import (
     CoordinatorNotCompletedError,
     CoordinatorOptions,
     DynamicConcurrencyDisabledError,
+    KeyedWorkCoordinator,
     NoCurrentOperationError,
     OperationCancelledError,
     ResultCoordinator,
@@ -768,7 +769,7 @@ def test_reads_keep_answering_after_close(make):
         c.enqueue(2)
 
 
-@pytest.mark.parametrize("kind", ["work", "result", "async"])
+@pytest.mark.parametrize("kind", ["work", "result", "async", "keyed"])
 def test_a_closed_unused_coordinator_is_freed_without_the_garbage_collector(kind: str) -> None:
     """Closing makes what points back at the core point weakly, so a coordinator that
     never ran an item is freed by reference counting once its facade is dropped, not
@@ -786,6 +787,8 @@ def test_a_closed_unused_coordinator_is_freed_without_the_garbage_collector(kind
             c = WorkCoordinator(lambda _: None, max_concurrency=8)
         elif kind == "result":
             c = ResultCoordinator(lambda _: None, max_concurrency=8)
+        elif kind == "keyed":  # its backlog refers back to the core too
+            c = KeyedWorkCoordinator(lambda item: item, lambda _: None, max_concurrency=8)
         else:
             c = WorkCoordinator(abody, max_concurrency=8)
         c.close()
