@@ -21,7 +21,7 @@ from ephemeral_actors import (
     KeyedWorkCoordinator,
     for_each,
 )
-from ephemeral_actors._coordinators._keyed import GetKeyState
+from ephemeral_actors._coordinators._keyed import _NO_MAIL, GetKeyState
 from ephemeral_actors.testing import library_threads
 from tests.conftest import WAIT
 
@@ -223,6 +223,67 @@ def test_idle_keys_are_reaped_and_a_returning_key_works(make):
     wait_until(lambda: c.active_keys == 0)
     assert c.submit(3).get(timeout=WAIT) is None
     assert c.total_completed == 21
+
+
+def test_an_idle_key_holds_no_mailbox_of_its_own_until_its_next_item(make):
+    """A key's child gives its deque back when the key goes idle (a deque holds over
+    half a kilobyte, and idle keys live on for key_idle_timeout), and takes a new one
+    with the key's next item: whichever way the key went idle, its later items run,
+    in order."""
+    seen: list[tuple[str, int]] = []
+    gate = threading.Event()
+
+    def body(item: tuple[str, int]) -> None:
+        if item == ("gate", 0):
+            assert gate.wait(WAIT)
+        seen.append(item)
+
+    c = make(lambda item: item[0], body, max_concurrency=1)
+    children = c._core.backlog.children
+    # Idle after its item ran.
+    c.submit(("ran", 0)).get(timeout=WAIT)
+    assert children["ran"].mailbox is _NO_MAIL
+    # Idle after its only item, waiting for the one slot, was cancelled by id.
+    c.enqueue(("gate", 0))
+    doomed = c.enqueue(("lone", 0))
+    assert c.cancel_operation(doomed) is True
+    assert children["lone"].mailbox is _NO_MAIL
+    gate.set()
+    c.wait_idle(WAIT)
+    for n in (1, 2, 3):
+        c.enqueue(("ran", n))
+    c.submit(("lone", 1)).get(timeout=WAIT)
+    c.wait_idle(WAIT)
+    assert [n for key, n in seen if key == "ran"] == [0, 1, 2, 3]
+    assert [n for key, n in seen if key == "lone"] == [1]
+    assert all(child.mailbox is _NO_MAIL for child in children.values())
+    assert (c.total_completed, c.total_cancelled) == (6, 1)
+
+
+def test_the_idle_mailbox_refuses_mail():
+    """The mailbox idle children share stays empty: writing to it is a bug, and raises."""
+    for write in (_NO_MAIL.append, _NO_MAIL.appendleft):
+        with pytest.raises(RuntimeError, match="idle key"):
+            write(1)
+    with pytest.raises(RuntimeError, match="idle key"):
+        _NO_MAIL.extend([1])
+    assert len(_NO_MAIL) == 0
+    assert not _NO_MAIL
+
+
+def test_an_idle_key_whose_child_is_stopped_from_outside_works_on(make):
+    """A stopped idle child's heir takes over its (given back) mailbox; the key's next
+    item still runs."""
+    c = make(lambda i: i, lambda _: None)
+    c.submit("k").get(timeout=WAIT)
+    c.wait_idle(WAIT)
+    child = c._core.backlog.children["k"]
+    assert child.actor_ref.stop(timeout=WAIT) is True
+    heir = c._core.backlog.children["k"]
+    assert heir is not child
+    assert heir.mailbox is _NO_MAIL
+    assert c.submit("k").get(timeout=WAIT) is None
+    assert c.total_completed == 2
 
 
 def test_close_stops_every_child_addressed_or_not(make):
