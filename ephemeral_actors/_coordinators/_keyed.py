@@ -103,8 +103,9 @@ class _NoMail(collections.deque[Any]):
     key's child lives on for `key_idle_timeout` (a minute by default): a child gives
     its deque back when its key goes idle and takes a new one with its next item
     (`KeyedBacklog.went_idle`, `KeyedBacklog.append`). One shared instance stands in
-    meanwhile, read as empty like any deque. Only those two methods swap mailboxes;
-    anything else that wrote to this one would be a bug, so it raises.
+    meanwhile, read as empty like any deque. Only those two give and take mailboxes (a
+    restart hands the child's on to its heir, whichever it is); anything that wrote to
+    this one would be a bug, so it raises.
     """
 
     __slots__ = ()
@@ -560,7 +561,11 @@ class KeyedBacklog:
 
     def _reap_due(self) -> None:
         """Timer callback (a dispatcher thread): timers are messages to the owner."""
-        self.core.mailbox.post((self.on_reap, None))
+        try:
+            mailbox = self.core.mailbox
+        except ReferenceError:  # fired as its coordinator closed, which is gone now
+            return
+        mailbox.post((self.on_reap, None))
 
     def on_reap(self, _: object) -> int:
         """Passivate the children of keys idle for `key_idle_timeout`; return how many."""
