@@ -15,6 +15,8 @@ from ephemeral_actors._errors import NoCurrentOperationError, OperationCancelled
 from ephemeral_actors._signals._event import check_signal_name
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ephemeral_actors._coordinators._supervisor import Core
     from ephemeral_actors._signals import SignalEvent, SignalPropagation
 
@@ -158,9 +160,13 @@ class Operation:
                 unless a resume signal ends it sooner. Added in 0.2.
 
         Returns:
-            False if the coordinator's signal constraints blocked it, else True.
+            False if the coordinator's signal constraints blocked it, or if the
+            coordinator is gone (closed, and freed), else True.
         """
-        return self._core.emit_signal(self, name, None, defer_for)
+        try:
+            return self._core.emit_signal(self, name, None, defer_for)
+        except ReferenceError:  # a closed coordinator's records refer to it weakly
+            return False
 
     def emit_caused(self, name: str, cause: SignalPropagation | SignalEvent) -> bool:
         """Emit `name` as caused by `cause`, subject to `signal_constraints`.
@@ -170,21 +176,38 @@ class Operation:
             cause: A `SignalPropagation`, or a `SignalEvent` whose propagation is used.
 
         Returns:
-            False if the constraints blocked the emission, else True.
+            False if the constraints blocked the emission, or if the coordinator is
+            gone (closed, and freed), else True.
         """
-        return self._core.emit_signal(self, name, cause)
+        try:
+            return self._core.emit_signal(self, name, cause)
+        except ReferenceError:
+            return False
 
     def retract(self, name: str) -> bool:
         """Remove this operation's signals called `name`; True if any were removed."""
         check_signal_name("name", name)
-        return self._core.retract_signals(self, lambda s: s == name) > 0
+        return self._retract(lambda s: s == name) > 0
 
     def retract_matching(self, pattern: str) -> int:
         """Remove this operation's signals matching `pattern`; return how many."""
         from ephemeral_actors._signals import matches  # noqa: PLC0415
 
         check_signal_name("pattern", pattern)
-        return self._core.retract_signals(self, lambda s: matches(s, pattern))
+        return self._retract(lambda s: matches(s, pattern))
+
+    def _retract(self, predicate: Callable[[str], bool]) -> int:
+        # A running operation's signals belong to its body; the tuple is replaced whole,
+        # so the supervisor (snapshots, marks) always reads a consistent one.
+        signals = self._signals
+        if not signals:
+            return 0
+        kept = tuple(e for e in signals if not predicate(e.signal))
+        removed = len(signals) - len(kept)
+        if removed:
+            self._signals = kept
+            self._snapshot = None
+        return removed
 
     def has_signal(self, name: str) -> bool:
         """Return True if this operation emitted `name` (and did not retract it)."""
@@ -193,7 +216,10 @@ class Operation:
 
     def _cancel_pending(self) -> bool:
         """Take this operation back if it has not started: its future's canceller."""
-        return self._core.cancel_pending(self)
+        try:
+            return self._core.cancel_pending(self)
+        except ReferenceError:  # its coordinator is gone: it ended long ago
+            return False
 
     def _finish(self, outcome: int, error: BaseException | None, now: float) -> None:
         self._ended = now

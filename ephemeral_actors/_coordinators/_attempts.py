@@ -57,6 +57,7 @@ the backlog keeps a pending one. It is dropped when the operation ends.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -107,14 +108,24 @@ class Alarm:
 
     def _ring(self) -> None:
         """Timer callback (a dispatcher thread): timers are messages to the owner."""
-        self.core.mailbox.post((self.handler, None))
+        # Fired as its coordinator closed, which is gone now (a weak link): nothing to do.
+        with contextlib.suppress(ReferenceError):
+            self.core.mailbox.post((self.handler, None))
 
     def close(self) -> list[threading.Thread]:
         """Stop the timer; dispatcher threads to join."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        # The handler is its owner's bound method, and the owner holds this alarm: a
+        # cycle that would leave a closed coordinator to the garbage collector. A ring
+        # that fired before the cancel finds its owner closed either way.
+        self.handler = _closed
         return give_back(self)
+
+
+def _closed(_: object) -> None:
+    """What a closed alarm's late ring runs: nothing, as its closed owner would."""
 
 
 class Attempts:

@@ -30,6 +30,7 @@ coordinator never builds it, so its dispatch path is unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
@@ -224,7 +225,9 @@ class Schedule:
 
     def _ring(self, generation: int) -> None:
         """Timer callback (a dispatcher thread): timers are messages to the owner."""
-        self.core.mailbox.post((self._on_ring, generation))
+        # Fired as its coordinator closed, which is gone now (a weak link): nothing to do.
+        with contextlib.suppress(ReferenceError):
+            self.core.mailbox.post((self._on_ring, generation))
 
     def _on_ring(self, generation: int) -> None:
         if generation != self.generation or self.closed:

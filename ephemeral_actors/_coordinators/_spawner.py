@@ -80,7 +80,10 @@ class Spawner:
             worker = inbox.popleft()
             if worker is None:
                 return
-            start_worker(self.core, worker)
+            try:
+                start_worker(self.core, worker)
+            except ReferenceError:
+                return  # a start that failed after its coordinator was closed and freed
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the thread; True if it is gone (or never started)."""

@@ -2409,6 +2409,11 @@ class Core:
     def _close_if_orphaned_and_idle(self) -> None:
         if self.closing or self.npending or self.running or self.source_open:
             return
+        if sys.is_finalizing():
+            # The facade was collected as the interpreter shut down (it sat in a
+            # reference cycle): no new thread runs any more, so starting the closer
+            # would wait for ever, and the process takes every thread with it anyway.
+            return
         self.closing = True
         # Not in this turn: closing waits for threads. A thread of ours finishes it and
         # ends with it.
@@ -2497,11 +2502,12 @@ class Core:
         The core holds its mailbox, router, supervisor actor and intake shortcuts, and
         each of them held the core: reference cycles, so a closed coordinator waited for
         the garbage collector (an eighth of creating and closing an unused one went to
-        collecting it). Now one that never ran an item is freed with its facade (the
-        records and workers of one that did hold the core too). While anything holds
-        the core, every path reaches it as before: the facade's calls run the same
-        turns, and an `ActorRef`'s `tell` and `ask` refuse a stopped actor before they
-        reach its inbox.
+        collecting it). Now a closed coordinator is freed with its facade, used or not:
+        its workers are gone, and the records it keeps for queries, which held the core
+        too, refer back weakly as well. While anything holds the core, every path
+        reaches it as before: the facade's calls run the same turns, and an
+        `ActorRef`'s `tell` and `ask` refuse a stopped actor before they reach its
+        inbox. An operation whose coordinator is gone answers as `Operation` says.
         """
         self.mailbox.weaken()
         core = weakref.proxy(self)
@@ -2512,6 +2518,18 @@ class Core:
         inbox.core = core
         inbox.__class__ = _ClosedInbox
         self.backlog.refer_back_weakly(core)
+        # Its other actors and timers, whose threads and timers have ended or been
+        # cancelled by now (one `close()` abandoned finds the core gone and stops).
+        for part in (self.spawner, self.feeder, self.callbacks, self.schedule, self.attempts):
+            if part is not None:
+                part.core = core
+        if self.attempts is not None:
+            self.attempts.alarm.core = core
+        # The records it keeps for queries. One still running (a body `close()`
+        # abandoned) keeps its strong link: that body may still call into its coordinator.
+        for op in itertools.chain(self.window, self.failures.ops.values()):
+            if op._ended is not None:
+                op._core = core
         # Refused on the general path, as on this one: intake is closed for good.
         self.accept_default = self.accept_unchecked = None
 
@@ -2649,19 +2667,6 @@ class Core:
         defer_for: float | None = None,
     ) -> bool:
         return self.router.emit(op, name, cause, defer_for)
-
-    def retract_signals(self, op: Operation, predicate: Callable[[str], bool]) -> int:
-        # The running operation's signals belong to its body (the worker's turn); the
-        # tuple is replaced whole, so the supervisor always reads a consistent one.
-        signals = op._signals
-        if not signals:
-            return 0
-        kept = tuple(e for e in signals if not predicate(e.signal))
-        removed = len(signals) - len(kept)
-        if removed:
-            op._signals = kept
-            op._snapshot = None
-        return removed
 
     # -- actor statistics --------------------------------------------------------------
 

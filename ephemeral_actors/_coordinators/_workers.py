@@ -174,43 +174,49 @@ class ThreadWorker(WorkerBase):
         _current.set(cell)
         coroutine = types.CoroutineType
         entry: tuple[Operation, Any] | None = None
-        while True:
-            if entry is None:
-                # Nothing handed over with the last report: the mailbox, as usual.
-                if not inbox:
-                    wait_for(inbox)
-                entry = inbox.popleft()
+        try:
+            while True:
                 if entry is None:
+                    # Nothing handed over with the last report: the mailbox, as usual.
+                    if not inbox:
+                        wait_for(inbox)
+                    entry = inbox.popleft()
+                    if entry is None:
+                        return
+                op, item = entry
+                entry = None
+                # The body, with `op` current; inline, not a helper: this runs once per item.
+                cell.op = op
+                error: BaseException | None = None
+                try:
+                    result = body(item)
+                    if type(result) is coroutine:
+                        result.close()
+                        raise TypeError(_RETURNED_A_COROUTINE)  # noqa: TRY301 - a body failure
+                except InjectedWorkerCrash:
+                    cell.op = None
+                    crash = WorkerCrashError("worker crash injected by testing.crash_worker()")
+                    post((core._on_worker_died, (self, crash)))
                     return
-            op, item = entry
-            entry = None
-            # The body, with `op` current; inline, not a helper: this runs once per item.
-            cell.op = op
-            error: BaseException | None = None
-            try:
-                result = body(item)
-                if type(result) is coroutine:
-                    result.close()
-                    raise TypeError(_RETURNED_A_COROUTINE)  # noqa: TRY301 - a body failure
-            except InjectedWorkerCrash:
+                except BaseException as exc:
+                    outcome, error = failure(op, exc)
+                else:
+                    outcome = COMPLETED
+                    if capture:
+                        op._result = result
+                        op._has_result = True
                 cell.op = None
-                crash = WorkerCrashError("worker crash injected by testing.crash_worker()")
-                post((core._on_worker_died, (self, crash)))
-                return
-            except BaseException as exc:
-                outcome, error = failure(op, exc)
-            else:
-                outcome = COMPLETED
-                if capture:
-                    op._result = result
-                    op._has_result = True
-            cell.op = None
-            # A parked worker must not keep its last item alive (no payload is kept),
-            # nor the error whose traceback frames may hold it.
-            item = result = None
-            self.processed += 1
-            entry = report_and_take(self, op, outcome, error)
-            del op, error
+                # A parked worker must not keep its last item alive (no payload is kept),
+                # nor the error whose traceback frames may hold it.
+                item = result = None
+                self.processed += 1
+                entry = report_and_take(self, op, outcome, error)
+                del op, error
+        finally:
+            # A body's frame holds its caller's, this one, and the frame outlives the
+            # thread while anything keeps a traceback through the body (a failed
+            # item's record or future): it must not keep the coordinator alive.
+            del self, core, post, report_and_take
 
     def join(self, timeout: float | None) -> bool:
         thread = self.thread
@@ -287,72 +293,77 @@ class AsyncWorker(WorkerBase):
         self.task = asyncio.current_task()
         entry: tuple[Operation, Any] | None = None
         budget = _ITEMS_BETWEEN_YIELDS
-        while True:
-            while entry is not None or inbox:
-                if entry is None:
-                    entry = inbox.popleft()
-                    assert entry is not None
-                op, item = entry
-                entry = None
-                _current.set(op)
-                error: BaseException | None
-                self.in_body = op
-                try:
-                    budget -= 1
-                    if not budget:
-                        # A body that never suspends would keep this task, and so the
-                        # loop, running for as long as items come: let the loop's other
-                        # tasks (and this coordinator's other workers) run now and then.
-                        budget = _ITEMS_BETWEEN_YIELDS
-                        await asyncio.sleep(0)
-                    result = await body(item)
-                except InjectedWorkerCrash:
-                    _current.set(None)
-                    crash = WorkerCrashError("worker crash injected by testing.crash_worker()")
-                    self.scheduled.release()
-                    post((core._on_worker_died, (self, crash)))
-                    return
-                except asyncio.CancelledError as exc:
-                    _current.set(None)
-                    task = asyncio.current_task()
-                    if self.interrupted is op:
-                        # Our own deadline cancel (expire): the supervisor turns it into
-                        # an OperationTimeoutError; the task is uncancelled below.
-                        outcome, error = failure(op, exc)
-                    elif task is not None and task.cancelling():
-                        # Our own task is cancelled: its loop is closing (asyncio.run
-                        # cancels the tasks it leaves). Cancel what is left, then this
-                        # item; nothing more is started on a closing loop.
-                        self.processed += 1
+        try:
+            while True:
+                while entry is not None or inbox:
+                    if entry is None:
+                        entry = inbox.popleft()
+                        assert entry is not None
+                    op, item = entry
+                    entry = None
+                    _current.set(op)
+                    error: BaseException | None
+                    self.in_body = op
+                    try:
+                        budget -= 1
+                        if not budget:
+                            # A body that never suspends would keep this task, and so the
+                            # loop, running for as long as items come: let the loop's other
+                            # tasks (and this coordinator's other workers) run now and then.
+                            budget = _ITEMS_BETWEEN_YIELDS
+                            await asyncio.sleep(0)
+                        result = await body(item)
+                    except InjectedWorkerCrash:
+                        _current.set(None)
+                        crash = WorkerCrashError("worker crash injected by testing.crash_worker()")
                         self.scheduled.release()
-                        post((core._on_loop_lost, self))
-                        closed = OperationCancelledError(
-                            "the event loop running this operation closed"
-                        )
-                        report(self, op, CANCELLED, closed)
+                        post((core._on_worker_died, (self, crash)))
                         return
+                    except asyncio.CancelledError as exc:
+                        _current.set(None)
+                        task = asyncio.current_task()
+                        if self.interrupted is op:
+                            # Our own deadline cancel (expire): the supervisor turns it into
+                            # an OperationTimeoutError; the task is uncancelled below.
+                            outcome, error = failure(op, exc)
+                        elif task is not None and task.cancelling():
+                            # Our own task is cancelled: its loop is closing (asyncio.run
+                            # cancels the tasks it leaves). Cancel what is left, then this
+                            # item; nothing more is started on a closing loop.
+                            self.processed += 1
+                            self.scheduled.release()
+                            post((core._on_loop_lost, self))
+                            closed = OperationCancelledError(
+                                "the event loop running this operation closed"
+                            )
+                            report(self, op, CANCELLED, closed)
+                            return
+                        else:
+                            outcome, error = CANCELLED, exc
+                    except BaseException as exc:
+                        outcome, error = failure(op, exc)
                     else:
-                        outcome, error = CANCELLED, exc
-                except BaseException as exc:
-                    outcome, error = failure(op, exc)
-                else:
-                    outcome, error = COMPLETED, None
-                    if capture:
-                        op._result = result
-                        op._has_result = True
-                finally:
-                    self.in_body = None
-                if self.interrupted is not None:
-                    # Our own deadline cancel: the task itself goes on to the next item.
-                    self.interrupted = None
-                    if self.task is not None:
-                        self.task.uncancel()
-                _current.set(None)
-                self.processed += 1
-                # The next item, if the reporting turn could start one for this worker
-                # (as a thread worker takes it): no trip through the mailbox.
-                entry = report_and_take(self, op, outcome, error)
-                item = result = None
-            self.scheduled.release()
-            if not inbox or not self.scheduled.acquire(False):
-                return
+                        outcome, error = COMPLETED, None
+                        if capture:
+                            op._result = result
+                            op._has_result = True
+                    finally:
+                        self.in_body = None
+                    if self.interrupted is not None:
+                        # Our own deadline cancel: the task itself goes on to the next item.
+                        self.interrupted = None
+                        if self.task is not None:
+                            self.task.uncancel()
+                    _current.set(None)
+                    self.processed += 1
+                    # The next item, if the reporting turn could start one for this worker
+                    # (as a thread worker takes it): no trip through the mailbox.
+                    entry = report_and_take(self, op, outcome, error)
+                    item = result = None
+                self.scheduled.release()
+                if not inbox or not self.scheduled.acquire(False):
+                    return
+        finally:
+            # As a thread worker's frame (`ThreadWorker.run`): a kept traceback of a
+            # body holds this frame, which must not keep the coordinator alive.
+            del self, core, post, report, report_and_take

@@ -63,6 +63,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -383,6 +384,11 @@ class _BusState:
         # Nothing is published after close: drop the callbacks (and what they hold).
         # Deliveries already queued are still made by their emitters.
         self.routes.clear()
+        # The mailbox and the actor referred back to this state, which holds both:
+        # cycles that left a closed bus to the garbage collector. Reads after close
+        # reach it as before while anything holds the bus.
+        self.mailbox.weaken()
+        self.actor._state = weakref.proxy(self)
 
     # -- handlers (in the turn) --------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import signal
@@ -26,6 +27,7 @@ from ephemeral_actors import (
     NoCurrentOperationError,
     OperationCancelledError,
     ResultCoordinator,
+    RetryPolicy,
     WorkCoordinator,
     WorkerCrashError,
     current_operation,
@@ -797,6 +799,157 @@ def test_a_closed_unused_coordinator_is_freed_without_the_garbage_collector(kind
         del c
         assert core() is None
         assert supervisor() is None
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _ran(kind: str) -> tuple[Any, list[Any]]:
+    """A coordinator of `kind` that ran items (one fails) and was closed; what a user
+    might still hold (futures, the operations its bodies saw)."""
+
+    def body(item: int) -> int:
+        seen.append(current_operation())
+        if item == 3:
+            raise ValueError("three")
+        return item
+
+    async def abody(item: int) -> int:
+        return body(item)
+
+    seen: list[Any] = []
+    held: list[Any] = []
+    c: Any
+    if kind == "result":
+        c = ResultCoordinator(body, max_concurrency=4)
+        held += [c.submit(i) for i in range(40)]
+    elif kind == "async":
+
+        async def run() -> Any:
+            coordinator = WorkCoordinator(abody, max_concurrency=4)
+            for i in range(40):
+                coordinator.enqueue(i)
+            coordinator.complete()
+            await coordinator.drain_async()
+            coordinator.close(WAIT)
+            return coordinator
+
+        c = asyncio.run(run())
+        return c, seen
+    elif kind == "keyed":
+        c = KeyedWorkCoordinator(lambda i: i % 7, body, max_concurrency=4, key_idle_timeout=0.001)
+        for i in range(40):
+            c.enqueue(i)
+    elif kind == "source":
+        c = WorkCoordinator.from_iterable(range(40), body, max_concurrency=4)
+    elif kind == "deadlines and retries":
+        c = WorkCoordinator(
+            body,
+            max_concurrency=4,
+            item_timeout=WAIT,
+            retry=RetryPolicy(attempts=2, backoff=0.001),
+        )
+        for i in range(40):
+            c.enqueue(i)
+    elif kind == "delays and rate limit":
+        c = ResultCoordinator(body, max_concurrency=4, rate_limit=100_000.0, rate_burst=40)
+        done = [c.submit(i, delay=0.001 if i % 2 else None) for i in range(40)]
+        for future in done:
+            future.exception(WAIT)
+        held.append(c.submit(99, delay=WAIT))  # its timer is armed when close cancels it
+        c.close(WAIT)
+        assert isinstance(held[0].exception(0), OperationCancelledError)
+        return c, held
+    elif kind == "observers":
+        c = WorkCoordinator(body, max_concurrency=4, on_sample=lambda _: None)
+        c.add_observer(lambda _: None)
+        for i in range(40):
+            c.enqueue(i)
+    else:
+        c = WorkCoordinator(body, max_concurrency=4)
+        for i in range(40):
+            c.enqueue(i)
+    c.complete()
+    c.drain(WAIT)
+    c.close(WAIT)
+    assert c.stats().total_failed >= 1
+    held += seen
+    return c, held
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "work",
+        "result",
+        "async",
+        "keyed",
+        "source",
+        "deadlines and retries",
+        "delays and rate limit",
+        "observers",
+    ],
+)
+def test_a_closed_coordinator_that_ran_items_is_freed_without_the_garbage_collector(
+    kind: str,
+) -> None:
+    """Its records (kept for queries, and perhaps by the user), its actors and its
+    timers refer back to a closed core weakly: once the facade is dropped, reference
+    counting frees the coordinator, with no cycle left for the collector."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()  # any cycle left would survive to the assertion
+    try:
+        c, held = _ran(kind)
+        assert c.get_snapshot()  # the records answer queries as before
+        core = weakref.ref(c._core)
+        del c
+        assert core() is None
+        del held
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            found = gc.collect()
+            garbage = [type(o).__qualname__ for o in gc.garbage]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        assert found == 0, garbage
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def test_an_operation_that_outlives_its_coordinator_answers_without_it() -> None:
+    """A record held past its coordinator (closed, and freed) still answers what it
+    holds itself; what needs the coordinator says it did nothing."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        ops: list[Any] = []
+
+        def body(item: int) -> int:
+            op = current_operation()
+            op.signal("seen.here")
+            ops.append(op)
+            return item
+
+        c = ResultCoordinator(body, max_concurrency=1)
+        future = c.submit(1)
+        assert future.result(WAIT) == 1
+        c.close(WAIT)
+        core = weakref.ref(c._core)
+        del c
+        assert core() is None
+        (op,) = ops
+        assert op.signal("later") is False
+        assert op.emit_caused("later", op._signals[0]) is False
+        assert op.has_signal("seen.here")
+        assert op.retract_matching("seen.*") == 1
+        assert not op.has_signal("seen.here")
+        assert op.cancelled is False
+        assert future.cancel() is False
+        assert future.result(0) == 1
     finally:
         if was_enabled:
             gc.enable()

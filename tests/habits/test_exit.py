@@ -161,6 +161,40 @@ def test_collecting_an_idle_or_closed_facade_does_not_warn(recwarn):
     core.close(WAIT)
 
 
+@pytest.mark.parametrize("kind", ["work", "keyed", "async"])
+def test_an_idle_facade_collected_as_the_interpreter_shuts_down_does_not_hang_it(kind):
+    """A facade in a reference cycle is collected by the interpreter's last collection,
+    when no new thread can run: its coordinator must not start one to close itself
+    (the process used to hang there for ever)."""
+    done = run_child(
+        f"""
+        from ephemeral_actors import KeyedWorkCoordinator, WorkCoordinator
+
+        async def coroutine_body(item):
+            return item
+
+        class Holder:
+            pass
+
+        holder = Holder()
+        holder.itself = holder  # a cycle: only the last collection frees it
+        if {kind!r} == "keyed":
+            holder.work = KeyedWorkCoordinator(lambda item: item % 3, lambda item: None)
+        elif {kind!r} == "async":
+            holder.work = WorkCoordinator(coroutine_body, max_concurrency=4)
+        else:
+            holder.work = WorkCoordinator(lambda item: None, max_concurrency=4)
+        futures = [holder.work.submit(item) for item in range(10)]
+        for future in futures:
+            future.result(30)
+        del holder, futures
+        print("the script ended")
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the script ended" in done.stdout
+
+
 def test_a_forked_child_does_not_wait_for_the_parents_work_at_its_exit():
     """A forked process (a ProcessPoolExecutor worker, say) inherits the parent's
     coordinators but not their threads: its exit must not wait exit_timeout for them."""

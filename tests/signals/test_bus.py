@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import threading
+import weakref
 
 import pytest
 from hypothesis import given, settings
@@ -506,3 +508,28 @@ def test_a_wall_clock_step_neither_ages_events_early_nor_keeps_them(monkeypatch)
         wall[0] -= 7200.0  # and back two
         assert bus.holds(event)
         assert bus.count == 1
+
+
+@pytest.mark.parametrize("used", [False, True])
+def test_a_closed_bus_is_freed_without_the_garbage_collector(used):
+    """Closing makes the bus's mailbox and actor refer back to its state weakly, so a
+    closed bus is freed by reference counting once dropped, used or not."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()  # any cycle left would survive to the assertion
+    try:
+        bus = SignalBus(name="freed")
+        if used:
+            subscription = bus.subscribe("a.*", lambda event: None, replay=True)
+            bus.emit("a.b", key="k")
+            assert bus.detect("a.b")
+            subscription.unsubscribe()
+            del subscription  # it holds its bus, as it should
+        bus.close()
+        assert bus.count == (1 if used else 0)  # reads answer after close, as before
+        state = weakref.ref(bus._state)
+        del bus
+        assert state() is None
+    finally:
+        if was_enabled:
+            gc.enable()
