@@ -2520,16 +2520,17 @@ class Core:
         self.backlog.refer_back_weakly(core)
         # Its other actors and timers, whose threads and timers have ended or been
         # cancelled by now (one `close()` abandoned finds the core gone and stops).
-        for part in (self.spawner, self.feeder, self.callbacks, self.schedule, self.attempts):
+        for part in (self.spawner, self.feeder, self.callbacks, self.schedule):
             if part is not None:
                 part.core = core
         if self.attempts is not None:
-            self.attempts.alarm.core = core
+            self.attempts.core = self.attempts.alarm.core = core
         # The records it keeps for queries. One still running (a body `close()`
         # abandoned) keeps its strong link: that body may still call into its coordinator.
-        for op in itertools.chain(self.window, self.failures.ops.values()):
-            if op._ended is not None:
-                op._core = core
+        if self.window.size or self.failures.ops:
+            for op in itertools.chain(self.window, self.failures.ops.values()):
+                if op._ended is not None:
+                    op._core = core
         # Refused on the general path, as on this one: intake is closed for good.
         self.accept_default = self.accept_unchecked = None
 
