@@ -580,13 +580,21 @@ class CoordinatorBase(Generic[T]):
         timeout = check_seconds_or_none("timeout", timeout)
         self._check_drainable()
         self._core.wait_settled(timeout)
-        self._raise_source_error()
+        error = self._core.raised_source_error()
+        if error is not None:
+            # The core keeps the error, and its traceback will hold this frame: the
+            # frame must not hold the coordinator (a cycle the collector would free).
+            del self
+            raise error
 
     async def drain_async(self) -> None:
         """`drain` for asyncio: waits without blocking the event loop."""
         self._check_drainable()
         await self._core.wait_settled_async()
-        self._raise_source_error()
+        error = self._core.raised_source_error()
+        if error is not None:
+            del self  # as in `drain`
+            raise error
 
     def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until nothing is pending or active; intake stays open.
@@ -622,11 +630,6 @@ class CoordinatorBase(Generic[T]):
                 f"drain() on coordinator {core.name!r} needs complete() first "
                 "(or a coordinator built with from_iterable)"
             )
-
-    def _raise_source_error(self) -> None:
-        error = self._core.source_error
-        if error is not None:
-            raise error
 
     def close(self, timeout: float | None = None) -> None:
         """Cancel, then stop every actor and thread of this coordinator.

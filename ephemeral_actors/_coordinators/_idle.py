@@ -37,7 +37,7 @@ def _timed_out(core: Core, timeout: float | None) -> TimeoutError:
 
 def _raise_fault(core: Core) -> None:
     if core.fault_error is not None:
-        raise core.fault_error
+        raise core.faulted()
 
 
 def wait_idle(core: Core, timeout: float | None) -> None:

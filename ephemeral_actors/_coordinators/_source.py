@@ -138,10 +138,10 @@ class AsyncFeeder:
             # Cancelled by close(): not an error of the source, and the task ends here.
             # Cancelled by anything else (the loop shutting down): an interrupt.
             if not self.stopped:
-                core.source_error = exc
+                core.source_failed(exc)
                 core.cancel()
         except BaseException as exc:  # re-raised from drain()
-            core.source_error = exc
+            core.source_failed(exc)
             if not isinstance(exc, Exception):
                 # An interrupt (KeyboardInterrupt, SystemExit) means stop: cancel what
                 # is queued and running instead of finishing it first.
@@ -152,6 +152,9 @@ class AsyncFeeder:
                 core.source_finished()
             finally:
                 self.ended.set()
+                # A kept error of the source (`drain()` raises it) holds this frame in
+                # its traceback: the frame must not keep the coordinator alive.
+                del core, self
 
 
 class SourceThread(threading.Thread):
@@ -190,7 +193,7 @@ class SourceThread(threading.Thread):
         except (CoordinatorClosedError, CoordinatorFaultedError):
             pass
         except BaseException as exc:  # re-raised from drain()
-            core.source_error = exc
+            core.source_failed(exc)
             if not isinstance(exc, Exception):
                 # An interrupt (KeyboardInterrupt, SystemExit, task cancellation) means
                 # stop: cancel what is queued and running instead of finishing it first.
@@ -198,3 +201,4 @@ class SourceThread(threading.Thread):
         finally:
             self.in_source = False
             core.source_finished()
+            del core, self  # as at the end of `AsyncFeeder._feed`

@@ -390,6 +390,7 @@ _FIELDS_NOT_OWNED = frozenset(
         # Set once while the core is built, or handles the facade keeps (not actor state).
         "feeder",
         "source_error",
+        "source_traceback",
         "loop_refs",
         "closed_event",
     }
@@ -471,6 +472,7 @@ class Core:
         "signals_emitted",
         "source_error",
         "source_open",
+        "source_traceback",
         "space_waiters",
         "spawner",
         "state",
@@ -610,6 +612,8 @@ class Core:
 
         self.source_open = False
         self.source_error: BaseException | None = None
+        self.source_traceback: types.TracebackType | None = None
+        """`source_error`'s traceback as the source left it (`source_failed`)."""
         self.feeder: SourceThread | AsyncFeeder | None = None
         self.loop_refs = 0
         self.closed_event = _StopFlag()  # an Event made only if close() has to wait
@@ -735,7 +739,7 @@ class Core:
         if request.done or any(reply is request for reply in self.replies):
             return
         if request.error is None and request.value is None:
-            request.error = CoordinatorFaultedError(str(self.fault_error))
+            request.error = self.faulted()
         self.replies.append(request)
 
     def _receive_envelope(self, envelope: Envelope[Any]) -> None:
@@ -868,7 +872,7 @@ class Core:
         answer = mailbox.now(self._call_here, fn, args)
         if answer is not BUSY:
             if answer is None:
-                raise CoordinatorFaultedError(str(self.fault_error))
+                raise self.faulted()
             value, error = answer
             if error is not None:
                 raise error
@@ -942,7 +946,7 @@ class Core:
 
     def closed_error(self) -> Exception:
         if self.fault_error is not None:
-            return self.fault_error
+            return self.faulted()
         return CoordinatorClosedError(
             f"coordinator {self.name!r} is {self.state.value} and accepts no more items"
         )
@@ -1333,7 +1337,10 @@ class Core:
             # One C call reads them; on an error it keeps what it read before.
             taken.extend(itertools.islice(items, room))
         except Exception as exc:  # a dict or set changed while read
-            request.error = exc
+            # Raised to the caller, and kept for `drain()` if a source: without this
+            # turn's frame, which would tie the error and the core in a cycle (the
+            # caller's raise says where the collection was given).
+            request.error = exc.with_traceback(None)
         backlog = self.backlog
         enqueued = self.enqueued
         if request.keyed:
@@ -1368,7 +1375,7 @@ class Core:
         error = request.error
         if request.source:
             if error is not None:
-                self.source_error = error
+                self.source_failed(error)
             self._on_source_finished(None)
             return
         if error is None:
@@ -2205,7 +2212,7 @@ class Core:
                     kept.append(waiter)
                     continue
             elif self.fault_error is not None:
-                waiter.error = self.fault_error
+                waiter.error = self.faulted()
             elif not (settled if waiter.idle < 0 else self.running <= waiter.idle):
                 kept.append(waiter)
                 continue
@@ -2339,6 +2346,31 @@ class Core:
             self._fault(error)
         else:
             self.call(self._fault, error)
+
+    def source_failed(self, error: BaseException) -> None:
+        """Keep what the source raised, for `drain()` to raise (see `raised_source_error`)."""
+        self.source_traceback = error.__traceback__
+        self.source_error = error
+
+    def raised_source_error(self) -> BaseException | None:
+        """What the source raised, with its traceback as the source left it.
+
+        Raising an exception prepends the raising frames to its traceback: raised as
+        kept, the error would grow with every `drain()` and hold each caller's frames.
+        """
+        error = self.source_error
+        if error is None:
+            return None
+        return error.with_traceback(self.source_traceback)
+
+    def faulted(self) -> CoordinatorFaultedError:
+        """A new error saying the coordinator faulted, for one caller to raise.
+
+        Never `fault_error` itself: raising an exception prepends the raising frames to
+        its traceback, so the one kept here would grow with every refused call and hold
+        each caller's frames, and the items in them, for as long as the coordinator.
+        """
+        return CoordinatorFaultedError(str(self.fault_error))
 
     def _fault(self, error: BaseException | None, *, escalated: bool = False) -> None:
         cause = f": {error!r}" if error is not None else ""

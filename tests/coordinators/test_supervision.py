@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
+import weakref
 from typing import NoReturn
 
 import pytest
@@ -514,3 +516,46 @@ def test_a_request_an_interrupt_stops_at_its_handlers_entry_is_still_answered(ma
     assert raised
     assert len(outcome) == 1
     assert c.is_faulted
+
+
+def test_refused_calls_to_a_faulted_coordinator_keep_nothing_of_their_callers():
+    """Each refused call gets an error of its own: raising the one the core keeps
+    would prepend each caller's frames to its traceback, so it would grow with every
+    call and keep the items those frames hold (records keep no payload)."""
+
+    class Payload:
+        pass
+
+    c = WorkCoordinator(crash_on_negative, max_concurrency=1, max_restarts=0)
+    try:
+        with pytest.raises(WorkerCrashError):
+            c.submit(-1).result(timeout=WAIT)
+        assert c.is_faulted
+        lengths = []
+        for _ in range(20):
+            item = Payload()
+            kept = weakref.ref(item)
+            with pytest.raises(CoordinatorFaultedError, match="faulted") as raised:
+                c.enqueue(item)  # type: ignore[arg-type]
+            assert raised.value is not c._core.fault_error
+            lengths.append(traceback_length(raised.value))
+            del item, raised  # the error we were given holds our frame, and the item
+            gc.collect()  # that error and the frames that raised it make a small cycle
+            assert kept() is None  # the error the core keeps holds none of them
+        for _ in range(3):
+            with pytest.raises(CoordinatorFaultedError) as raised:
+                c.wait_idle(WAIT)
+            assert raised.value is not c._core.fault_error
+            lengths.append(traceback_length(raised.value))
+        assert len(set(lengths[:20])) == 1, lengths
+        assert len(set(lengths[20:])) == 1, lengths
+    finally:
+        c.close(WAIT)
+
+
+def traceback_length(error: BaseException) -> int:
+    count, tb = 0, error.__traceback__
+    while tb is not None:
+        count += 1
+        tb = tb.tb_next
+    return count

@@ -1200,6 +1200,55 @@ def test_from_iterable_source_error_comes_out_of_drain():
     assert c.total_completed == 2
 
 
+def _traceback_length(error: BaseException) -> int:
+    count, tb = 0, error.__traceback__
+    while tb is not None:
+        count += 1
+        tb = tb.tb_next
+    return count
+
+
+@pytest.mark.parametrize("kind", ["thread", "collection"])
+def test_a_source_error_raised_by_every_drain_does_not_grow_or_keep_its_coordinator(
+    kind: str,
+) -> None:
+    """The core keeps what the source raised, and `drain()` raises it each time: with
+    its traceback as the source left it (raising an exception prepends the raising
+    frames), and without a cycle through the coordinator once it is closed."""
+
+    def source() -> Iterator[int]:
+        yield 1
+        raise OSError("disk gone")
+
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        if kind == "thread":
+            c = WorkCoordinator.from_iterable(source(), lambda _: None)
+        else:  # read in the supervisor's turns; it changes while read
+            changing = dict.fromkeys(range(500))  # more than one turn reads
+
+            def grow(item: int) -> None:
+                changing[item + 1000] = None
+
+            c = WorkCoordinator.from_iterable(changing, grow, max_concurrency=1)
+        lengths = []
+        for _ in range(5):
+            with pytest.raises((OSError, RuntimeError)) as raised:
+                c.drain(WAIT)
+            lengths.append(_traceback_length(raised.value))
+            del raised
+        assert len(set(lengths)) == 1, lengths
+        c.close(WAIT)
+        core = weakref.ref(c._core)
+        del c
+        assert core() is None
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def test_from_iterable_rejects_non_iterables():
     """A source that is not iterable is a TypeError naming the argument."""
     with pytest.raises(TypeError, match="source"):
