@@ -62,6 +62,7 @@ from ephemeral_actors._mailbox import call_on_loop
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
+    from types import TracebackType
 
     from pykka._types import OptExcInfo
 
@@ -146,6 +147,10 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
     _state: str
     _result: T | None
     _exception: BaseException | None
+    _exception_tb: TracebackType | None = None
+    """`_exception`'s traceback as the body left it: each `result()` raises it with this
+    one, as asyncio's futures do (raising an exception prepends the raising frames, so
+    the error, which the operation's record shares, would grow with every call)."""
     _cond: threading.Condition | None
     _cond_lock: Any = None  # the Condition's lock, once there is a Condition
     _callbacks: list[Callable[[concurrent.futures.Future[T]], object]] | None
@@ -325,7 +330,7 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
             raise concurrent.futures.CancelledError
         error = self._exception
         if error is not None:
-            raise error
+            raise error.with_traceback(self._exception_tb)
         return cast("T", self._result)
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -551,6 +556,8 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
                     return False
                 self._result = result
                 self._exception = exception
+                if exception is not None:
+                    self._exception_tb = exception.__traceback__
                 self._state = state
                 self._canceller = None  # as in set(): only a pending future can be cancelled
                 if cond is not None:

@@ -1007,3 +1007,37 @@ def test_a_future_its_caller_resolved_does_not_stop_the_coordinator(caplog, fail
         assert any("already resolved by its caller" in r.getMessage() for r in caplog.records)
     finally:
         c.close(WAIT)
+
+
+def test_every_wait_raises_the_error_with_the_traceback_the_body_left(make):
+    """As asyncio's futures do: raising an exception prepends the raising frames to its
+    traceback, so raised as kept, the error (which the operation's record shares) would
+    grow with every `result()` and keep every caller's frames."""
+
+    def body(item: int) -> None:
+        raise ValueError(item)
+
+    def length(error: BaseException) -> int:
+        count, tb = 0, error.__traceback__
+        while tb is not None:
+            count += 1
+            tb = tb.tb_next
+        return count
+
+    c = make(body, cls=ResultCoordinator, max_concurrency=1)
+    future = c.submit(1)
+    lengths = []
+    for outcome in (future.result, future.get, future.result):
+        with pytest.raises(ValueError, match="1") as raised:
+            outcome(timeout=WAIT)
+        lengths.append(length(raised.value))
+
+    async def awaited() -> None:
+        for _ in range(2):
+            with pytest.raises(ValueError) as raised:
+                await future
+            lengths.append(length(raised.value))
+
+    asyncio.run(awaited())
+    assert len(set(lengths[:3])) == 1, lengths
+    assert len(set(lengths[3:])) == 1, lengths
