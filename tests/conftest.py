@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +22,30 @@ from ephemeral_actors.testing import library_threads
 
 WAIT = 10.0
 """Generous timeout for any wait in a test (never a performance bound)."""
+
+
+@contextlib.contextmanager
+def collector_off() -> Iterator[None]:
+    """The garbage collector off inside the block (collected first): any reference
+    cycle left there survives to the block's assertions, so what they check is freed
+    by reference counting alone."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def traceback_length(error: BaseException) -> int:
+    """How many entries `error`'s traceback has."""
+    count, tb = 0, error.__traceback__
+    while tb is not None:
+        count += 1
+        tb = tb.tb_next
+    return count
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

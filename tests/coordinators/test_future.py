@@ -44,7 +44,7 @@ from ephemeral_actors import (
     WorkCoordinator,
     messages,
 )
-from tests.conftest import WAIT
+from tests.conftest import WAIT, traceback_length
 
 CALLBACK_THREAD = "ephemeral-actors-callbacks"
 
@@ -1017,26 +1017,19 @@ def test_every_wait_raises_the_error_with_the_traceback_the_body_left(make):
     def body(item: int) -> None:
         raise ValueError(item)
 
-    def length(error: BaseException) -> int:
-        count, tb = 0, error.__traceback__
-        while tb is not None:
-            count += 1
-            tb = tb.tb_next
-        return count
-
     c = make(body, cls=ResultCoordinator, max_concurrency=1)
     future = c.submit(1)
     lengths = []
     for outcome in (future.result, future.get, future.result):
         with pytest.raises(ValueError, match="1") as raised:
             outcome(timeout=WAIT)
-        lengths.append(length(raised.value))
+        lengths.append(traceback_length(raised.value))
 
     async def awaited() -> None:
         for _ in range(2):
             with pytest.raises(ValueError) as raised:
                 await future
-            lengths.append(length(raised.value))
+            lengths.append(traceback_length(raised.value))
 
     asyncio.run(awaited())
     assert len(set(lengths[:3])) == 1, lengths

@@ -21,7 +21,7 @@ from ephemeral_actors import (
 from ephemeral_actors._coordinators import _supervisor
 from ephemeral_actors._mailbox import Mailbox
 from ephemeral_actors.testing import crash_worker
-from tests.conftest import WAIT
+from tests.conftest import WAIT, traceback_length
 
 
 def crash_on_negative(item: int) -> int:
@@ -551,11 +551,3 @@ def test_refused_calls_to_a_faulted_coordinator_keep_nothing_of_their_callers():
         assert len(set(lengths[20:])) == 1, lengths
     finally:
         c.close(WAIT)
-
-
-def traceback_length(error: BaseException) -> int:
-    count, tb = 0, error.__traceback__
-    while tb is not None:
-        count += 1
-        tb = tb.tb_next
-    return count

@@ -34,7 +34,7 @@ from ephemeral_actors import (
 )
 from ephemeral_actors import messages as m
 from ephemeral_actors.testing import crash_worker, library_threads, use_clock
-from tests.conftest import WAIT
+from tests.conftest import WAIT, collector_off, traceback_length
 
 
 class Tracker:
@@ -780,10 +780,7 @@ def test_a_closed_unused_coordinator_is_freed_without_the_garbage_collector(kind
     async def abody(_: object) -> None:
         return None
 
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()  # any cycle left would survive to the assertion
-    try:
+    with collector_off():  # any cycle left would survive to the assertion
         c: Any
         if kind == "work":
             c = WorkCoordinator(lambda _: None, max_concurrency=8)
@@ -799,9 +796,6 @@ def test_a_closed_unused_coordinator_is_freed_without_the_garbage_collector(kind
         del c
         assert core() is None
         assert supervisor() is None
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _ran(kind: str) -> tuple[Any, list[Any]]:
@@ -896,10 +890,7 @@ def test_a_closed_coordinator_that_ran_items_is_freed_without_the_garbage_collec
     """Its records (kept for queries, and perhaps by the user), its actors and its
     timers refer back to a closed core weakly: once the facade is dropped, reference
     counting frees the coordinator, with no cycle left for the collector."""
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()  # any cycle left would survive to the assertion
-    try:
+    with collector_off():  # any cycle left would survive to the assertion
         c, held = _ran(kind)
         assert c.get_snapshot()  # the records answer queries as before
         core = weakref.ref(c._core)
@@ -914,18 +905,12 @@ def test_a_closed_coordinator_that_ran_items_is_freed_without_the_garbage_collec
             gc.set_debug(0)
             gc.garbage.clear()
         assert found == 0, garbage
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def test_an_operation_that_outlives_its_coordinator_answers_without_it() -> None:
     """A record held past its coordinator (closed, and freed) still answers what it
     holds itself; what needs the coordinator says it did nothing."""
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_off():
         ops: list[Any] = []
 
         def body(item: int) -> int:
@@ -950,9 +935,6 @@ def test_an_operation_that_outlives_its_coordinator_answers_without_it() -> None
         assert op.cancelled is False
         assert future.cancel() is False
         assert future.result(0) == 1
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def test_a_closed_coordinator_answers_as_before_through_its_weak_back_links(make):
@@ -984,19 +966,13 @@ def test_a_tell_that_raced_a_close_is_refused_once_the_core_is_gone():
     """A `tell` passes Pykka's liveness test, then the coordinator closes and its facade
     goes before the message reaches the inbox: the inbox, which holds the closed core
     weakly, refuses it as Pykka refuses a stopped actor's (not with a ReferenceError)."""
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_off():
         c = WorkCoordinator(lambda _: None, max_concurrency=2)
         inbox = c.actor_ref.actor_inbox
         c.close()
         del c
         with pytest.raises(pykka.ActorDeadError):
             inbox.put(Envelope(m.GetStats()))  # where the raced tell's `put` lands
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def test_context_manager_completes_drains_and_closes():
@@ -1200,14 +1176,6 @@ def test_from_iterable_source_error_comes_out_of_drain():
     assert c.total_completed == 2
 
 
-def _traceback_length(error: BaseException) -> int:
-    count, tb = 0, error.__traceback__
-    while tb is not None:
-        count += 1
-        tb = tb.tb_next
-    return count
-
-
 @pytest.mark.parametrize("kind", ["thread", "collection"])
 def test_a_source_error_raised_by_every_drain_does_not_grow_or_keep_its_coordinator(
     kind: str,
@@ -1220,10 +1188,7 @@ def test_a_source_error_raised_by_every_drain_does_not_grow_or_keep_its_coordina
         yield 1
         raise OSError("disk gone")
 
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_off():
         if kind == "thread":
             c = WorkCoordinator.from_iterable(source(), lambda _: None)
         else:  # read in the supervisor's turns; it changes while read
@@ -1237,16 +1202,13 @@ def test_a_source_error_raised_by_every_drain_does_not_grow_or_keep_its_coordina
         for _ in range(5):
             with pytest.raises((OSError, RuntimeError)) as raised:
                 c.drain(WAIT)
-            lengths.append(_traceback_length(raised.value))
+            lengths.append(traceback_length(raised.value))
             del raised
         assert len(set(lengths)) == 1, lengths
         c.close(WAIT)
         core = weakref.ref(c._core)
         del c
         assert core() is None
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def test_from_iterable_rejects_non_iterables():

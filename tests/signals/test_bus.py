@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import logging
 import threading
 import weakref
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from ephemeral_actors._signals import SignalBus, SignalEvent, SignalPropagation
 from ephemeral_actors.testing import library_threads
+from tests.conftest import collector_off
 
 
 class FakeClock:
@@ -514,10 +514,7 @@ def test_a_wall_clock_step_neither_ages_events_early_nor_keeps_them(monkeypatch)
 def test_a_closed_bus_is_freed_without_the_garbage_collector(used):
     """Closing makes the bus's mailbox and actor refer back to its state weakly, so a
     closed bus is freed by reference counting once dropped, used or not."""
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()  # any cycle left would survive to the assertion
-    try:
+    with collector_off():  # any cycle left would survive to the assertion
         bus = SignalBus(name="freed")
         if used:
             subscription = bus.subscribe("a.*", lambda event: None, replay=True)
@@ -530,6 +527,3 @@ def test_a_closed_bus_is_freed_without_the_garbage_collector(used):
         state = weakref.ref(bus._state)
         del bus
         assert state() is None
-    finally:
-        if was_enabled:
-            gc.enable()
