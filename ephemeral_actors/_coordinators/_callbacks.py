@@ -55,9 +55,20 @@ class Callbacks:
         while True:
             if not inbox:
                 self.parking.wait_for(inbox)
-            op = inbox.popleft()
-            if op is None:
+            # Everything that ended meanwhile, as one batch: `on_sample` is called once
+            # per operation, with the window as it stands when it is called, so the
+            # batch shares one snapshot of the window instead of asking for one each.
+            batch: list[Operation] = []
+            stop = False
+            while inbox:
+                op = inbox.popleft()
+                if op is None:
+                    stop = True
+                    break
+                batch.append(op)
+            if batch:
+                core.deliver_callbacks(batch)
+                self.processed += len(batch)
+                core.mailbox.post((core._on_settled, len(batch)))
+            if stop:
                 return
-            core.deliver_callbacks(op)
-            self.processed += 1
-            core.mailbox.post((core._on_settled, 1))

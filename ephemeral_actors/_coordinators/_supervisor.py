@@ -269,6 +269,11 @@ class _ClosedInbox(_Inbox):
         super().put(envelope)
 
 
+def _snapshots_of(ops: list[Operation]) -> list[OperationSnapshot]:
+    """The snapshots of `ops` (in the supervisor's turn: it owns their records)."""
+    return [snapshot_of(op, False) for op in ops]
+
+
 _SUPERVISOR_URNS = itertools.count(1)
 
 
@@ -1997,23 +2002,29 @@ class Core:
         self.observers = observers
         self.refresh_fast_paths()
 
-    def deliver_callbacks(self, op: Operation) -> None:
-        """Call the observers with `op`, then `on_sample` with the window."""
+    def deliver_callbacks(self, ops: list[Operation]) -> None:
+        """Call, for each of `ops` in order, the observers, then `on_sample`.
+
+        The observers get the operation's snapshot, `on_sample` the window; both are
+        asked for once for the whole batch.
+        """
         observers = self.observers
-        if observers:
-            snapshot = self.call(snapshot_of, op, False)
-            for observer in observers:
-                try:
-                    observer(snapshot)
-                except BaseException:
-                    logger.exception(f"observer of coordinator {self.name!r} raised")
+        snapshots = self.call(_snapshots_of, ops) if observers else None
         callback = self.on_sample
-        if callback is not None:
-            window = self.call(self.snapshot_in_turn, False)
-            try:
-                callback(window)
-            except BaseException:
-                logger.exception(f"on_sample of coordinator {self.name!r} raised")
+        window = self.call(self.snapshot_in_turn, False) if callback is not None else ()
+        for index in range(len(ops)):
+            if snapshots is not None:
+                snapshot = snapshots[index]
+                for observer in observers:
+                    try:
+                        observer(snapshot)
+                    except BaseException:
+                        logger.exception(f"observer of coordinator {self.name!r} raised")
+            if callback is not None:
+                try:
+                    callback(window)
+                except BaseException:
+                    logger.exception(f"on_sample of coordinator {self.name!r} raised")
 
     # -- window ------------------------------------------------------------------------
 

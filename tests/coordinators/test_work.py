@@ -1130,6 +1130,31 @@ def test_on_sample_exceptions_are_logged_and_hang_nothing(make, caplog):
     assert "sampler broke" in caplog.text
 
 
+def test_callbacks_keep_their_order_when_completions_come_in_batches(make):
+    """Fast items end faster than the callbacks actor delivers them, so it takes them
+    in batches (sharing one snapshot of the window): still, per operation in order,
+    the observers first, then one `on_sample` whose window holds that operation."""
+    observed: list[int] = []
+    sampled: list[tuple[int, bool]] = []
+
+    def observe(snapshot: Any) -> None:
+        observed.append(snapshot.id)
+
+    def sample(window: tuple[Any, ...]) -> None:
+        last = observed[-1]
+        sampled.append((last, any(s.id == last for s in window)))
+
+    c = make(lambda _: None, on_sample=sample, max_concurrency=8, max_tracked_operations=2000)
+    c.add_observer(observe)
+    ids = [c.enqueue(i) for i in range(1000)]
+    c.complete()
+    c.drain(WAIT)
+    assert sorted(observed) == sorted(ids)
+    assert len(set(observed)) == len(observed)
+    assert [last for last, _ in sampled] == observed  # one call after each observer call
+    assert all(found for _, found in sampled)
+
+
 def test_on_sample_can_query_its_coordinator(make):
     """Control and queries from on_sample (the supervisor's thread) do not deadlock."""
     holder: list[WorkCoordinator[Any]] = []
