@@ -55,9 +55,9 @@ class Callbacks:
         while True:
             if not inbox:
                 self.parking.wait_for(inbox)
-            # Everything that ended meanwhile, as one batch: `on_sample` is called once
-            # per operation, with the window as it stands when it is called, so the
-            # batch shares one snapshot of the window instead of asking for one each.
+            # Everything that ended meanwhile, as one batch: `on_sample` is still called
+            # once per operation, but the batch shares one snapshot of the window (taken
+            # after all of them ended) instead of asking the supervisor for one each.
             batch: list[Operation] = []
             stop = False
             while inbox:
