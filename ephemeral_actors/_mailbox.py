@@ -61,6 +61,7 @@ __all__ = [
     "call_on_loop",
     "check_owner",
     "handle_envelope",
+    "post_unless_gone",
 ]
 
 logger = logging.getLogger("ephemeral_actors")
@@ -289,6 +290,20 @@ def _weakly(ref: Callable[[], object], method: Callable[..., Any]) -> Callable[.
         return func(ref(), *args)
 
     return call
+
+
+def post_unless_gone(owner: Any, message: Any) -> None:
+    """Post `message` to `owner.mailbox` (a timer's ring), unless `owner` is gone.
+
+    A closed coordinator's parts hold it through a weak proxy (`Mailbox.weaken` and
+    `Core._refer_back_weakly`); a timer that fired as it closed may ring after it was
+    freed, and then there is nobody to tell.
+    """
+    try:
+        mailbox = owner.mailbox
+    except ReferenceError:
+        return
+    mailbox.post(message)
 
 
 BUSY: Final = object()

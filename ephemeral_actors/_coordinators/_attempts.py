@@ -57,7 +57,6 @@ the backlog keeps a pending one. It is dropped when the operation ends.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import logging
@@ -66,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 from ephemeral_actors._coordinators._workers import FAILED, RUNNING, timed_out
 from ephemeral_actors._dispatch import Timer, call_later, give_back
+from ephemeral_actors._mailbox import post_unless_gone
 
 if TYPE_CHECKING:
     import threading
@@ -108,9 +108,7 @@ class Alarm:
 
     def _ring(self) -> None:
         """Timer callback (a dispatcher thread): timers are messages to the owner."""
-        # Fired as its coordinator closed, which is gone now (a weak link): nothing to do.
-        with contextlib.suppress(ReferenceError):
-            self.core.mailbox.post((self.handler, None))
+        post_unless_gone(self.core, (self.handler, None))
 
     def close(self) -> list[threading.Thread]:
         """Stop the timer; dispatcher threads to join."""

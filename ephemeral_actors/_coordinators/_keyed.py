@@ -46,7 +46,7 @@ from ephemeral_actors._coordinators._key import capture
 from ephemeral_actors._coordinators._limits import SCHEDULE_CLOCK, TokenBucket
 from ephemeral_actors._coordinators._supervisor import Core
 from ephemeral_actors._dispatch import Timer, _StopFlag, call_later, give_back
-from ephemeral_actors._mailbox import CHECK_OWNERSHIP, check_owner
+from ephemeral_actors._mailbox import CHECK_OWNERSHIP, check_owner, post_unless_gone
 from ephemeral_actors._options import merge_options
 
 if TYPE_CHECKING:
@@ -561,11 +561,7 @@ class KeyedBacklog:
 
     def _reap_due(self) -> None:
         """Timer callback (a dispatcher thread): timers are messages to the owner."""
-        try:
-            mailbox = self.core.mailbox
-        except ReferenceError:  # fired as its coordinator closed, which is gone now
-            return
-        mailbox.post((self.on_reap, None))
+        post_unless_gone(self.core, (self.on_reap, None))
 
     def on_reap(self, _: object) -> int:
         """Passivate the children of keys idle for `key_idle_timeout`; return how many."""

@@ -30,7 +30,6 @@ coordinator never builds it, so its dispatch path is unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import heapq
 import itertools
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from ephemeral_actors._coordinators._limits import TokenBucket
 from ephemeral_actors._coordinators._requests import Intake, Scheduled
 from ephemeral_actors._dispatch import call_later, give_back
+from ephemeral_actors._mailbox import post_unless_gone
 from ephemeral_actors._records import RateLimitStats
 from ephemeral_actors._validate import MAX_SECONDS, check_seconds_or_none
 
@@ -225,9 +225,7 @@ class Schedule:
 
     def _ring(self, generation: int) -> None:
         """Timer callback (a dispatcher thread): timers are messages to the owner."""
-        # Fired as its coordinator closed, which is gone now (a weak link): nothing to do.
-        with contextlib.suppress(ReferenceError):
-            self.core.mailbox.post((self._on_ring, generation))
+        post_unless_gone(self.core, (self._on_ring, generation))
 
     def _on_ring(self, generation: int) -> None:
         if generation != self.generation or self.closed:

@@ -937,6 +937,23 @@ def test_an_operation_that_outlives_its_coordinator_answers_without_it() -> None
         assert future.result(0) == 1
 
 
+def test_timers_that_ring_after_their_coordinator_is_gone_do_nothing() -> None:
+    """The deadline alarm and the schedule's timer ring on a dispatcher thread; one
+    that fired as its coordinator closed may ring after the core was freed (its link
+    is weak then): it stops there instead of raising on the dispatcher's thread."""
+    c = WorkCoordinator(lambda _: None, max_concurrency=1, item_timeout=WAIT, rate_limit=1e6)
+    c.submit(1).result(WAIT)
+    alarm = c._core.attempts.alarm
+    schedule = c._core.schedule
+    core = weakref.ref(c._core)
+    c.close(WAIT)
+    del c
+    gc.collect()
+    assert core() is None
+    alarm._ring()  # would raise ReferenceError from the dead link
+    schedule._ring(schedule.generation)
+
+
 def test_a_closed_coordinator_answers_as_before_through_its_weak_back_links(make):
     """After `close()` the mailbox, router, actor and inbox reach the core weakly: every
     read, a refused intake and the actor's refusals still answer as they did."""
