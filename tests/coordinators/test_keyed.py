@@ -324,20 +324,6 @@ def test_a_key_actor_outliving_its_coordinator_refuses_mail():
         inbox.put(Envelope(GetKeyState()))
 
 
-def test_a_passivation_timer_that_fires_after_its_coordinator_is_gone_does_nothing():
-    """The reaping timer runs on a dispatcher thread; one that fired as its coordinator
-    closed may reach the backlog after the core is gone (a weak link): it stops there."""
-    c = KeyedWorkCoordinator(lambda i: i, lambda _: None)  # no fixture: it must be freed
-    c.submit("k").get(timeout=WAIT)
-    backlog = c._core.backlog
-    core = weakref.ref(c._core)
-    c.close(WAIT)
-    del c
-    gc.collect()
-    assert core() is None
-    backlog._reap_due()  # would raise ReferenceError from the dead link
-
-
 def test_threads_do_not_grow_with_keys(make):
     """Thousands of keys run on max_concurrency workers plus the shared dispatcher."""
     c = make(lambda i: i, lambda _: None, max_concurrency=4, max_tracked_operations=50)

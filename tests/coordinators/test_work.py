@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import signal
@@ -937,21 +938,31 @@ def test_an_operation_that_outlives_its_coordinator_answers_without_it() -> None
         assert future.result(0) == 1
 
 
-def test_timers_that_ring_after_their_coordinator_is_gone_do_nothing() -> None:
-    """The deadline alarm and the schedule's timer ring on a dispatcher thread; one
-    that fired as its coordinator closed may ring after the core was freed (its link
-    is weak then): it stops there instead of raising on the dispatcher's thread."""
-    c = WorkCoordinator(lambda _: None, max_concurrency=1, item_timeout=WAIT, rate_limit=1e6)
+@pytest.mark.parametrize("timer", ["deadline alarm", "schedule", "keyed passivation"])
+def test_a_timer_that_rings_after_its_coordinator_is_gone_does_nothing(timer: str) -> None:
+    """Timers ring on a dispatcher thread; one that fired as its coordinator closed may
+    ring after the core was freed (its link is weak then): it stops there instead of
+    raising on the dispatcher's thread."""
+    c: Any
+    if timer == "keyed passivation":
+        c = KeyedWorkCoordinator(lambda i: i, lambda _: None)  # no fixture: it must be freed
+    else:
+        c = WorkCoordinator(lambda _: None, max_concurrency=1, item_timeout=WAIT, rate_limit=1e6)
     c.submit(1).result(WAIT)
-    alarm = c._core.attempts.alarm
-    schedule = c._core.schedule
+    core_ = c._core
+    if timer == "deadline alarm":
+        ring = core_.attempts.alarm._ring
+    elif timer == "schedule":
+        ring = functools.partial(core_.schedule._ring, core_.schedule.generation)
+    else:
+        ring = core_.backlog._reap_due
+    del core_
     core = weakref.ref(c._core)
     c.close(WAIT)
     del c
     gc.collect()
     assert core() is None
-    alarm._ring()  # would raise ReferenceError from the dead link
-    schedule._ring(schedule.generation)
+    ring()  # would raise ReferenceError from the dead link
 
 
 def test_a_closed_coordinator_answers_as_before_through_its_weak_back_links(make):
