@@ -317,8 +317,11 @@ class Mailbox:
         owner: The actor (used by ownership checks and in logs).
         handle: Called in the turn with each message, in arrival order; must not raise.
         end_turn: Called at the end of every turn, still inside it.
-        handoff: Called with a zero-argument callable to continue a turn that reached
-            `THROUGHPUT` on another thread (a dispatcher); None: the turn goes on.
+        handoff: Called in a turn that reached `THROUGHPUT` messages with mail left
+            (so it may write its owner's state, such as taking a reference on a
+            dispatcher), with a zero-argument callable for another thread (a
+            dispatcher) to run the rest of the mail; never called back at once. None:
+            the turn goes on.
         crashed: Called with what a handler run by `now` raised (the owner's crash);
             None: it propagates to the caller of `now`.
     """
@@ -329,6 +332,7 @@ class Mailbox:
         "_flag",
         "_handle",
         "_handoff",
+        "_handoff_pending",
         "_queue",
         "_requeued",
         "_take",
@@ -365,6 +369,7 @@ class Mailbox:
         self._handle = handle
         self._end_turn = end_turn
         self._handoff = handoff
+        self._handoff_pending = False  # handed off, and the dispatcher has not looked yet
         self.processed = 0
         self.torn = False
         """A turn died part-way (its handler raised, or an interrupt struck in it): the
@@ -472,6 +477,11 @@ class Mailbox:
             self.raise_interrupt()
         return answer
 
+    def _resume(self) -> None:
+        """The dispatcher's part of a hand-off: run the mail a bounded turn left."""
+        self._handoff_pending = False
+        self._run()
+
     def raise_interrupt(self) -> None:
         """Raise the recorded interrupt if this is the main thread (see `interrupt`)."""
         error = self.interrupt
@@ -551,6 +561,13 @@ class Mailbox:
                             self._requeued = None  # handled: no payload is kept
                         count += 1
                         if count >= THROUGHPUT and handoff is not None and queue:
+                            # Arranged inside the turn: the owner's part of it writes the
+                            # owner's state. The dispatcher may look before this turn ends
+                            # and find the flag taken: `_resume` then clears the pending
+                            # mark and this thread runs the mail after all (below).
+                            self._handoff_pending = True
+                            handoff(self._resume)
+                            handed_off = True
                             break
                 except BaseException as exc:
                     # `handle` never raises: this is an interrupt between two messages.
@@ -567,17 +584,16 @@ class Mailbox:
                         flag.append(True)
                         if CHECK_OWNERSHIP:
                             _leave_checked(ident, previous)
-                if count >= THROUGHPUT and handoff is not None and queue:
+                if handed_off:
                     # The rest goes to a dispatcher thread, so that this caller is not
                     # captured by other threads' traffic; it takes the flag as any
                     # sender would (a sender that finds it free first runs the mail).
-                    handed_off = True
-                    handoff(self._run)
                     break
         finally:
-            if queue and flag and not handed_off:
+            if queue and flag and not (handed_off and self._handoff_pending):
                 # An interrupt as the flag was given back skipped the look for mail that
-                # came during the turn; its senders left it to this thread.
+                # came during the turn (its senders left it to this thread), or the
+                # dispatcher looked while this turn still held the flag.
                 self._run()
         if self.interrupt is not None:
             self.raise_interrupt()

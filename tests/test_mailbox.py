@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ephemeral_actors._mailbox import BUSY, Mailbox
+from ephemeral_actors._mailbox import BUSY, THROUGHPUT, Mailbox
 from tests.conftest import WAIT
 
 if TYPE_CHECKING:
@@ -235,3 +235,54 @@ def test_a_message_whose_handler_raises_twice_is_dropped_not_retried_for_ever():
         plain._run()
     assert handled == ["before", "after"]
     assert plain.now(lambda: "free") == "free"
+
+
+def test_a_turn_past_its_bound_hands_the_rest_off_from_inside_the_turn():
+    """After THROUGHPUT messages with mail left, the hand-off is arranged in the turn (the
+    owner may write its state there), the caller is let go, and the continuation runs
+    the rest in order."""
+    handled: list[int] = []
+    handoffs: list[tuple[bool, Callable[[], object]]] = []
+    extra = THROUGHPUT + 40
+
+    def handle(message: int) -> None:
+        if message == -1:
+            for item in range(extra):
+                box.post(item)  # queued behind this turn
+            return
+        handled.append(message)
+
+    box = Mailbox(
+        Owner(), handle, lambda: None, handoff=lambda run: handoffs.append((box.in_turn(), run))
+    )
+    box.post(-1)
+    assert [in_turn for in_turn, _ in handoffs] == [True]
+    assert handled == list(range(THROUGHPUT - 1))  # the first message was the -1
+    assert len(box) == extra - (THROUGHPUT - 1)
+    handoffs[0][1]()
+    assert handled == list(range(extra))
+    assert len(box) == 0
+
+
+def test_a_hand_off_that_looks_while_the_turn_still_holds_the_flag_leaves_the_mail_to_it():
+    """The dispatcher may look before the bounded turn has given the flag back: it finds
+    the flag taken, and the thread of that turn runs the mail instead of stranding it.
+    (Guards the race; the hand-off of the base ran only after the turn.)"""
+    handled: list[int] = []
+
+    def handle(message: int) -> None:
+        if message == -1:
+            for item in range(THROUGHPUT + 40):
+                box.post(item)
+            return
+        handled.append(message)
+
+    def early(run: Callable[[], object]) -> None:
+        looker = threading.Thread(target=run)
+        looker.start()
+        looker.join(WAIT)
+
+    box = Mailbox(Owner(), handle, lambda: None, handoff=early)
+    box.post(-1)
+    assert handled == list(range(THROUGHPUT + 40))
+    assert len(box) == 0

@@ -138,3 +138,32 @@ def test_without_the_mode_nothing_is_checked():
         """
     )
     assert out == "unchecked\n"
+
+
+def test_a_turn_that_hands_its_mail_off_takes_the_dispatcher_in_its_own_turn():
+    """A supervisor turn past THROUGHPUT messages hands the rest to the dispatcher. Taking
+    the dispatcher reference writes the supervisor's state: in check mode, that used to
+    raise in the caller after the turn and leave the mail behind."""
+    out = run_isolated(
+        """
+        import os, threading
+        os.environ["EPHEMERAL_ACTORS_CHECK_OWNERSHIP"] = "1"
+        from ephemeral_actors import WorkCoordinator
+        from ephemeral_actors._mailbox import THROUGHPUT
+
+        work = WorkCoordinator(lambda item: None, max_concurrency=1)
+        core = work._core
+        done = threading.Event()
+
+        def flood(_):
+            for _ in range(THROUGHPUT + 100):
+                core.mailbox.post((core._on_pause, False))  # resume: harmless
+            core.mailbox.post((lambda _: done.set(), None))
+
+        core.call(flood, None)
+        assert done.wait(30), "the handed-off mail was not run"
+        print("handed off:", core.uses_dispatcher, "left:", len(core.mailbox))
+        work.close(30)
+        """
+    )
+    assert out.splitlines() == ["handed off: True left: 0"]
