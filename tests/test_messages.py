@@ -413,15 +413,20 @@ def test_an_actor_messages_user_code_runs_outside_the_supervisors_turn():
         assert c.actor_ref.ask(Submit(2)).result(timeout=WAIT) is None
         op_id = c.proxy().enqueue(3).get(timeout=WAIT)
         assert isinstance(op_id, int)
+        # With a priority, by keyword or position, and a delay: prepared in the sender too.
+        assert isinstance(c.proxy().enqueue(4, priority=1).get(timeout=WAIT), int)
+        assert c.proxy().submit(5, 0, delay=0.0).get(timeout=WAIT).result(WAIT) is None
+        with pytest.raises(TypeError):
+            c.proxy().enqueue(6, flavour=1).get(timeout=WAIT)  # still the asker's error
         with pytest.raises(KeyboardInterrupt):
             c.actor_ref.ask(Enqueue(-1))
         c.actor_ref.tell(Enqueue(-2))  # logged; nothing stops
         assert c.actor_ref.is_alive()
         c.complete()
         c.drain(WAIT)
-        assert c.total_enqueued == 3
+        assert c.total_enqueued == 5
         assert turns and not any(turns)
-        assert {s.label for s in c.get_snapshot()} == {"#1", "#2", "#3"}
+        assert {s.label for s in c.get_snapshot()} == {"#1", "#2", "#3", "#4", "#5"}
     finally:
         c.close(WAIT)
 

@@ -203,6 +203,13 @@ class _Prepared:
     submit: bool
 
 
+def _intake_arguments(
+    item: Any, priority: int = 0, delay: float | None = None
+) -> tuple[Any, int, float | None]:
+    """A proxy's `enqueue`/`submit` arguments, bound as `Supervisor.enqueue` takes them."""
+    return item, priority, delay
+
+
 class _Inbox:
     """Pykka's view of the supervisor's mailbox: `tell`/`ask` envelopes become messages."""
 
@@ -219,13 +226,15 @@ class _Inbox:
         kind = type(message)
         if kind is m.Enqueue or kind is m.Submit:
             item, priority, delay = message.item, message.priority, message.delay
-        elif (
-            kind is pykka.messages.ProxyCall
-            and message.attr_path in (("enqueue",), ("submit",))
-            and not message.kwargs
-            and len(message.args) == 1
+        elif kind is pykka.messages.ProxyCall and message.attr_path in (
+            ("enqueue",),
+            ("submit",),
         ):
-            item, priority, delay = message.args[0], 0, None
+            try:
+                item, priority, delay = _intake_arguments(*message.args, **message.kwargs)
+            except TypeError:  # the turn's call raises it to the asker, as Pykka would
+                self.core.mailbox.post(envelope)
+                return
             kind = m.Enqueue if message.attr_path == ("enqueue",) else m.Submit
         else:
             self.core.mailbox.post(envelope)
@@ -1940,7 +1949,7 @@ class Core:
         if ended >= window.expiry or op._in_window == SET_ASIDE:
             window.reconsider(ended, op)
         if reply is not None:
-            # Resolved at the end of the turn, after the counters are published: whoever
+            # Resolved at the end of the turn, after every write of it: whoever
             # the future wakes reads counters that already include this operation.
             op._reply = None
             if outcome == COMPLETED:
@@ -1990,17 +1999,23 @@ class Core:
     def add_observer(self, callback: Callable[[OperationSnapshot], None]) -> None:
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-        self.call(self._on_set_observers, (*self.observers, callback))
+        self.call(self._on_add_observer, callback)
 
     def remove_observer(self, callback: Callable[[OperationSnapshot], None]) -> bool:
+        return bool(self.call(self._on_remove_observer, callback))
+
+    # The new tuple is built in the turn from the one it replaces: built by the caller,
+    # two callers adding at once would each drop the other's observer.
+    def _on_add_observer(self, callback: Callable[[OperationSnapshot], None]) -> None:
+        self.observers = (*self.observers, callback)
+        self.refresh_fast_paths()
+
+    def _on_remove_observer(self, callback: Callable[[OperationSnapshot], None]) -> bool:
         kept = tuple(o for o in self.observers if o is not callback)
         removed = len(kept) != len(self.observers)
-        self.call(self._on_set_observers, kept)
-        return removed
-
-    def _on_set_observers(self, observers: tuple[Callable[[OperationSnapshot], None], ...]) -> None:
-        self.observers = observers
+        self.observers = kept
         self.refresh_fast_paths()
+        return removed
 
     def deliver_callbacks(self, ops: list[Operation]) -> None:
         """Call, for each of `ops` in order, the observers, then `on_sample`.

@@ -1425,6 +1425,31 @@ def test_observers_see_every_operation_that_ran(make):
     assert c.remove_observer(broken) is False
 
 
+def test_observers_added_and_removed_at_once_from_many_threads_are_none_lost(make):
+    """Each add and remove is one change made in the supervisor's turn: two callers at
+    once must not each replace the list the other changed."""
+    c = make(lambda _: None)
+    core = c._core
+    gate = threading.Event()
+    holder = threading.Thread(target=core.call, args=(gate.wait,))
+    holder.start()  # holds the supervisor's turn, so the calls below queue as mail
+    keep = [lambda _s, n=n: None for n in range(3)]
+    drop = keep[0]
+    callers = [threading.Thread(target=c.add_observer, args=(o,)) for o in keep]
+    for t in callers:
+        t.start()
+    deadline = time.monotonic() + WAIT
+    while len(core.mailbox) < len(keep) and time.monotonic() < deadline:
+        time.sleep(0.001)  # polls a condition: no event to wait on inside the mailbox
+    assert len(core.mailbox) == len(keep)
+    removing = threading.Thread(target=c.remove_observer, args=(drop,))
+    removing.start()
+    gate.set()
+    for t in (holder, *callers, removing):
+        t.join(WAIT)
+    assert set(map(id, core.observers)) == set(map(id, keep[1:]))
+
+
 def test_signals_emitted_are_counted(make):
     """CoordinatorStats.signals_emitted counts the signals bodies emitted."""
     c = make(lambda _: current_operation().signal("tick"))
