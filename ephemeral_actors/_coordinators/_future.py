@@ -116,7 +116,7 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
     Done-callbacks are called once, in the order added, with the future; one added
     after the future ended is called at once in the adding thread. When the
     coordinator resolves the future they run on the library's callback thread, never
-    in a worker and never under the coordinator's lock, so they may call the
+    in a worker and never in the supervisor's turn, so they may call the
     coordinator. An exception a callback raises is logged, as CPython does.
 
     Futures made by `map`/`join`/`filter`/`reduce` are Pykka's lazy futures: their
@@ -521,8 +521,8 @@ class OperationFuture(concurrent.futures.Future[T], pykka.Future[T]):
         canceller = self._canceller
         if state != PENDING or canceller is None:
             return False
-        # Called without any lock of ours: the canceller takes the coordinator's lock,
-        # which is held while it resolves futures (lock order: core -> future).
+        # Called holding no lock of ours: the canceller asks the supervisor, whose turn
+        # may be resolving this very future (it takes the future's lock to do so).
         if canceller():
             self._set_cancelled()
         return self._state in _CANCELLED

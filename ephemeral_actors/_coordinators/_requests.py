@@ -2,7 +2,7 @@
 
 A request is a `Reply` (see `ephemeral_actors._mailbox`) carrying its arguments. The
 supervisor answers it in its turn; the answer is released at the end of that turn,
-after the counters are published, so the sender reads state that includes its call.
+after every write of the turn, so the sender reads state that includes its call.
 Every wait with a deadline in the library goes through `Reply.wait`.
 """
 
