@@ -1,10 +1,12 @@
 """A Pykka runtime whose actors share a small, process-wide pool of threads.
 
 A `pykka.ThreadingActor` is one OS thread (about 25 KiB, and waking ten thousand of
-them takes seconds). Per-key child actors must be cheap enough to create one per
-key, so `PoolActor` keeps Pykka's actor semantics — per-actor FIFO, one message at
-a time per actor, `ask`/`tell` failure handling, `stop()` as a poison pill — but
-its mailbox is drained by the threads of a `SharedDispatcher` in slices.
+them takes seconds). For actors cheap enough to create by the thousand (the public
+`PoolActor`; the library's own per-key children, `KeyChild`, are cheaper still and
+run in their supervisor's turn), `PoolActor` keeps Pykka's actor semantics —
+per-actor FIFO, one message at a time per actor, `ask`/`tell` failure handling,
+`stop()` as a poison pill — but its mailbox is drained by the threads of a
+`SharedDispatcher` in slices.
 
 It is built on Pykka's documented runtime extension points (`_create_actor_inbox`,
 `_create_future`, `_start_actor_loop`) and reuses Pykka's own loop pieces
@@ -236,7 +238,7 @@ def give_back(owner: TimerOwner) -> list[threading.Thread]:
     return DISPATCHER.release()
 
 
-"""The pool every coordinator's per-key child actors share."""
+"""The pool every coordinator's timers and turn hand-offs, and every `PoolActor`, share."""
 
 
 def _reset_after_fork() -> None:
