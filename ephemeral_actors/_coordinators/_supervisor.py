@@ -403,8 +403,6 @@ _FIELDS_NOT_OWNED = frozenset(
     {
         # Set once while the core is built, or handles the facade keeps (not actor state).
         "feeder",
-        "source_error",
-        "source_traceback",
         "loop_refs",
         "closed_event",
     }
@@ -2108,7 +2106,12 @@ class Core:
         priority: int = 0,
         delay: float | None = None,
     ) -> Operation:
-        """Accept `item` from a message that was not prepared (a proxy call with keywords)."""
+        """Accept `item` from a message that reached the turn unprepared.
+
+        `_Inbox.put` prepares every `Enqueue`, `Submit` and proxy `enqueue`/`submit` it
+        can bind in the sender's thread; this serves what reaches `on_receive` or the
+        proxy surface another way.
+        """
         return self.accept_prepared(self.prepare_actor_intake(item, future, priority, delay))
 
     def pause(self) -> None:
@@ -2374,7 +2377,13 @@ class Core:
             self.call(self._fault, error)
 
     def source_failed(self, error: BaseException) -> None:
-        """Keep what the source raised, for `drain()` to raise (see `raised_source_error`)."""
+        """Keep what the source raised, for `drain()` to raise (see `raised_source_error`).
+
+        A message from the source's thread (or a call in the turn that read the source).
+        """
+        self.call(self._on_source_failed, error)
+
+    def _on_source_failed(self, error: BaseException) -> None:
         self.source_traceback = error.__traceback__
         self.source_error = error
 
