@@ -20,10 +20,20 @@ a terminal to draw on, the view is a table redrawn in place. Without rich, witho
 terminal (output piped to a file or a log collector), or with `plain=True`, it prints
 one compact line per coordinator per refresh instead, which reads well in logs.
 
+Mailbox depth is the first thing an actor user looks at (SPEC 14): each coordinator's
+`actor_stats()` is read at every refresh, and the messages waiting are shown per role
+once any wait (`sup` the supervisor, `wrk` the workers, `key` the per-key children,
+`cb` the callbacks actor). Each signal bus in view (the `bus` argument and the bus
+each coordinator publishes to, its `signals` option; a shared bus once) gets a line
+of its own with its mailbox depth and the messages it has processed.
+
 The view only reads (`stats()`, `get_signals()`: state queries answered in the
 supervisor's turn), so it never slows a coordinator down by more than a short turn
 per refresh, and it keeps working after the coordinators are closed: their queries
-answer with the final state.
+answer with the final state. Those reads (`actor_stats()` too) are messages, so they
+count in the supervisor's processed messages, as the `bus` argument's recent signals
+(one `sense()` per refresh) count in its bus's; a bus's `actor_stats()` sends it no
+message.
 
 Added in version 0.1.0.
 """
@@ -43,16 +53,23 @@ from ephemeral_actors._validate import check_seconds
 from ephemeral_actors.metrics import (
     CoordinatorSource,
     ObservableCoordinator,
+    _bus_label,
+    _buses_in_view,
     _check_source,
     coordinators_of,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from rich.table import Table
 
-    from ephemeral_actors._records import CoordinatorStats, OperationSnapshot, RateLimitStats
+    from ephemeral_actors._records import (
+        ActorStats,
+        CoordinatorStats,
+        OperationSnapshot,
+        RateLimitStats,
+    )
     from ephemeral_actors._signals import SignalBus, SignalEvent
 
 __all__ = ("live_view", "render_table", "summary")
@@ -65,6 +82,9 @@ _RECENT_SIGNALS = 3
 
 _BUS_SIGNALS = 5
 """Signal names of the bus shown under the table."""
+
+_ROLE_NAMES = {"supervisor": "sup", "worker": "wrk", "key": "key", "callbacks": "cb"}
+"""Short names of the actor roles (SPEC 14); a role not listed shows in full."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,6 +99,44 @@ class _Row:
     active_keys: int | None
     mailbox: int | None = None
     """Messages waiting in every actor's mailbox (SPEC 14), if the coordinator says."""
+    actors: tuple[ActorStats, ...] = ()
+    """The coordinator's `actor_stats()`, one record per role, read with `mailbox`."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _BusRow:
+    """What the view shows about one signal bus."""
+
+    label: str
+    closed: bool
+    stats: ActorStats
+    events: tuple[SignalEvent, ...] | None = None
+    """The bus's most recent events, for the bus given to the view (None for others)."""
+
+
+def _bus_rows(
+    coordinators: Sequence[ObservableCoordinator],
+    bus: SignalBus | None,
+    events: Callable[[], tuple[SignalEvent, ...]] | None = None,
+) -> list[_BusRow]:
+    """One row per bus in view: `bus` first, then the coordinators' (each bus once).
+
+    `events`, if given, reads `bus`'s recent events for its row.
+    """
+    rows = []
+    for found in _buses_in_view(coordinators, () if bus is None else (bus,)):
+        # Figures first: the recent events are read with `sense()`, a message to the bus
+        # that would otherwise count in the figures shown beside it.
+        stats = found.actor_stats()
+        rows.append(
+            _BusRow(
+                label=_bus_label(found),
+                closed=found.is_closed,
+                stats=stats,
+                events=events() if found is bus and events is not None else None,
+            )
+        )
+    return rows
 
 
 def _state_of(stats: CoordinatorStats) -> str:
@@ -98,7 +156,8 @@ def _row(coordinator: ObservableCoordinator, throughput: float | None) -> _Row:
     signals = _recent_names(coordinator.get_signals(), _RECENT_SIGNALS)
     keys = getattr(coordinator, "active_keys", None)
     actor_stats = getattr(coordinator, "actor_stats", None)
-    mailbox = sum(a.mailbox_depth for a in actor_stats()) if callable(actor_stats) else None
+    actors: tuple[ActorStats, ...] = tuple(actor_stats()) if callable(actor_stats) else ()
+    mailbox = sum(a.mailbox_depth for a in actors) if callable(actor_stats) else None
     return _Row(
         name=coordinator.name,
         state=_state_of(stats),
@@ -107,7 +166,13 @@ def _row(coordinator: ObservableCoordinator, throughput: float | None) -> _Row:
         signals=signals,
         active_keys=keys if isinstance(keys, int) else None,
         mailbox=mailbox,
+        actors=actors,
     )
+
+
+def _roles_text(actors: Sequence[ActorStats], separator: str) -> str:
+    """Mailbox depth per role, in `actor_stats()` order: "sup 0, wrk 3, key 12, cb 0"."""
+    return separator.join(f"{_ROLE_NAMES.get(a.role, a.role)} {a.mailbox_depth}" for a in actors)
 
 
 def _recent_names(events: Sequence[SignalEvent], limit: int) -> tuple[str, ...]:
@@ -169,6 +234,10 @@ class _View:
             return ()
         return self.bus.sense()[-_BUS_SIGNALS:]
 
+    def buses(self) -> list[_BusRow]:
+        """The buses of the coordinators seen so far, and the view's own, read now."""
+        return _bus_rows(tuple(self.seen.values()), self.bus, self.bus_signals)
+
 
 # -- rendering ------------------------------------------------------------------------
 
@@ -191,6 +260,9 @@ def _plain_line(row: _Row, elapsed: float) -> str:
     s = row.stats
     keys = f" keys={row.active_keys}" if row.active_keys is not None else ""
     mailbox = f" mailbox={row.mailbox}" if row.mailbox is not None else ""
+    if row.mailbox:
+        # Per role only when something waits: "mailbox=0" already says every role is 0.
+        mailbox += f" ({_roles_text(row.actors, ', ')})"
     signals = ",".join(row.signals) or "-"
     abandoned = getattr(s, "abandoned_threads", 0)
     throttled = _throttled(s)
@@ -202,6 +274,23 @@ def _plain_line(row: _Row, elapsed: float) -> str:
         f"{f'throttled={throttled} ' if throttled else ''}"
         f"rate={_rate_text(row.throughput)}/s signals={signals}{mailbox}"
     )
+
+
+def _plain_bus_line(row: _BusRow, elapsed: float) -> str:
+    state = "closed" if row.closed else "running"
+    return (
+        f"[{elapsed:7.2f}s] bus {row.label} {state} mailbox={row.stats.mailbox_depth} "
+        f"processed={row.stats.messages_processed}"
+    )
+
+
+def _bus_caption(row: _BusRow) -> tuple[str, str]:
+    """A bus's line under the table: (its name, its figures then its recent events)."""
+    name = f"bus {row.label}{' (closed)' if row.closed else ''}: "
+    text = f"mailbox {row.stats.mailbox_depth} · {row.stats.messages_processed} processed"
+    if row.events is not None:
+        text += f"; recent: {_bus_text(row.events)}"
+    return name, text
 
 
 def _throttled(stats: CoordinatorStats) -> int:
@@ -236,7 +325,7 @@ _STATE_STYLES = {
 }
 
 
-def _table(rows: Sequence[_Row], bus_events: Sequence[SignalEvent] | None) -> Table:
+def _table(rows: Sequence[_Row], buses: Sequence[_BusRow]) -> Table:
     from rich import box  # noqa: PLC0415 - rich is optional
     from rich.table import Table  # noqa: PLC0415
     from rich.text import Text  # noqa: PLC0415
@@ -246,9 +335,9 @@ def _table(rows: Sequence[_Row], bus_events: Sequence[SignalEvent] | None) -> Ta
     # markup: a coordinator called "[red]" must show as written.
     caption = Text()
     for row in rows:
-        # Mailbox depth is the first thing an actor user looks at: shown once it is
-        # non-zero, so an idle screen stays quiet.
-        busy = f"mailbox {row.mailbox}" if row.mailbox else ""
+        # Mailbox depth is the first thing an actor user looks at: shown, per role,
+        # once it is non-zero, so an idle screen stays quiet.
+        busy = f"mailbox {row.mailbox} ({_roles_text(row.actors, ' · ')})" if row.mailbox else ""
         if row.signals or busy:
             parts = [", ".join(row.signals)] if row.signals else []
             caption.append(f"{row.name}: ", style="bold").append(
@@ -267,8 +356,9 @@ def _table(rows: Sequence[_Row], bus_events: Sequence[SignalEvent] | None) -> Ta
             caption.append(f"{row.name}: ", style="bold").append(
                 f"{abandoned} abandoned thread{'s' if abandoned > 1 else ''}\n", style="red"
             )
-    if bus_events is not None:
-        caption.append("bus: ", style="bold").append(_bus_text(bus_events) + "\n")
+    for bus in buses:
+        name, text = _bus_caption(bus)
+        caption.append(name, style="bold").append(text + "\n")
     caption.rstrip()
     table = Table(
         box=box.SIMPLE_HEAD,
@@ -309,15 +399,20 @@ def render_table(
     One row per coordinator: name, state (running, completing, paused, drained),
     pending, active/limit, active keys (keyed coordinators), completed, failed,
     cancelled and throughput. The caption lists, per coordinator, the most recent
-    distinct signal names in its window, its rate limits while they hold items back
-    (items waiting for a token, holds so far, tokens left, throttled keys), how many
-    bodies it abandoned past their deadline (if any) and, with `bus`, the bus's most
-    recent events with their age.
+    distinct signal names in its window, the messages waiting in its actors'
+    mailboxes while any wait (in all, then per role: "mailbox 15 (sup 0 · wrk 3 · key
+    12 · cb 0)"), its rate limits while they hold items back (items waiting for a
+    token, holds so far, tokens left, throttled keys) and how many bodies it abandoned
+    past their deadline (if any). Then comes a line per signal bus in view (`bus`, and
+    each coordinator's `signals` option; a shared bus once) with its mailbox depth and
+    the messages it has processed ("bus events: mailbox 0 · 57 processed") and, for
+    `bus`, its most recent events with their age. A bus is named by its `name`, or
+    `unnamed-<hex id>` without one.
     Names and signals are shown as text, never as markup.
 
     Args:
         source: A `CoordinatorRegistry`, one coordinator, or coordinators.
-        bus: A `SignalBus` whose recent signals go in the caption.
+        bus: A `SignalBus` whose figures and recent signals go in the caption.
         throughput: Items per second by coordinator name, if you track it (a
             single reading has no rate; `live_view` computes it from deltas).
 
@@ -335,8 +430,10 @@ def render_table(
             "render_table() needs rich; install it with: pip install 'ephemeral_actors[cli]'"
         ) from exc
     rates = throughput or {}
-    rows = [_row(c, rates.get(c.name)) for c in coordinators_of(_check_source(source))]
-    return _table(rows, None if bus is None else bus.sense()[-_BUS_SIGNALS:])
+    coordinators = coordinators_of(_check_source(source))
+    rows = [_row(c, rates.get(c.name)) for c in coordinators]
+    recent = None if bus is None else (lambda: bus.sense()[-_BUS_SIGNALS:])
+    return _table(rows, _bus_rows(coordinators, bus, recent))
 
 
 def summary(
@@ -514,10 +611,17 @@ def live_view(
 ) -> None:
     """Show the coordinators live until `stop` is set, then draw a last frame and return.
 
-    Each refresh reads every coordinator's `stats()` and recent signals. For a
-    `CoordinatorRegistry`, coordinators created while the view runs appear as they
-    are created, and coordinators stay on screen (with their final state) after the
-    registry closes them.
+    Each refresh reads every coordinator's `stats()`, `actor_stats()` and recent
+    signals, and the `actor_stats()` of every signal bus in view (`bus`, and each
+    coordinator's `signals` option). For a `CoordinatorRegistry`, coordinators
+    created while the view runs appear as they are created, and coordinators stay on
+    screen (with their final state) after the registry closes them.
+
+    The table is `render_table()`'s. Plain lines end with the messages waiting in the
+    coordinator's actors' mailboxes, per role while any wait (`mailbox=15 (sup 0, wrk
+    3, key 12, cb 0)`); each refresh also prints a line per bus (`bus events running
+    mailbox=0 processed=57`), and a `bus:` line with `bus`'s recent signals when they
+    changed (and in the last frame).
 
     Args:
         source: A `CoordinatorRegistry`, one coordinator, or coordinators.
@@ -529,7 +633,7 @@ def live_view(
             is interrupted (Ctrl-C raises `KeyboardInterrupt` from here, after the
             terminal is restored).
         file: Where to write; `sys.stdout` by default.
-        bus: A `SignalBus` whose most recent signals are shown too.
+        bus: A `SignalBus` whose figures and most recent signals are shown too.
 
     Raises:
         TypeError: `source` is not a registry or coordinators, or an argument has the
@@ -562,9 +666,14 @@ def _run_plain(view: _View, interval: float, done: threading.Event, out: IO[str]
         # final state, and it is the last one.
         finished = done.is_set()
         elapsed = time.monotonic() - view.started
-        lines = [_plain_line(row, elapsed) for row in view.rows()]
+        rows = view.rows()
+        lines = [_plain_line(row, elapsed) for row in rows]
         if not lines:
             lines.append(f"[{elapsed:7.2f}s] no coordinators")
+        # Every refresh, as the coordinators' lines: a bus's figures are its load.
+        lines.extend(
+            _plain_bus_line(bus, elapsed) for bus in _bus_rows(tuple(view.seen.values()), view.bus)
+        )
         if view.bus is not None:
             # Logs read better without a repeated line: the bus line appears when the
             # bus saw something new, and in the last frame.
@@ -586,7 +695,7 @@ def _run_rich(view: _View, interval: float, done: threading.Event, out: IO[str])
     console = Console(file=out)
 
     def frame() -> Table:
-        return _table(view.rows(), None if view.bus is None else view.bus_signals())
+        return _table(view.rows(), view.buses())
 
     # auto_refresh=False: we redraw on our own schedule, so rich starts no thread.
     with Live(frame(), console=console, auto_refresh=False, transient=False) as live:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ephemeral_actors import (
+    ActorStats,
     CoordinatorOptions,
     CoordinatorRegistry,
     SignalBus,
@@ -93,27 +94,114 @@ def test_render_table_shows_each_coordinator(make, bus):
     assert cells(text, "work") == ["work", "drained", "0", "0/3", "-", "13", "7", "0", "12.5"]
     assert cells(text, "keyed") == ["keyed", "drained", "0", "0/2", "3", "5", "4", "0", "-"]
     assert "work: item.rejected, item.done" in text or "work: item.done, item.rejected" in text
-    assert re.search(r"bus: .*item\.(done|rejected) \(\d+\.\ds ago\)", text)
+    caption = " ".join(text.split())  # the bus line may wrap
+    assert re.search(
+        r"bus console-test: mailbox 0 · \d+ processed; recent: .*item\.(done|rejected) "
+        r"\(\d+\.\ds ago\)",
+        caption,
+    )
 
 
-def test_mailbox_depth_shows_once_messages_wait(make):
+def last_frame(source: Any, *, plain: bool, **kwargs: Any) -> str:
+    """What live_view draws when `stop` is already set: its last frame, and only that."""
+    out = io.StringIO()
+    stop = threading.Event()
+    stop.set()
+    live_view(source, plain=plain, stop=stop, file=out, refresh=0.01, **kwargs)
+    return out.getvalue()
+
+
+def test_mailbox_depth_shows_per_role_once_messages_wait(make):
     """SPEC 14: the view shows how many messages wait in the coordinator's actors'
-    mailboxes; a paused keyed coordinator's items wait in its key children."""
+    mailboxes, in all and per role, as actor_stats() says; a paused keyed coordinator's
+    items wait in its key children."""
     keyed = make(lambda _n: None, key=lambda n: n % 2, name="held")
     keyed.pause()
     for n in range(5):
         keyed.enqueue(n)
+    depths = {row.role: row.mailbox_depth for row in keyed.actor_stats()}
+    assert depths == {"supervisor": 0, "worker": 0, "key": 5, "callbacks": 0}
+    # In actor_stats() order, as the view lists them.
+    roles = [(row.role, row.mailbox_depth) for row in keyed.actor_stats()]
+    short = {"supervisor": "sup", "worker": "wrk", "key": "key", "callbacks": "cb"}
+
     text = rendered(render_table([keyed]))
-    assert "held: mailbox 5" in text
-    stop, thread, out = live(keyed, plain=True, refresh=0.02)
-    deadline = time.monotonic() + WAIT
-    while "mailbox=5" not in out.getvalue() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    finish(stop, thread)
-    assert "mailbox=5" in out.getvalue()
+    per_role = " · ".join(f"{short[role]} {depth}" for role, depth in roles)
+    assert f"held: mailbox 5 ({per_role})" in text
+    assert "held: mailbox 5 (sup 0 · wrk 0 · key 5 · cb 0)" in text
+    assert f"held: mailbox 5 ({per_role})" in last_frame(keyed, plain=False)
+
+    line = last_frame(keyed, plain=True)
+    per_role = ", ".join(f"{short[role]} {depth}" for role, depth in roles)
+    assert line.rstrip().endswith(f" mailbox=5 ({per_role})")
+    assert line.rstrip().endswith(" mailbox=5 (sup 0, wrk 0, key 5, cb 0)")
     keyed.resume()
     idle = make(lambda _n: None, name="idle")
     assert "idle: mailbox" not in rendered(render_table([idle]))
+    assert last_frame(idle, plain=True).rstrip().endswith(" mailbox=0")
+
+
+class PinnedBus(SignalBus):
+    """A real bus whose actor statistics the test sets: a bus turn never waits, so a
+    real bus's mailbox is not deep at a moment a test can choose."""
+
+    def __init__(self, stats: ActorStats, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pinned = stats
+
+    def actor_stats(self) -> ActorStats:
+        return self.pinned
+
+
+def test_each_bus_in_view_has_a_line_with_its_actor_figures(make, bus):
+    """The bus given to the view and the coordinators' buses each get one line (a shared
+    bus once), with mailbox depth and messages processed as actor_stats() says, in the
+    table's caption and in plain lines."""
+    with PinnedBus(ActorStats("bus", 1, 7, 42), name="deep") as deep:
+        first = make(lambda _n: None, name="first", signals=deep)
+        second = make(lambda _n: None, name="second", signals=deep)
+        alone = make(lambda _n: None, name="alone")
+        bus.emit("deploy.started")
+        # Read before the view's own read of the bus's recent signals (a message).
+        processed = bus.actor_stats().messages_processed
+        text = rendered(render_table([first, second, alone], bus=bus), width=200)
+        lines = text.splitlines()
+        own = [line.strip() for line in lines if line.startswith("bus console-test:")]
+        assert len(own) == 1
+        assert re.fullmatch(
+            rf"bus console-test: mailbox 0 · {processed} processed; "
+            r"recent: deploy\.started \(\d+\.\ds ago\)",
+            own[0],
+        )
+        assert [line.strip() for line in lines if line.startswith("bus deep")] == [
+            "bus deep: mailbox 7 · 42 processed"
+        ]
+        table = last_frame([first, second, alone], plain=False)
+        assert table.count("bus deep: mailbox 7 · 42 processed") == 1
+
+        processed = bus.actor_stats().messages_processed
+        plain = last_frame([first, second, alone], plain=True, bus=bus).splitlines()
+        bus_lines = [line.split("] ", 1)[1] for line in plain if "] bus " in line]
+        assert bus_lines == [
+            f"bus console-test running mailbox=0 processed={processed}",
+            "bus deep running mailbox=7 processed=42",
+        ]
+        assert re.search(r"\] bus: deploy\.started \(\d+\.\ds ago\)$", plain[-1])
+
+
+def test_an_unnamed_or_closed_bus_is_told_apart(make):
+    """A bus without a name is shown by its id; a closed one says so, figures kept."""
+    unnamed = SignalBus()
+    unnamed.emit("once")
+    work = make(lambda _n: None, name="user", signals=unnamed)
+    unnamed.close()
+    stats = unnamed.actor_stats()
+    assert stats.actors == 0
+    label = f"unnamed-{id(unnamed):x}"
+    text = rendered(render_table(work), width=200)
+    assert f"bus {label} (closed): mailbox 0 · {stats.messages_processed} processed" in text
+    plain = last_frame(work, plain=True)
+    assert f"] bus {label} closed mailbox=0 processed={stats.messages_processed}" in plain
 
 
 def test_render_table_states_follow_the_lifecycle(make):

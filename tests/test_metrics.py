@@ -19,12 +19,14 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.parser import text_string_to_metric_families
 
 from ephemeral_actors import (
+    ActorStats,
     CoordinatorOptions,
     CoordinatorRegistry,
     CoordinatorStats,
     KeyedWorkCoordinator,
     OperationCancelledError,
     OperationSnapshot,
+    SignalBus,
     SignalCancelledError,
     SignalEvent,
     WorkCoordinator,
@@ -177,6 +179,126 @@ def test_actor_statistics_are_exported_per_role(make, metrics):
         assert rows["worker"].messages_processed == 9
     finally:
         keyed.close(WAIT)
+
+
+class PinnedBus(SignalBus):
+    """A real bus whose actor statistics the test sets: a bus turn never waits, so a
+    real bus's mailbox is not deep at a moment a test can choose."""
+
+    def __init__(self, stats: ActorStats, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pinned = stats
+
+    def actor_stats(self) -> ActorStats:
+        return self.pinned
+
+
+BUS_FAMILIES = (
+    "ephemeral_signal_bus_actors",
+    "ephemeral_signal_bus_actor_mailbox_depth",
+    "ephemeral_signal_bus_actor_messages_processed",
+)
+
+
+def bus_samples(metrics: CollectorRegistry) -> dict[str, dict[str, float]]:
+    """{bus label: {metric name: value}} of every signal bus series in one scrape."""
+    found: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(generate_latest(metrics).decode()):
+        for sample in family.samples:
+            if sample.name.startswith("ephemeral_signal_bus_"):
+                assert sample.labels["role"] == "bus"
+                found.setdefault(sample.labels["bus"], {})[sample.name] = sample.value
+    return found
+
+
+def test_signal_bus_actor_stats_are_exported_once_per_bus(make, metrics):
+    """SPEC 14: each bus in view (the coordinators' own and those given) is one series,
+    labelled by its name, with exactly what its actor_stats() says; a scrape sends the
+    bus no message."""
+    shared = SignalBus(name="shared")
+    extra = SignalBus()
+    try:
+        alone = make(lambda _n: None, name="alone")
+        payments = make(lambda _n: current_operation().signal("paid"), name="pay", signals=shared)
+        emails = make(lambda _n: None, name="emails", signals=shared)
+        run_all(payments, [1, 2, 3])
+        shared.emit("deploy.started")
+        shared.sense()
+        extra.emit("audit")
+        metrics.register(CoordinatorCollector([alone, payments, emails], buses=[extra, shared]))
+
+        before = {"shared": shared.actor_stats(), f"unnamed-{id(extra):x}": extra.actor_stats()}
+        found = bus_samples(metrics)
+        assert found == {
+            label: {
+                "ephemeral_signal_bus_actors": stats.actors,
+                "ephemeral_signal_bus_actor_mailbox_depth": stats.mailbox_depth,
+                "ephemeral_signal_bus_actor_messages_processed_total": stats.messages_processed,
+            }
+            for label, stats in before.items()
+        }
+        assert before["shared"].messages_processed >= 2  # emit and sense, at least
+        assert bus_samples(metrics) == found  # scraping is no message to the bus
+        assert shared.actor_stats() == before["shared"]
+    finally:
+        shared.close()
+        extra.close()
+
+
+def test_signal_bus_series_carry_its_mailbox_depth(metrics):
+    """The bus series are the bus's actor_stats(), whatever its figures: a deep mailbox
+    shows; a closed bus is still exported, with no actor alive."""
+    with PinnedBus(ActorStats("bus", 1, 7, 42), name="deep") as deep:
+        collector = register_coordinators([], metrics, buses=deep)
+        assert bus_samples(metrics) == {
+            "deep": {
+                "ephemeral_signal_bus_actors": 1,
+                "ephemeral_signal_bus_actor_mailbox_depth": 7,
+                "ephemeral_signal_bus_actor_messages_processed_total": 42,
+            }
+        }
+    closed = SignalBus(name="closed")
+    closed.close()
+    metrics.unregister(collector)
+    metrics.register(CoordinatorCollector([], buses=(closed,)))
+    assert bus_samples(metrics)["closed"]["ephemeral_signal_bus_actors"] == 0
+
+
+def test_describe_lists_the_signal_bus_families(make, metrics):
+    """describe() names every family collect() yields, the bus families included."""
+    with SignalBus(name="described") as bus:
+        work = make(lambda _n: None, name="described", signals=bus)
+        collector = CoordinatorCollector([work])
+        described = [family.name for family in collector.describe()]
+        collected = [family.name for family in collector.collect()]
+        assert set(BUS_FAMILIES) <= set(described)
+        assert set(collected) <= set(described)
+        assert len(described) == len(set(described))
+        bus_families = [f for f in collector.collect() if f.name in BUS_FAMILIES]
+        assert [len(f.samples) for f in bus_families] == [1, 1, 1]
+
+
+def test_two_buses_with_one_name_export_the_first_and_warn_once(metrics, caplog):
+    """Two distinct buses named alike would clash: the first is exported, with one warning."""
+    with (
+        PinnedBus(ActorStats("bus", 1, 1, 10), name="twin") as first,
+        PinnedBus(ActorStats("bus", 1, 2, 20), name="twin") as second,
+    ):
+        metrics.register(CoordinatorCollector([], buses=[first, second]))
+        with caplog.at_level(logging.WARNING, logger="ephemeral_actors"):
+            assert bus_samples(metrics)["twin"]["ephemeral_signal_bus_actor_mailbox_depth"] == 1
+            generate_latest(metrics)
+    warnings = [
+        r for r in caplog.records if getattr(r, "event", None) == "metrics.duplicate_bus_name"
+    ]
+    assert len(warnings) == 1
+
+
+@pytest.mark.parametrize("buses", [42, "bus", [object()], (None,)])
+def test_bad_buses_are_rejected(buses):
+    """buses= takes a SignalBus or SignalBuses; anything else fails at construction."""
+    with pytest.raises(TypeError, match=r"buses must be a SignalBus.*got"):
+        CoordinatorCollector([], buses=buses)
 
 
 def test_dropped_signals_are_exported(make, metrics):

@@ -16,6 +16,11 @@ a caller that finds it idle runs that turn itself), so a reading is consistent a
 one instant and never touches another actor's state from another thread. Observing
 a busy (or closed) coordinator costs it one short turn per query.
 
+Signal buses (SPEC 14: the bus is an actor too) are observed beside the coordinators:
+`_buses_in_view()` finds the bus each coordinator publishes to (its `options.signals`)
+and `_bus_label()` names a bus the same way on every screen and in every metric.
+Reading a bus's `actor_stats()` sends it no message.
+
 Added in version 0.1.0.
 """
 
@@ -26,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 from ephemeral_actors._errors import RegistryClosedError, UnknownCoordinatorError
 from ephemeral_actors._registry import CoordinatorRegistry
+from ephemeral_actors._signals import SignalBus
 
 if TYPE_CHECKING:
     from ephemeral_actors._records import CoordinatorStats, OperationSnapshot
@@ -138,3 +144,37 @@ def _check_source(source: object) -> CoordinatorSource:
         "expected a CoordinatorRegistry, a coordinator or an iterable of coordinators, "
         f"got {type(source).__name__} {source!r}"
     )
+
+
+def _bus_of(coordinator: object) -> SignalBus | None:
+    """The signal bus `coordinator` publishes to (its `options.signals`), if any.
+
+    Read defensively: an adapter or a test double may have no `options`, or options
+    of its own, and is then simply a coordinator without a bus.
+    """
+    bus = getattr(getattr(coordinator, "options", None), "signals", None)
+    return bus if isinstance(bus, SignalBus) else None
+
+
+def _buses_in_view(
+    coordinators: Iterable[object], given: Iterable[SignalBus] = ()
+) -> tuple[SignalBus, ...]:
+    """The buses an observer shows: `given` ones first, then the coordinators' own.
+
+    Each bus appears once, however many coordinators share it: buses are compared by
+    identity (two buses are never equal otherwise, and a bus need not be named).
+    """
+    found: dict[int, SignalBus] = {}
+    for bus in (*given, *(_bus_of(c) for c in coordinators)):
+        if bus is not None:
+            found.setdefault(id(bus), bus)
+    return tuple(found.values())
+
+
+def _bus_label(bus: SignalBus) -> str:
+    """How observers name `bus`: its `name`, or `unnamed-<hex id>` without one.
+
+    The id keeps two unnamed buses apart for as long as they live, but differs from
+    one run to the next: name a bus whose metrics you keep.
+    """
+    return bus.name or f"unnamed-{id(bus):x}"

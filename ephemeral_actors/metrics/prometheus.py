@@ -2,7 +2,8 @@
 
 `CoordinatorCollector` is a `prometheus_client` custom collector: it reads each
 coordinator's `stats()` when Prometheus scrapes, so it starts no thread and costs
-nothing between scrapes. Every sample is labelled `coordinator="<name>"`.
+nothing between scrapes. Every coordinator sample is labelled `coordinator="<name>"`;
+the signal buses' samples are labelled `bus="<name>"` instead.
 
 ```python
 from prometheus_client import start_http_server
@@ -11,6 +12,13 @@ from ephemeral_actors.metrics.prometheus import register_coordinators
 
 register_coordinators(registry)   # a CoordinatorRegistry, or [coordinator, ...]
 start_http_server(9100)           # http://localhost:9100/metrics
+```
+
+A coordinator's bus (its `signals` option) is found by the collector; a bus no
+coordinator in the source uses can be added with `buses=`:
+
+```python
+register_coordinators(registry, buses=[audit_bus])
 ```
 
 Exported (with the default namespace `ephemeral`):
@@ -39,6 +47,12 @@ Exported (with the default namespace `ephemeral`):
 | `ephemeral_coordinator_rate_limit_waiting` | gauge | items held back now, by `scope` |
 | `ephemeral_coordinator_rate_limit_holds_total` | counter | waits for a token so far, by `scope` |
 | `ephemeral_coordinator_rate_limited_keys` | gauge | keys waiting for their next token now |
+| `ephemeral_coordinator_actors` | gauge | `actor_stats()`: `actors`, by `role` |
+| `ephemeral_coordinator_actor_mailbox_depth` | gauge | `mailbox_depth`, by `role` |
+| `ephemeral_coordinator_actor_messages_processed_total` | counter | `messages_processed` |
+| `ephemeral_signal_bus_actors` | gauge | `SignalBus.actor_stats()`: `actors`, by `bus` |
+| `ephemeral_signal_bus_actor_mailbox_depth` | gauge | the bus's `mailbox_depth` |
+| `ephemeral_signal_bus_actor_messages_processed_total` | counter | its `messages_processed` |
 | `ephemeral_operation_duration_seconds` | histogram | each ended operation, by `outcome` |
 | `ephemeral_operation_retries_total` | counter | `attempts - 1` of ended operations, by `outcome` |
 
@@ -63,6 +77,18 @@ The retries counter comes from the same hook: each ended operation adds the retr
 it took (`OperationSnapshot.attempts - 1`), under the outcome it finally had, so
 `retries_total{outcome="completed"}` counts retries that saved an operation (an
 operation still waiting for its next attempt is counted when it ends).
+The actor series (SPEC 14) are read from `actor_stats()` at each scrape, one sample
+per role: `supervisor`, `worker`, `callbacks` and, keyed, `key` for a coordinator;
+`bus` for a signal bus. A coordinator without `actor_stats()` (an adapter) has none.
+The buses exported are those given with `buses=` and the `signals` option of each
+coordinator exported, each bus once per scrape however many coordinators share it
+(buses are told apart by identity). A bus's `bus` label is its `name`, or
+`unnamed-<hex id>` for a bus built without one: unique while the bus lives, but new
+at every run, so name the buses you keep metrics of. Two distinct buses with one
+name would clash like two coordinators with one name: the first is exported and a
+warning is logged (once per name). A closed bus keeps answering (`actors` 0).
+Reading a bus's `actor_stats()` sends it no message, so scrapes leave its
+`messages_processed` alone.
 
 Added in version 0.1.0.
 """
@@ -76,12 +102,16 @@ import math
 import re
 import threading
 import weakref
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from ephemeral_actors._errors import OperationCancelledError
+from ephemeral_actors._signals import SignalBus
 from ephemeral_actors.metrics import (
     CoordinatorSource,
     ObservableCoordinator,
+    _bus_label,
+    _buses_in_view,
     _check_source,
     coordinators_of,
 )
@@ -101,9 +131,14 @@ except ImportError as exc:  # pragma: no cover - exercised in a test with the mo
     ) from exc
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
-    from ephemeral_actors._records import CoordinatorStats, OperationSnapshot, RateLimitStats
+    from ephemeral_actors._records import (
+        ActorStats,
+        CoordinatorStats,
+        OperationSnapshot,
+        RateLimitStats,
+    )
 
 __all__ = ("DEFAULT_BUCKETS", "CoordinatorCollector", "register_coordinators")
 
@@ -185,6 +220,31 @@ _RATE_GAUGES: Final = (
     ("rate_limited_keys", "Keys waiting for their next rate-limit token now.", False),
 )
 _OUTCOMES: Final = ("completed", "failed", "cancelled")
+# Actor statistics (SPEC 14): (metric suffix, ActorStats attribute, is a counter, help
+# of the coordinator family, help of the signal bus family).
+_ACTOR_FAMILIES: Final = (
+    (
+        "actors",
+        "actors",
+        False,
+        "Actors of a role alive now (supervisor, worker, key, callbacks).",
+        "Actors of a signal bus alive now (role bus; 0 once closed).",
+    ),
+    (
+        "actor_mailbox_depth",
+        "mailbox_depth",
+        False,
+        "Messages waiting in the mailboxes of a role's actors now.",
+        "Messages waiting in a signal bus's mailbox now.",
+    ),
+    (
+        "actor_messages_processed",
+        "messages_processed",
+        True,
+        "Messages a role's actors have handled since the coordinator was built.",
+        "Messages a signal bus has handled since it was built.",
+    ),
+)
 
 
 class _Durations:
@@ -213,10 +273,13 @@ class CoordinatorCollector:
         namespace: Prefix of every metric name (`""` for none).
         buckets: Upper bounds, in seconds, of the duration histogram's buckets;
             sorted, positive, `+Inf` appended if missing.
+        buses: Signal buses to export besides those the coordinators use (their
+            `signals` option, found at each scrape): one `SignalBus` or an iterable
+            of them (frozen into a tuple here).
 
     Raises:
-        TypeError: `source` is not a registry or coordinators, or `namespace` is not
-            a str.
+        TypeError: `source` is not a registry or coordinators, `namespace` is not
+            a str, or `buses` is not a `SignalBus` or an iterable of them.
         ValueError: `namespace` is not a valid metric name prefix, or `buckets` is
             empty or unsorted or not positive.
 
@@ -231,7 +294,8 @@ class CoordinatorCollector:
 
     Two coordinators with the same name would give two series with the same
     labels, which Prometheus rejects; the collector exports the first and logs a
-    warning (once per name) for the others. Name your coordinators.
+    warning (once per name) for the others. Name your coordinators (and your
+    buses: the same goes for two buses with one name).
     """
 
     def __init__(
@@ -240,8 +304,10 @@ class CoordinatorCollector:
         *,
         namespace: str = "ephemeral",
         buckets: Sequence[float] = DEFAULT_BUCKETS,
+        buses: SignalBus | Iterable[SignalBus] | None = None,
     ) -> None:
         self._source = _check_source(source)
+        self._buses = _check_buses(buses)
         if not isinstance(namespace, str):
             raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
         if namespace and not _NAMESPACE.fullmatch(namespace):
@@ -256,6 +322,7 @@ class CoordinatorCollector:
             weakref.WeakKeyDictionary()
         )
         self._warned: set[str] = set()
+        self._warned_buses: set[str] = set()
         self._attach(coordinators_of(self._source))
 
     def __repr__(self) -> str:
@@ -353,14 +420,7 @@ class CoordinatorCollector:
             actor_stats = getattr(coordinator, "actor_stats", None)
             if callable(actor_stats):
                 for row in actor_stats():
-                    for suffix, value in (
-                        ("actors", row.actors),
-                        ("actor_mailbox_depth", row.mailbox_depth),
-                        ("actor_messages_processed", row.messages_processed),
-                    ):
-                        family = families[suffix]
-                        assert isinstance(family, GaugeMetricFamily | CounterMetricFamily)
-                        family.add_metric([coordinator.name, row.role], float(value))
+                    _add_actor_row(families, "", coordinator.name, row)
             rate = getattr(stats, "rate_limit", None)
             if rate is not None:
                 self._add_rate_limit(families, coordinator.name, rate)
@@ -369,6 +429,8 @@ class CoordinatorCollector:
                 keys = families["active_keys"]
                 assert isinstance(keys, GaugeMetricFamily)
                 keys.add_metric(labels, float(active_keys))
+        for label, bus in self._unique_buses(_buses_in_view(coordinators, self._buses)):
+            _add_actor_row(families, "bus_", label, bus.actor_stats())
         histogram = families["duration"]
         assert isinstance(histogram, HistogramMetricFamily)
         bounds = self._bounds
@@ -426,21 +488,14 @@ class CoordinatorCollector:
             "Keys with a child actor: pending, running or recently idle (keyed coordinators).",
             labels=["coordinator"],
         )
-        families["actors"] = GaugeMetricFamily(
-            base + "actors",
-            "Actors of a role alive now (supervisor, worker, key, callbacks).",
-            labels=["coordinator", "role"],
-        )
-        families["actor_mailbox_depth"] = GaugeMetricFamily(
-            base + "actor_mailbox_depth",
-            "Messages waiting in the mailboxes of a role's actors now.",
-            labels=["coordinator", "role"],
-        )
-        families["actor_messages_processed"] = CounterMetricFamily(
-            base + "actor_messages_processed",
-            "Messages a role's actors have handled since the coordinator was built.",
-            labels=["coordinator", "role"],
-        )
+        # Actor statistics (SPEC 14). A bus gets families of its own rather than
+        # samples in the coordinators': it belongs to no coordinator (several may share
+        # it), so it has a `bus` label where they have `coordinator`.
+        bus_base = f"{self._prefix}signal_bus_"
+        for suffix, _attribute, counter, help_text, bus_help in _ACTOR_FAMILIES:
+            kind = CounterMetricFamily if counter else GaugeMetricFamily
+            families[suffix] = kind(base + suffix, help_text, labels=["coordinator", "role"])
+            families[f"bus_{suffix}"] = kind(bus_base + suffix, bus_help, labels=["bus", "role"])
         # Rate limits (SPEC 16): samples only for coordinators that have a limit.
         for suffix, help_text, scoped in _RATE_GAUGES:
             labels = ["coordinator", "scope"] if scoped else ["coordinator"]
@@ -485,6 +540,23 @@ class CoordinatorCollector:
             unique.append(coordinator)
         return tuple(unique)
 
+    def _unique_buses(self, buses: tuple[SignalBus, ...]) -> list[tuple[str, SignalBus]]:
+        """Each bus with its label; a bus whose label is taken is left out, with a warning."""
+        labelled: dict[str, SignalBus] = {}
+        for bus in buses:
+            label = _bus_label(bus)
+            if label in labelled:
+                if label not in self._warned_buses:
+                    self._warned_buses.add(label)
+                    logger.warning(
+                        f"metrics: two signal buses are named {label!r}; only the first "
+                        "is exported",
+                        extra={"bus": label, "event": "metrics.duplicate_bus_name"},
+                    )
+                continue
+            labelled[label] = bus
+        return list(labelled.items())
+
 
 def register_coordinators(
     source: CoordinatorSource,
@@ -492,6 +564,7 @@ def register_coordinators(
     *,
     namespace: str = "ephemeral",
     buckets: Sequence[float] = DEFAULT_BUCKETS,
+    buses: SignalBus | Iterable[SignalBus] | None = None,
 ) -> CoordinatorCollector:
     """Build a `CoordinatorCollector` for `source` and register it on `registry`.
 
@@ -501,11 +574,14 @@ def register_coordinators(
             `prometheus_client.REGISTRY` unless given.
         namespace: Prefix of every metric name.
         buckets: Upper bounds of the duration histogram's buckets, in seconds.
+        buses: Signal buses to export besides the coordinators' own (their
+            `signals` option): one `SignalBus` or several.
 
     Returns:
         The registered collector (`registry.unregister(collector)` removes it).
 
     Raises:
+        TypeError: `source` or `buses` is not what it should be.
         ValueError: The registry already has metrics with these names (register
             once, or use another `namespace`).
 
@@ -517,9 +593,38 @@ def register_coordinators(
         start_http_server(9100)
         ```
     """
-    collector = CoordinatorCollector(source, namespace=namespace, buckets=buckets)
+    collector = CoordinatorCollector(source, namespace=namespace, buckets=buckets, buses=buses)
     registry.register(collector)
     return collector
+
+
+def _check_buses(buses: object) -> tuple[SignalBus, ...]:
+    """Validate `buses` once, up front, and freeze an iterable into a tuple."""
+    if buses is None:
+        return ()
+    if isinstance(buses, SignalBus):
+        return (buses,)
+    if isinstance(buses, Iterable) and not isinstance(buses, str | bytes):
+        frozen = tuple(buses)
+        for bus in frozen:
+            if not isinstance(bus, SignalBus):
+                raise TypeError(
+                    "buses must be a SignalBus or an iterable of SignalBus, got an element "
+                    f"{type(bus).__name__} {bus!r}"
+                )
+        return frozen
+    raise TypeError(
+        "buses must be a SignalBus, an iterable of SignalBus or None, "
+        f"got {type(buses).__name__} {buses!r}"
+    )
+
+
+def _add_actor_row(families: dict[str, Metric], kind: str, label: str, row: ActorStats) -> None:
+    """One `actor_stats()` row: `kind` is "" for a coordinator's, "bus_" for a bus's."""
+    for suffix, attribute, _counter, _help, _bus_help in _ACTOR_FAMILIES:
+        family = families[kind + suffix]
+        assert isinstance(family, GaugeMetricFamily | CounterMetricFamily)
+        family.add_metric([label, row.role], float(getattr(row, attribute)))
 
 
 def _check_buckets(buckets: Sequence[float]) -> tuple[float, ...]:
