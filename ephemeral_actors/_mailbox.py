@@ -61,6 +61,7 @@ __all__ = [
     "call_on_loop",
     "check_owner",
     "handle_envelope",
+    "interrupts_caller",
     "post_unless_gone",
 ]
 

@@ -20,12 +20,12 @@ import enum
 import importlib
 import inspect
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
 from ephemeral_actors._coordinators._base import CoordinatorBase, check_options
 from ephemeral_actors._coordinators._work import ResultCoordinator, WorkCoordinator
+from ephemeral_actors._deadline import deadline_after, remaining
 from ephemeral_actors._errors import RegistryClosedError, UnknownCoordinatorError
 from ephemeral_actors._validate import check_seconds_or_none
 
@@ -442,12 +442,12 @@ class CoordinatorRegistry:
                 Several failures are raised together as an `ExceptionGroup`.
         """
         timeout = check_seconds_or_none("timeout", timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         me = threading.get_ident()
         with self._cond:
             if self._state is not _State.OPEN:
                 # Another close() is running (or done): return when it is done.
-                self._cond.wait_for(lambda: self._state is _State.CLOSED, _remaining(deadline))
+                self._cond.wait_for(lambda: self._state is _State.CLOSED, remaining(deadline))
                 return
             self._state = _State.CLOSING
             # A factory on another thread may be about to hand us a coordinator; wait
@@ -455,14 +455,14 @@ class CoordinatorRegistry:
             # thread (close() called from a factory) cannot finish while we wait.
             self._cond.wait_for(
                 lambda: all(owner == me for owner in self._building.values()),
-                _remaining(deadline),
+                remaining(deadline),
             )
             instances = list(self._instances.values())
         errors: list[Exception] = []
         try:
             for instance in reversed(instances):
                 try:
-                    instance.close(_remaining(deadline))
+                    instance.close(remaining(deadline))
                 except Exception as exc:
                     errors.append(exc)
         finally:
@@ -514,9 +514,3 @@ def _named_options(name: str, options: object) -> CoordinatorOptions:
     if checked.name is None and name:
         return dataclasses.replace(checked, name=name)
     return checked
-
-
-def _remaining(deadline: float | None) -> float | None:
-    if deadline is None:
-        return None
-    return max(0.0, deadline - time.monotonic())

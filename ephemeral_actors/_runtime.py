@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from typing import TYPE_CHECKING, Any
+
+from ephemeral_actors._deadline import remaining
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -79,10 +80,10 @@ class SharedLoop:
             loop, thread = self._loop, self._thread
             on_loop = threading.current_thread() is thread
             while not self._refs and self._tasks and self._loop is not None and not on_loop:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                left = remaining(deadline)
+                if left == 0:
                     break
-                self._idle.wait(remaining)
+                self._idle.wait(left)
             stopping = self._maybe_stop_locked()
             if stopping is None and loop is not None and self._loop is not loop:
                 # The last task stopped the loop while we waited (`_task_done`): it is

@@ -72,12 +72,14 @@ def use_clock(clock: Callable[[], float]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def use_schedule_clock(clock: Callable[[], float]) -> Iterator[None]:
-    """Coordinators built inside this block time delays and rate limits with `clock`.
+    """Coordinators built inside this block time everything in monotonic seconds with `clock`.
 
-    `clock()` returns monotonic seconds, like `time.monotonic` (the default). Records
-    keep their own wall clock (`use_clock`). With a clock you move by hand, a test
-    decides exactly when a delayed item is due or a token is back; any later
-    dispatch (for instance `resume()`) then starts what became eligible:
+    That is delays, rate limits, the restart window (`restart_window`) and the
+    passivation of idle keys (`key_idle_timeout`). `clock()` returns monotonic seconds,
+    like `time.monotonic` (the default). Records keep their own wall clock
+    (`use_clock`). With a clock you move by hand, a test decides exactly when a
+    delayed item is due, a token is back or a crash has left the restart window; any
+    later dispatch (for instance `resume()`) then starts what became eligible:
 
     ```python
     now = [0.0]

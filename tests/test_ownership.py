@@ -167,3 +167,82 @@ def test_a_turn_that_hands_its_mail_off_takes_the_dispatcher_in_its_own_turn():
         """
     )
     assert out.splitlines() == ["handed off: True left: 0"]
+
+
+def test_writes_inside_what_an_actor_owns_are_caught_too():
+    """The check covers what an actor's fields hold, not only the fields: the window,
+    the backlogs and the children registry, the waiters, the restart window, token
+    buckets, the schedule, the failure log and the bus's window, each written from a
+    caller's thread, raise AssertionError naming the structure; the same calls made in
+    the owner's turn pass."""
+    out = run_isolated(
+        """
+        import os
+        os.environ["EPHEMERAL_ACTORS_CHECK_OWNERSHIP"] = "1"
+        from ephemeral_actors import KeyedWorkCoordinator, SignalBus, WorkCoordinator
+
+        def caught(what, write):
+            try:
+                write()
+            except AssertionError as exc:
+                assert "outside its owner's turn" in str(exc), exc
+                print(what, "caught:", str(exc).split(" of ")[0])
+            else:
+                print(what, "NOT caught")
+
+        work = WorkCoordinator(lambda item: None, rate_limit=1000.0, max_concurrency=1)
+        work.submit(1).result(30)
+        core = work._core
+        caught("window", lambda: core.window.evict(1))
+        caught("backlog", lambda: core.backlog.take_all())
+        caught("fifo", lambda: core.backlog.items.append(None))
+        caught("waiters", lambda: core.waiters.append(None))
+        caught("space waiters", lambda: core.space_waiters.clear())
+        caught("idle", lambda: core.idle.clear())
+        caught("restarts", lambda: core.crashes.append(0.0))
+        caught("failures", lambda: core.failures.evict(1))
+        caught("schedule", lambda: core.schedule.take_all())
+        caught("bucket", lambda: core.schedule.bucket.refund())
+        # The same writes in the supervisor's turn (an ask) pass.
+        core.call(lambda: (core.window.evict(1), core.crashes.clear(), core.waiters.clear()))
+        print("in the turn: passed")
+        work.close(30)
+
+        keyed = KeyedWorkCoordinator(lambda item: item, lambda item: None)
+        keyed.submit("k").result(30)
+        keyed.pause()
+        keyed.enqueue("k")  # waits in the key's mailbox (an idle key has none)
+        backlog = keyed._core.backlog
+        caught("children", lambda: backlog.children.pop("k"))
+        caught("keyed backlog", lambda: backlog.on_reap(None))
+        caught("key mailbox", lambda: backlog.children["k"].mailbox.clear())
+        keyed.close(30)
+
+        bus = SignalBus()
+        bus.emit("a")
+        caught("bus window", lambda: bus._state.entries.clear())
+        caught("bus routes", lambda: bus._state.routes.clear())
+        bus.close()
+        """
+    )
+    assert "NOT caught" not in out, out
+    expected = {
+        "window": "Window.evict()",
+        "backlog": "FifoBacklog.take_all()",
+        "fifo": "deque.append()",
+        "waiters": "list.append()",
+        "space waiters": "deque.clear()",
+        "idle": "list.clear()",
+        "restarts": "deque.append()",
+        "failures": "FailureLog.evict()",
+        "schedule": "Schedule.take_all()",
+        "bucket": "TokenBucket.refund()",
+        "children": "dict.pop()",
+        "keyed backlog": "KeyedBacklog.on_reap()",
+        "key mailbox": "deque.clear()",
+        "bus window": "deque.clear()",
+        "bus routes": "dict.clear()",
+    }
+    for what, name in expected.items():
+        assert f"{what} caught: {name}" in out, (what, out)
+    assert "in the turn: passed" in out

@@ -61,11 +61,13 @@ import heapq
 import itertools
 import logging
 import time
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from ephemeral_actors._coordinators._workers import FAILED, RUNNING, timed_out
 from ephemeral_actors._dispatch import Timer, call_later, give_back
 from ephemeral_actors._mailbox import post_unless_gone
+from ephemeral_actors._owned import checked_writes
 
 if TYPE_CHECKING:
     import threading
@@ -126,6 +128,7 @@ def _closed(_: object) -> None:
     """What a closed alarm's late ring runs: nothing, as its closed owner would."""
 
 
+@checked_writes(attrgetter("core"), "started", "ended", "forget", "forget_all", "on_alarm")
 class Attempts:
     """Deadlines of running attempts and items waiting to be retried."""
 

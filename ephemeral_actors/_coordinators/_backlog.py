@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
+
+from ephemeral_actors._owned import checked_writes, owned_deque, owner_slot
 
 if TYPE_CHECKING:
     import threading
+    from collections import deque
     from collections.abc import Callable
 
     from ephemeral_actors._coordinators._supervisor import Core
@@ -86,6 +88,7 @@ class Backlog(Protocol):
         """The coordinator closed: hold `core` (a weak proxy now) instead of the core."""
 
 
+@checked_writes(owner_slot, "push", "pop", "take_all", "remove", "requeue")
 class FifoBacklog:
     """Items start in arrival order, or by priority once one is not 0.
 
@@ -94,12 +97,21 @@ class FifoBacklog:
     once that heap empties, the deque takes over again.
     """
 
-    __slots__ = ("append", "fair_threshold", "items", "ranked", "sequence", "tracks_ended")
+    __slots__ = (
+        "__weakref__",
+        "append",
+        "fair_threshold",
+        "items",
+        "owner",
+        "ranked",
+        "sequence",
+        "tracks_ended",
+    )
 
     def __init__(self) -> None:
         self.fair_threshold = 0
         self.tracks_ended = False  # a slot, not a class default: read once per item
-        self.items: deque[Entry] = deque()
+        self.items: deque[Entry] = owned_deque(self, owner_slot)
         self.ranked: list[tuple[int, int, Entry]] | None = None
         self.sequence = itertools.count()
         # `append` is the deque's own (a C call per accepted item) while no priority

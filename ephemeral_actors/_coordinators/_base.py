@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
 from ephemeral_actors._coordinators import _idle, _loops
 from ephemeral_actors._coordinators._future import OperationFuture
+from ephemeral_actors._coordinators._key import keys_of
 from ephemeral_actors._coordinators._offer import offer as _offer
 from ephemeral_actors._coordinators._requests import BLOCK, TRY
 from ephemeral_actors._coordinators._source import IN_MEMORY, AsyncFeeder, SourceThread
@@ -100,8 +101,14 @@ class CoordinatorBase(Generic[T]):
             # Read by the supervisor itself, in its turns: no thread.
             core.draw_source(iter(cast("Iterable[Any]", source)))
         elif caller_waits and core.draws_keyed and type(source) in IN_MEMORY:
+            # The caller waits for the whole run anyway, so it computes the keys before
+            # the supervisor draws the items. A selector that raises ends the source
+            # after the items before that one, and `drain()` re-raises it, as when a
+            # reader thread computes the keys.
+            assert core.key_of is not None
             try:
-                core.draw_keyed_source(cast("Iterable[Any]", source))
+                keyed, failure = keys_of(core.key_of, cast("Iterable[Any]", source))
+                core.draw_source(iter(keyed), keyed=True, then=failure)
             except BaseException:
                 self.close()  # an interrupt while the keys were computed: nothing runs
                 raise
@@ -235,7 +242,16 @@ class CoordinatorBase(Generic[T]):
             if core.draws_collections:
                 return core.accept_collection(iter(items))
             if core.draws_keyed:
-                return core.accept_keyed_collection(items)
+                # Every key computed first, here, as `enqueue` computes it; the
+                # supervisor then draws the items with their keys. If the selector
+                # raises, the items before that one are accepted and its exception is
+                # raised, as a loop of `enqueue` would do.
+                assert core.key_of is not None
+                keyed, failure = keys_of(core.key_of, items)
+                if failure is not None and not keyed:
+                    raise failure
+                # Even an empty collection goes: a closed coordinator refuses it.
+                return core.accept_collection(iter(keyed), keyed=True, then=failure)
         count = 0
         accept = core.accept
         try:

@@ -22,11 +22,11 @@ import asyncio
 import contextlib
 import logging
 import queue
-import time
 from typing import TYPE_CHECKING, Any
 
 from ephemeral_actors._coordinators._future import OperationFuture
 from ephemeral_actors._coordinators._workers import CANCELLED, COMPLETED, RUNNING
+from ephemeral_actors._deadline import deadline_after, remaining
 from ephemeral_actors._mailbox import call_on_loop
 
 if TYPE_CHECKING:
@@ -128,10 +128,6 @@ def _on_close(core: Core, stream: CompletionStream) -> None:
         core.refresh_fast_paths()
 
 
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
-
-
 def _timed_out(core: Core, left: int, timeout: float | None) -> TimeoutError:
     return TimeoutError(
         f"as_completed() on coordinator {core.name!r}: {left} item(s) not done within {timeout} s"
@@ -142,7 +138,7 @@ def as_completed(core: Core, timeout: float | None) -> Iterator[OperationFuture[
     """Open a stream now and yield its futures in completion order."""
     stream = CompletionStream(0, 0)
     core.call(_on_open, core, stream)
-    return _iterate(core, stream, _deadline(timeout), timeout)
+    return _iterate(core, stream, deadline_after(timeout), timeout)
 
 
 def _iterate(
@@ -151,7 +147,7 @@ def _iterate(
     total = stream.total
     try:
         for done in range(total):
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            left = remaining(deadline)
             try:
                 yield stream.futures.get(timeout=left)
             except queue.Empty:
@@ -164,7 +160,7 @@ def as_completed_async(core: Core, timeout: float | None) -> AsyncIterator[Opera
     """`as_completed` for `async for`: the stream opens now, waits do not block the loop."""
     stream = CompletionStream(0, 0)
     core.call(_on_open, core, stream)
-    return _iterate_async(core, stream, _deadline(timeout), timeout)
+    return _iterate_async(core, stream, deadline_after(timeout), timeout)
 
 
 async def _iterate_async(
@@ -186,7 +182,7 @@ async def _iterate_async(
                 event.clear()
                 if not stream.futures.empty():
                     continue
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                left = remaining(deadline)
                 try:
                     await asyncio.wait_for(event.wait(), left)
                 except TimeoutError:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from ephemeral_actors._coordinators._requests import Wait
 from ephemeral_actors._coordinators._workers import CANCELLED, RUNNING
+from ephemeral_actors._deadline import remaining
 from ephemeral_actors._errors import OperationCancelledError
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def finish_at_exit(core: Core, deadline: float) -> bool:
         return True
     waiter = Wait(0, lambda: _is_idle(core))
     core.mailbox.post((core._on_wait, waiter))
-    if waiter.wait(max(0.0, deadline - time.monotonic())):
+    if waiter.wait(remaining(deadline)):
         return True
     core.call(core._on_forget_wait, waiter)
     if waiter.done:

@@ -18,6 +18,8 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
 
+from ephemeral_actors._owned import checked_writes, owner_slot
+
 if TYPE_CHECKING:
     from ephemeral_actors._coordinators._supervisor import Core
     from ephemeral_actors._coordinators._window import Window
@@ -58,10 +60,11 @@ def label_of(core: Core, item: Any) -> str | None:
         return None
 
 
+@checked_writes(owner_slot, "add", "evict", "trim")
 class FailureLog:
     """The newest failed or cancelled operations, oldest end first (supervisor-owned)."""
 
-    __slots__ = ("bound", "lifetime", "ops")
+    __slots__ = ("bound", "lifetime", "ops", "owner")
 
     def __init__(self, bound: int, lifetime: float | None) -> None:
         self.bound = bound

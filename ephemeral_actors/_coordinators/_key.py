@@ -14,9 +14,12 @@ hash does.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["STABLE_KEY_TYPES", "CapturedKey", "capture"]
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+__all__ = ["STABLE_KEY_TYPES", "CapturedKey", "capture", "file_key", "keys_of"]
 
 STABLE_KEY_TYPES = frozenset({int, str, bytes, float, bool, complex, type(None)})
 """Key types whose hash cannot change: filed as they are, with no capture around them.
@@ -71,3 +74,45 @@ def capture(raw: Any) -> Any:
     if type(raw) in STABLE_KEY_TYPES or type(raw) is CapturedKey:
         return raw
     return CapturedKey(raw, hash(raw))
+
+
+def file_key(raw: Any) -> tuple[Any, str]:
+    """`raw` (what the key selector returned) as filed, and as shown in records.
+
+    Raises:
+        TypeError: `raw` is unhashable, said in the key selector's terms.
+    """
+    try:
+        # The key is filed under the hash it has now, whatever happens to it later.
+        captured = capture(raw)
+    except TypeError as exc:
+        raise TypeError(
+            f"key_selector returned an unhashable key of type {type(raw).__name__}: "
+            "keys must be hashable"
+        ) from exc
+    return captured, str(raw)
+
+
+def keys_of(
+    key_of: Callable[[Any], Any], items: Iterable[Any]
+) -> tuple[list[tuple[Any, str, Any]], Exception | None]:
+    """Each item with its key, up to the first whose key fails; and that failure.
+
+    Runs in the sender's thread: the selector is user code, which never runs in the
+    supervisor's turn. The items come as `(item, shown key, filed key)`; the failure is
+    the selector's exception, or the `TypeError` of an unhashable key.
+    """
+    keyed: list[tuple[Any, str, Any]] = []
+    append = keyed.append
+    try:
+        for item in items:
+            raw = key_of(item)
+            # `file_key` written out for a key of a stable type (its own capture).
+            if type(raw) in STABLE_KEY_TYPES:
+                append((item, str(raw), raw))
+            else:
+                filed, shown = file_key(raw)
+                append((item, shown, filed))
+    except Exception as exc:
+        return keyed, exc
+    return keyed, None

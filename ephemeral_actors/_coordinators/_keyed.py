@@ -34,7 +34,6 @@ import collections
 import heapq
 import itertools
 import logging
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, Unpack, cast, overload
 
@@ -48,6 +47,7 @@ from ephemeral_actors._coordinators._supervisor import Core
 from ephemeral_actors._dispatch import Timer, _StopFlag, call_later, give_back
 from ephemeral_actors._mailbox import CHECK_OWNERSHIP, check_owner, post_unless_gone
 from ephemeral_actors._options import merge_options
+from ephemeral_actors._owned import checked_writes, claim, owned_deque, owned_dict
 
 if TYPE_CHECKING:
     import threading
@@ -155,10 +155,13 @@ class KeyChild(pykka.Actor):
         # addressing them, and an object fewer per child is less for the collector.
         self.backlog = backlog
         self.key = key
-        self.mailbox: collections.deque[Entry] = collections.deque()
+        self.mailbox: collections.deque[Entry] = (
+            owned_deque(backlog, _core_of) if CHECK_OWNERSHIP else collections.deque()
+        )
         rate = backlog.key_rate
         if rate is not None:
             self.bucket = TokenBucket(rate, backlog.key_burst)
+            claim(self.bucket, backlog.core)
 
     def __repr__(self) -> str:
         return f"<KeyChild key={self.key!r} pending={len(self.mailbox)} running={self.running}>"
@@ -332,6 +335,26 @@ class KeyChild(pykka.Actor):
             flag.set()
 
 
+def _core_of(backlog: KeyedBacklog) -> object:
+    return backlog.core
+
+
+@checked_writes(
+    _core_of,
+    "push",
+    "append",
+    "pop",
+    "make_ready",
+    "wake",
+    "take_all",
+    "remove",
+    "ended",
+    "requeue",
+    "went_idle",
+    "on_reap",
+    "_restart",
+    "close",
+)
 class KeyedBacklog:
     """The supervisor's view of its children: the registry, the ready queue, passivation.
 
@@ -346,11 +369,12 @@ class KeyedBacklog:
             options.fair_scheduling_threshold if options.enable_fair_scheduling else 0
         )
         self.idle_timeout = options.key_idle_timeout
-        self.children: dict[Any, KeyChild] = {}
-        self.ready: collections.deque[KeyChild] = collections.deque()
+        self.children: dict[Any, KeyChild] = owned_dict(self, _core_of)
+        self.ready: collections.deque[KeyChild] = owned_deque(self, _core_of)
         # Scheduling (SPEC 16); `plain` while neither priorities nor per-key limits apply.
         self.key_rate = options.rate_limit_per_key
         self.key_burst = options.rate_burst
+        # Times key tokens and passivation (`use_schedule_clock` moves it in tests).
         self.clock = SCHEDULE_CLOCK.get()
         self.ranked: list[tuple[int, int, KeyChild]] | None = None
         """Ready keys as a heap of (head priority, sequence, child), once priorities are used."""
@@ -362,7 +386,7 @@ class KeyedBacklog:
         """Times a key's next item was held back for its key's token."""
         self.sequence = itertools.count()
         self.plain = self.key_rate is None
-        self.idle_keys: dict[Any, KeyChild] = {}
+        self.idle_keys: dict[Any, KeyChild] = owned_dict(self, _core_of)
         self.reap_timer: Timer | None = None
         self.uses_dispatcher = False
         self.closed = False
@@ -384,7 +408,9 @@ class KeyedBacklog:
         elif child.idle:
             self.idle_keys.pop(key, None)
             if child.mailbox is _NO_MAIL:
-                child.mailbox = collections.deque()
+                child.mailbox = (
+                    owned_deque(self, _core_of) if CHECK_OWNERSHIP else collections.deque()
+                )
         # The child's arrival handler: the item waits in its mailbox, and the key asks
         # for a global slot unless it has one pending or its running limit is reached.
         child.processed += 1
@@ -487,7 +513,7 @@ class KeyedBacklog:
 
     def take_all(self) -> list[Entry]:
         dropped: list[Entry] = []
-        now = time.monotonic()
+        now = self.clock()
         for child in self.children.values():
             if child.mailbox:
                 dropped.extend(child.drop_all())
@@ -544,12 +570,12 @@ class KeyedBacklog:
     def went_idle(self, child: KeyChild, now: float | None = None) -> None:
         """`child` has nothing waiting or running: it may be passivated from `now`."""
         if now is None:
-            now = time.monotonic()
+            now = self.clock()
         bucket = child.bucket
         if bucket is not None:
             # Its bucket goes with the child: keep the child until the bucket is full
             # again, so a passivated key never grants a fresh burst too early.
-            now += max(0.0, bucket.full_in(self.clock()))
+            now += max(0.0, bucket.full_in(now))
         child.idle_since = now
         child.mailbox = _NO_MAIL  # its deque goes back to the allocator (`_NoMail`)
         self.idle_keys[child.key] = child
@@ -566,7 +592,7 @@ class KeyedBacklog:
     def on_reap(self, _: object) -> int:
         """Passivate the children of keys idle for `key_idle_timeout`; return how many."""
         self.reap_timer = None
-        cutoff = time.monotonic() - self.idle_timeout
+        cutoff = self.clock() - self.idle_timeout
         idle = self.idle_keys
         reaped = 0
         while idle:
@@ -635,6 +661,9 @@ class KeyedBacklog:
                 "event": "key.restarted",
             },
         )
+        # A restart like a crashed worker's: past `max_restarts` within the window the
+        # coordinator faults (SPEC 14), whichever of its actors kept dying.
+        self.core._crashed_too_often()
 
     def actor_stats(self) -> tuple[str, int, int, int]:
         children = self.children.values()

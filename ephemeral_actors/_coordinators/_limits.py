@@ -20,6 +20,8 @@ import math
 import time
 from typing import TYPE_CHECKING
 
+from ephemeral_actors._owned import checked_writes, owner_slot
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -34,9 +36,11 @@ does not move (`use_schedule_clock` in a test) the supervisor would spin on it."
 SCHEDULE_CLOCK: contextvars.ContextVar[Callable[[], float]] = contextvars.ContextVar(
     "ephemeral_actors_schedule_clock", default=time.monotonic
 )
-"""The monotonic clock of delays and rate limits for coordinators built in this context."""
+"""The monotonic clock of coordinators built in this context: delays, rate limits, the
+restart window of supervision and the passivation of idle keys."""
 
 
+@checked_writes(owner_slot, "take", "refund")
 class TokenBucket:
     """A bucket of `burst` tokens refilled at `rate` per second, one token per start.
 
@@ -49,7 +53,7 @@ class TokenBucket:
     and the time the next token is due is a subtraction.
     """
 
-    __slots__ = ("interval", "tat", "tolerance")
+    __slots__ = ("interval", "owner", "tat", "tolerance")
 
     def __init__(self, rate: float, burst: int) -> None:
         self.interval = 1.0 / rate

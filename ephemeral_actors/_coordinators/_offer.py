@@ -25,7 +25,7 @@ def offer(core: Core, item: Any) -> Admission:
     if core.describe is not None:
         request.label = label_of(core, item)
     try:
-        core._keyed_intake(request)
+        core.prepare_intake(request)
     except Exception:
         # CLOSED outranks KEY_ERROR: a closed coordinator refuses whatever the key.
         # The published state includes every control call that has returned.

@@ -3,13 +3,13 @@
 A request is a `Reply` (see `ephemeral_actors._mailbox`) carrying its arguments. The
 supervisor answers it in its turn; the answer is released at the end of that turn,
 after every write of the turn, so the sender reads state that includes its call.
-Every wait with a deadline in the library goes through `Reply.wait`.
+Every wait with a deadline in the library goes through `Reply.wait`, and counts it down
+with `ephemeral_actors._deadline`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Any, Final
 
 from ephemeral_actors._mailbox import Reply, call_on_loop
@@ -28,7 +28,6 @@ __all__ = [
     "Intake",
     "Scheduled",
     "Wait",
-    "remaining",
     "resolve",
 ]
 
@@ -174,8 +173,3 @@ def resolve(reply: Any, ok: bool, value: Any) -> None:
         reply.set(value)
     else:
         reply.set_exception((type(value), value, value.__traceback__))
-
-
-def remaining(deadline: float | None) -> float | None:
-    """Seconds left until `deadline` (a `time.monotonic()` value); None: no deadline."""
-    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -35,12 +35,14 @@ import heapq
 import itertools
 import math
 from collections import Counter
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from ephemeral_actors._coordinators._limits import TokenBucket
 from ephemeral_actors._coordinators._requests import Intake, Scheduled
 from ephemeral_actors._dispatch import call_later, give_back
 from ephemeral_actors._mailbox import post_unless_gone
+from ephemeral_actors._owned import checked_writes, claim
 from ephemeral_actors._records import RateLimitStats
 from ephemeral_actors._validate import MAX_SECONDS, check_seconds_or_none
 
@@ -85,6 +87,7 @@ def scheduled_request(item: Any, future: Any, mode: int, priority: object, delay
     return Scheduled(item, future, mode, rank, seconds)
 
 
+@checked_writes(attrgetter("core"), "delay", "pop", "unstarted", "wake_at", "remove", "take_all")
 class Schedule:
     """The supervisor's delayed items, its global token bucket and its one timer.
 
@@ -103,6 +106,8 @@ class Schedule:
         self.sequence = itertools.count()
         rate = options.rate_limit
         self.bucket = None if rate is None else TokenBucket(rate, options.rate_burst)
+        if self.bucket is not None:
+            claim(self.bucket, core)
         self.per_key = options.rate_limit_per_key is not None and core.key_of is not None
         self.holding = False
         """The last dispatch found a free slot and an item, but no global token."""

@@ -36,10 +36,12 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from ephemeral_actors._dispatch import DISPATCHER, Timer, call_later
 from ephemeral_actors._operation import _current
+from ephemeral_actors._owned import checked_writes
 from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._signals import SignalConstraints, SignalEvent, compile_patterns
 from ephemeral_actors._signals._event import check_signal_name
@@ -96,6 +98,7 @@ class _Mark:
         return bus is not None and now <= self.expires and bus.holds(self.event)
 
 
+@checked_writes(attrgetter("core"), "_observe", "cancelling_signal", "_on_recheck", "_end_deferral")
 class SignalRouter:
     """Signal state of one coordinator, owned by its supervisor: `_on_*` run in its turn."""
 
@@ -162,7 +165,13 @@ class SignalRouter:
             *(options.resume_on_signals or ()),
             *(options.drain_on_signals or ()),
         ]
-        self.subscription = bus.subscribe(patterns, self.observe_bus, replay=True)
+        # Subscribed from the constructing thread (the bus replays into `observe_bus`,
+        # which asks the supervisor), kept in the supervisor's turn: its owner's.
+        subscription = bus.subscribe(patterns, self.observe_bus, replay=True)
+        self.core.call(self._on_subscribed, subscription)
+
+    def _on_subscribed(self, subscription: Subscription) -> None:
+        self.subscription = subscription
 
     # -- emission -------------------------------------------------------------------------
 
@@ -424,9 +433,13 @@ class SignalRouter:
         running, release = core.call(self._on_close, None)
         if running:
             core.wait_for(lambda: self.async_running == 0, deadline)
-        if self.subscription is not None:
+        subscription = core.call(self._on_unsubscribed, None)
+        if subscription is not None:
             # Without waiting: a bus whose subscriber blocks, or whose actor died, must
             # not hold up close(); late deliveries are ignored.
-            self.subscription.unsubscribe(wait=False)
-            self.subscription = None
+            subscription.unsubscribe(wait=False)
         return DISPATCHER.release() if release else []
+
+    def _on_unsubscribed(self, _: object) -> Subscription | None:
+        subscription, self.subscription = self.subscription, None
+        return subscription

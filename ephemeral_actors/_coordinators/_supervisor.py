@@ -33,12 +33,10 @@ import logging
 import queue
 import sys
 import threading
-import time
 import types
 import weakref
 from asyncio import Future as _AsyncioFuture
 from asyncio.events import _get_running_loop
-from collections import deque
 from concurrent.futures import InvalidStateError
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -55,7 +53,7 @@ from ephemeral_actors._coordinators._completions import CompletionStream, delive
 from ephemeral_actors._coordinators._exit import forget_at_exit, track_until_exit
 from ephemeral_actors._coordinators._failures import FailureLog, label_of
 from ephemeral_actors._coordinators._future import OperationFuture
-from ephemeral_actors._coordinators._key import STABLE_KEY_TYPES, capture
+from ephemeral_actors._coordinators._key import STABLE_KEY_TYPES, file_key
 from ephemeral_actors._coordinators._limits import SCHEDULE_CLOCK
 from ephemeral_actors._coordinators._loops import LoopBinding, bind_running_loop, loop_lost
 from ephemeral_actors._coordinators._requests import (
@@ -69,7 +67,6 @@ from ephemeral_actors._coordinators._requests import (
     Intake,
     Scheduled,
     Wait,
-    remaining,
     resolve,
 )
 from ephemeral_actors._coordinators._schedule import Schedule, scheduled_request
@@ -86,6 +83,7 @@ from ephemeral_actors._coordinators._workers import (
     ThreadWorker,
     WorkerBase,
 )
+from ephemeral_actors._deadline import deadline_after, remaining
 from ephemeral_actors._dispatch import _StopFlag, call_later, give_back
 from ephemeral_actors._errors import (
     CoordinatorClosedError,
@@ -113,6 +111,7 @@ from ephemeral_actors._mailbox import (
 )
 from ephemeral_actors._operation import Operation, running_operation
 from ephemeral_actors._options import resolve_concurrency
+from ephemeral_actors._owned import claim, owned_deque, owned_list
 from ephemeral_actors._pykka_registry import register, stopped, unregister
 from ephemeral_actors._records import (
     ActorStats,
@@ -123,7 +122,8 @@ from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._validate import check_int
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections import deque
+    from collections.abc import Callable, Iterator
 
     from ephemeral_actors._options import CoordinatorOptions
     from ephemeral_actors._signals import SignalEvent, SignalPropagation
@@ -598,19 +598,19 @@ class Core:
         self.signals_dropped = 0
         self.signals_emitted = 0
         self.worker_restarts = 0
-        self.crashes: deque[float] = deque()
+        self.crashes: deque[float] = owned_deque(self)
         # Deadlines and retries (SPEC 16); None keeps the dispatch path free of them.
         self.attempts: Attempts | None = None
         if options.item_timeout is not None or options.retry is not None:
             self.attempts = Attempts(self, options.item_timeout, options.retry)
 
-        self.workers: list[WorkerBase] = []
+        self.workers: list[WorkerBase] = owned_list(self)
         self.spawner: Spawner | None = None
         """Starts every worker thread but the first (`_spawner`); made with the second."""
-        self.idle: list[WorkerBase] = []
+        self.idle: list[WorkerBase] = owned_list(self)
         self.worker_numbers = 0
-        self.space_waiters: deque[Intake | Draw] = deque()
-        self.waiters: list[Wait] = []
+        self.space_waiters: deque[Intake | Draw] = owned_deque(self)
+        self.waiters: list[Wait] = owned_list(self)
         # Every waiter waits for all accepted work to settle: none can be answered while
         # `unsettled` (and no fault), so a busy turn need not check them.
         self.waiters_settled = True
@@ -642,6 +642,12 @@ class Core:
             # item (hold_shared_loop): building a coordinator starts no thread.
             self.loop = bind_running_loop()
         self.router = SignalRouter(self, options)
+        if CHECK_OWNERSHIP:
+            # The structures built above without an owner get one (a keyed backlog
+            # names its core itself).
+            for part in (self.window, self.failures, self.backlog):
+                if hasattr(type(part), "owner"):
+                    claim(part, self)
         # Delays and rate limits (SPEC 16) read a monotonic clock; built without a rate
         # limit, the schedule only comes with the first delayed item.
         self.schedule_clock = SCHEDULE_CLOCK.get()
@@ -1003,7 +1009,7 @@ class Core:
         request = self._new_request(item, future, mode, priority, delay)
         if self.key_of is not None or self.prepare_item is not None:
             try:
-                self._keyed_intake(request)
+                self.prepare_intake(request)
             except Exception:
                 if mode == TRY:
                     return None
@@ -1032,11 +1038,11 @@ class Core:
         assert key_of is not None
         try:
             raw_key = key_of(item)
-            # `_capture_key`, written out for a key of a stable type (its own capture).
+            # `file_key`, written out for a key of a stable type (its own capture).
             if type(raw_key) in STABLE_KEY_TYPES:
                 key = str(raw_key)
             else:
-                raw_key, key = self._captured(raw_key)
+                raw_key, key = file_key(raw_key)
         except Exception:
             if mode == TRY:
                 return None
@@ -1106,8 +1112,12 @@ class Core:
         """
         return request.own and self.state is _COMPLETING
 
-    def _keyed_intake(self, request: Intake) -> None:
-        """Check or prepare the item and compute its key (in the sender's thread)."""
+    def prepare_intake(self, request: Intake) -> None:
+        """Check or prepare the item and compute its key (in the sender's thread).
+
+        Both are user code (a backend's check, the key selector): they run here, never
+        in the supervisor's turn, which then files the item with the key it is given.
+        """
         item = request.item
         if self.prepare_item is not None:
             # TypeError for an item the backend cannot ship, before its key is asked for.
@@ -1118,20 +1128,7 @@ class Core:
     def _capture_key(self, item: Any) -> tuple[Any, str]:
         """`item`'s key, as filed and as shown (in the sender's thread: user code)."""
         assert self.key_of is not None
-        return self._captured(self.key_of(item))
-
-    @staticmethod
-    def _captured(raw_key: Any) -> tuple[Any, str]:
-        """`raw_key` as filed and as shown."""
-        try:
-            # The key is filed under the hash it has now, whatever happens to it later.
-            captured = capture(raw_key)
-        except TypeError as exc:
-            raise TypeError(
-                f"key_selector returned an unhashable key of type {type(raw_key).__name__}: "
-                "keys must be hashable"
-            ) from exc
-        return captured, str(raw_key)
+        return file_key(self.key_of(item))
 
     async def accept_async(
         self, item: Any, future: Any, priority: int = 0, delay: float | None = None
@@ -1197,7 +1194,7 @@ class Core:
                 request.key = key
         else:
             request = self._new_request(item, future, BLOCK, priority, delay)
-            self._keyed_intake(request)
+            self.prepare_intake(request)
         # Awaiting space does not block the loop (its bodies go on), so only a body
         # itself skips the wait here, not every caller on the bodies' loop.
         if self.in_running_body():
@@ -1225,60 +1222,6 @@ class Core:
 
     # -- in-memory collections ---------------------------------------------------------
 
-    def accept_keyed_collection(self, items: Iterable[Any]) -> int:
-        """`enqueue_many` of an in-memory collection for a keyed coordinator: one `Draw`.
-
-        Every item's key is computed here first, in the caller's thread, as `enqueue`
-        computes it (the selector is user code, which runs outside the supervisor's
-        turn); the supervisor then draws the items with their keys as space frees. If
-        the selector raises, the items before that one are accepted and its exception
-        is raised, as a loop of `enqueue` would do.
-
-        Returns:
-            How many items were accepted.
-        """
-        keyed, failure = self._keys_of(items)
-        if failure is not None and not keyed:
-            raise failure  # as `enqueue` of the first item would
-        # Even an empty collection goes: a closed coordinator refuses it, as for plain items.
-        return self.accept_collection(iter(keyed), keyed=True, then=failure)
-
-    def draw_keyed_source(self, items: Iterable[Any]) -> None:
-        """`for_each` of an in-memory collection with a key: keys here, then one `Draw`.
-
-        The caller waits for the whole run anyway, so it computes the keys before the
-        supervisor draws the items, as for `draw_source`. A selector that raises ends
-        the source after the items before that one, and `drain()` re-raises it, as when
-        a reader thread computes the keys.
-        """
-        keyed, failure = self._keys_of(items)
-        request = Draw(iter(keyed), BLOCK, source=True, keyed=True, then=failure)
-        self.mailbox.post((self._on_draw, request))
-
-    def _keys_of(self, items: Iterable[Any]) -> tuple[list[tuple[Any, str, Any]], Exception | None]:
-        """Each item with its key, up to the first whose key fails; and that failure.
-
-        The items come as `(item, key, raw_key)`; the failure is the selector's
-        exception, or the `TypeError` of an unhashable key.
-        """
-        key_of = self.key_of
-        assert key_of is not None
-        captured = self._captured
-        keyed: list[tuple[Any, str, Any]] = []
-        append = keyed.append
-        try:
-            for item in items:
-                raw_key = key_of(item)
-                # `_capture_key` written out for a key of a stable type, as in `accept_keyed`.
-                if type(raw_key) in STABLE_KEY_TYPES:
-                    append((item, str(raw_key), raw_key))
-                else:
-                    raw_key, key = captured(raw_key)
-                    append((item, key, raw_key))
-        except Exception as exc:
-            return keyed, exc
-        return keyed, None
-
     def accept_collection(
         self, items: Iterator[Any], *, keyed: bool = False, then: Exception | None = None
     ) -> int:
@@ -1287,6 +1230,9 @@ class Core:
         `items` iterates a list, range, dict, ...: reading it runs no user code and
         cannot block, so the supervisor reads it in its own turns, each item in the turn
         that accepts it. Waits until `items` is exhausted, as `enqueue` waits for space.
+        A keyed coordinator's sender computes the keys first (`keys_of`): `items` then
+        yields `(item, shown key, filed key)` (`keyed`), and `then` is the selector's
+        failure that ended them, raised once they are accepted.
 
         Returns:
             How many items were accepted.
@@ -1308,9 +1254,14 @@ class Core:
             raise
         return cast("int", request.result())
 
-    def draw_source(self, items: Iterator[Any]) -> None:
-        """Read a `from_iterable` source that is an in-memory collection: no reader thread."""
-        self.mailbox.post((self._on_draw, Draw(items, BLOCK, source=True)))
+    def draw_source(
+        self, items: Iterator[Any], *, keyed: bool = False, then: Exception | None = None
+    ) -> None:
+        """Read a `from_iterable` source that is an in-memory collection: no reader thread.
+
+        Keyed, as for `accept_collection`; a `then` ends the source, and `drain()` raises it.
+        """
+        self.mailbox.post((self._on_draw, Draw(items, BLOCK, source=True, keyed=keyed, then=then)))
 
     def _on_draw(self, request: Draw) -> None:
         if not (self.state is _OPEN or self._completing_takes(request)):
@@ -2090,7 +2041,7 @@ class Core:
         Mode FORCE: an actor cannot wait for backlog space.
         """
         request = self._new_request(item, future, FORCE, priority, delay)
-        self._keyed_intake(request)
+        self.prepare_intake(request)
         return request
 
     def accept_prepared(self, request: Intake) -> Operation:
@@ -2349,19 +2300,24 @@ class Core:
         self._dispatch()
 
     def _crashed_too_often(self) -> bool:
-        """Count a crash; fault the coordinator past `max_restarts` (True if it did)."""
+        """Count a restart; fault the coordinator past `max_restarts` (True if it did).
+
+        Every restart the supervisor makes counts: a crashed worker's, and a per-key
+        child's that was stopped from outside (`KeyedBacklog.restart`).
+        """
         self.worker_restarts += 1
-        now = time.monotonic()
+        # The schedule's clock: a test moves it (`use_schedule_clock`), not global time.
+        now = self.schedule_clock()
         crashes = self.crashes
         crashes.append(now)
         while crashes and crashes[0] < now - self.restart_window:
             crashes.popleft()
         if len(crashes) > self.max_restarts:
             # Escalation (Akka's OneForOneStrategy past maxNrOfRetries): the failure is
-            # no longer the worker's, it is the coordinator's.
+            # no longer the worker's or the child's, it is the coordinator's.
             self._fault(
                 WorkerCrashError(
-                    f"{len(crashes)} worker crashes within {self.restart_window} s "
+                    f"{len(crashes)} restarts within {self.restart_window} s "
                     f"(max_restarts={self.max_restarts})"
                 ),
                 escalated=True,
@@ -2409,7 +2365,7 @@ class Core:
 
     def _fault(self, error: BaseException | None, *, escalated: bool = False) -> None:
         cause = f": {error!r}" if error is not None else ""
-        what = "its workers crashed too often" if escalated else "its supervisor actor died"
+        what = "its actors were restarted too often" if escalated else "its supervisor actor died"
         fault = CoordinatorFaultedError(f"coordinator {self.name!r} faulted, {what}{cause}")
         if self.state is CoordinatorState.CLOSED or self.fault_error is not None:
             self._log_fault(what, error)
@@ -2445,7 +2401,7 @@ class Core:
 
     def close(self, timeout: float | None) -> bool:
         """Stop everything; False if another call closed it (having waited for that)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         first = self.call(self._on_begin_close, None)
         if first is _CLOSED_AT_ONCE:
             self.closed_event.set()

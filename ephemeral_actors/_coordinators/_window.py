@@ -13,13 +13,14 @@ import contextvars
 import heapq
 import itertools
 import time
-from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
+from ephemeral_actors._owned import checked_writes, owned_deque, owned_dict, owner_slot
 from ephemeral_actors._records import OperationSnapshot, ResultSnapshot
 
 if TYPE_CHECKING:
+    from collections import deque
     from collections.abc import Callable, Iterator
 
     from ephemeral_actors._operation import Operation
@@ -51,8 +52,9 @@ def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+@checked_writes(owner_slot, "add", "reconsider", "note_ended", "evict", "remove", "trim")
 class Window:
-    """Operation records by id, oldest start first.
+    """Operation records by id, oldest start first (supervisor-owned).
 
     `order` holds the records in start order: trimming takes records off the front of
     a deque, where deleting the oldest keys of a dict would leave dead slots that
@@ -71,6 +73,7 @@ class Window:
     """
 
     __slots__ = (
+        "__weakref__",
         "aside",
         "bound",
         "droppable",
@@ -78,6 +81,7 @@ class Window:
         "index",
         "lifetime",
         "order",
+        "owner",
         "ranks",
         "size",
     )
@@ -88,8 +92,8 @@ class Window:
         """Records by id, built by the first lookup and kept from then on: most
         coordinators never look a record up, and a dict insert and delete per item
         were a tenth of a worker's time per no-op item."""
-        self.order: deque[Operation] = deque()
-        self.aside: dict[int, Operation] = {}
+        self.order: deque[Operation] = owned_deque(self, owner_slot)
+        self.aside: dict[int, Operation] = owned_dict(self, owner_slot)
         """Set-aside records by rank (insertion order: start order). A dict, whose dead
         slots only queries walk: trims reach these records through `droppable`."""
         self.droppable: list[tuple[int, Operation]] = []

@@ -57,6 +57,7 @@ more. `unsubscribe(wait=False)` only sends the request.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -70,7 +71,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pykka
 from pykka._envelope import Envelope
 
-from ephemeral_actors._mailbox import CHECK_OWNERSHIP, Mailbox, Reply, check_owner, handle_envelope
+from ephemeral_actors._mailbox import (
+    CHECK_OWNERSHIP,
+    Mailbox,
+    Reply,
+    check_owner,
+    handle_envelope,
+    interrupts_caller,
+)
+from ephemeral_actors._owned import owned_deque, owned_dict
 from ephemeral_actors._records import ActorStats
 from ephemeral_actors._signals._event import (
     SignalEvent,
@@ -97,6 +106,9 @@ Callback = Callable[[SignalEvent], None]
 _Entry = tuple[int, float, SignalEvent]
 
 _EMPTY: dict[int, _Entry] = {}
+
+_CRASH_ATTEMPTS = 8
+"""How often `_BusState._crashed` tries to close the bus when interrupted while doing it."""
 
 
 class _View(NamedTuple):
@@ -283,7 +295,7 @@ class _BusState:
         self.label = label
         self.max_age = max_age
         self.clock = clock
-        self.entries: collections.deque[_Entry] = collections.deque(maxlen=capacity)
+        self.entries: collections.deque[_Entry] = owned_deque(self, maxlen=capacity)
         self.next_seq = 0
         # Rebuilding `old` costs O(capacity), copying `young` O(compact_every): sqrt
         # balances them.
@@ -291,10 +303,11 @@ class _BusState:
         self.old: dict[int, _Entry] = _EMPTY
         self.young: dict[int, _Entry] = {}
         self.changed = False
-        self.routes: dict[int, _Route] = {}
+        self.routes: dict[int, _Route] = owned_dict(self)
         self.closed: str | None = None  # once closed, the note its errors carry
         self.replies: list[_Request] = []
-        self.mailbox = Mailbox(self, self._receive, self._end_turn)
+        # The bus's watcher is its crash handler: a turn that dies half-way closes the bus.
+        self.mailbox = Mailbox(self, self._receive, self._end_turn, None, self._crashed)
         self.view = _View(0, _EMPTY, _EMPTY, 0, False)
         # The state holds the actor: an ActorRef keeps only a weak reference to it, and
         # this actor has no thread to keep it alive.
@@ -318,8 +331,13 @@ class _BusState:
         if type(message) is _Request:
             try:
                 message.value = message.handler(message.arg)
-            except BaseException as exc:
+            except Exception as exc:  # the caller's error (a closed bus), raised to it
                 message.error = exc
+            except BaseException as exc:
+                # An interrupt in the handler: the window may be half-written.
+                self.mailbox.torn = True  # before any call: see `Mailbox.torn`
+                self._crashed(exc)
+                message.error = RuntimeError(f"{self.label} is closed{self.closed or ''}")
             self.replies.append(message)
         elif type(message) is Envelope:
             self._receive_envelope(message)
@@ -333,15 +351,51 @@ class _BusState:
         # A tell has nobody to raise to; raising would end this turn's thread.
         logger.error(f"{self.label} rejected {type(message).__name__}", exc_info=error)
 
+    def _crashed(self, error: BaseException) -> None:
+        """A turn died half-way (an interrupt, or a bug): the bus closes, as a faulted actor.
+
+        Its window may be half-written, so it accepts nothing more: writes and
+        `subscribe` raise `RuntimeError` saying the bus crashed, reads answer with the
+        window as it stands. An interrupt of the calling thread (Ctrl-C in a turn the
+        main thread ran) is still raised to that caller once the turn has ended.
+        """
+        # A repeating signal can strike again in here: every step is idempotent and
+        # retried until it stands, and the log comes last (as `Core._crashed`).
+        interrupted = False
+        for _ in range(_CRASH_ATTEMPTS):
+            try:
+                interrupted = interrupts_caller(error)
+                if interrupted:
+                    self.mailbox.interrupt = error
+                self.close(f": its actor crashed ({type(error).__name__})")
+                actor = self.actor
+                if not actor.actor_stopped.is_set():
+                    pykka.ActorRegistry.unregister(actor.actor_ref)
+                    actor.actor_stopped.set()
+                break
+            except BaseException as again:
+                if not (interrupted or interrupts_caller(again)):
+                    raise
+        if interrupted:
+            with contextlib.suppress(BaseException):
+                logger.error(
+                    f"{self.label}: interrupted ({type(error).__name__}) during a turn of "
+                    "its actor, whose window may be half-updated: the bus is closed"
+                )
+        else:
+            logger.error(f"{self.label}: its actor crashed; the bus is closed", exc_info=error)
+
     def _end_turn(self) -> None:
+        # Each duty is marked done only after it is done: an interrupt that stops one
+        # leaves it for the next turn's end (`_publish` and `_finish` are idempotent).
         if self.changed:
-            self.changed = False
             self._publish()
+            self.changed = False
         replies = self.replies
         if replies:
-            self.replies = []
             for reply in replies:
                 reply._finish()
+            self.replies = []
 
     def _publish(self) -> None:
         entries = self.entries

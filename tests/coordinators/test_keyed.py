@@ -22,7 +22,7 @@ from ephemeral_actors import (
     for_each,
 )
 from ephemeral_actors._coordinators._keyed import _NO_MAIL, GetKeyState
-from ephemeral_actors.testing import library_threads
+from ephemeral_actors.testing import library_threads, use_schedule_clock
 from tests.conftest import WAIT
 
 
@@ -223,6 +223,26 @@ def test_idle_keys_are_reaped_and_a_returning_key_works(make):
     wait_until(lambda: c.active_keys == 0)
     assert c.submit(3).get(timeout=WAIT) is None
     assert c.total_completed == 21
+
+
+def test_passivation_times_idle_keys_with_the_injected_clock(make):
+    """Idle time is measured on the coordinator's monotonic clock (`use_schedule_clock`),
+    so a test moves it instead of sleeping or patching `time.monotonic`. The reap is
+    asked for as the passivation timer asks for it: a message to the supervisor."""
+    now = [500.0]
+    with use_schedule_clock(lambda: now[0]):
+        c = make(lambda i: i, lambda _: None, key_idle_timeout=60.0)
+    for k in range(5):
+        c.submit(k).get(timeout=WAIT)
+    c.wait_idle(WAIT)
+    core = c._core
+    now[0] += 59.0
+    assert core.call(core.backlog.on_reap, None) == 0
+    assert c.active_keys == 5
+    now[0] += 2.0
+    assert core.call(core.backlog.on_reap, None) == 5
+    assert c.active_keys == 0
+    assert c.submit(3).get(timeout=WAIT) is None  # a returning key gets a new child
 
 
 def test_an_idle_key_holds_no_mailbox_of_its_own_until_its_next_item(make):

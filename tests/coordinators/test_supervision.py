@@ -20,7 +20,7 @@ from ephemeral_actors import (
 )
 from ephemeral_actors._coordinators import _supervisor
 from ephemeral_actors._mailbox import Mailbox
-from ephemeral_actors.testing import crash_worker
+from ephemeral_actors.testing import crash_worker, use_schedule_clock
 from tests.conftest import WAIT, traceback_length
 
 
@@ -121,11 +121,11 @@ def test_crashes_within_the_window_escalate_past_max_restarts():
         c.close(WAIT)
 
 
-def test_crashes_older_than_the_window_do_not_count(monkeypatch):
+def test_crashes_older_than_the_window_do_not_count():
     """Crashes leave the count once they are older than restart_window."""
     now = [1000.0]
-    monkeypatch.setattr(_supervisor.time, "monotonic", lambda: now[0])
-    c = WorkCoordinator(crash_on_negative, max_concurrency=1, max_restarts=1, restart_window=10)
+    with use_schedule_clock(lambda: now[0]):
+        c = WorkCoordinator(crash_on_negative, max_concurrency=1, max_restarts=1, restart_window=10)
     try:
         with pytest.raises(WorkerCrashError):
             c.submit(-1).result(timeout=WAIT)
@@ -137,6 +137,28 @@ def test_crashes_older_than_the_window_do_not_count(monkeypatch):
         with pytest.raises(WorkerCrashError):
             c.submit(-1).result(timeout=WAIT)
         assert c.is_faulted  # two crashes within 10 s, max_restarts=1
+    finally:
+        c.close(WAIT)
+
+
+def test_stopped_key_actors_are_restarted_and_count_toward_max_restarts():
+    """A per-key child stopped from outside is restarted with its mailbox, and the
+    restart counts as a crashed worker's does: past `max_restarts` within the window
+    the coordinator faults (SPEC 14: children are watched too)."""
+    c = KeyedWorkCoordinator(lambda item: item, lambda _: None, max_restarts=1)
+    try:
+        for key in ("a", "b"):
+            c.submit(key).result(timeout=WAIT)
+        children = c._core.backlog.children
+        assert children["a"].actor_ref.stop(timeout=WAIT) is True
+        assert not c.is_faulted
+        assert c.stats().worker_restarts == 1
+        assert c.submit("a").result(timeout=WAIT) is None  # its heir works on
+        assert children["b"].actor_ref.stop(timeout=WAIT) is True
+        assert c.is_faulted  # two restarts within 60 s, max_restarts=1
+        assert c.stats().worker_restarts == 2
+        with pytest.raises(CoordinatorFaultedError, match="restarted too often"):
+            c.enqueue("c")
     finally:
         c.close(WAIT)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ephemeral_actors import CoordinatorFaultedError, WorkCoordinator
+from ephemeral_actors import CoordinatorFaultedError, SignalBus, WorkCoordinator
 from tests.conftest import WAIT
 
 if TYPE_CHECKING:
@@ -152,3 +152,80 @@ def test_interrupts_at_random_instants_never_wedge_a_coordinator(
     assert unsettled == [], f"accepted items left unsettled after close: {unsettled}"
     # The test is only worth something if interrupts land inside turns as well as between.
     assert landed_in_a_turn > 0
+
+
+def _loop_bus(bus: SignalBus) -> None:
+    i = 0
+    while True:
+        bus.emit("tick")
+        if i % 5 == 0:
+            bus.sense()
+        if i % 13 == 0:
+            bus.subscribe("never", print).unsubscribe()
+        i += 1
+
+
+def _in_time(call: Callable[[], object]) -> bool:
+    """Run `call` on another thread; False if it did not return within WAIT (wedged)."""
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(WAIT)
+    return not caller.is_alive()
+
+
+def test_interrupts_at_random_instants_close_a_signal_bus_never_wedge_it() -> None:
+    """The bus is watched: a turn an interrupt tears closes the bus, as a crash would.
+
+    Without its crash handler the interrupt left the bus open with its window possibly
+    half-written; an interrupt while the turn answered its requests could leave a
+    sender waiting for ever.
+    """
+    rng = random.Random(20261205)
+    _raises[0] = KeyboardInterrupt
+    previous = signal.signal(signal.SIGVTALRM, _interrupt)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    wedged = 0
+    crashed = 0
+    broken: list[str] = []
+    try:
+        for _ in range(ROUNDS):
+            bus = SignalBus()
+            try:
+                delay = rng.uniform(20e-6, 600e-6)
+                _armed[0] = True
+                signal.setitimer(signal.ITIMER_VIRTUAL, delay, delay)
+                _loop_bus(bus)
+            except (KeyboardInterrupt, RuntimeError):
+                _armed[0] = False
+            finally:
+                _disarm()
+            if not _in_time(bus.sense):
+                wedged += 1
+                break
+            if bus.is_closed:
+                crashed += 1
+                try:
+                    bus.emit("after")
+                except RuntimeError as exc:
+                    if "crashed" not in str(exc):
+                        broken.append(f"closed bus said {exc}")
+                else:
+                    broken.append("a crashed bus accepted an emit")
+            else:
+                bus.emit("after")
+                if bus.sense()[-1].signal != "after":
+                    broken.append("an open bus lost an emit")
+            if not _in_time(bus.close):
+                wedged += 1
+                break
+            gc.collect()
+    finally:
+        _disarm()
+        signal.signal(signal.SIGVTALRM, previous)
+        if gc_was_enabled:
+            gc.enable()
+    assert wedged == 0, "an interrupt left a bus whose calls never returned"
+    assert broken == []
+    # Worth something only if interrupts landed inside the bus's turns.
+    assert crashed > 0

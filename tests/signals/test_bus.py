@@ -7,13 +7,14 @@ import logging
 import threading
 import weakref
 
+import pykka
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ephemeral_actors._signals import SignalBus, SignalEvent, SignalPropagation
 from ephemeral_actors.testing import library_threads
-from tests.conftest import collector_off
+from tests.conftest import WAIT, collector_off
 
 
 class FakeClock:
@@ -527,3 +528,63 @@ def test_a_closed_bus_is_freed_without_the_garbage_collector(used):
         state = weakref.ref(bus._state)
         del bus
         assert state() is None
+
+
+# Supervision: the bus is watched
+
+
+def _interrupting_clock(bus_box, armed):
+    """A clock that raises `armed[0]` once, inside a turn of the bus: a turn torn half-way."""
+
+    def clock():
+        if armed[0] is not None and bus_box[0]._state.mailbox.in_turn():
+            error, armed[0] = armed[0], None
+            raise error
+        return 1_000.0
+
+    return clock
+
+
+def test_an_interrupt_in_a_turn_of_the_bus_closes_it_and_reaches_the_caller(caplog):
+    """The interrupted caller sees its interrupt; the bus, maybe half-written, closes."""
+    bus_box, armed = [None], [None]
+    bus = bus_box[0] = SignalBus(_clock=_interrupting_clock(bus_box, armed))
+    bus.emit("a")
+    armed[0] = KeyboardInterrupt()
+    with (
+        caplog.at_level(logging.ERROR, logger="ephemeral_actors"),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        bus.emit("b")
+    assert bus.is_closed
+    with pytest.raises(RuntimeError, match=r"closed: its actor crashed \(KeyboardInterrupt\)"):
+        bus.emit("c")
+    assert names(bus.sense()) == ["a"]  # reads keep answering
+    assert bus._ref not in pykka.ActorRegistry.get_all()
+    assert any("interrupted (KeyboardInterrupt)" in r.getMessage() for r in caplog.records)
+    bus.close()  # idempotent after the crash
+
+
+def test_a_crash_of_a_turn_the_bus_runs_on_another_thread_fails_that_call_only(caplog):
+    """Off the main thread an interrupt is no caller's: it is the bus's crash, logged."""
+    bus_box, armed = [None], [None]
+    bus = bus_box[0] = SignalBus(_clock=_interrupting_clock(bus_box, armed))
+    armed[0] = KeyboardInterrupt()
+    raised = []
+
+    def emit():
+        try:
+            bus.emit("a")
+        except BaseException as exc:
+            raised.append(exc)
+
+    with caplog.at_level(logging.ERROR, logger="ephemeral_actors"):
+        thread = threading.Thread(target=emit)
+        thread.start()
+        thread.join(WAIT)
+    (error,) = raised
+    assert isinstance(error, RuntimeError)
+    assert "its actor crashed (KeyboardInterrupt)" in str(error)
+    (record,) = [r for r in caplog.records if "its actor crashed" in r.getMessage()]
+    assert isinstance(record.exc_info[1], KeyboardInterrupt)
+    assert bus.is_closed
