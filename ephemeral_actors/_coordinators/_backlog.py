@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ephemeral_actors._mailbox import CHECK_OWNERSHIP
 from ephemeral_actors._owned import checked_writes, owned_deque, owner_slot
 
 if TYPE_CHECKING:
     import threading
-    from collections import deque
     from collections.abc import Callable
 
     from ephemeral_actors._coordinators._supervisor import Core
@@ -111,7 +112,7 @@ class FifoBacklog:
     def __init__(self) -> None:
         self.fair_threshold = 0
         self.tracks_ended = False  # a slot, not a class default: read once per item
-        self.items: deque[Entry] = owned_deque(self, owner_slot)
+        self.items: deque[Entry] = owned_deque(self, owner_slot) if CHECK_OWNERSHIP else deque()
         self.ranked: list[tuple[int, int, Entry]] | None = None
         self.sequence = itertools.count()
         # `append` is the deque's own (a C call per accepted item) while no priority

@@ -37,6 +37,7 @@ import types
 import weakref
 from asyncio import Future as _AsyncioFuture
 from asyncio.events import _get_running_loop
+from collections import deque
 from concurrent.futures import InvalidStateError
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -122,7 +123,6 @@ from ephemeral_actors._runtime import SHARED_LOOP
 from ephemeral_actors._validate import check_int
 
 if TYPE_CHECKING:
-    from collections import deque
     from collections.abc import Callable, Iterator
 
     from ephemeral_actors._options import CoordinatorOptions
@@ -598,19 +598,19 @@ class Core:
         self.signals_dropped = 0
         self.signals_emitted = 0
         self.worker_restarts = 0
-        self.crashes: deque[float] = owned_deque(self)
+        self.crashes: deque[float] = deque()
         # Deadlines and retries (SPEC 16); None keeps the dispatch path free of them.
         self.attempts: Attempts | None = None
         if options.item_timeout is not None or options.retry is not None:
             self.attempts = Attempts(self, options.item_timeout, options.retry)
 
-        self.workers: list[WorkerBase] = owned_list(self)
+        self.workers: list[WorkerBase] = []
         self.spawner: Spawner | None = None
         """Starts every worker thread but the first (`_spawner`); made with the second."""
-        self.idle: list[WorkerBase] = owned_list(self)
+        self.idle: list[WorkerBase] = []
         self.worker_numbers = 0
-        self.space_waiters: deque[Intake | Draw] = owned_deque(self)
-        self.waiters: list[Wait] = owned_list(self)
+        self.space_waiters: deque[Intake | Draw] = deque()
+        self.waiters: list[Wait] = []
         # Every waiter waits for all accepted work to settle: none can be answered while
         # `unsettled` (and no fault), so a busy turn need not check them.
         self.waiters_settled = True
@@ -648,6 +648,14 @@ class Core:
             for part in (self.window, self.failures, self.backlog):
                 if hasattr(type(part), "owner"):
                     claim(part, self)
+            # Its containers check their writes too. Swapped in here, not built so:
+            # outside the mode a factory call per container cost 9 % of creating and
+            # closing an unused coordinator (valgrind).
+            self.crashes = owned_deque(self)
+            self.workers = owned_list(self)
+            self.idle = owned_list(self)
+            self.space_waiters = owned_deque(self)
+            self.waiters = owned_list(self)
         # Delays and rate limits (SPEC 16) read a monotonic clock; built without a rate
         # limit, the schedule only comes with the first delayed item.
         self.schedule_clock = SCHEDULE_CLOCK.get()

@@ -13,14 +13,15 @@ import contextvars
 import heapq
 import itertools
 import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
+from ephemeral_actors._mailbox import CHECK_OWNERSHIP
 from ephemeral_actors._owned import checked_writes, owned_deque, owned_dict, owner_slot
 from ephemeral_actors._records import OperationSnapshot, ResultSnapshot
 
 if TYPE_CHECKING:
-    from collections import deque
     from collections.abc import Callable, Iterator
 
     from ephemeral_actors._operation import Operation
@@ -92,8 +93,10 @@ class Window:
         """Records by id, built by the first lookup and kept from then on: most
         coordinators never look a record up, and a dict insert and delete per item
         were a tenth of a worker's time per no-op item."""
-        self.order: deque[Operation] = owned_deque(self, owner_slot)
-        self.aside: dict[int, Operation] = owned_dict(self, owner_slot)
+        # Checked containers only in ownership check mode (a call each would cost
+        # every coordinator's construction, which is on the create + close path).
+        self.order: deque[Operation] = owned_deque(self, owner_slot) if CHECK_OWNERSHIP else deque()
+        self.aside: dict[int, Operation] = owned_dict(self, owner_slot) if CHECK_OWNERSHIP else {}
         """Set-aside records by rank (insertion order: start order). A dict, whose dead
         slots only queries walk: trims reach these records through `droppable`."""
         self.droppable: list[tuple[int, Operation]] = []
