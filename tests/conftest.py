@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from ephemeral_actors import (
+    ActorStats,
     CoordinatorOptions,
     CoordinatorStats,
     KeyedWorkCoordinator,
+    SignalBus,
     WorkCoordinator,
 )
 from ephemeral_actors._coordinators._supervisor import STALE_FAST_PATHS
@@ -135,3 +137,15 @@ def settle(c: Any, started: list[Any]) -> CoordinatorStats:
             return s
         assert time.monotonic() < deadline, s
         time.sleep(0.0005)
+
+
+class PinnedBus(SignalBus):
+    """A real bus whose actor statistics the test sets: a bus turn never waits, so a
+    real bus's mailbox is not deep at a moment a test can choose."""
+
+    def __init__(self, stats: ActorStats, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pinned = stats
+
+    def actor_stats(self) -> ActorStats:
+        return self.pinned

@@ -22,7 +22,7 @@ from ephemeral_actors import (
     current_operation,
 )
 from ephemeral_actors.console import _Throughput, live_view, render_table, summary
-from tests.conftest import WAIT, run_all
+from tests.conftest import WAIT, PinnedBus, run_all
 
 
 class SecretPayloadError(ValueError):
@@ -139,18 +139,6 @@ def test_mailbox_depth_shows_per_role_once_messages_wait(make):
     idle = make(lambda _n: None, name="idle")
     assert "idle: mailbox" not in rendered(render_table([idle]))
     assert last_frame(idle, plain=True).rstrip().endswith(" mailbox=0")
-
-
-class PinnedBus(SignalBus):
-    """A real bus whose actor statistics the test sets: a bus turn never waits, so a
-    real bus's mailbox is not deep at a moment a test can choose."""
-
-    def __init__(self, stats: ActorStats, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.pinned = stats
-
-    def actor_stats(self) -> ActorStats:
-        return self.pinned
 
 
 def test_each_bus_in_view_has_a_line_with_its_actor_figures(make, bus):

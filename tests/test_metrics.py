@@ -39,7 +39,7 @@ from ephemeral_actors.metrics.prometheus import (
     register_coordinators,
 )
 from ephemeral_actors.testing import crash_worker
-from tests.conftest import WAIT, run_all
+from tests.conftest import WAIT, PinnedBus, run_all
 
 
 @pytest.fixture
@@ -179,18 +179,6 @@ def test_actor_statistics_are_exported_per_role(make, metrics):
         assert rows["worker"].messages_processed == 9
     finally:
         keyed.close(WAIT)
-
-
-class PinnedBus(SignalBus):
-    """A real bus whose actor statistics the test sets: a bus turn never waits, so a
-    real bus's mailbox is not deep at a moment a test can choose."""
-
-    def __init__(self, stats: ActorStats, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.pinned = stats
-
-    def actor_stats(self) -> ActorStats:
-        return self.pinned
 
 
 BUS_FAMILIES = (

@@ -13,6 +13,8 @@ too) waited forever.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
 import random
 import signal
@@ -25,7 +27,7 @@ from ephemeral_actors import CoordinatorFaultedError, SignalBus, WorkCoordinator
 from tests.conftest import WAIT
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 pytestmark = pytest.mark.skipif(
     not hasattr(signal, "setitimer"), reason="needs setitimer (POSIX timer signals)"
@@ -55,12 +57,50 @@ def _disarm() -> None:
     signal.setitimer(signal.ITIMER_VIRTUAL, 0)
 
 
-def _close_in_time(c: WorkCoordinator[Any, Any]) -> bool:
-    """Close `c` on another thread; False if it did not finish within WAIT (wedged)."""
-    closer = threading.Thread(target=c.close, daemon=True)
-    closer.start()
-    closer.join(WAIT)
-    return not closer.is_alive()
+def _in_time(call: Callable[[], object]) -> bool:
+    """Run `call` on another thread; False if it did not return within WAIT (wedged)."""
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(WAIT)
+    return not caller.is_alive()
+
+
+@contextlib.contextmanager
+def _timer_signals(raised: type[BaseException], *, twice: bool = False) -> Iterator[None]:
+    """Timer signals raise `raised` (and, `twice`, a second one right after) in this block."""
+    _raises[0] = raised
+    _again[0] = random.Random(20261204) if twice else None
+    previous = signal.signal(signal.SIGVTALRM, _interrupt)
+    # The collector would run earlier rounds' finalizers at any allocation, and an
+    # interrupt striking in one is printed and dropped: collect between rounds instead.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        _disarm()
+        _again[0] = None
+        signal.signal(signal.SIGVTALRM, previous)
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _until_interrupted(
+    loop: Callable[[], None], rng: random.Random, stops: tuple[type[BaseException], ...]
+) -> None:
+    """Run `loop` (which never returns) under repeating timer signals until one of
+    `stops` ends it; no interrupt is raised after this returns."""
+    try:
+        # Repeating: an interrupt that lands where Python drops it (a finalizer) must
+        # not leave the loop running for ever.
+        delay = rng.uniform(20e-6, 600e-6)
+        _armed[0] = True
+        signal.setitimer(signal.ITIMER_VIRTUAL, delay, delay)
+        loop()
+    except stops:
+        _armed[0] = False  # first, and no call before it: no second interrupt
+    finally:
+        _disarm()
 
 
 def _loop_enqueue(c: WorkCoordinator[Any, Any]) -> None:
@@ -109,45 +149,22 @@ def test_interrupts_at_random_instants_never_wedge_a_coordinator(
     twice: bool,
 ) -> None:
     rng = random.Random(20261202)
-    _raises[0] = raised
-    _again[0] = random.Random(20261204) if twice else None
-    previous = signal.signal(signal.SIGVTALRM, _interrupt)
-    # The collector would run earlier rounds' finalizers at any allocation, and an
-    # interrupt striking in one is printed and dropped: collect between rounds instead.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     wedged = 0
     unsettled: list[tuple[int, int, int, bool]] = []
     landed_in_a_turn = 0
-    try:
+    with _timer_signals(raised, twice=twice):
         for _ in range(ROUNDS):
             c: WorkCoordinator[Any, Any] = WorkCoordinator(lambda _: None, max_concurrency=2)
-            try:
-                # Repeating: an interrupt that lands where Python drops it (a finalizer)
-                # must not leave the loop running for ever.
-                delay = rng.uniform(20e-6, 600e-6)
-                _armed[0] = True
-                signal.setitimer(signal.ITIMER_VIRTUAL, delay, delay)
-                loop(c)
-            except (raised, CoordinatorFaultedError):
-                # Faulted: the interrupt struck in a turn, then the loop called again.
-                _armed[0] = False  # first, and no call before it: no second interrupt
-            finally:
-                _disarm()
+            # Faulted: the interrupt struck in a turn, then the loop called again.
+            _until_interrupted(functools.partial(loop, c), rng, (raised, CoordinatorFaultedError))
             landed_in_a_turn += c.is_faulted
-            if not _close_in_time(c):
+            if not _in_time(c.close):
                 wedged += 1
                 break  # each wedge costs WAIT seconds: one is enough to fail
             gc.collect()
             s = c.stats()
             if s.total_enqueued != s.total_completed + s.total_failed + s.total_cancelled:
                 unsettled.append((s.total_enqueued, s.pending_count, s.active_count, c.is_faulted))
-    finally:
-        _disarm()
-        _again[0] = None
-        signal.signal(signal.SIGVTALRM, previous)
-        if gc_was_enabled:
-            gc.enable()
     assert wedged == 0, "an interrupt left a coordinator that never closed"
     assert unsettled == [], f"accepted items left unsettled after close: {unsettled}"
     # The test is only worth something if interrupts land inside turns as well as between.
@@ -165,14 +182,6 @@ def _loop_bus(bus: SignalBus) -> None:
         i += 1
 
 
-def _in_time(call: Callable[[], object]) -> bool:
-    """Run `call` on another thread; False if it did not return within WAIT (wedged)."""
-    caller = threading.Thread(target=call, daemon=True)
-    caller.start()
-    caller.join(WAIT)
-    return not caller.is_alive()
-
-
 def test_interrupts_at_random_instants_close_a_signal_bus_never_wedge_it() -> None:
     """The bus is watched: a turn an interrupt tears closes the bus, as a crash would.
 
@@ -181,25 +190,15 @@ def test_interrupts_at_random_instants_close_a_signal_bus_never_wedge_it() -> No
     sender waiting for ever.
     """
     rng = random.Random(20261205)
-    _raises[0] = KeyboardInterrupt
-    previous = signal.signal(signal.SIGVTALRM, _interrupt)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     wedged = 0
     crashed = 0
     broken: list[str] = []
-    try:
+    with _timer_signals(KeyboardInterrupt):
         for _ in range(ROUNDS):
             bus = SignalBus()
-            try:
-                delay = rng.uniform(20e-6, 600e-6)
-                _armed[0] = True
-                signal.setitimer(signal.ITIMER_VIRTUAL, delay, delay)
-                _loop_bus(bus)
-            except (KeyboardInterrupt, RuntimeError):
-                _armed[0] = False
-            finally:
-                _disarm()
+            _until_interrupted(
+                functools.partial(_loop_bus, bus), rng, (KeyboardInterrupt, RuntimeError)
+            )
             if not _in_time(bus.sense):
                 wedged += 1
                 break
@@ -220,11 +219,6 @@ def test_interrupts_at_random_instants_close_a_signal_bus_never_wedge_it() -> No
                 wedged += 1
                 break
             gc.collect()
-    finally:
-        _disarm()
-        signal.signal(signal.SIGVTALRM, previous)
-        if gc_was_enabled:
-            gc.enable()
     assert wedged == 0, "an interrupt left a bus whose calls never returned"
     assert broken == []
     # Worth something only if interrupts landed inside the bus's turns.
