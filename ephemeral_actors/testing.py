@@ -72,10 +72,12 @@ def use_clock(clock: Callable[[], float]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def use_schedule_clock(clock: Callable[[], float]) -> Iterator[None]:
-    """Coordinators built inside this block time everything in monotonic seconds with `clock`.
+    """Coordinators built inside this block time their schedule and supervision with `clock`.
 
     That is delays, rate limits, the restart window (`restart_window`) and the
-    passivation of idle keys (`key_idle_timeout`). `clock()` returns monotonic seconds,
+    passivation of idle keys (`key_idle_timeout`); deadlines and retry backoff
+    (`item_timeout`, `RetryPolicy`) and timed deferrals (`defer_for`) keep real time,
+    since a body or a signal runs in it. `clock()` returns monotonic seconds,
     like `time.monotonic` (the default). Records keep their own wall clock
     (`use_clock`). With a clock you move by hand, a test decides exactly when a
     delayed item is due, a token is back or a crash has left the restart window; any
