@@ -664,7 +664,7 @@ class KeyedBacklog:
         )
         # A restart like a crashed worker's: past `max_restarts` within the window the
         # coordinator faults (SPEC 14), whichever of its actors kept dying.
-        self.core._crashed_too_often()
+        self.core._restarted_too_often()
 
     def actor_stats(self) -> tuple[str, int, int, int]:
         children = self.children.values()

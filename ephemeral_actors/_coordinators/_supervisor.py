@@ -1858,7 +1858,7 @@ class Core:
                 outcome == FAILED
                 and type(error) is WorkerCrashError
                 and self.backend is not None
-                and self._crashed_too_often()
+                and self._restarted_too_often()
             ):
                 return  # a backend's worker died (a process): a crash, supervised as one
         if not worker.retired:
@@ -2303,11 +2303,11 @@ class Core:
             inbox.clear()
         if op is not None and op._outcome == RUNNING:
             self._finish(op, FAILED, _detach(error))
-        if self._crashed_too_often():
+        if self._restarted_too_often():
             return
         self._dispatch()
 
-    def _crashed_too_often(self) -> bool:
+    def _restarted_too_often(self) -> bool:
         """Count a restart; fault the coordinator past `max_restarts` (True if it did).
 
         Every restart the supervisor makes counts: a crashed worker's, and a per-key

@@ -188,7 +188,11 @@ _COUNTERS: Final = (
         "total_cancelled",
         "Items dropped by cancel() or a signal, and bodies that acknowledged cancellation.",
     ),
-    ("worker_restarts", "worker_restarts", "Worker actors that died and were replaced."),
+    (
+        "worker_restarts",
+        "worker_restarts",
+        "Crashed workers replaced, stopped key children restarted.",
+    ),
     ("signals_dropped", "signals_dropped", "Signal events on_signal_async had no room for."),
 )
 _OPTIONAL_COUNTERS: Final = (
