@@ -18,8 +18,10 @@ A structure or container whose owner is not built yet (a core in its `__init__`)
 or not named yet (`claim` has not run), or already freed, is not checked: nothing else
 can reach it then. C code that writes a list in place (`heapq`) is not seen.
 
-Outside the mode each function returns its argument, or a plain container: the hot
-paths pay nothing.
+Outside the mode the decorator returns the class unchanged and the factories a plain
+container; construction on the create + close and new-key paths tests
+`CHECK_OWNERSHIP` before calling them (a call per container cost 9 % of an unused
+coordinator's create + close), so outside the mode nothing here runs per item.
 """
 
 from __future__ import annotations

@@ -337,7 +337,7 @@ class _BusState:
                 # An interrupt in the handler: the window may be half-written.
                 self.mailbox.torn = True  # before any call: see `Mailbox.torn`
                 self._crashed(exc)
-                message.error = RuntimeError(f"{self.label} is closed{self.closed or ''}")
+                message.error = self._closed_error()
             self.replies.append(message)
         elif type(message) is Envelope:
             self._receive_envelope(message)
@@ -427,7 +427,10 @@ class _BusState:
 
     def _refuse_if_closed(self) -> None:
         if self.closed is not None:
-            raise RuntimeError(f"{self.label} is closed{self.closed}")
+            raise self._closed_error()
+
+    def _closed_error(self) -> RuntimeError:
+        return RuntimeError(f"{self.label} is closed{self.closed or ''}")
 
     def close(self, note: str) -> None:
         """Close the bus (in its turn); `note` is added to the error writes raise."""
